@@ -1,0 +1,63 @@
+"""celery_durable: durable, checkpointed multi-step tasks for Celery.
+
+Swap ``@app.task`` for ``@durable_task`` and decorate the calls worth
+checkpointing with ``@step``; a failed or crashed run resumes after its last
+completed step.
+"""
+
+from .api import RunInfo, StepInfo, get_run, list_runs, retry_run
+from .deterministic import now, random, uuid4
+from .errors import (
+    CheckpointTooLargeError,
+    DurableError,
+    InvalidRunStateError,
+    NonDeterministicStepError,
+    PermanentError,
+    RetryAfter,
+    RunNotFoundError,
+    SerializationError,
+    StepFailedError,
+    StoreUnavailableError,
+    WorkerLostError,
+)
+from .records import RunStatus, StepStatus
+from .retry import RetryPolicy, exponential, fixed
+from .steps import StepContext, step
+from .task import DurableTask, durable_task
+
+__version__ = "0.1.0"
+
+__all__ = [
+    # declaring tasks and steps
+    "DurableTask",
+    "durable_task",
+    "step",
+    "StepContext",
+    "RetryPolicy",
+    "exponential",
+    "fixed",
+    # deterministic helpers
+    "now",
+    "random",
+    "uuid4",
+    # inspecting and re-triggering runs
+    "RunInfo",
+    "RunStatus",
+    "StepInfo",
+    "StepStatus",
+    "get_run",
+    "list_runs",
+    "retry_run",
+    # errors
+    "CheckpointTooLargeError",
+    "DurableError",
+    "InvalidRunStateError",
+    "NonDeterministicStepError",
+    "PermanentError",
+    "RetryAfter",
+    "RunNotFoundError",
+    "SerializationError",
+    "StepFailedError",
+    "StoreUnavailableError",
+    "WorkerLostError",
+]

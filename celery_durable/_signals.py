@@ -1,0 +1,24 @@
+"""Internal control-flow signals that unwind a task body.
+
+They derive from BaseException so a user's ``except Exception`` in the task
+body cannot swallow them (the same choice DBOS makes).
+"""
+
+from __future__ import annotations
+
+
+class ControlSignal(BaseException):
+    """Base of the internal unwinding signals."""
+
+
+class Reenqueue(ControlSignal):
+    """The run was parked in the store; publish it again after ``delay`` seconds."""
+
+    def __init__(self, delay: float, cause: BaseException | None = None) -> None:
+        super().__init__(delay)
+        self.delay = delay
+        self.cause = cause
+
+
+class LeaseLost(ControlSignal):
+    """Another delivery took over this run; stop without writing anything."""

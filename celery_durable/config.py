@@ -1,0 +1,68 @@
+"""Settings read from the Celery configuration (``app.conf.durable_*``).
+
+Under Django with ``config_from_object("django.conf:settings",
+namespace="CELERY")`` the same settings are spelled ``CELERY_DURABLE_*``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+from celery import Celery
+
+
+@dataclass(frozen=True)
+class DurableSettings:
+    """Every ``durable_*`` setting with its default."""
+
+    #: Store to use: ``None`` (derive from the result backend), a URL
+    #: (``redis://…``, ``memory://``, ``django://``), a dotted path to a
+    #: factory taking the app, or a CheckpointStore instance.
+    store: Any = None
+    #: Seconds a run's lease lasts without a heartbeat.
+    lease_ttl: float = 30.0
+    #: Run the lease sweeper and timer waker inside every worker.
+    sweeper: bool = True
+    #: Seconds between two sweeps.
+    sweep_interval: float = 1.0
+    #: How often a run may lose its worker before it is dead-lettered.
+    max_recoveries: int = 5
+    #: Attempts per step when neither the step nor the task says otherwise.
+    default_max_attempts: int = 3
+    #: Largest serialized checkpoint, in bytes.
+    max_checkpoint_bytes: int = 1024 * 1024
+    #: Longest retry delay handed to the broker as a countdown; longer
+    #: delays are kept as timers in the store and published when due.
+    max_countdown: float = 60.0
+    #: Seconds after which a queued run that never started is published again.
+    requeue_grace: float = 300.0
+    #: Seconds a finished (succeeded or cancelled) run is kept; 0 keeps it forever.
+    result_retention: float = 7 * 24 * 3600.0
+    #: ``json`` (default) or ``pickle`` (opt-in; unsafe with an untrusted store).
+    serializer: str = "json"
+    #: Prefix of every Redis key the RedisStore writes.
+    key_prefix: str = "durable:"
+
+    @classmethod
+    def from_app(cls, app: Celery) -> DurableSettings:
+        """Read the settings of ``app``, accepting ``durable_x`` and ``CELERY_DURABLE_X``."""
+        conf = app.conf
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            for name in (f"durable_{f.name}", f"CELERY_DURABLE_{f.name.upper()}",
+                         f"DURABLE_{f.name.upper()}"):
+                value = conf.get(name)
+                if value is not None:
+                    values[f.name] = value
+                    break
+        return cls(**values)
+
+
+def settings_for(app: Celery) -> DurableSettings:
+    """Return the (cached) settings of ``app``."""
+    cached: DurableSettings | None = getattr(app, "_durable_settings", None)
+    if cached is None:
+        cached = DurableSettings.from_app(app)
+        app._durable_settings = cached  # type: ignore[attr-defined]
+    return cached

@@ -1,0 +1,145 @@
+"""Plain records exchanged between the engine and a store."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class RunStatus(str, enum.Enum):
+    """Where a run is in its life: ``PENDING → RUNNING → … → SUCCEEDED | FAILED | CANCELLED``."""
+
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    RETRYING = "RETRYING"
+    SLEEPING = "SLEEPING"
+    WAITING = "WAITING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def finished(self) -> bool:
+        """True for the final states."""
+        return self in FINISHED
+
+
+FINISHED = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED})
+
+
+class StepStatus(str, enum.Enum):
+    """Outcome recorded for one step."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    RETRYING = "retrying"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass
+class ErrorInfo:
+    """An exception as stored: its qualified type, message and traceback."""
+
+    type: str
+    message: str
+    traceback: str = ""
+
+    @classmethod
+    def from_exception(cls, exc: BaseException, traceback: str = "") -> ErrorInfo:
+        """Describe ``exc``."""
+        return cls(f"{type(exc).__module__}.{type(exc).__qualname__}", str(exc), traceback)
+
+
+@dataclass
+class StepRecord:
+    """The checkpoint of one step call at one position of a run."""
+
+    position: int
+    key: str
+    name: str
+    status: StepStatus
+    attempts: int = 1
+    value: str | None = None          # serialized value (status SUCCEEDED)
+    error: ErrorInfo | None = None    # last error (status FAILED or RETRYING)
+    started_at: float | None = None
+    finished_at: float | None = None
+
+    def to_meta(self) -> dict[str, Any]:
+        """Everything but the value, as a JSON-ready dict."""
+        meta: dict[str, Any] = {"k": self.key, "n": self.name, "s": self.status.value,
+                                "a": self.attempts, "t0": self.started_at,
+                                "t1": self.finished_at}
+        if self.error is not None:
+            meta["e"] = [self.error.type, self.error.message, self.error.traceback]
+        return meta
+
+    @classmethod
+    def from_meta(cls, position: int, meta: dict[str, Any], value: str | None) -> StepRecord:
+        """Rebuild a record from :meth:`to_meta` output and the stored value."""
+        err = meta.get("e")
+        return cls(position=position, key=meta["k"], name=meta["n"],
+                   status=StepStatus(meta["s"]), attempts=int(meta.get("a", 1)),
+                   value=value, error=ErrorInfo(*err) if err else None,
+                   started_at=meta.get("t0"), finished_at=meta.get("t1"))
+
+
+@dataclass
+class RunRecord:
+    """A durable run as stored. Arguments and result are serialized text."""
+
+    id: str
+    task: str
+    status: RunStatus
+    args: str = "[]"
+    kwargs: str = "{}"
+    options: dict[str, Any] = field(default_factory=dict)
+    created_at: float | None = None
+    updated_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    token: int = 0
+    owner: str = ""
+    lease_expires: float | None = None
+    not_before: float | None = None
+    due_at: float | None = None
+    recoveries: int = 0
+    result: str | None = None
+    error: ErrorInfo | None = None
+    failed_step: str | None = None
+    idempotency_key: str | None = None
+    steps: list[StepRecord] = field(default_factory=list)
+
+
+@dataclass
+class Begin:
+    """What a delivery found when it tried to start a run.
+
+    ``outcome`` is ``acquired`` (this delivery holds the lease; ``token`` is
+    its fencing token and ``run.steps`` the checkpoints), ``busy`` (another
+    live delivery holds it; ``run.owner`` says who), ``finished`` (nothing to
+    do) or ``early`` (the run is parked until ``run.not_before``).
+    """
+
+    outcome: str
+    run: RunRecord
+    token: int = 0
+
+
+@dataclass
+class Claim:
+    """What the sweeper must do with a due run.
+
+    ``action`` is ``publish`` (send the run's message again), ``dead``
+    (recoveries exhausted, the run is now FAILED), ``later`` (not due;
+    ``due_at`` says when) or ``gone`` (finished or deleted).
+    """
+
+    action: str
+    run: RunRecord | None = None
+    due_at: float | None = None

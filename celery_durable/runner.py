@@ -1,0 +1,135 @@
+"""One delivery of a durable run: take the lease, replay, run, park or finish."""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from typing import Any
+
+from celery import Task
+from celery.exceptions import Ignore, Retry
+
+from . import leases
+from ._signals import LeaseLost, Reenqueue
+from .config import settings_for
+from .context import RunContext, current_run
+from .errors import DurableError, SerializationError, StepFailedError
+from .publish import delivery_options
+from .records import Begin, ErrorInfo, RunStatus
+from .retry import RetryPolicy
+from .serialization import decode, encode, get_serializer
+from .stores import get_store
+
+logger = logging.getLogger(__name__)
+
+
+def _begin(task: Task, run_id: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+           request: Any, ctx_fields: dict[str, Any]) -> Begin:
+    settings = ctx_fields["settings"]
+    serializer = ctx_fields["serializer"]
+    store = ctx_fields["store"]
+    args_text = encode(serializer, list(args), max_bytes=settings.max_checkpoint_bytes,
+                       what="task arguments", run_id=run_id)
+    kwargs_text = encode(serializer, dict(kwargs), max_bytes=settings.max_checkpoint_bytes,
+                         what="task keyword arguments", run_id=run_id)
+    owner = leases.owner_id()
+    common = {"task": task.name, "args": args_text, "kwargs": kwargs_text,
+              "options": delivery_options(getattr(request, "delivery_info", None)),
+              "owner": owner, "lease_ttl": float(settings.lease_ttl)}
+    begin = store.begin(run_id, **common)
+    if begin.outcome == "busy" and leases.owner_is_dead(begin.run.owner):
+        logger.info("run %s: previous holder %s is dead; taking over", run_id, begin.run.owner)
+        begin = store.begin(run_id, steal_from=begin.run.owner, **common)
+    return begin
+
+
+def execute(task: Task, body: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Run (or resume) the durable run of the current request; see DESIGN §2–3."""
+    request = task.request
+    run_id: str = request.id
+    app = task.app
+    settings = settings_for(app)
+    fields = {"settings": settings, "serializer": get_serializer(settings.serializer),
+              "store": get_store(app)}
+    begin = _begin(task, run_id, args, kwargs, request, fields)
+    if begin.outcome != "acquired":
+        logger.info("run %s: delivery ignored (%s, status %s)", run_id, begin.outcome,
+                    begin.run.status)
+        raise Ignore()
+    eager = bool(request.is_eager)
+    ctx = RunContext(task=task, run_id=run_id, token=begin.token, store=fields["store"],
+                     settings=settings, serializer=fields["serializer"],
+                     policy=task_policy(task), eager=eager,
+                     checkpoints={s.position: s for s in begin.run.steps})
+    if not eager:
+        leases.hold(ctx.store, run_id, ctx.token, float(settings.lease_ttl))
+    reset = current_run.set(ctx)
+    try:
+        return _run_body(ctx, body, args, kwargs)
+    except Reenqueue as signal:
+        return _reenqueue(ctx, body, args, kwargs, signal)
+    except LeaseLost:
+        logger.warning("run %s: lease lost to another delivery; stopping", run_id)
+        raise Ignore() from None
+    finally:
+        current_run.reset(reset)
+        leases.release(run_id)
+
+
+def task_policy(task: Task) -> RetryPolicy:
+    """The task's default step policy (cached on the task)."""
+    policy: RetryPolicy | None = task.__dict__.get("_durable_policy")
+    if policy is None:
+        from .retry import policy_from_task
+        explicit = frozenset(getattr(task, "_durable_explicit", ()))
+        policy = policy_from_task(task, settings_for(task.app).default_max_attempts, explicit)
+        task.__dict__["_durable_policy"] = policy
+    return policy
+
+
+def _run_body(ctx: RunContext, body: Any, args: tuple[Any, ...],
+              kwargs: dict[str, Any]) -> Any:
+    try:
+        value = body(*args, **kwargs)
+        if ctx.fatal is not None:
+            raise ctx.fatal
+        text = encode(ctx.serializer, value, max_bytes=ctx.settings.max_checkpoint_bytes,
+                      what="task result", run_id=ctx.run_id)
+    except (Reenqueue, LeaseLost):
+        raise
+    except Exception as exc:
+        _fail(ctx, exc)
+        raise
+    if not ctx.store.finish(ctx.run_id, ctx.token, status=RunStatus.SUCCEEDED, result=text,
+                            retention=ctx.settings.result_retention):
+        raise LeaseLost()
+    return decode(ctx.serializer, text, what="task result", run_id=ctx.run_id)
+
+
+def _fail(ctx: RunContext, exc: Exception) -> None:
+    """Dead-letter the run: FAILED, with its checkpoints, error and traceback kept."""
+    if isinstance(exc, StepFailedError):
+        error = ErrorInfo(exc.error_type, exc.error_message, exc.traceback)
+        failed_step = exc.step
+    else:
+        error = ErrorInfo.from_exception(exc, traceback.format_exc())
+        failed_step = exc.step if isinstance(exc, DurableError) else None
+    if isinstance(exc, SerializationError | StepFailedError):
+        logger.error("run %s failed: %s", ctx.run_id, exc)
+    if not ctx.store.finish(ctx.run_id, ctx.token, status=RunStatus.FAILED, error=error,
+                            failed_step=failed_step):
+        raise LeaseLost() from exc
+
+
+def _reenqueue(ctx: RunContext, body: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
+               signal: Reenqueue) -> Any:
+    """The run was parked for a retry: publish it again and end this delivery as RETRY."""
+    task, request = ctx.task, ctx.task.request
+    if ctx.eager:
+        # Eager mode has no worker to deliver a retry: run the next attempt now.
+        return task.apply(args=args, kwargs=kwargs, task_id=ctx.run_id).get()
+    if signal.delay >= 0:
+        sig = task.signature_from_request(request, args, kwargs, countdown=signal.delay,
+                                          retries=request.retries + 1)
+        sig.apply_async()
+    raise Retry(exc=signal.cause, when=max(signal.delay, 0)) from None

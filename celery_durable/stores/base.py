@@ -1,0 +1,103 @@
+"""The checkpoint store contract: everything the engine asks of a store.
+
+A store keeps runs, their step checkpoints, their lease and their due time.
+Each method is one round trip on a networked store. Times are the store's
+own clock (Redis ``TIME``, the database's or the process's), so leases do
+not depend on the workers' clocks agreeing.
+
+Implementations: :class:`~celery_durable.stores.redis.RedisStore`,
+:class:`~celery_durable.stores.memory.MemoryStore` and, in the Django app,
+``django_app.store.DjangoStore``. They all pass ``tests/stores/test_contract.py``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+
+from ..records import Begin, Claim, ErrorInfo, RunRecord, RunStatus, StepRecord
+
+
+class CheckpointStore(ABC):
+    """Where durable runs and their checkpoints live."""
+
+    @abstractmethod
+    def ping(self) -> None:
+        """Raise :class:`~celery_durable.errors.StoreUnavailableError` if unreachable."""
+
+    @abstractmethod
+    def begin(self, run_id: str, *, task: str, args: str, kwargs: str,
+              options: Mapping[str, object], owner: str, lease_ttl: float,
+              steal_from: str | None = None) -> Begin:
+        """Start a delivery of ``run_id``, in one round trip.
+
+        Creates the run if it does not exist. Unless it is finished, parked
+        until later, or leased by a live owner other than ``steal_from``, takes
+        the lease for ``owner`` (incrementing the fencing token) and returns
+        the run with all its checkpoints.
+        """
+
+    @abstractmethod
+    def save_step(self, run_id: str, token: int, step: StepRecord) -> bool:
+        """Write one checkpoint if ``token`` still holds the lease; return False if not."""
+
+    @abstractmethod
+    def park(self, run_id: str, token: int, *, status: RunStatus, delay: float,
+             due_in: float, step: StepRecord | None = None) -> bool:
+        """Suspend the run under ``token``: write ``step`` if given, set ``status``.
+
+        The run may not start again for ``delay`` seconds; the sweeper looks at
+        it after ``due_in`` seconds. The lease is released. False if the token
+        no longer holds the lease.
+        """
+
+    @abstractmethod
+    def finish(self, run_id: str, token: int, *, status: RunStatus,
+               result: str | None = None, error: ErrorInfo | None = None,
+               failed_step: str | None = None, retention: float = 0) -> bool:
+        """Record the run's final state under ``token`` and release the lease.
+
+        A SUCCEEDED or CANCELLED run is deleted ``retention`` seconds later
+        (0 keeps it); a FAILED run is kept until retried or purged.
+        """
+
+    @abstractmethod
+    def renew(self, leases: Mapping[str, int], lease_ttl: float) -> set[str]:
+        """Extend every lease in ``{run_id: token}``; return the run ids whose lease was lost."""
+
+    @abstractmethod
+    def due_runs(self, limit: int = 100) -> list[str]:
+        """Ids of runs whose due time has passed (expired lease, timer, lost message)."""
+
+    @abstractmethod
+    def claim_due(self, run_id: str, *, grace: float, max_recoveries: int) -> Claim:
+        """Atomically decide what to do with a due run, so two sweepers never both act.
+
+        A RUNNING run whose lease expired is recovered (``publish``) or, past
+        ``max_recoveries``, dead-lettered (``dead``). A parked or queued run
+        whose due time passed is ``publish``-ed again. The run's next due time
+        moves ``grace`` seconds ahead.
+        """
+
+    @abstractmethod
+    def get_run(self, run_id: str) -> RunRecord | None:
+        """The run with its checkpoints (ordered by position), or None."""
+
+    @abstractmethod
+    def list_runs(self, *, status: RunStatus | None = None, task: str | None = None,
+                  limit: int = 100) -> list[RunRecord]:
+        """Runs, newest first, without their checkpoints."""
+
+    @abstractmethod
+    def reset_run(self, run_id: str, *, from_start: bool, args: str | None = None,
+                  kwargs: str | None = None, grace: float = 300.0) -> RunRecord | None:
+        """Make a FAILED or CANCELLED run PENDING again for a new delivery.
+
+        ``from_start`` drops every checkpoint; otherwise only failed or retrying
+        ones go, so the run resumes at the failed step. ``args``/``kwargs``
+        replace the stored arguments. Returns None if the run does not exist;
+        raises InvalidRunStateError if it is not finished.
+        """
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections (optional)."""

@@ -1,0 +1,184 @@
+"""An in-process store for eager mode and unit tests."""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from collections.abc import Mapping
+
+from ..errors import InvalidRunStateError
+from ..records import Begin, Claim, ErrorInfo, RunRecord, RunStatus, StepRecord, StepStatus
+from .base import CheckpointStore
+
+
+class MemoryStore(CheckpointStore):
+    """Keeps runs in a dict of this process; lost when the process exits."""
+
+    def __init__(self) -> None:
+        self._runs: dict[str, RunRecord] = {}
+        self._steps: dict[str, dict[int, StepRecord]] = {}
+        self._lock = threading.RLock()
+
+    def ping(self) -> None:
+        """Always reachable."""
+
+    def _snapshot(self, run: RunRecord) -> RunRecord:
+        out = copy.deepcopy(run)
+        out.steps = [copy.deepcopy(s) for _, s in sorted(self._steps[run.id].items())]
+        return out
+
+    def _holds(self, run_id: str, token: int) -> RunRecord | None:
+        run = self._runs.get(run_id)
+        if run is None or run.token != token or not run.owner:
+            return None
+        return run
+
+    def begin(self, run_id: str, *, task: str, args: str, kwargs: str,
+              options: Mapping[str, object], owner: str, lease_ttl: float,
+              steal_from: str | None = None) -> Begin:
+        """See :meth:`CheckpointStore.begin`."""
+        now = time.time()
+        with self._lock:
+            run = self._runs.get(run_id)
+            if run is None:
+                run = RunRecord(id=run_id, task=task, status=RunStatus.PENDING, args=args,
+                                kwargs=kwargs, options=dict(options), created_at=now)
+                self._runs[run_id] = run
+                self._steps[run_id] = {}
+            if run.status.finished:
+                return Begin("finished", self._snapshot(run))
+            if run.not_before and run.not_before > now:
+                return Begin("early", self._snapshot(run))
+            if (run.owner and run.lease_expires and run.lease_expires > now
+                    and run.owner != steal_from):
+                return Begin("busy", self._snapshot(run))
+            run.token += 1
+            run.owner, run.lease_expires = owner, now + lease_ttl
+            run.status, run.not_before, run.due_at = RunStatus.RUNNING, None, now + lease_ttl
+            run.started_at = run.started_at or now
+            run.updated_at = now
+            return Begin("acquired", self._snapshot(run), run.token)
+
+    def save_step(self, run_id: str, token: int, step: StepRecord) -> bool:
+        """See :meth:`CheckpointStore.save_step`."""
+        with self._lock:
+            if self._holds(run_id, token) is None:
+                return False
+            self._steps[run_id][step.position] = copy.deepcopy(step)
+            return True
+
+    def park(self, run_id: str, token: int, *, status: RunStatus, delay: float,
+             due_in: float, step: StepRecord | None = None) -> bool:
+        """See :meth:`CheckpointStore.park`."""
+        now = time.time()
+        with self._lock:
+            run = self._holds(run_id, token)
+            if run is None:
+                return False
+            if step is not None:
+                self._steps[run_id][step.position] = copy.deepcopy(step)
+            run.status, run.owner, run.lease_expires = status, "", None
+            run.not_before, run.due_at, run.updated_at = now + delay, now + due_in, now
+            return True
+
+    def finish(self, run_id: str, token: int, *, status: RunStatus,
+               result: str | None = None, error: ErrorInfo | None = None,
+               failed_step: str | None = None, retention: float = 0) -> bool:
+        """See :meth:`CheckpointStore.finish` (retention is not enforced in memory)."""
+        now = time.time()
+        with self._lock:
+            run = self._holds(run_id, token)
+            if run is None:
+                return False
+            run.status, run.result, run.error, run.failed_step = status, result, error, failed_step
+            run.owner, run.lease_expires, run.due_at, run.not_before = "", None, None, None
+            run.finished_at = run.updated_at = now
+            return True
+
+    def renew(self, leases: Mapping[str, int], lease_ttl: float) -> set[str]:
+        """See :meth:`CheckpointStore.renew`."""
+        now, lost = time.time(), set()
+        with self._lock:
+            for run_id, token in leases.items():
+                run = self._holds(run_id, token)
+                if run is None:
+                    lost.add(run_id)
+                else:
+                    run.lease_expires = run.due_at = now + lease_ttl
+        return lost
+
+    def due_runs(self, limit: int = 100) -> list[str]:
+        """See :meth:`CheckpointStore.due_runs`."""
+        now = time.time()
+        with self._lock:
+            due = sorted((r.due_at, r.id) for r in self._runs.values()
+                         if r.due_at is not None and r.due_at <= now)
+        return [run_id for _, run_id in due[:limit]]
+
+    def claim_due(self, run_id: str, *, grace: float, max_recoveries: int) -> Claim:
+        """See :meth:`CheckpointStore.claim_due`."""
+        now = time.time()
+        with self._lock:
+            run = self._runs.get(run_id)
+            if run is None or run.status.finished:
+                return Claim("gone")
+            if run.due_at is None or run.due_at > now:
+                return Claim("later", due_at=run.due_at)
+            if run.status is RunStatus.RUNNING:
+                if run.owner and run.lease_expires and run.lease_expires > now:
+                    run.due_at = run.lease_expires
+                    return Claim("later", due_at=run.due_at)
+                run.recoveries += 1
+                run.token += 1
+                run.owner, run.lease_expires = "", None
+                if run.recoveries > max_recoveries:
+                    run.status, run.due_at, run.finished_at = RunStatus.FAILED, None, now
+                    run.error = ErrorInfo("celery_durable.errors.WorkerLostError",
+                                          f"worker lost {run.recoveries} times "
+                                          f"(durable_max_recoveries={max_recoveries})")
+                    return Claim("dead", self._snapshot(run))
+                run.status = RunStatus.PENDING
+            elif run.status in (RunStatus.SLEEPING, RunStatus.WAITING):
+                run.status = RunStatus.PENDING
+            run.due_at, run.not_before, run.updated_at = now + grace, None, now
+            return Claim("publish", self._snapshot(run))
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        """See :meth:`CheckpointStore.get_run`."""
+        with self._lock:
+            run = self._runs.get(run_id)
+            return None if run is None else self._snapshot(run)
+
+    def list_runs(self, *, status: RunStatus | None = None, task: str | None = None,
+                  limit: int = 100) -> list[RunRecord]:
+        """See :meth:`CheckpointStore.list_runs`."""
+        with self._lock:
+            runs = [copy.deepcopy(r) for r in self._runs.values()
+                    if (status is None or r.status is status)
+                    and (task is None or r.task == task)]
+        runs.sort(key=lambda r: r.created_at or 0, reverse=True)
+        return runs[:limit]
+
+    def reset_run(self, run_id: str, *, from_start: bool, args: str | None = None,
+                  kwargs: str | None = None, grace: float = 300.0) -> RunRecord | None:
+        """See :meth:`CheckpointStore.reset_run`."""
+        now = time.time()
+        with self._lock:
+            run = self._runs.get(run_id)
+            if run is None:
+                return None
+            if run.status not in (RunStatus.FAILED, RunStatus.CANCELLED):
+                raise InvalidRunStateError(f"run {run_id} is {run.status}, not failed or "
+                                           "cancelled", run_id=run_id)
+            steps = self._steps[run_id]
+            for pos in list(steps):
+                if from_start or steps[pos].status is not StepStatus.SUCCEEDED:
+                    del steps[pos]
+            run.args = args if args is not None else run.args
+            run.kwargs = kwargs if kwargs is not None else run.kwargs
+            run.status, run.error, run.failed_step, run.result = RunStatus.PENDING, None, None, None
+            run.recoveries, run.finished_at, run.not_before = 0, None, None
+            run.token += 1
+            run.updated_at, run.due_at = now, now + grace
+            return self._snapshot(run)

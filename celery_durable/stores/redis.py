@@ -1,0 +1,271 @@
+"""RedisStore: one hash per run, Lua for every check-and-write under the lease.
+
+Layout (``P`` is the result backend's ``global_keyprefix`` plus
+``durable_key_prefix``)::
+
+    P run:{<run id>}   hash: run fields, plus c:<pos> (step meta JSON) and v:<pos> (value)
+    P due              sorted set: run id -> when the sweeper should look at it
+    P runs             sorted set: run id -> creation time (for listing)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ..errors import InvalidRunStateError, StoreUnavailableError
+from ..records import Begin, Claim, ErrorInfo, RunRecord, RunStatus, StepRecord
+from . import redis_scripts as lua
+from .base import CheckpointStore
+
+try:
+    import redis as redis_lib
+except ImportError:  # pragma: no cover - depends on the installed extras
+    redis_lib = None
+
+
+def _f(value: Any) -> float | None:
+    return float(value) if value not in (None, "", b"") else None
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def parse_run(run_id: str, flat: list[Any]) -> RunRecord:
+    """Build a RunRecord (with checkpoints) from a flat HGETALL reply."""
+    fields: dict[str, str] = {}
+    metas: dict[int, dict[str, Any]] = {}
+    values: dict[int, str] = {}
+    for i in range(0, len(flat), 2):
+        name, value = _text(flat[i]), _text(flat[i + 1])
+        if name.startswith("c:"):
+            metas[int(name[2:])] = json.loads(value)
+        elif name.startswith("v:"):
+            values[int(name[2:])] = value
+        else:
+            fields[name] = value
+    error = json.loads(fields["error"]) if fields.get("error") else None
+    return RunRecord(
+        id=run_id, task=fields.get("task", ""), status=RunStatus(fields.get("status", "PENDING")),
+        args=fields.get("args", "[]"), kwargs=fields.get("kwargs", "{}"),
+        options=json.loads(fields["options"]) if fields.get("options") else {},
+        created_at=_f(fields.get("created")), updated_at=_f(fields.get("updated")),
+        started_at=_f(fields.get("started")), finished_at=_f(fields.get("finished")),
+        token=int(fields.get("token") or 0), owner=fields.get("owner", ""),
+        lease_expires=_f(fields.get("lease")), not_before=_f(fields.get("nb")),
+        due_at=_f(fields.get("due")), recoveries=int(fields.get("rec") or 0),
+        result=fields.get("result") or None, error=ErrorInfo(*error) if error else None,
+        failed_step=fields.get("fstep") or None, idempotency_key=fields.get("ikey") or None,
+        steps=[StepRecord.from_meta(pos, metas[pos], values.get(pos) or None)
+               for pos in sorted(metas)],
+    )
+
+
+def _step_args(step: StepRecord) -> list[Any]:
+    return [step.position, json.dumps(step.to_meta(), separators=(",", ":")), step.value or ""]
+
+
+class RedisStore(CheckpointStore):
+    """Checkpoints in Redis (standalone, Sentinel or Cluster)."""
+
+    def __init__(self, client: Any, *, prefix: str = "durable:") -> None:
+        if redis_lib is None:
+            raise StoreUnavailableError("RedisStore needs redis-py: pip install "
+                                        "'celery-durable[redis]'")
+        self.client = client
+        self.prefix = prefix
+        self._due_key = f"{prefix}due"
+        self._runs_key = f"{prefix}runs"
+        self._scripts = {name: client.register_script(getattr(lua, name)) for name in
+                         ("BEGIN", "SAVE_STEP", "PARK", "FINISH", "RENEW", "CLAIM_DUE", "RESET")}
+
+    def _pipeline(self, build: Callable[[Any], None]) -> list[Any]:
+        """Run the commands ``build`` queues in one round trip.
+
+        Scripts are sent as EVALSHA; if the server lost them (restart,
+        ``SCRIPT FLUSH``) they are loaded and the pipeline is sent again, which
+        is safe because every queued command is idempotent or refused under the
+        lease. (redis-py's own pipeline would ask ``SCRIPT EXISTS`` every time.)
+        """
+        for attempt in (1, 2):
+            pipe = self.client.pipeline(transaction=False)
+            build(pipe)
+            try:
+                return list(pipe.execute())
+            except redis_lib.exceptions.NoScriptError:
+                if attempt == 2:
+                    raise
+                for script in self._scripts.values():
+                    script.sha = self.client.script_load(script.script)
+        raise AssertionError("unreachable")
+
+    def _eval(self, pipe: Any, name: str, key: str, *args: Any) -> None:
+        pipe.evalsha(self._scripts[name].sha, 1, key, *args)
+
+    @classmethod
+    def from_url(cls, url: str, *, prefix: str = "durable:", **options: Any) -> RedisStore:
+        """Connect to the Redis at ``url``."""
+        if redis_lib is None:
+            raise StoreUnavailableError("RedisStore needs redis-py: pip install "
+                                        "'celery-durable[redis]'")
+        return cls(redis_lib.Redis.from_url(url, **options), prefix=prefix)
+
+    def run_key(self, run_id: str) -> str:
+        """The hash holding ``run_id``; the run id is its Redis Cluster hash tag."""
+        return f"{self.prefix}run:{{{run_id}}}"
+
+    def ping(self) -> None:
+        """Raise StoreUnavailableError when Redis does not answer."""
+        try:
+            self.client.ping()
+        except Exception as exc:
+            raise StoreUnavailableError(f"Redis store unreachable: {exc}") from exc
+
+    def begin(self, run_id: str, *, task: str, args: str, kwargs: str,
+              options: Mapping[str, object], owner: str, lease_ttl: float,
+              steal_from: str | None = None) -> Begin:
+        """See :meth:`CheckpointStore.begin`: one pipelined round trip."""
+        now = time.time()
+
+        def build(pipe: Any) -> None:
+            self._eval(pipe, "BEGIN", self.run_key(run_id), task, args, kwargs,
+                       json.dumps(dict(options)), owner, lease_ttl, steal_from or "")
+            pipe.zadd(self._due_key, {run_id: now + lease_ttl})
+            pipe.zadd(self._runs_key, {run_id: now}, nx=True)
+
+        (outcome, token, flat), _, _ = self._pipeline(build)
+        return Begin(_text(outcome), parse_run(run_id, flat), int(token))
+
+    def save_step(self, run_id: str, token: int, step: StepRecord) -> bool:
+        """See :meth:`CheckpointStore.save_step`: one EVALSHA."""
+        return bool(self._scripts["SAVE_STEP"](keys=[self.run_key(run_id)],
+                                               args=[token, *_step_args(step)]))
+
+    def park(self, run_id: str, token: int, *, status: RunStatus, delay: float,
+             due_in: float, step: StepRecord | None = None) -> bool:
+        """See :meth:`CheckpointStore.park`."""
+        step_args = _step_args(step) if step is not None else ["", "", ""]
+
+        def build(pipe: Any) -> None:
+            self._eval(pipe, "PARK", self.run_key(run_id), token, status.value, delay, due_in,
+                       *step_args)
+            pipe.zadd(self._due_key, {run_id: time.time() + due_in})
+
+        ok, _ = self._pipeline(build)
+        return bool(ok)
+
+    def finish(self, run_id: str, token: int, *, status: RunStatus,
+               result: str | None = None, error: ErrorInfo | None = None,
+               failed_step: str | None = None, retention: float = 0) -> bool:
+        """See :meth:`CheckpointStore.finish`."""
+        err = json.dumps([error.type, error.message, error.traceback]) if error else ""
+
+        def build(pipe: Any) -> None:
+            self._eval(pipe, "FINISH", self.run_key(run_id), token, status.value, result or "",
+                       err, failed_step or "", retention)
+            pipe.zrem(self._due_key, run_id)
+
+        ok, _ = self._pipeline(build)
+        return bool(ok)
+
+    def renew(self, leases: Mapping[str, int], lease_ttl: float) -> set[str]:
+        """See :meth:`CheckpointStore.renew`: one pipeline for all leases."""
+        if not leases:
+            return set()
+        ids = list(leases)
+
+        def build(pipe: Any) -> None:
+            for run_id in ids:
+                self._eval(pipe, "RENEW", self.run_key(run_id), leases[run_id], lease_ttl)
+
+        replies = self._pipeline(build)
+        lost = {run_id for run_id, lease in zip(ids, replies, strict=True) if not lease}
+        alive = {run_id: float(lease) for run_id, lease in zip(ids, replies, strict=True)
+                 if lease}
+        if alive:
+            self.client.zadd(self._due_key, alive)
+        return lost
+
+    def due_runs(self, limit: int = 100) -> list[str]:
+        """See :meth:`CheckpointStore.due_runs`."""
+        ids = self.client.zrangebyscore(self._due_key, "-inf", time.time(), start=0, num=limit)
+        return [_text(i) for i in ids]
+
+    def claim_due(self, run_id: str, *, grace: float, max_recoveries: int) -> Claim:
+        """See :meth:`CheckpointStore.claim_due`."""
+        reply = self._scripts["CLAIM_DUE"](keys=[self.run_key(run_id)],
+                                           args=[grace, max_recoveries])
+        action = _text(reply[0])
+        if action == "gone":
+            self.client.zrem(self._due_key, run_id)
+            return Claim("gone")
+        if action == "later":
+            due = float(reply[1])
+            self.client.zadd(self._due_key, {run_id: due})
+            return Claim("later", due_at=due)
+        run = parse_run(run_id, reply[1])
+        if action == "dead":
+            self.client.zrem(self._due_key, run_id)
+        elif run.due_at is not None:
+            self.client.zadd(self._due_key, {run_id: run.due_at})
+        return Claim(action, run)
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        """See :meth:`CheckpointStore.get_run`."""
+        flat = self.client.execute_command("HGETALL", self.run_key(run_id))
+        if not flat:
+            return None
+        if isinstance(flat, dict):
+            flat = [x for kv in flat.items() for x in kv]
+        return parse_run(run_id, flat)
+
+    def list_runs(self, *, status: RunStatus | None = None, task: str | None = None,
+                  limit: int = 100) -> list[RunRecord]:
+        """See :meth:`CheckpointStore.list_runs` (scans the index newest first)."""
+        out: list[RunRecord] = []
+        start, batch = 0, max(limit, 200)
+        wanted = ["task", "status", "args", "kwargs", "created", "updated", "finished",
+                  "fstep", "error", "ikey", "rec"]
+        while len(out) < limit:
+            ids = [_text(i) for i in self.client.zrevrange(self._runs_key, start, start + batch - 1)]
+            if not ids:
+                break
+            start += batch
+            pipe = self.client.pipeline(transaction=False)
+            for run_id in ids:
+                pipe.hmget(self.run_key(run_id), wanted)
+            gone = []
+            for run_id, values in zip(ids, pipe.execute(), strict=True):
+                if values[1] is None:
+                    gone.append(run_id)
+                    continue
+                flat = [x for pair in zip(wanted, values, strict=True) for x in pair
+                        if pair[1] is not None]
+                run = parse_run(run_id, flat)
+                if (status is None or run.status is status) and (task is None or run.task == task):
+                    out.append(run)
+            if gone:
+                self.client.zrem(self._runs_key, *gone)
+        return out[:limit]
+
+    def reset_run(self, run_id: str, *, from_start: bool, args: str | None = None,
+                  kwargs: str | None = None, grace: float = 300.0) -> RunRecord | None:
+        """See :meth:`CheckpointStore.reset_run`."""
+        reply = self._scripts["RESET"](keys=[self.run_key(run_id)], args=[
+            "1" if from_start else "0", args or "", kwargs or "", grace])
+        action = _text(reply[0])
+        if action == "missing":
+            return None
+        if action == "state":
+            raise InvalidRunStateError(f"run {run_id} is {_text(reply[1])}, not failed or "
+                                       "cancelled", run_id=run_id)
+        run = parse_run(run_id, reply[1])
+        self.client.zadd(self._due_key, {run_id: time.time() + grace})
+        return run
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self.client.close()

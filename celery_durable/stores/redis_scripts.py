@@ -1,0 +1,149 @@
+"""Lua scripts of the RedisStore. Each touches only one run's hash, so the
+store works unchanged on Redis Cluster (the hash key carries the run id as
+its hash tag). Times come from the server's clock (``TIME``)."""
+
+from __future__ import annotations
+
+NOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+"""
+
+HOLDS = """
+local function holds(h, token)
+  local v = redis.call('HMGET', h, 'token', 'owner')
+  return v[1] == token and v[2] and v[2] ~= ''
+end
+"""
+
+FINISHED = """
+local finished = {SUCCEEDED=true, FAILED=true, CANCELLED=true}
+"""
+
+# KEYS[1] run hash. ARGV: task, args, kwargs, options, owner, ttl, steal_from
+BEGIN = NOW + FINISHED + """
+local h = KEYS[1]
+local ttl = tonumber(ARGV[6])
+local v = redis.call('HMGET', h, 'status', 'nb', 'owner', 'lease')
+local status = v[1]
+if not status then
+  redis.call('HSET', h, 'task', ARGV[1], 'args', ARGV[2], 'kwargs', ARGV[3],
+             'options', ARGV[4], 'status', 'PENDING', 'created', tostring(now),
+             'token', '0', 'rec', '0')
+  status = 'PENDING'
+elseif finished[status] then
+  return {'finished', '0', redis.call('HGETALL', h)}
+elseif v[2] and v[2] ~= '' and tonumber(v[2]) > now then
+  return {'early', '0', redis.call('HGETALL', h)}
+elseif v[3] and v[3] ~= '' and v[4] and v[4] ~= '' and tonumber(v[4]) > now
+       and v[3] ~= ARGV[7] then
+  return {'busy', '0', redis.call('HGETALL', h)}
+end
+local token = redis.call('HINCRBY', h, 'token', 1)
+local lease = tostring(now + ttl)
+redis.call('HSET', h, 'status', 'RUNNING', 'owner', ARGV[5], 'lease', lease,
+           'due', lease, 'nb', '', 'updated', tostring(now))
+redis.call('HSETNX', h, 'started', tostring(now))
+return {'acquired', tostring(token), redis.call('HGETALL', h)}
+"""
+
+# KEYS[1] run hash. ARGV: token, position, meta, value
+SAVE_STEP = HOLDS + """
+if not holds(KEYS[1], ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'c:' .. ARGV[2], ARGV[3], 'v:' .. ARGV[2], ARGV[4])
+return 1
+"""
+
+# KEYS[1] run hash. ARGV: token, status, delay, due_in, position ('' = none), meta, value
+PARK = NOW + HOLDS + """
+if not holds(KEYS[1], ARGV[1]) then return 0 end
+if ARGV[5] ~= '' then
+  redis.call('HSET', KEYS[1], 'c:' .. ARGV[5], ARGV[6], 'v:' .. ARGV[5], ARGV[7])
+end
+redis.call('HSET', KEYS[1], 'status', ARGV[2], 'owner', '', 'lease', '',
+           'nb', tostring(now + tonumber(ARGV[3])), 'due', tostring(now + tonumber(ARGV[4])),
+           'updated', tostring(now))
+return 1
+"""
+
+# KEYS[1] run hash. ARGV: token, status, result, error (json or ''), failed step, retention
+FINISH = NOW + HOLDS + """
+if not holds(KEYS[1], ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'status', ARGV[2], 'result', ARGV[3], 'error', ARGV[4],
+           'fstep', ARGV[5], 'owner', '', 'lease', '', 'due', '', 'nb', '',
+           'finished', tostring(now), 'updated', tostring(now))
+local retention = tonumber(ARGV[6])
+if retention > 0 and ARGV[2] ~= 'FAILED' then
+  redis.call('EXPIRE', KEYS[1], math.ceil(retention))
+end
+return 1
+"""
+
+# KEYS[1] run hash. ARGV: token, ttl. Returns the new lease expiry, or 0 if lost.
+RENEW = NOW + HOLDS + """
+if not holds(KEYS[1], ARGV[1]) then return 0 end
+local lease = tostring(now + tonumber(ARGV[2]))
+redis.call('HSET', KEYS[1], 'lease', lease, 'due', lease)
+return lease
+"""
+
+# KEYS[1] run hash. ARGV: grace, max_recoveries
+CLAIM_DUE = NOW + FINISHED + """
+local h = KEYS[1]
+local v = redis.call('HMGET', h, 'status', 'due', 'owner', 'lease', 'rec')
+local status = v[1]
+if not status or finished[status] then return {'gone'} end
+if not v[2] or v[2] == '' then return {'gone'} end
+if tonumber(v[2]) > now then return {'later', v[2]} end
+if status == 'RUNNING' then
+  if v[3] and v[3] ~= '' and v[4] and v[4] ~= '' and tonumber(v[4]) > now then
+    redis.call('HSET', h, 'due', v[4])
+    return {'later', v[4]}
+  end
+  local rec = redis.call('HINCRBY', h, 'rec', 1)
+  redis.call('HINCRBY', h, 'token', 1)
+  redis.call('HSET', h, 'owner', '', 'lease', '')
+  if rec > tonumber(ARGV[2]) then
+    redis.call('HSET', h, 'status', 'FAILED', 'due', '', 'finished', tostring(now),
+               'updated', tostring(now), 'error', cjson.encode({
+                 'celery_durable.errors.WorkerLostError',
+                 'worker lost ' .. rec .. ' times (durable_max_recoveries=' .. ARGV[2] .. ')',
+                 ''}))
+    return {'dead', redis.call('HGETALL', h)}
+  end
+  status = 'PENDING'
+elseif status == 'SLEEPING' or status == 'WAITING' then
+  status = 'PENDING'
+end
+redis.call('HSET', h, 'status', status, 'nb', '', 'due', tostring(now + tonumber(ARGV[1])),
+           'updated', tostring(now))
+return {'publish', redis.call('HGETALL', h)}
+"""
+
+# KEYS[1] run hash. ARGV: from_start ('1'/'0'), args ('' = keep), kwargs ('' = keep), grace
+RESET = NOW + """
+local h = KEYS[1]
+local status = redis.call('HGET', h, 'status')
+if not status then return {'missing'} end
+if status ~= 'FAILED' and status ~= 'CANCELLED' then return {'state', status} end
+local fields = redis.call('HKEYS', h)
+for _, f in ipairs(fields) do
+  if string.sub(f, 1, 2) == 'c:' then
+    local pos = string.sub(f, 3)
+    local drop = ARGV[1] == '1'
+    if not drop then
+      local meta = cjson.decode(redis.call('HGET', h, f))
+      drop = meta['s'] ~= 'succeeded'
+    end
+    if drop then redis.call('HDEL', h, f, 'v:' .. pos) end
+  end
+end
+if ARGV[2] ~= '' then redis.call('HSET', h, 'args', ARGV[2]) end
+if ARGV[3] ~= '' then redis.call('HSET', h, 'kwargs', ARGV[3]) end
+redis.call('PERSIST', h)
+redis.call('HINCRBY', h, 'token', 1)
+redis.call('HSET', h, 'status', 'PENDING', 'error', '', 'fstep', '', 'result', '',
+           'rec', '0', 'finished', '', 'nb', '', 'owner', '', 'lease', '',
+           'due', tostring(now + tonumber(ARGV[4])), 'updated', tostring(now))
+return {'ok', redis.call('HGETALL', h)}
+"""

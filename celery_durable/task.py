@@ -1,0 +1,87 @@
+"""``DurableTask`` and the ``@durable_task`` decorator."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from celery import Celery, Task, shared_task
+
+from .runner import execute
+from .sweeper import install_worker_step
+
+#: Options ``@app.task`` accepts beyond the Task class attributes.
+_DECORATOR_OPTIONS = frozenset({
+    "name", "bind", "base", "shared", "lazy", "filter", "autoretry_for", "dont_autoretry_for",
+    "retry_kwargs", "retry_backoff", "retry_backoff_max", "retry_jitter", "queue", "exchange",
+    "routing_key", "pydantic", "pydantic_strict", "pydantic_context", "pydantic_dump_kwargs",
+    "compression", "store_eager_result", "delivery_mode", "shadow_name",
+})
+
+
+def _task_attributes() -> frozenset[str]:
+    """Public, non-callable attributes of Celery's Task: each is a decorator option."""
+    return frozenset(name for name, value in vars(Task).items()
+                     if not name.startswith("_") and not callable(value)
+                     and not isinstance(value, (property, classmethod, staticmethod)))
+
+
+ALLOWED_OPTIONS = _DECORATOR_OPTIONS | _task_attributes()
+
+
+class DurableTask(Task):  # type: ignore[misc]
+    """A Celery task whose steps are checkpointed; use it via ``@durable_task``.
+
+    ``@app.task(base=DurableTask)`` is equivalent to ``@durable_task(app=app)``.
+    Calling the task object directly (``task(1, 2)``) runs the body as a plain
+    function, as Celery does.
+    """
+
+    abstract = True
+    acks_late = True
+    reject_on_worker_lost = True
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        request = self.request_stack.top
+        if request is None or request.called_directly:
+            return super().__call__(*args, **kwargs)
+        # With ``autoretry_for`` Celery wraps ``run``; retries are ours, so call
+        # the user's function unwrapped.
+        body = self.__dict__.get("_orig_run") or self.run
+        return execute(self, body, args, kwargs)
+
+    @classmethod
+    def bind(cls, app: Celery) -> Any:
+        """Bind to ``app`` and make sure its workers run the sweeper."""
+        install_worker_step(app)
+        return super().bind(app)
+
+
+def _check_options(options: dict[str, Any]) -> None:
+    unknown = sorted(set(options) - ALLOWED_OPTIONS)
+    if unknown:
+        raise ValueError(f"durable_task() got unknown option(s): {', '.join(unknown)}")
+    base = options.get("base")
+    if base is not None and not (isinstance(base, type) and issubclass(base, DurableTask)):
+        raise ValueError("durable_task(base=...) must be a subclass of DurableTask")
+
+
+def durable_task(fn: Callable[..., Any] | None = None, /, *, app: Celery | None = None,
+                 **options: Any) -> Any:
+    """Declare a durable task: ``@durable_task``, ``@durable_task(...)`` or ``(app=app)``.
+
+    Accepts every ``@app.task`` option with its Celery meaning; an unknown
+    option raises ValueError. Without ``app`` the task is shared, like
+    ``@shared_task``. Durable tasks default to ``acks_late=True`` and
+    ``reject_on_worker_lost=True``.
+    """
+    _check_options(options)
+    options.setdefault("base", DurableTask)
+
+    def decorate(fun: Callable[..., Any]) -> Any:
+        if app is not None:
+            install_worker_step(app)
+            return app.task(**options)(fun)
+        return shared_task(**options)(fun)
+
+    return decorate(fn) if fn is not None else decorate
