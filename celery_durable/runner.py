@@ -81,7 +81,9 @@ def task_policy(task: Task) -> RetryPolicy:
     policy: RetryPolicy | None = task.__dict__.get("_durable_policy")
     if policy is None:
         from .retry import policy_from_task
-        explicit = frozenset(getattr(task, "_durable_explicit", ()))
+        # Options given to the decorator become attributes of the generated
+        # class; Celery's own defaults live on Task and do not count as choices.
+        explicit = frozenset(type(task).__dict__)
         policy = policy_from_task(task, settings_for(task.app).default_max_attempts, explicit)
         task.__dict__["_durable_policy"] = policy
     return policy
