@@ -1,0 +1,1 @@
+"""Celery apps used by the tests; configured from TEST_* environment variables."""
