@@ -13,7 +13,7 @@ from . import leases
 from ._signals import LeaseLost, Reenqueue
 from .config import settings_for
 from .context import RunContext, current_run
-from .errors import DurableError, SerializationError, StepFailedError
+from .errors import DurableError, SerializationError, StepFailedError, WorkerLostError
 from .publish import delivery_options
 from .records import Begin, ErrorInfo, RunStatus
 from .retry import RetryPolicy
@@ -35,7 +35,8 @@ def _begin(task: Task, run_id: str, args: tuple[Any, ...], kwargs: dict[str, Any
     owner = leases.owner_id()
     common = {"task": task.name, "args": args_text, "kwargs": kwargs_text,
               "options": delivery_options(getattr(request, "delivery_info", None)),
-              "owner": owner, "lease_ttl": float(settings.lease_ttl)}
+              "owner": owner, "lease_ttl": float(settings.lease_ttl),
+              "max_recoveries": int(settings.max_recoveries)}
     begin = store.begin(run_id, **common)
     if begin.outcome == "busy" and leases.owner_is_dead(begin.run.owner):
         logger.info("run %s: previous holder %s is dead; taking over", run_id, begin.run.owner)
@@ -52,6 +53,10 @@ def execute(task: Task, body: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     fields = {"settings": settings, "serializer": get_serializer(settings.serializer),
               "store": get_store(app)}
     begin = _begin(task, run_id, args, kwargs, request, fields)
+    if begin.outcome == "dead":
+        message = begin.run.error.message if begin.run.error else "worker lost"
+        logger.error("run %s dead-lettered: %s", run_id, message)
+        raise WorkerLostError(f"run {run_id}: {message}", run_id=run_id)
     if begin.outcome != "acquired":
         logger.info("run %s: delivery ignored (%s, status %s)", run_id, begin.outcome,
                     begin.run.status)

@@ -28,13 +28,15 @@ class CheckpointStore(ABC):
     @abstractmethod
     def begin(self, run_id: str, *, task: str, args: str, kwargs: str,
               options: Mapping[str, object], owner: str, lease_ttl: float,
-              steal_from: str | None = None) -> Begin:
+              max_recoveries: int = 5, steal_from: str | None = None) -> Begin:
         """Start a delivery of ``run_id``, in one round trip.
 
         Creates the run if it does not exist. Unless it is finished, parked
         until later, or leased by a live owner other than ``steal_from``, takes
         the lease for ``owner`` (incrementing the fencing token) and returns
-        the run with all its checkpoints.
+        the run with all its checkpoints. Taking over a run that was RUNNING
+        (its holder died) counts a recovery; past ``max_recoveries`` the run
+        becomes FAILED with a WorkerLostError and the outcome is ``dead``.
         """
 
     @abstractmethod

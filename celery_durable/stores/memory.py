@@ -36,7 +36,7 @@ class MemoryStore(CheckpointStore):
 
     def begin(self, run_id: str, *, task: str, args: str, kwargs: str,
               options: Mapping[str, object], owner: str, lease_ttl: float,
-              steal_from: str | None = None) -> Begin:
+              max_recoveries: int = 5, steal_from: str | None = None) -> Begin:
         """See :meth:`CheckpointStore.begin`."""
         now = time.time()
         with self._lock:
@@ -53,12 +53,26 @@ class MemoryStore(CheckpointStore):
             if (run.owner and run.lease_expires and run.lease_expires > now
                     and run.owner != steal_from):
                 return Begin("busy", self._snapshot(run))
+            if run.status is RunStatus.RUNNING:
+                run.recoveries += 1
+                if run.recoveries > max_recoveries:
+                    self._dead_letter(run, max_recoveries, now)
+                    return Begin("dead", self._snapshot(run))
             run.token += 1
             run.owner, run.lease_expires = owner, now + lease_ttl
             run.status, run.not_before, run.due_at = RunStatus.RUNNING, None, now + lease_ttl
             run.started_at = run.started_at or now
             run.updated_at = now
             return Begin("acquired", self._snapshot(run), run.token)
+
+    @staticmethod
+    def _dead_letter(run: RunRecord, max_recoveries: int, now: float) -> None:
+        run.token += 1
+        run.status, run.owner, run.lease_expires = RunStatus.FAILED, "", None
+        run.due_at, run.finished_at, run.updated_at = None, now, now
+        run.error = ErrorInfo("celery_durable.errors.WorkerLostError",
+                              f"worker lost {run.recoveries} times "
+                              f"(durable_max_recoveries={max_recoveries})")
 
     def save_step(self, run_id: str, token: int, step: StepRecord) -> bool:
         """See :meth:`CheckpointStore.save_step`."""
@@ -133,10 +147,7 @@ class MemoryStore(CheckpointStore):
                 run.token += 1
                 run.owner, run.lease_expires = "", None
                 if run.recoveries > max_recoveries:
-                    run.status, run.due_at, run.finished_at = RunStatus.FAILED, None, now
-                    run.error = ErrorInfo("celery_durable.errors.WorkerLostError",
-                                          f"worker lost {run.recoveries} times "
-                                          f"(durable_max_recoveries={max_recoveries})")
+                    self._dead_letter(run, max_recoveries, now)
                     return Claim("dead", self._snapshot(run))
                 run.status = RunStatus.PENDING
             elif run.status in (RunStatus.SLEEPING, RunStatus.WAITING):

@@ -126,13 +126,14 @@ class RedisStore(CheckpointStore):
 
     def begin(self, run_id: str, *, task: str, args: str, kwargs: str,
               options: Mapping[str, object], owner: str, lease_ttl: float,
-              steal_from: str | None = None) -> Begin:
+              max_recoveries: int = 5, steal_from: str | None = None) -> Begin:
         """See :meth:`CheckpointStore.begin`: one pipelined round trip."""
         now = time.time()
 
         def build(pipe: Any) -> None:
             self._eval(pipe, "BEGIN", self.run_key(run_id), task, args, kwargs,
-                       json.dumps(dict(options)), owner, lease_ttl, steal_from or "")
+                       json.dumps(dict(options)), owner, lease_ttl, steal_from or "",
+                       max_recoveries)
             pipe.zadd(self._due_key, {run_id: now + lease_ttl})
             pipe.zadd(self._runs_key, {run_id: now}, nx=True)
 

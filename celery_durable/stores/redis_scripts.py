@@ -20,7 +20,7 @@ FINISHED = """
 local finished = {SUCCEEDED=true, FAILED=true, CANCELLED=true}
 """
 
-# KEYS[1] run hash. ARGV: task, args, kwargs, options, owner, ttl, steal_from
+# KEYS[1] run hash. ARGV: task, args, kwargs, options, owner, ttl, steal_from, max_recoveries
 BEGIN = NOW + FINISHED + """
 local h = KEYS[1]
 local ttl = tonumber(ARGV[6])
@@ -38,6 +38,19 @@ elseif v[2] and v[2] ~= '' and tonumber(v[2]) > now then
 elseif v[3] and v[3] ~= '' and v[4] and v[4] ~= '' and tonumber(v[4]) > now
        and v[3] ~= ARGV[7] then
   return {'busy', '0', redis.call('HGETALL', h)}
+end
+if status == 'RUNNING' then
+  -- the previous holder died (its lease expired, or it was seen dead): a recovery
+  local rec = redis.call('HINCRBY', h, 'rec', 1)
+  if rec > tonumber(ARGV[8]) then
+    redis.call('HINCRBY', h, 'token', 1)
+    redis.call('HSET', h, 'status', 'FAILED', 'owner', '', 'lease', '', 'due', '',
+               'finished', tostring(now), 'updated', tostring(now), 'error', cjson.encode({
+                 'celery_durable.errors.WorkerLostError',
+                 'worker lost ' .. rec .. ' times (durable_max_recoveries=' .. ARGV[8] .. ')',
+                 ''}))
+    return {'dead', '0', redis.call('HGETALL', h)}
+  end
 end
 local token = redis.call('HINCRBY', h, 'token', 1)
 local lease = tostring(now + ttl)
