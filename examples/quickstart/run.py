@@ -20,8 +20,9 @@ def main() -> int:
 
     env = {**os.environ, "PYTHONPATH": f"{HERE}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "--quiet", "-A", "shop", "worker", "-c", "2", "-l", "WARNING",
-         "--without-gossip", "--without-mingle", "--without-heartbeat"], cwd=HERE, env=env)
+        [sys.executable, "-m", "celery", "--quiet", "-A", "shop", "worker", "-c", "2",
+         "-l", "WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat"],
+        cwd=HERE, env=env)
     try:
         order_id = random.randint(1000, 9999)
         print(f"submitting process_order({order_id}) …")
