@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 from apps.common import counters, make_app
-from celery_durable import PermanentError, durable_task, step
+from celery_durable import DurableTask, PermanentError, durable_task, step
 
 app = make_app("core_app")
 r = counters()
@@ -66,3 +67,29 @@ def five_with_slow(tag: str, seconds: float) -> list[object]:
 def validated(tag: str, x: int) -> int:
     a = add_one(tag, 0)
     return a + must_be_positive(tag, x)
+
+
+@step
+def record_context(tag: str) -> dict[str, object]:
+    ctx = step.context()
+    hit(tag, "record_context")
+    info = {"run_id": ctx.run_id, "key": ctx.key, "attempt": ctx.attempt,
+            "idempotency_key": ctx.idempotency_key}
+    r.rpush(f"{tag}:contexts", json.dumps(info))
+    if hit(tag, "record_context_calls") == 1:
+        raise ConnectionError("fail the first attempt so the context of a retry is seen")
+    return info
+
+
+@app.task(base=DurableTask)
+def via_base(tag: str) -> list[object]:
+    """Declared with ``@app.task(base=DurableTask)`` instead of ``@durable_task``."""
+    first = add_one(tag, 1)
+    return [first, add_one(tag, first), record_context(tag)]
+
+
+@durable_task(app=app)
+def via_decorator(tag: str) -> list[object]:
+    """The same body as ``via_base``, declared with ``@durable_task(app=app)``."""
+    first = add_one(tag, 1)
+    return [first, add_one(tag, first), record_context(tag)]
