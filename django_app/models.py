@@ -1,0 +1,122 @@
+"""Durable runs and their step checkpoints, as rows in the Django database.
+
+Times a human reads (created, started, finished, updated) are
+``DateTimeField``\\s, so the admin can filter and build a date hierarchy on
+them. Times the engine compares (lease expiry, not-before, due, retention)
+and step start/finish times are epoch seconds (``FloatField``), exactly the
+floats of :class:`celery_durable.records.RunRecord`, so leases and the
+sweeper's due query are plain numeric comparisons on every database.
+
+No setting changes this schema: field sizes, the primary key types and the
+index names are all fixed here. Statuses are plain strings (the values of
+:class:`~celery_durable.records.RunStatus` and ``StepStatus``) without
+``choices``, so a new status in the engine needs no migration.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+
+from celery_durable.records import RunStatus
+
+
+class Run(models.Model):
+    """One durable run; its id is the Celery task id."""
+
+    id = models.CharField("run id", max_length=255, primary_key=True)
+    task = models.CharField(max_length=255)
+    status = models.CharField(max_length=16, default=RunStatus.PENDING.value)
+    args = models.TextField("arguments", default="[]")
+    kwargs = models.TextField("keyword arguments", default="{}")
+    options = models.JSONField(default=dict, blank=True,
+                               help_text="routing of the run's message (exchange, routing key, "
+                                         "priority)")
+    result = models.TextField(null=True, blank=True)
+    created_at = models.DateTimeField("created")
+    updated_at = models.DateTimeField("updated")
+    started_at = models.DateTimeField("started", null=True, blank=True)
+    finished_at = models.DateTimeField("finished", null=True, blank=True)
+    # The lease: a fencing token incremented by every new holder.
+    token = models.BigIntegerField(default=0)
+    owner = models.CharField(max_length=255, default="", blank=True)
+    lease_expires = models.FloatField(null=True, blank=True)
+    not_before = models.FloatField(null=True, blank=True)
+    due_at = models.FloatField(null=True, blank=True)
+    expires_at = models.FloatField(null=True, blank=True,
+                                   help_text="a finished run is purged after this time")
+    recoveries = models.IntegerField(default=0)
+    error_type = models.CharField(max_length=255, default="", blank=True)
+    error_message = models.TextField(default="", blank=True)
+    error_traceback = models.TextField(default="", blank=True)
+    failed_step = models.CharField(max_length=255, null=True, blank=True)
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)
+    # Denormalised for the changelist: the step last written and its attempts.
+    current_step = models.CharField(max_length=255, default="", blank=True)
+    attempts = models.IntegerField(default=0)
+
+    class Meta:
+        db_table = "celery_durable_run"
+        verbose_name = "run"
+        verbose_name_plural = "runs"
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["-created_at", "-id"], name="cd_run_created_idx"),
+            models.Index(fields=["status", "-created_at"], name="cd_run_status_idx"),
+            models.Index(fields=["task", "-created_at"], name="cd_run_task_idx"),
+            models.Index(fields=["idempotency_key"], name="cd_run_ikey_idx",
+                         condition=Q(idempotency_key__isnull=False)),
+            models.Index(fields=["due_at"], name="cd_run_due_idx",
+                         condition=Q(due_at__isnull=False)),
+            models.Index(fields=["expires_at"], name="cd_run_expires_idx",
+                         condition=Q(expires_at__isnull=False)),
+        ]
+        permissions = [
+            ("retry_run", "Can retry a run from its failed step"),
+            ("restart_run", "Can restart a run from scratch"),
+            ("retry_run_with_arguments", "Can retry a run with edited arguments"),
+            ("cancel_run", "Can cancel a run"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task}[{self.id}]"
+
+
+class DeadLetter(Run):
+    """A second view over runs: those that failed for good (the dead-letter queue)."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "dead letter"
+        verbose_name_plural = "dead letters"
+        default_permissions = ()
+
+
+class Step(models.Model):
+    """The checkpoint of one step call at one position of a run."""
+
+    # No separate index on run: the (run, position) unique constraint serves run lookups.
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="steps", db_index=False)
+    position = models.IntegerField()
+    key = models.CharField(max_length=255)
+    name = models.CharField(max_length=255)
+    status = models.CharField(max_length=16)
+    attempts = models.IntegerField(default=1)
+    value = models.TextField(null=True, blank=True)
+    error_type = models.CharField(max_length=255, default="", blank=True)
+    error_message = models.TextField(default="", blank=True)
+    error_traceback = models.TextField(default="", blank=True)
+    started_at = models.FloatField(null=True, blank=True)
+    finished_at = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        db_table = "celery_durable_step"
+        verbose_name = "step checkpoint"
+        verbose_name_plural = "step checkpoints"
+        ordering = ["run", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "position"], name="cd_step_run_position_uniq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.run_id} #{self.position} {self.key}"

@@ -1,0 +1,108 @@
+"""Conversions between model rows and the engine's records, and the one-statement SQL.
+
+Kept apart from :mod:`django_app.store` so the store reads as the contract's
+decisions, and this module as the plumbing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from django.conf import settings
+from django.db.backends.base.base import BaseDatabaseWrapper
+
+from celery_durable.records import ErrorInfo, RunRecord, RunStatus, StepRecord, StepStatus
+
+from .models import Run, Step
+
+#: Step columns written by a checkpoint, in the order of :func:`step_values`.
+STEP_COLUMNS = ("position", "key", "name", "status", "attempts", "value", "error_type",
+                "error_message", "error_traceback", "started_at", "finished_at")
+#: PostgreSQL types of :data:`STEP_COLUMNS` (client-side bound literals need casts).
+_PG_TYPES = ("integer", "varchar", "varchar", "varchar", "integer", "text", "varchar", "text",
+             "text", "double precision", "double precision")
+
+
+def to_datetime(seconds: float | None) -> dt.datetime | None:
+    """Epoch seconds as the datetime a DateTimeField stores (aware UTC, or naive local)."""
+    if seconds is None:
+        return None
+    if settings.USE_TZ:
+        return dt.datetime.fromtimestamp(seconds, tz=dt.timezone.utc)
+    return dt.datetime.fromtimestamp(seconds)
+
+
+def to_seconds(value: dt.datetime | None) -> float | None:
+    """A DateTimeField value as epoch seconds."""
+    return None if value is None else value.timestamp()
+
+
+def error_of(type_: str, message: str, traceback: str) -> ErrorInfo | None:
+    """The stored error columns as an ErrorInfo, or None when there is no error."""
+    return ErrorInfo(type_, message, traceback) if type_ else None
+
+
+def step_record(row: Step) -> StepRecord:
+    """A Step row as the engine's StepRecord."""
+    return StepRecord(position=row.position, key=row.key, name=row.name,
+                      status=StepStatus(row.status), attempts=row.attempts, value=row.value,
+                      error=error_of(row.error_type, row.error_message, row.error_traceback),
+                      started_at=row.started_at, finished_at=row.finished_at)
+
+
+def run_record(row: Run, steps: list[Step] | None = None) -> RunRecord:
+    """A Run row (and its Step rows) as the engine's RunRecord."""
+    return RunRecord(
+        id=row.id, task=row.task, status=RunStatus(row.status), args=row.args,
+        kwargs=row.kwargs, options=dict(row.options or {}),
+        created_at=to_seconds(row.created_at), updated_at=to_seconds(row.updated_at),
+        started_at=to_seconds(row.started_at), finished_at=to_seconds(row.finished_at),
+        token=row.token, owner=row.owner, lease_expires=row.lease_expires,
+        not_before=row.not_before, due_at=row.due_at, recoveries=row.recoveries,
+        result=row.result,
+        error=error_of(row.error_type, row.error_message, row.error_traceback),
+        failed_step=row.failed_step, idempotency_key=row.idempotency_key,
+        steps=[step_record(s) for s in steps or ()])
+
+
+def error_fields(error: ErrorInfo | None) -> dict[str, str]:
+    """The error columns for ``error`` (empty strings for none)."""
+    if error is None:
+        return {"error_type": "", "error_message": "", "error_traceback": ""}
+    return {"error_type": error.type[:255], "error_message": error.message,
+            "error_traceback": error.traceback}
+
+
+def step_values(step: StepRecord) -> list[Any]:
+    """The values of :data:`STEP_COLUMNS` for ``step``."""
+    err = error_fields(step.error)
+    return [step.position, step.key, step.name, step.status.value, step.attempts, step.value,
+            err["error_type"], err["error_message"], err["error_traceback"], step.started_at,
+            step.finished_at]
+
+
+def step_row(run_id: str, step: StepRecord) -> Step:
+    """An unsaved Step row for ``step``."""
+    return Step(run_id=run_id, **dict(zip(STEP_COLUMNS, step_values(step), strict=True)))
+
+
+def pg_save_step_sql(connection: BaseDatabaseWrapper) -> str:
+    """One PostgreSQL statement that writes a checkpoint only under the lease.
+
+    The CTE updates the run row (its changelist columns) only if ``token``
+    still holds the lease, which also locks that row against a concurrent
+    take-over; the INSERT … SELECT writes the checkpoint only if the CTE
+    returned the run, upserting on (run, position).
+    """
+    q = connection.ops.quote_name
+    run_t, step_t = q(Run._meta.db_table), q(Step._meta.db_table)
+    cols = ", ".join(q(c) for c in STEP_COLUMNS)
+    casts = ", ".join(f"%s::{t}" for t in _PG_TYPES)
+    updates = ", ".join(f"{q(c)} = EXCLUDED.{q(c)}" for c in STEP_COLUMNS[1:])
+    return (
+        f"WITH r AS (UPDATE {run_t} SET {q('current_step')} = %s, {q('attempts')} = %s, "
+        f"{q('updated_at')} = %s WHERE {q('id')} = %s AND {q('token')} = %s "
+        f"AND {q('owner')} <> '' RETURNING {q('id')}) "
+        f"INSERT INTO {step_t} ({q('run_id')}, {cols}) SELECT r.{q('id')}, {casts} FROM r "
+        f"ON CONFLICT ({q('run_id')}, {q('position')}) DO UPDATE SET {updates}")

@@ -1,0 +1,361 @@
+"""``DjangoStore``: the checkpoint store contract on the Django database.
+
+Runs are :class:`~django_app.models.Run` rows, checkpoints
+:class:`~django_app.models.Step` rows. Every decision a method makes (take
+the lease, count a recovery, dead-letter, claim a due run) happens in one
+transaction holding the run's row lock (``SELECT … FOR UPDATE``; SQLite
+serialises writers itself). A checkpoint written under the lease is one
+statement on PostgreSQL and one short transaction elsewhere. Loading a run's
+checkpoints is one query. Times are this process's ``time.time()``, as in
+:class:`~celery_durable.stores.memory.MemoryStore`.
+
+Works on PostgreSQL and SQLite (give SQLite ``"transaction_mode":
+"IMMEDIATE"`` in ``OPTIONS`` when several workers share the file).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from django.db import DatabaseError, connections, router, transaction
+from django.db.models import Q, QuerySet
+
+from celery_durable.errors import InvalidRunStateError, StoreUnavailableError
+from celery_durable.records import (
+    Begin,
+    Claim,
+    ErrorInfo,
+    RunRecord,
+    RunStatus,
+    StepRecord,
+    StepStatus,
+)
+from celery_durable.stores.base import CheckpointStore
+
+from . import rows
+from .models import Run, Step
+
+F = TypeVar("F", bound=Callable[..., Any])
+#: Seconds between two purges of expired finished runs (done by ``due_runs``).
+PURGE_EVERY = 60.0
+PURGE_BATCH = 500
+
+
+def _db_call(method: F) -> F:
+    """Close a connection that broke during ``method`` so the next call reconnects."""
+    @functools.wraps(method)
+    def wrapper(self: DjangoStore, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except DatabaseError:
+            conn = connections[self.using]
+            if not conn.in_atomic_block:
+                conn.close_if_unusable_or_obsolete()
+            raise
+    return wrapper  # type: ignore[return-value]
+
+
+class DjangoStore(CheckpointStore):
+    """Durable runs in the Django database (``using`` names the alias; default: the router's)."""
+
+    def __init__(self, using: str | None = None) -> None:
+        self._using = using
+        self._last_purge = 0.0
+
+    @property
+    def using(self) -> str:
+        """The database alias the store reads and writes."""
+        if self._using is None:
+            self._using = router.db_for_write(Run) or "default"
+        return self._using
+
+    def _runs(self) -> QuerySet[Run]:
+        return Run.objects.using(self.using)
+
+    def _steps(self, run_id: str) -> QuerySet[Step]:
+        return Step.objects.using(self.using).filter(run_id=run_id)
+
+    def _locked(self, run_id: str) -> Run | None:
+        return self._runs().select_for_update().filter(pk=run_id).first()
+
+    def _holding(self, run_id: str, token: int) -> QuerySet[Run]:
+        return self._runs().filter(pk=run_id, token=token).exclude(owner="")
+
+    def _snapshot(self, run: Run) -> RunRecord:
+        """The run with its checkpoints: one query for all of them."""
+        return rows.run_record(run, list(self._steps(run.pk).order_by("position")))
+
+    @_db_call
+    def ping(self) -> None:
+        """Raise StoreUnavailableError if the database or the app's tables are missing."""
+        try:
+            with connections[self.using].cursor() as cursor:
+                cursor.execute(f"SELECT 1 FROM {Run._meta.db_table} WHERE 1 = 0")
+        except DatabaseError as exc:
+            raise StoreUnavailableError(
+                f"Django store unusable (database {self.using!r}): {exc}; is the database "
+                "reachable and has `manage.py migrate` been run?") from exc
+
+    @_db_call
+    def begin(self, run_id: str, *, task: str, args: str, kwargs: str,
+              options: Mapping[str, object], owner: str, lease_ttl: float,
+              max_recoveries: int = 5, steal_from: str | None = None) -> Begin:
+        """See :meth:`CheckpointStore.begin`."""
+        now = time.time()
+        with transaction.atomic(using=self.using):
+            run = self._locked(run_id)
+            if run is not None and run.expires_at is not None and run.expires_at <= now:
+                self._delete([run_id])  # past its retention: as good as gone
+                run = None
+            if run is None:
+                stamp = rows.to_datetime(now)
+                ikey = options.get("idempotency_key")
+                self._runs().bulk_create([Run(
+                    id=run_id, task=task, args=args, kwargs=kwargs, options=dict(options),
+                    status=RunStatus.PENDING.value, created_at=stamp, updated_at=stamp,
+                    idempotency_key=str(ikey) if ikey else None)], ignore_conflicts=True)
+                run = self._locked(run_id)
+                assert run is not None
+            status = RunStatus(run.status)
+            if status.finished:
+                return Begin("finished", self._snapshot(run))
+            if run.not_before and run.not_before > now:
+                return Begin("early", self._snapshot(run))
+            if (run.owner and run.lease_expires and run.lease_expires > now
+                    and run.owner != steal_from):
+                return Begin("busy", self._snapshot(run))
+            if status is RunStatus.RUNNING:
+                run.recoveries += 1
+                if run.recoveries > max_recoveries:
+                    self._dead_letter(run, max_recoveries, now)
+                    return Begin("dead", self._snapshot(run))
+            run.token += 1
+            run.owner, run.lease_expires = owner, now + lease_ttl
+            run.status, run.not_before, run.due_at = RunStatus.RUNNING.value, None, now + lease_ttl
+            run.started_at = run.started_at or rows.to_datetime(now)
+            run.updated_at = rows.to_datetime(now)
+            run.save(using=self.using, update_fields=[
+                "recoveries", "token", "owner", "lease_expires", "status", "not_before",
+                "due_at", "started_at", "updated_at"])
+            return Begin("acquired", self._snapshot(run), run.token)
+
+    def _dead_letter(self, run: Run, max_recoveries: int, now: float) -> None:
+        """FAILED with a WorkerLostError: the run lost its worker too often."""
+        run.token += 1
+        run.status, run.owner, run.lease_expires = RunStatus.FAILED.value, "", None
+        run.due_at, run.not_before = None, None
+        run.finished_at = run.updated_at = rows.to_datetime(now)
+        err = ErrorInfo("celery_durable.errors.WorkerLostError",
+                        f"worker lost {run.recoveries} times "
+                        f"(durable_max_recoveries={max_recoveries})")
+        for name, value in rows.error_fields(err).items():
+            setattr(run, name, value)
+        run.save(using=self.using)
+
+    @_db_call
+    def save_step(self, run_id: str, token: int, step: StepRecord) -> bool:
+        """See :meth:`CheckpointStore.save_step`: one statement on PostgreSQL."""
+        now = rows.to_datetime(time.time())
+        conn = connections[self.using]
+        if conn.vendor == "postgresql":
+            with conn.cursor() as cursor:
+                cursor.execute(rows.pg_save_step_sql(conn),
+                               [step.key, step.attempts, now, run_id, token,
+                                *rows.step_values(step)])
+                return bool(cursor.rowcount)
+        with transaction.atomic(using=self.using):
+            if not self._holding(run_id, token).update(current_step=step.key,
+                                                       attempts=step.attempts, updated_at=now):
+                return False
+            self._upsert(run_id, step)
+            return True
+
+    def _upsert(self, run_id: str, step: StepRecord) -> None:
+        Step.objects.using(self.using).bulk_create(
+            [rows.step_row(run_id, step)], update_conflicts=True,
+            unique_fields=["run", "position"], update_fields=list(rows.STEP_COLUMNS[1:]))
+
+    @_db_call
+    def park(self, run_id: str, token: int, *, status: RunStatus, delay: float,
+             due_in: float, step: StepRecord | None = None) -> bool:
+        """See :meth:`CheckpointStore.park`."""
+        now = time.time()
+        fields: dict[str, Any] = {
+            "status": status.value, "owner": "", "lease_expires": None,
+            "not_before": now + delay, "due_at": now + due_in,
+            "updated_at": rows.to_datetime(now)}
+        if step is not None:
+            fields.update(current_step=step.key, attempts=step.attempts)
+        with transaction.atomic(using=self.using):
+            if not self._holding(run_id, token).update(**fields):
+                return False
+            if step is not None:
+                self._upsert(run_id, step)
+            return True
+
+    @_db_call
+    def finish(self, run_id: str, token: int, *, status: RunStatus,
+               result: str | None = None, error: ErrorInfo | None = None,
+               failed_step: str | None = None, retention: float = 0) -> bool:
+        """See :meth:`CheckpointStore.finish`; expired runs are purged by ``due_runs``."""
+        now = time.time()
+        keep = retention > 0 and status is not RunStatus.FAILED
+        stamp = rows.to_datetime(now)
+        return bool(self._holding(run_id, token).update(
+            status=status.value, result=result, failed_step=failed_step, owner="",
+            lease_expires=None, due_at=None, not_before=None, finished_at=stamp,
+            updated_at=stamp, expires_at=now + retention if keep else None,
+            **rows.error_fields(error)))
+
+    @_db_call
+    def renew(self, leases: Mapping[str, int], lease_ttl: float) -> set[str]:
+        """See :meth:`CheckpointStore.renew`: one transaction for all leases."""
+        if not leases:
+            return set()
+        lost: set[str] = set()
+        with transaction.atomic(using=self.using):
+            expires = time.time() + lease_ttl
+            for run_id, token in leases.items():
+                if not self._holding(run_id, token).update(lease_expires=expires,
+                                                           due_at=expires):
+                    lost.add(run_id)
+        return lost
+
+    @_db_call
+    def due_runs(self, limit: int = 100) -> list[str]:
+        """See :meth:`CheckpointStore.due_runs` (uses the partial index on ``due_at``)."""
+        now = time.time()
+        if now - self._last_purge > PURGE_EVERY:
+            self._last_purge = now
+            self.purge_expired()
+        return list(self._runs().filter(due_at__lte=now).order_by("due_at")
+                    .values_list("id", flat=True)[:limit])
+
+    @_db_call
+    def claim_due(self, run_id: str, *, grace: float, max_recoveries: int) -> Claim:
+        """See :meth:`CheckpointStore.claim_due`."""
+        now = time.time()
+        with transaction.atomic(using=self.using):
+            run = self._locked(run_id)
+            if run is None or RunStatus(run.status).finished:
+                return Claim("gone")
+            if run.due_at is None or run.due_at > now:
+                return Claim("later", due_at=run.due_at)
+            status = RunStatus(run.status)
+            if status is RunStatus.RUNNING:
+                if run.owner and run.lease_expires and run.lease_expires > now:
+                    run.due_at = run.lease_expires
+                    run.save(using=self.using, update_fields=["due_at"])
+                    return Claim("later", due_at=run.due_at)
+                run.recoveries += 1
+                run.token += 1
+                run.owner, run.lease_expires = "", None
+                if run.recoveries > max_recoveries:
+                    self._dead_letter(run, max_recoveries, now)
+                    return Claim("dead", self._snapshot(run))
+                run.status = RunStatus.PENDING.value
+            elif status in (RunStatus.SLEEPING, RunStatus.WAITING):
+                run.status = RunStatus.PENDING.value
+            run.due_at, run.not_before = now + grace, None
+            run.updated_at = rows.to_datetime(now)
+            run.save(using=self.using, update_fields=[
+                "recoveries", "token", "owner", "lease_expires", "status", "due_at",
+                "not_before", "updated_at"])
+            return Claim("publish", self._snapshot(run))
+
+    @_db_call
+    def get_run(self, run_id: str) -> RunRecord | None:
+        """See :meth:`CheckpointStore.get_run`."""
+        run = self._runs().filter(pk=run_id).first()
+        if run is None or (run.expires_at is not None and run.expires_at <= time.time()):
+            return None
+        return self._snapshot(run)
+
+    @_db_call
+    def list_runs(self, *, status: RunStatus | None = None, task: str | None = None,
+                  limit: int = 100) -> list[RunRecord]:
+        """See :meth:`CheckpointStore.list_runs`."""
+        qs = self._runs().filter(Q(expires_at__isnull=True) | Q(expires_at__gt=time.time()))
+        if status is not None:
+            qs = qs.filter(status=status.value)
+        if task is not None:
+            qs = qs.filter(task=task)
+        return [rows.run_record(r) for r in qs.order_by("-created_at", "-id")[:limit]]
+
+    @_db_call
+    def reset_run(self, run_id: str, *, from_start: bool, args: str | None = None,
+                  kwargs: str | None = None, grace: float = 300.0) -> RunRecord | None:
+        """See :meth:`CheckpointStore.reset_run`."""
+        now = time.time()
+        with transaction.atomic(using=self.using):
+            run = self._locked(run_id)
+            if run is None:
+                return None
+            if run.status not in (RunStatus.FAILED.value, RunStatus.CANCELLED.value):
+                raise InvalidRunStateError(f"run {run_id} is {run.status}, not failed or "
+                                           "cancelled", run_id=run_id)
+            steps = self._steps(run_id)
+            if not from_start:
+                steps = steps.exclude(status=StepStatus.SUCCEEDED.value)
+            steps.delete()
+            last = self._steps(run_id).order_by("-position").first()
+            run.args = args if args is not None else run.args
+            run.kwargs = kwargs if kwargs is not None else run.kwargs
+            run.status, run.result, run.failed_step = RunStatus.PENDING.value, None, None
+            for name, value in rows.error_fields(None).items():
+                setattr(run, name, value)
+            run.recoveries, run.finished_at, run.not_before = 0, None, None
+            run.owner, run.lease_expires, run.expires_at = "", None, None
+            run.current_step = last.key if last else ""
+            run.attempts = last.attempts if last else 0
+            run.token += 1
+            run.updated_at, run.due_at = rows.to_datetime(now), now + grace
+            run.save(using=self.using)
+            return self._snapshot(run)
+
+    # -- beyond the contract: used by the admin ------------------------------------------
+
+    @_db_call
+    def cancel(self, run_id: str) -> RunRecord | None:
+        """Mark a run that has not succeeded CANCELLED and fence out any holder.
+
+        A running delivery loses its lease (its next checkpoint is refused);
+        a queued message finds the run finished and is ignored. Returns None
+        if the run does not exist; raises InvalidRunStateError if it already
+        succeeded or was cancelled.
+        """
+        now = time.time()
+        with transaction.atomic(using=self.using):
+            run = self._locked(run_id)
+            if run is None:
+                return None
+            if run.status in (RunStatus.SUCCEEDED.value, RunStatus.CANCELLED.value):
+                raise InvalidRunStateError(f"run {run_id} is {run.status}; it cannot be "
+                                           "cancelled", run_id=run_id)
+            run.token += 1
+            run.status, run.owner, run.lease_expires = RunStatus.CANCELLED.value, "", None
+            run.due_at = run.not_before = run.expires_at = None
+            run.finished_at = run.updated_at = rows.to_datetime(now)
+            run.save(using=self.using)
+            return rows.run_record(run)
+
+    @_db_call
+    def purge_expired(self, limit: int = PURGE_BATCH) -> int:
+        """Delete up to ``limit`` finished runs past their retention; return how many."""
+        ids = list(self._runs().filter(expires_at__lte=time.time())
+                   .values_list("id", flat=True)[:limit])
+        if ids:
+            with transaction.atomic(using=self.using):
+                self._delete(ids)
+        return len(ids)
+
+    def _delete(self, ids: list[str]) -> None:
+        Step.objects.using(self.using).filter(run_id__in=ids).delete()
+        self._runs().filter(pk__in=ids).delete()
+
+    def close(self) -> None:
+        """Close this thread's connection to the store's database."""
+        connections[self.using].close()

@@ -1,0 +1,50 @@
+"""Durable tasks of the test project. Steps count their executions in the test Redis."""
+
+from __future__ import annotations
+
+import os
+
+import redis
+
+from celery_durable import PermanentError, durable_task, step
+
+from .celery import app
+
+_counters = redis.Redis.from_url(os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0"))
+
+
+def hit(tag: str, name: str) -> int:
+    """Count one execution of ``name`` for the test ``tag`` (outside the worker)."""
+    return int(_counters.incr(f"{tag}:{name}"))
+
+
+@step
+def reserve(tag: str, sku: str) -> dict[str, object]:
+    """Reserve stock: always succeeds."""
+    hit(tag, "reserve")
+    return {"sku": sku, "reserved": True}
+
+
+@step
+def charge(tag: str, amount: int) -> int:
+    """Charge ``amount``: a non-positive amount fails for good."""
+    hit(tag, "charge")
+    if amount <= 0:
+        raise PermanentError(f"amount must be positive, got {amount}")
+    return amount * 100
+
+
+@step
+def note(tag: str, text: str) -> str:
+    """Return ``text`` unchanged (its output is shown in the admin)."""
+    hit(tag, "note")
+    return text
+
+
+@durable_task(app=app)
+def order(tag: str, amount: int, text: str = "ok") -> dict[str, object]:
+    """Reserve, note and charge: fails permanently while ``amount`` is not positive."""
+    reservation = reserve(tag, "sku-1")
+    remark = note(tag, text)
+    cents = charge(tag, amount)
+    return {"reservation": reservation, "note": remark, "cents": cents}

