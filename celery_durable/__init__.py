@@ -2,7 +2,8 @@
 
 Swap ``@app.task`` for ``@durable_task`` and decorate the calls worth
 checkpointing with ``@step``; a failed or crashed run resumes after its last
-completed step.
+completed step. ``sleep`` and ``wait_for_event`` suspend a run without
+holding a worker.
 """
 
 from .api import RunInfo, StepInfo, get_run, list_runs, retry_run
@@ -24,10 +25,11 @@ from .records import RunStatus, StepStatus
 from .retry import RetryPolicy, exponential, fixed
 from .steps import StepContext, step
 from .task import DurableTask, durable_task
+from .waits import send_event, sleep, sleep_until, wait_for_event, wake_run
 
 __version__ = "0.1.0"
 
-__all__ = [
+__all__ = [  # noqa: RUF022 - grouped by purpose
     # declaring tasks and steps
     "DurableTask",
     "durable_task",
@@ -40,6 +42,12 @@ __all__ = [
     "now",
     "random",
     "uuid4",
+    # durable waits
+    "sleep",
+    "sleep_until",
+    "wait_for_event",
+    "send_event",
+    "wake_run",
     # inspecting and re-triggering runs
     "RunInfo",
     "RunStatus",

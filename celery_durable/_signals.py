@@ -6,6 +6,11 @@ body cannot swallow them (the same choice DBOS makes).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .records import RunRecord
+
 
 class ControlSignal(BaseException):
     """Base of the internal unwinding signals."""
@@ -22,3 +27,17 @@ class Reenqueue(ControlSignal):
 
 class LeaseLost(ControlSignal):
     """Another delivery took over this run; stop without writing anything."""
+
+
+class Suspend(ControlSignal):
+    """The run was parked at a durable wait (``SLEEPING`` or ``WAITING``).
+
+    The delivery ends cleanly (Celery ``Ignore``: no failure, no retry
+    counted). ``publish`` is a run record to publish again at once (the wait
+    was resolved while it was being parked).
+    """
+
+    def __init__(self, status: str, publish: RunRecord | None = None) -> None:
+        super().__init__(status)
+        self.status = status
+        self.publish = publish

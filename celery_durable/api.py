@@ -12,7 +12,7 @@ from celery.result import AsyncResult
 from .config import settings_for
 from .errors import RunNotFoundError
 from .publish import publish_run
-from .records import ErrorInfo, RunRecord, RunStatus, StepRecord, StepStatus
+from .records import ErrorInfo, RunRecord, RunStatus, StepStatus, WaitInfo
 from .serialization import decode, encode, get_serializer
 from .stores import get_store
 
@@ -51,6 +51,9 @@ class RunInfo:
     updated_at: float | None
     idempotency_key: str | None
     steps: list[StepInfo]
+    #: The durable wait of a SLEEPING/WAITING run (wake time, awaited event), else
+    #: the last one the run passed.
+    wait: WaitInfo | None = None
 
 
 def _decode_or_raw(app: Celery, text: str | None, what: str, run_id: str) -> Any:
@@ -71,7 +74,7 @@ def _info(app: Celery, run: RunRecord) -> RunInfo:
         result=_decode_or_raw(app, run.result, "result", run.id), error=run.error,
         failed_step=run.failed_step, recoveries=run.recoveries, created_at=run.created_at,
         started_at=run.started_at, finished_at=run.finished_at, updated_at=run.updated_at,
-        idempotency_key=run.idempotency_key, steps=steps)
+        idempotency_key=run.idempotency_key, steps=steps, wait=run.wait)
 
 
 def get_run(run_id: str, *, app: Celery | None = None) -> RunInfo:

@@ -43,6 +43,9 @@ class DurableSettings:
     serializer: str = "json"
     #: Prefix of every Redis key the RedisStore writes.
     key_prefix: str = "durable:"
+    #: Seconds an event is kept in its mailbox for runs that reach their
+    #: ``wait_for_event`` after it was sent (0: deliver to current waiters only).
+    event_buffer: float = 3600.0
 
     @classmethod
     def from_app(cls, app: Celery) -> DurableSettings:

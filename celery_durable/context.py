@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .config import DurableSettings
-from .records import StepRecord
+from .records import StepRecord, WaitInfo
 from .retry import RetryPolicy
 from .serialization import Serializer
 from .stores.base import CheckpointStore
@@ -53,6 +53,10 @@ class RunContext:
     position: int = 0
     counters: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
     fatal: BaseException | None = None
+    #: The wait the run was parked at when this delivery began (see waits.py).
+    wait: WaitInfo | None = None
+    #: The store's clock when this delivery began (0: unknown).
+    clock: float = 0.0
 
     def next_key(self, name: str) -> tuple[int, str]:
         """Allocate the position and the ``name#n`` key of the next step call."""

@@ -90,6 +90,48 @@ class StepRecord:
 
 
 @dataclass
+class WaitInfo:
+    """The durable wait a run is parked at (or was last parked at).
+
+    The admin shows it for SLEEPING and WAITING runs: ``kind`` is ``sleep``
+    or ``event``; ``until`` is the wake time of a sleep or the timeout of an
+    event wait (None: no timeout); ``event`` and ``key`` name the awaited
+    event. ``step`` and ``position`` locate the wait's checkpoint; ``wait_id``
+    tells one wait from the next (the fencing token that created it);
+    ``after`` is the sequence number of the last event this run received on
+    the same name and key (only newer events are delivered). ``resolution``
+    is written once, first write wins, by ``send_event`` or ``wake_run``
+    (JSON: ``{"how": "event", "id", "seq", "payload"}`` or ``{"how": "woken"}``).
+    """
+
+    kind: str
+    step: str
+    position: int
+    wait_id: int
+    until: float | None = None
+    event: str | None = None
+    key: str | None = None
+    after: int = 0
+    resolution: str | None = None
+
+
+@dataclass
+class EventRecord:
+    """An event sent with ``send_event``: kept in its mailbox for the buffer window.
+
+    ``seq`` orders the events of one name and key (microseconds of the
+    store's clock, strictly increasing); ``payload`` is serialized text.
+    """
+
+    id: str
+    name: str
+    key: str
+    payload: str
+    seq: int
+    sent_at: float
+
+
+@dataclass
 class RunRecord:
     """A durable run as stored. Arguments and result are serialized text."""
 
@@ -114,6 +156,8 @@ class RunRecord:
     failed_step: str | None = None
     idempotency_key: str | None = None
     steps: list[StepRecord] = field(default_factory=list)
+    #: The current (SLEEPING/WAITING) or most recent durable wait, if any.
+    wait: WaitInfo | None = None
 
 
 @dataclass

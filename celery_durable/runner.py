@@ -10,11 +10,11 @@ from celery import Task
 from celery.exceptions import Ignore, Retry
 
 from . import leases
-from ._signals import LeaseLost, Reenqueue
+from ._signals import LeaseLost, Reenqueue, Suspend
 from .config import settings_for
 from .context import RunContext, current_run
 from .errors import DurableError, SerializationError, StepFailedError, WorkerLostError
-from .publish import delivery_options
+from .publish import delivery_options, publish_run
 from .records import Begin, ErrorInfo, RunStatus
 from .retry import RetryPolicy
 from .serialization import decode, encode, get_serializer
@@ -45,7 +45,7 @@ def _begin(task: Task, run_id: str, args: tuple[Any, ...], kwargs: dict[str, Any
 
 
 def execute(task: Task, body: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """Run (or resume) the durable run of the current request; see DESIGN §2–3."""
+    """Run (or resume) the durable run of the current request; see DESIGN §2-4."""
     request = task.request
     run_id: str = request.id
     app = task.app
@@ -65,7 +65,8 @@ def execute(task: Task, body: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ctx = RunContext(task=task, run_id=run_id, token=begin.token, store=fields["store"],
                      settings=settings, serializer=fields["serializer"],
                      policy=task_policy(task), eager=eager,
-                     checkpoints={s.position: s for s in begin.run.steps})
+                     checkpoints={s.position: s for s in begin.run.steps},
+                     wait=begin.run.wait, clock=begin.run.updated_at or 0.0)
     if not eager:
         leases.hold(ctx.store, run_id, ctx.token, float(settings.lease_ttl))
     reset = current_run.set(ctx)
@@ -73,6 +74,12 @@ def execute(task: Task, body: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
         return _run_body(ctx, body, args, kwargs)
     except Reenqueue as signal:
         return _reenqueue(ctx, body, args, kwargs, signal)
+    except Suspend as signal:
+        # Parked at a durable wait (waits.py set the SLEEPING/WAITING state):
+        # end the task cleanly, no failure and no retry counted.
+        if signal.publish is not None:
+            publish_run(app, signal.publish)  # the wait ended while it was being parked
+        raise Ignore() from None
     except LeaseLost:
         logger.warning("run %s: lease lost to another delivery; stopping", run_id)
         raise Ignore() from None

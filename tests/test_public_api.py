@@ -14,6 +14,7 @@ from celery_durable.sweeper import DurableWorkerStep
 EXPECTED_ALL = {
     "DurableTask", "durable_task", "step", "StepContext", "RetryPolicy", "exponential", "fixed",
     "now", "random", "uuid4",
+    "sleep", "sleep_until", "wait_for_event", "send_event", "wake_run",
     "RunInfo", "RunStatus", "StepInfo", "StepStatus", "get_run", "list_runs", "retry_run",
     "CheckpointTooLargeError", "DurableError", "InvalidRunStateError",
     "NonDeterministicStepError", "PermanentError", "RetryAfter", "RunNotFoundError",

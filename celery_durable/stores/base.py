@@ -13,9 +13,18 @@ Implementations: :class:`~celery_durable.stores.redis.RedisStore`,
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
-from ..records import Begin, Claim, ErrorInfo, RunRecord, RunStatus, StepRecord
+from ..records import (
+    Begin,
+    Claim,
+    ErrorInfo,
+    EventRecord,
+    RunRecord,
+    RunStatus,
+    StepRecord,
+    WaitInfo,
+)
 
 
 class CheckpointStore(ABC):
@@ -100,6 +109,85 @@ class CheckpointStore(ABC):
         replace the stored arguments. Returns None if the run does not exist;
         raises InvalidRunStateError if it is not finished.
         """
+
+    # -- durable waits (issue 4) ------------------------------------------------
+    #
+    # Not abstract, so a store without waits still works for everything else.
+    # The protocol that makes events race-free, with the run's keys and an
+    # event's keys possibly on different Redis Cluster slots:
+    #
+    # * a waiter (holding the lease) calls ``register_waiter`` (joins the
+    #   event's waiter set and reads its mailbox), then ``suspend`` (WAITING),
+    #   then ``register_waiter`` again and, if an event is there, delivers it
+    #   to itself with ``deliver_event``;
+    # * a sender calls ``post_event`` (appends to the mailbox and reads the
+    #   waiter set in one atomic step), then ``deliver_event`` to those runs.
+    #
+    # Whichever of the two atomic mailbox steps comes second sees the other's
+    # write, so at least one side delivers; ``deliver_event`` and ``wake``
+    # only act on a run that is parked at a wait with no resolution yet, so
+    # at most one side resumes it.
+
+    def _no_waits(self) -> NotImplementedError:
+        return NotImplementedError(f"{type(self).__name__} does not support waits yet")
+
+    def suspend(self, run_id: str, token: int, *, status: RunStatus, wait: WaitInfo,
+                step: StepRecord | None = None) -> bool:
+        """Park the run under ``token`` at a durable wait and release the lease.
+
+        Writes ``step`` if given; sets ``status`` (SLEEPING or WAITING) and
+        ``wait`` (dropping the previous wait and its resolution). The run
+        cannot start again before ``wait.until`` and is due for the sweeper
+        then; with ``until=None`` it is not due at all (only an event or
+        ``wake`` resumes it). False if the token no longer holds the lease.
+        """
+        raise self._no_waits()
+
+    def register_waiter(self, run_id: str, name: str, key: str, *, after: int,
+                        buffer: float) -> EventRecord | None:
+        """Add ``run_id`` to the waiters of event ``(name, key)`` and read its mailbox.
+
+        One atomic step. Returns the oldest event of the mailbox sent less
+        than ``buffer`` seconds ago whose ``seq`` is greater than ``after``,
+        or None.
+        """
+        raise self._no_waits()
+
+    def unregister_waiter(self, run_id: str, name: str, key: str) -> None:
+        """Remove ``run_id`` from the waiters of ``(name, key)`` (idempotent)."""
+        raise self._no_waits()
+
+    def post_event(self, name: str, key: str, payload: str, *,
+                   buffer: float) -> tuple[EventRecord, list[str]]:
+        """Append an event to the mailbox of ``(name, key)`` and return it with the waiters.
+
+        One atomic step. The event gets a ``seq`` greater than every earlier
+        one of the mailbox and is kept ``buffer`` seconds (0: not kept);
+        older events are dropped.
+        """
+        raise self._no_waits()
+
+    def deliver_event(self, event: EventRecord, run_ids: Sequence[str], *,
+                      grace: float) -> list[RunRecord]:
+        """Resolve the waits of ``run_ids`` with ``event``; return the runs to publish.
+
+        Per run, atomically and first write wins: if it is WAITING for this
+        name and key with no resolution yet, and ``event.seq`` is greater
+        than its ``wait.after``, the event becomes the wait's resolution and
+        the run becomes PENDING (due again in ``grace`` seconds should the
+        caller's publish be lost). Runs that no longer exist or are finished
+        leave the waiter set. Idempotent.
+        """
+        raise self._no_waits()
+
+    def wake(self, run_id: str, *, grace: float) -> RunRecord | None:
+        """End the wait of a SLEEPING or WAITING run now (``wake_run``).
+
+        Atomically, first write wins: the resolution becomes ``woken`` and the
+        run PENDING; returns the run to publish. None if the run is not parked
+        at an unresolved wait.
+        """
+        raise self._no_waits()
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections (optional)."""

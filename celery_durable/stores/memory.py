@@ -3,13 +3,27 @@
 from __future__ import annotations
 
 import copy
+import json
 import threading
 import time
-from collections.abc import Mapping
+import uuid
+from collections.abc import Mapping, Sequence
 
 from ..errors import InvalidRunStateError
-from ..records import Begin, Claim, ErrorInfo, RunRecord, RunStatus, StepRecord, StepStatus
+from ..records import (
+    Begin,
+    Claim,
+    ErrorInfo,
+    EventRecord,
+    RunRecord,
+    RunStatus,
+    StepRecord,
+    StepStatus,
+    WaitInfo,
+)
 from .base import CheckpointStore
+
+_PARKED = (RunStatus.SLEEPING, RunStatus.WAITING)
 
 
 class MemoryStore(CheckpointStore):
@@ -18,6 +32,8 @@ class MemoryStore(CheckpointStore):
     def __init__(self) -> None:
         self._runs: dict[str, RunRecord] = {}
         self._steps: dict[str, dict[int, StepRecord]] = {}
+        self._boxes: dict[tuple[str, str], list[EventRecord]] = {}
+        self._waiters: dict[tuple[str, str], set[str]] = {}
         self._lock = threading.RLock()
 
     def ping(self) -> None:
@@ -192,4 +208,101 @@ class MemoryStore(CheckpointStore):
             run.recoveries, run.finished_at, run.not_before = 0, None, None
             run.token += 1
             run.updated_at, run.due_at = now, now + grace
+            return self._snapshot(run)
+
+    # -- durable waits ---------------------------------------------------------
+
+    def suspend(self, run_id: str, token: int, *, status: RunStatus, wait: WaitInfo,
+                step: StepRecord | None = None) -> bool:
+        """See :meth:`CheckpointStore.suspend`."""
+        now = time.time()
+        with self._lock:
+            run = self._holds(run_id, token)
+            if run is None:
+                return False
+            if step is not None:
+                self._steps[run_id][step.position] = copy.deepcopy(step)
+            run.wait = copy.deepcopy(wait)
+            run.wait.resolution = None
+            run.status, run.owner, run.lease_expires = status, "", None
+            run.not_before, run.due_at, run.updated_at = wait.until, wait.until, now
+            return True
+
+    def _box(self, name: str, key: str, buffer: float) -> list[EventRecord]:
+        """The mailbox of ``(name, key)`` without the events older than ``buffer``."""
+        oldest = int((time.time() - buffer) * 1_000_000)
+        box = [e for e in self._boxes.get((name, key), []) if e.seq >= oldest]
+        if box:
+            self._boxes[(name, key)] = box
+        else:
+            self._boxes.pop((name, key), None)
+        return box
+
+    def register_waiter(self, run_id: str, name: str, key: str, *, after: int,
+                        buffer: float) -> EventRecord | None:
+        """See :meth:`CheckpointStore.register_waiter`."""
+        with self._lock:
+            self._waiters.setdefault((name, key), set()).add(run_id)
+            for event in self._box(name, key, buffer):
+                if event.seq > after:
+                    return copy.copy(event)
+        return None
+
+    def unregister_waiter(self, run_id: str, name: str, key: str) -> None:
+        """See :meth:`CheckpointStore.unregister_waiter`."""
+        with self._lock:
+            waiters = self._waiters.get((name, key))
+            if waiters is not None:
+                waiters.discard(run_id)
+                if not waiters:
+                    del self._waiters[(name, key)]
+
+    def post_event(self, name: str, key: str, payload: str, *,
+                   buffer: float) -> tuple[EventRecord, list[str]]:
+        """See :meth:`CheckpointStore.post_event`."""
+        now = time.time()
+        with self._lock:
+            box = self._box(name, key, buffer)
+            seq = max(int(now * 1_000_000), box[-1].seq + 1 if box else 0)
+            event = EventRecord(uuid.uuid4().hex, name, key, payload, seq, now)
+            if buffer > 0:
+                self._boxes[(name, key)] = [*box, event]
+            return copy.copy(event), sorted(self._waiters.get((name, key), ()))
+
+    def deliver_event(self, event: EventRecord, run_ids: Sequence[str], *,
+                      grace: float) -> list[RunRecord]:
+        """See :meth:`CheckpointStore.deliver_event`."""
+        now, out = time.time(), []
+        with self._lock:
+            for run_id in run_ids:
+                run = self._runs.get(run_id)
+                if run is None or run.status.finished:
+                    self.unregister_waiter(run_id, event.name, event.key)
+                    continue
+                w = run.wait
+                if (run.status is not RunStatus.WAITING or w is None or w.kind != "event"
+                        or w.event != event.name or w.key != event.key
+                        or w.resolution is not None or event.seq <= w.after):
+                    continue
+                w.resolution = json.dumps({"how": "event", "wid": w.wait_id, "id": event.id,
+                                           "seq": event.seq, "payload": event.payload})
+                self._resume(run, now, grace)
+                out.append(self._snapshot(run))
+        return out
+
+    @staticmethod
+    def _resume(run: RunRecord, now: float, grace: float) -> None:
+        run.status, run.not_before, run.due_at, run.updated_at = (
+            RunStatus.PENDING, None, now + grace, now)
+
+    def wake(self, run_id: str, *, grace: float) -> RunRecord | None:
+        """See :meth:`CheckpointStore.wake`."""
+        now = time.time()
+        with self._lock:
+            run = self._runs.get(run_id)
+            if (run is None or run.status not in _PARKED or run.wait is None
+                    or run.wait.resolution is not None):
+                return None
+            run.wait.resolution = json.dumps({"how": "woken", "wid": run.wait.wait_id})
+            self._resume(run, now, grace)
             return self._snapshot(run)

@@ -6,17 +6,34 @@ Layout (``P`` is the result backend's ``global_keyprefix`` plus
     P run:{<run id>}   hash: run fields, plus c:<pos> (step meta JSON) and v:<pos> (value)
     P due              sorted set: run id -> when the sweeper should look at it
     P runs             sorted set: run id -> creation time (for listing)
+    P ev:{<h>}:box     sorted set: the mailbox of one event name and key (``h`` hashes
+                       both): seq -> "seq:id:payload", kept ``durable_event_buffer`` s
+    P ev:{<h>}:waiters set: ids of the runs waiting (or about to wait) for that event
+
+A run hash also holds its current or last wait: ``wkind wstep wpos wid wuntil
+wname wkey wafter`` and ``wres`` (the resolution, written once).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
-from collections.abc import Callable, Mapping
+import uuid
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..errors import InvalidRunStateError, StoreUnavailableError
-from ..records import Begin, Claim, ErrorInfo, RunRecord, RunStatus, StepRecord
+from ..records import (
+    Begin,
+    Claim,
+    ErrorInfo,
+    EventRecord,
+    RunRecord,
+    RunStatus,
+    StepRecord,
+    WaitInfo,
+)
 from . import redis_scripts as lua
 from .base import CheckpointStore
 
@@ -48,6 +65,15 @@ def parse_run(run_id: str, flat: list[Any]) -> RunRecord:
         else:
             fields[name] = value
     error = json.loads(fields["error"]) if fields.get("error") else None
+    wait = None
+    if fields.get("wkind"):
+        wait = WaitInfo(kind=fields["wkind"], step=fields.get("wstep", ""),
+                        position=int(fields.get("wpos") or 0),
+                        wait_id=int(fields.get("wid") or 0), until=_f(fields.get("wuntil")),
+                        event=fields.get("wname") or None,
+                        key=fields.get("wkey") if fields["wkind"] == "event" else None,
+                        after=int(fields.get("wafter") or 0),
+                        resolution=fields.get("wres") or None)
     return RunRecord(
         id=run_id, task=fields.get("task", ""), status=RunStatus(fields.get("status", "PENDING")),
         args=fields.get("args", "[]"), kwargs=fields.get("kwargs", "{}"),
@@ -61,6 +87,7 @@ def parse_run(run_id: str, flat: list[Any]) -> RunRecord:
         failed_step=fields.get("fstep") or None, idempotency_key=fields.get("ikey") or None,
         steps=[StepRecord.from_meta(pos, metas[pos], values.get(pos) or None)
                for pos in sorted(metas)],
+        wait=wait,
     )
 
 
@@ -80,7 +107,8 @@ class RedisStore(CheckpointStore):
         self._due_key = f"{prefix}due"
         self._runs_key = f"{prefix}runs"
         self._scripts = {name: client.register_script(getattr(lua, name)) for name in
-                         ("BEGIN", "SAVE_STEP", "PARK", "FINISH", "RENEW", "CLAIM_DUE", "RESET")}
+                         ("BEGIN", "SAVE_STEP", "PARK", "FINISH", "RENEW", "CLAIM_DUE", "RESET",
+                          "SUSPEND", "REGISTER", "POST", "DELIVER", "WAKE")}
 
     def _pipeline(self, build: Callable[[Any], None]) -> list[Any]:
         """Run the commands ``build`` queues in one round trip.
@@ -229,9 +257,11 @@ class RedisStore(CheckpointStore):
         out: list[RunRecord] = []
         start, batch = 0, max(limit, 200)
         wanted = ["task", "status", "args", "kwargs", "created", "updated", "finished",
-                  "fstep", "error", "ikey", "rec"]
+                  "fstep", "error", "ikey", "rec", "wkind", "wstep", "wpos", "wid", "wuntil",
+                  "wname", "wkey", "wafter", "wres"]
         while len(out) < limit:
-            ids = [_text(i) for i in self.client.zrevrange(self._runs_key, start, start + batch - 1)]
+            ids = [_text(i) for i in
+                   self.client.zrevrange(self._runs_key, start, start + batch - 1)]
             if not ids:
                 break
             start += batch
@@ -270,3 +300,91 @@ class RedisStore(CheckpointStore):
     def close(self) -> None:
         """Close the connection pool."""
         self.client.close()
+
+    # -- durable waits ---------------------------------------------------------
+
+    def event_keys(self, name: str, key: str) -> tuple[str, str]:
+        """The mailbox and waiter-set keys of event ``(name, key)`` (one hash tag)."""
+        tag = hashlib.sha1(f"{name}\x00{key}".encode(), usedforsecurity=False).hexdigest()[:24]
+        return f"{self.prefix}ev:{{{tag}}}:box", f"{self.prefix}ev:{{{tag}}}:waiters"
+
+    def suspend(self, run_id: str, token: int, *, status: RunStatus, wait: WaitInfo,
+                step: StepRecord | None = None) -> bool:
+        """See :meth:`CheckpointStore.suspend`: one pipelined round trip."""
+        step_args = _step_args(step) if step is not None else ["", "", ""]
+        until = "" if wait.until is None else repr(float(wait.until))
+
+        def build(pipe: Any) -> None:
+            self._eval(pipe, "SUSPEND", self.run_key(run_id), token, status.value, *step_args,
+                       wait.kind, wait.step, wait.position, wait.wait_id, until,
+                       wait.event or "", wait.key or "", wait.after)
+            if wait.until is not None:
+                pipe.zadd(self._due_key, {run_id: wait.until})
+            # Without a timeout the run is due for nobody; the sweeper drops the
+            # entry ``begin`` left when it comes up.
+
+        return bool(self._pipeline(build)[0])
+
+    def _event(self, name: str, key: str, member: Any) -> EventRecord:
+        seq, event_id, payload = _text(member).split(":", 2)
+        return EventRecord(event_id, name, key, payload, int(seq), int(seq) / 1_000_000)
+
+    def register_waiter(self, run_id: str, name: str, key: str, *, after: int,
+                        buffer: float) -> EventRecord | None:
+        """See :meth:`CheckpointStore.register_waiter`: one EVALSHA."""
+        member = self._scripts["REGISTER"](keys=list(self.event_keys(name, key)),
+                                           args=[run_id, after, int(buffer * 1_000_000)])
+        return self._event(name, key, member) if member else None
+
+    def unregister_waiter(self, run_id: str, name: str, key: str) -> None:
+        """See :meth:`CheckpointStore.unregister_waiter`."""
+        self.client.srem(self.event_keys(name, key)[1], run_id)
+
+    def post_event(self, name: str, key: str, payload: str, *,
+                   buffer: float) -> tuple[EventRecord, list[str]]:
+        """See :meth:`CheckpointStore.post_event`: one EVALSHA."""
+        event_id = uuid.uuid4().hex
+        seq, waiters = self._scripts["POST"](keys=list(self.event_keys(name, key)),
+                                             args=[event_id, payload,
+                                                   int(max(buffer, 0) * 1_000_000)])
+        seq = int(_text(seq))
+        return (EventRecord(event_id, name, key, payload, seq, seq / 1_000_000),
+                sorted(_text(w) for w in waiters))
+
+    def deliver_event(self, event: EventRecord, run_ids: Sequence[str], *,
+                      grace: float) -> list[RunRecord]:
+        """See :meth:`CheckpointStore.deliver_event`: one pipeline for all runs."""
+        ids = list(run_ids)
+        if not ids:
+            return []
+
+        def build(pipe: Any) -> None:
+            for run_id in ids:
+                self._eval(pipe, "DELIVER", self.run_key(run_id), event.name, event.key,
+                           event.id, event.seq, event.payload, grace)
+
+        runs, gone = [], []
+        for run_id, reply in zip(ids, self._pipeline(build), strict=True):
+            action = _text(reply[0])
+            if action == "publish":
+                runs.append(parse_run(run_id, reply[1]))
+            elif action == "gone":
+                gone.append(run_id)
+        pipe = self.client.pipeline(transaction=False)
+        if gone:
+            pipe.srem(self.event_keys(event.name, event.key)[1], *gone)
+        if runs:
+            pipe.zadd(self._due_key, {r.id: r.due_at for r in runs if r.due_at is not None})
+        if gone or runs:
+            pipe.execute()
+        return runs
+
+    def wake(self, run_id: str, *, grace: float) -> RunRecord | None:
+        """See :meth:`CheckpointStore.wake`."""
+        reply = self._scripts["WAKE"](keys=[self.run_key(run_id)], args=[grace])
+        if _text(reply[0]) != "publish":
+            return None
+        run = parse_run(run_id, reply[1])
+        if run.due_at is not None:
+            self.client.zadd(self._due_key, {run_id: run.due_at})
+        return run

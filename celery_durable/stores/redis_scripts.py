@@ -1,6 +1,7 @@
-"""Lua scripts of the RedisStore. Each touches only one run's hash, so the
-store works unchanged on Redis Cluster (the hash key carries the run id as
-its hash tag). Times come from the server's clock (``TIME``)."""
+"""Lua scripts of the RedisStore. Each touches only one run's hash (or one
+event's mailbox and waiter set, which share a hash tag), so the store works
+unchanged on Redis Cluster (the hash key carries the run id as its hash
+tag). Times come from the server's clock (``TIME``)."""
 
 from __future__ import annotations
 
@@ -159,4 +160,85 @@ redis.call('HSET', h, 'status', 'PENDING', 'error', '', 'fstep', '', 'result', '
            'rec', '0', 'finished', '', 'nb', '', 'owner', '', 'lease', '',
            'due', tostring(now + tonumber(ARGV[4])), 'updated', tostring(now))
 return {'ok', redis.call('HGETALL', h)}
+"""
+
+# -- durable waits --------------------------------------------------------------
+# Event sequence numbers are integer microseconds of the server clock; they are
+# formatted with %.0f because Lua's tostring (and cjson) keep only 14 digits.
+
+MICROS = """
+local t = redis.call('TIME')
+local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local function fmt(x) return string.format('%.0f', x) end
+"""
+
+# KEYS[1] run hash. ARGV: token, status, position ('' = no step), meta, value,
+# kind, step key, wait position, wait id, until ('' = none), name, key, after
+SUSPEND = NOW + HOLDS + """
+if not holds(KEYS[1], ARGV[1]) then return 0 end
+if ARGV[3] ~= '' then
+  redis.call('HSET', KEYS[1], 'c:' .. ARGV[3], ARGV[4], 'v:' .. ARGV[3], ARGV[5])
+end
+redis.call('HSET', KEYS[1], 'status', ARGV[2], 'owner', '', 'lease', '',
+           'nb', ARGV[10], 'due', ARGV[10], 'updated', tostring(now),
+           'wkind', ARGV[6], 'wstep', ARGV[7], 'wpos', ARGV[8], 'wid', ARGV[9],
+           'wuntil', ARGV[10], 'wname', ARGV[11], 'wkey', ARGV[12], 'wafter', ARGV[13],
+           'wres', '')
+return 1
+"""
+
+# KEYS[1] mailbox (sorted set seq -> "seq:id:payload"), KEYS[2] waiter set; one
+# hash tag. ARGV: run id, after (seq), buffer (microseconds). Returns the oldest
+# buffered event newer than `after`, or false.
+REGISTER = MICROS + """
+redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. fmt(now_us - tonumber(ARGV[3])))
+local r = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[2], '+inf', 'LIMIT', 0, 1)
+return r[1] or false
+"""
+
+# KEYS[1] mailbox, KEYS[2] waiter set. ARGV: event id, payload, buffer (microseconds).
+# Returns {seq, waiters}.
+POST = MICROS + """
+local buffer = tonumber(ARGV[3])
+local seq = now_us
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+if last[2] and tonumber(last[2]) >= seq then seq = tonumber(last[2]) + 1 end
+local s = fmt(seq)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. fmt(now_us - buffer))
+if buffer > 0 then
+  redis.call('ZADD', KEYS[1], s, s .. ':' .. ARGV[1] .. ':' .. ARGV[2])
+  redis.call('PEXPIRE', KEYS[1], math.ceil(buffer / 1000) + 1000)
+end
+return {s, redis.call('SMEMBERS', KEYS[2])}
+"""
+
+# KEYS[1] run hash. ARGV: name, key, event id, seq, payload, grace
+DELIVER = NOW + FINISHED + """
+local h = KEYS[1]
+local v = redis.call('HMGET', h, 'status', 'wkind', 'wname', 'wkey', 'wres', 'wafter', 'wid')
+if not v[1] or finished[v[1]] then return {'gone'} end
+if v[1] ~= 'WAITING' or v[2] ~= 'event' or v[3] ~= ARGV[1] or v[4] ~= ARGV[2]
+   or (v[5] and v[5] ~= '') or tonumber(ARGV[4]) <= (tonumber(v[6]) or 0) then
+  return {'skip'}
+end
+redis.call('HSET', h, 'wres', cjson.encode({how='event', wid=v[7], id=ARGV[3], seq=ARGV[4],
+                                            payload=ARGV[5]}),
+           'status', 'PENDING', 'nb', '', 'due', tostring(now + tonumber(ARGV[6])),
+           'updated', tostring(now))
+return {'publish', redis.call('HGETALL', h)}
+"""
+
+# KEYS[1] run hash. ARGV: grace
+WAKE = NOW + """
+local h = KEYS[1]
+local v = redis.call('HMGET', h, 'status', 'wkind', 'wres', 'wid')
+if (v[1] ~= 'SLEEPING' and v[1] ~= 'WAITING') or not v[2] or v[2] == ''
+   or (v[3] and v[3] ~= '') then
+  return {'no'}
+end
+redis.call('HSET', h, 'wres', cjson.encode({how='woken', wid=v[4]}),
+           'status', 'PENDING', 'nb', '', 'due', tostring(now + tonumber(ARGV[1])),
+           'updated', tostring(now))
+return {'publish', redis.call('HGETALL', h)}
 """
