@@ -7,6 +7,8 @@ decisions, and this module as the plumbing.
 from __future__ import annotations
 
 import datetime as dt
+import functools
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
@@ -87,22 +89,29 @@ def step_row(run_id: str, step: StepRecord) -> Step:
     return Step(run_id=run_id, **dict(zip(STEP_COLUMNS, step_values(step), strict=True)))
 
 
-def pg_save_step_sql(connection: BaseDatabaseWrapper) -> str:
-    """One PostgreSQL statement that writes a checkpoint only under the lease.
+def save_step_sql(connection: BaseDatabaseWrapper) -> str:
+    """The checkpoint statement of ``connection``'s vendor (built once per vendor)."""
+    return _save_step_sql(connection.vendor, connection.ops.quote_name)
 
-    The CTE updates the run row (its changelist columns) only if ``token``
-    still holds the lease, which also locks that row against a concurrent
-    take-over; the INSERT … SELECT writes the checkpoint only if the CTE
-    returned the run, upserting on (run, position).
+
+@functools.lru_cache(maxsize=8)
+def _save_step_sql(vendor: str, q: Callable[[str], str]) -> str:
+    """One statement that writes a checkpoint only if ``token`` still holds the lease.
+
+    ``INSERT … SELECT … WHERE EXISTS (the run with this token and an owner)``,
+    upserting on (run, position): no transaction block, no second round trip.
+    Parameters: run id, the :func:`step_values`, run id, token. PostgreSQL
+    gets explicit casts (client-side bound literals are untyped).
     """
-    q = connection.ops.quote_name
     run_t, step_t = q(Run._meta.db_table), q(Step._meta.db_table)
     cols = ", ".join(q(c) for c in STEP_COLUMNS)
-    casts = ", ".join(f"%s::{t}" for t in _PG_TYPES)
-    updates = ", ".join(f"{q(c)} = EXCLUDED.{q(c)}" for c in STEP_COLUMNS[1:])
+    if vendor == "postgresql":
+        values = ", ".join(f"%s::{t}" for t in _PG_TYPES)
+    else:
+        values = ", ".join("%s" for _ in STEP_COLUMNS)
+    updates = ", ".join(f"{q(c)} = excluded.{q(c)}" for c in STEP_COLUMNS[1:])
     return (
-        f"WITH r AS (UPDATE {run_t} SET {q('current_step')} = %s, {q('attempts')} = %s, "
-        f"{q('updated_at')} = %s WHERE {q('id')} = %s AND {q('token')} = %s "
-        f"AND {q('owner')} <> '' RETURNING {q('id')}) "
-        f"INSERT INTO {step_t} ({q('run_id')}, {cols}) SELECT r.{q('id')}, {casts} FROM r "
+        f"INSERT INTO {step_t} ({q('run_id')}, {cols}) SELECT %s, {values} "
+        f"WHERE EXISTS (SELECT 1 FROM {run_t} WHERE {q('id')} = %s AND {q('token')} = %s "
+        f"AND {q('owner')} <> '') "
         f"ON CONFLICT ({q('run_id')}, {q('position')}) DO UPDATE SET {updates}")

@@ -5,8 +5,11 @@ Runs are :class:`~django_app.models.Run` rows, checkpoints
 the lease, count a recovery, dead-letter, claim a due run) happens in one
 transaction holding the run's row lock (``SELECT … FOR UPDATE``; SQLite
 serialises writers itself). A checkpoint written under the lease is one
-statement on PostgreSQL and one short transaction elsewhere. Loading a run's
-checkpoints is one query. Times are this process's ``time.time()``, as in
+statement on PostgreSQL and SQLite (one short transaction elsewhere); it does
+not touch the run row, so it costs about one plain INSERT. Loading a run's
+checkpoints is one query. The run's changelist columns (``current_step``,
+``attempts``) are refreshed when a delivery starts, parks or finishes.
+Times are this process's ``time.time()``, as in
 :class:`~celery_durable.stores.memory.MemoryStore`.
 
 Works on PostgreSQL and SQLite (give SQLite ``"transaction_mode":
@@ -21,7 +24,8 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from django.db import DatabaseError, connections, router, transaction
-from django.db.models import Q, QuerySet
+from django.db.models import Q, QuerySet, Subquery, Value
+from django.db.models.functions import Coalesce
 
 from celery_durable.errors import InvalidRunStateError, StoreUnavailableError
 from celery_durable.records import (
@@ -132,6 +136,9 @@ class DjangoStore(CheckpointStore):
                 if run.recoveries > max_recoveries:
                     self._dead_letter(run, max_recoveries, now)
                     return Begin("dead", self._snapshot(run))
+            steps = list(self._steps(run_id).order_by("position"))
+            run.current_step = steps[-1].key if steps else ""
+            run.attempts = steps[-1].attempts if steps else 0
             run.token += 1
             run.owner, run.lease_expires = owner, now + lease_ttl
             run.status, run.not_before, run.due_at = RunStatus.RUNNING.value, None, now + lease_ttl
@@ -139,8 +146,8 @@ class DjangoStore(CheckpointStore):
             run.updated_at = rows.to_datetime(now)
             run.save(using=self.using, update_fields=[
                 "recoveries", "token", "owner", "lease_expires", "status", "not_before",
-                "due_at", "started_at", "updated_at"])
-            return Begin("acquired", self._snapshot(run), run.token)
+                "due_at", "started_at", "updated_at", "current_step", "attempts"])
+            return Begin("acquired", rows.run_record(run, steps), run.token)
 
     def _dead_letter(self, run: Run, max_recoveries: int, now: float) -> None:
         """FAILED with a WorkerLostError: the run lost its worker too often."""
@@ -157,18 +164,15 @@ class DjangoStore(CheckpointStore):
 
     @_db_call
     def save_step(self, run_id: str, token: int, step: StepRecord) -> bool:
-        """See :meth:`CheckpointStore.save_step`: one statement on PostgreSQL."""
-        now = rows.to_datetime(time.time())
+        """See :meth:`CheckpointStore.save_step`: one statement (PostgreSQL, SQLite)."""
         conn = connections[self.using]
-        if conn.vendor == "postgresql":
+        if conn.vendor in ("postgresql", "sqlite"):
             with conn.cursor() as cursor:
-                cursor.execute(rows.pg_save_step_sql(conn),
-                               [step.key, step.attempts, now, run_id, token,
-                                *rows.step_values(step)])
+                cursor.execute(rows.save_step_sql(conn),
+                               [run_id, *rows.step_values(step), run_id, token])
                 return bool(cursor.rowcount)
         with transaction.atomic(using=self.using):
-            if not self._holding(run_id, token).update(current_step=step.key,
-                                                       attempts=step.attempts, updated_at=now):
+            if not self._holding(run_id, token).select_for_update().exists():
                 return False
             self._upsert(run_id, step)
             return True
@@ -204,7 +208,10 @@ class DjangoStore(CheckpointStore):
         now = time.time()
         keep = retention > 0 and status is not RunStatus.FAILED
         stamp = rows.to_datetime(now)
+        last = self._steps(run_id).order_by("-position")
         return bool(self._holding(run_id, token).update(
+            current_step=Coalesce(Subquery(last.values("key")[:1]), Value("")),
+            attempts=Coalesce(Subquery(last.values("attempts")[:1]), Value(0)),
             status=status.value, result=result, failed_step=failed_step, owner="",
             lease_expires=None, due_at=None, not_before=None, finished_at=stamp,
             updated_at=stamp, expires_at=now + retention if keep else None,
