@@ -1,0 +1,50 @@
+"""Minimal Django settings for the DjangoStore contenders.
+
+``BENCH_DB`` is ``postgres`` (``BENCH_PG_URL`` names the database, as a
+libpq URL or conninfo) or ``sqlite`` (``BENCH_SQLITE_PATH``; WAL and
+``BEGIN IMMEDIATE`` so two pool processes can write, as Django recommends).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+
+def _postgres(url: str) -> dict[str, Any]:
+    from psycopg.conninfo import conninfo_to_dict
+
+    p = conninfo_to_dict(url)
+    return {"ENGINE": "django.db.backends.postgresql", "NAME": p.get("dbname", "postgres"),
+            "USER": p.get("user", ""), "PASSWORD": p.get("password", "") or "",
+            "HOST": p.get("host", ""), "PORT": str(p.get("port", "") or "")}
+
+
+def _sqlite(path: str) -> dict[str, Any]:
+    return {"ENGINE": "django.db.backends.sqlite3", "NAME": path,
+            "OPTIONS": {"timeout": 30, "transaction_mode": "IMMEDIATE",
+                        "init_command": "PRAGMA journal_mode=WAL;"}}
+
+
+SECRET_KEY = "bench-not-secret"
+DEBUG = False
+USE_TZ = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+INSTALLED_APPS = [
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.admin",
+    "django_celery_results",
+    "django_app",
+]
+MIDDLEWARE: list[str] = []
+TEMPLATES = [{"BACKEND": "django.template.backends.django.DjangoTemplates", "APP_DIRS": True,
+              "OPTIONS": {"context_processors": [
+                  "django.contrib.auth.context_processors.auth",
+                  "django.contrib.messages.context_processors.messages",
+                  "django.template.context_processors.request"]}}]
+DATABASES = {"default": (_postgres(os.environ["BENCH_PG_URL"])
+                         if os.environ.get("BENCH_DB", "sqlite") == "postgres"
+                         else _sqlite(os.environ.get("BENCH_SQLITE_PATH", "bench.sqlite3")))}

@@ -1,0 +1,43 @@
+"""Prepare a Django database for the DjangoStore contenders (run in its own process).
+
+``python -m bench.djangodb`` with ``BENCH_DB`` / ``BENCH_PG_URL`` /
+``BENCH_SQLITE_PATH`` set migrates that database (``run_syncdb`` too, so the
+tables exist even for an app whose migrations are not written yet).
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def available() -> str | None:
+    """None if ``django_app.store.DjangoStore`` imports, else why not."""
+    try:
+        import django  # noqa: F401
+        from django.conf import settings
+
+        if not settings.configured:
+            os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.django_settings")
+        import importlib.util
+
+        if importlib.util.find_spec("django_app.store") is None:
+            return "django_app.store does not exist yet"
+    except ImportError as exc:
+        return f"Django is not installed ({exc})"
+    return None
+
+
+def migrate() -> None:
+    """Create the tables of every installed app in the configured database."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.django_settings")
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    from django_app.store import DjangoStore  # noqa: F401 - fails early if missing
+
+    call_command("migrate", run_syncdb=True, verbosity=0, interactive=False)
+
+
+if __name__ == "__main__":
+    migrate()

@@ -1,0 +1,127 @@
+"""The Celery app every benchmark worker runs: the same trivial N-step job per contender.
+
+Configured from environment variables set by the driver:
+
+* ``BENCH_REDIS_URL`` broker and result backend; ``BENCH_PREFIX`` the
+  ``global_keyprefix`` of both (so a run's keys are namespaced and removable);
+* ``BENCH_STORE`` the ``durable_store`` (empty: derived from the Redis result
+  backend, i.e. ``RedisStore``; ``django://``: ``DjangoStore`` with
+  ``bench.django_settings``).
+
+Every job returns ``{"n": steps, "body": seconds}`` where ``body`` is the
+time the task body spent in its steps, measured with ``perf_counter`` inside
+the worker, so broker latency does not pollute the per-step figures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import redis
+from celery import Celery
+
+from celery_durable import durable_task, step
+
+PREFIX = os.environ.get("BENCH_PREFIX", "bench-local:")
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+STORE = os.environ.get("BENCH_STORE", "")
+
+if STORE.startswith("django"):
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.django_settings")
+    import django
+
+    django.setup()
+
+app = Celery("bench", broker=REDIS_URL, backend=REDIS_URL)
+app.conf.update(
+    task_default_queue=f"{PREFIX}default",
+    broker_transport_options={"global_keyprefix": PREFIX},
+    result_backend_transport_options={"global_keyprefix": PREFIX},
+    broker_connection_retry_on_startup=True,
+    worker_hijack_root_logger=False,
+    result_expires=3600,
+)
+if STORE:
+    app.conf.durable_store = STORE
+
+_client: redis.Redis | None = None
+
+
+def client() -> redis.Redis:
+    """This process's redis-py client for the raw-HSET contender."""
+    global _client
+    if _client is None:
+        _client = redis.Redis.from_url(REDIS_URL)
+    return _client
+
+
+def work(x: int) -> int:
+    """The trivial unit of work every contender repeats (one 'step')."""
+    return x + 1
+
+
+work_step = step(name="work")(work)
+
+
+@app.task(name="bench.ping")
+def ping() -> int:
+    """Readiness probe: the pid of the pool process that ran it."""
+    return os.getpid()
+
+
+@app.task(name="bench.plain")
+def plain(n: int) -> dict[str, Any]:
+    """Contender 1: n steps, no checkpoints (the floor)."""
+    t0 = time.perf_counter()
+    x = 0
+    for _ in range(n):
+        x = work(x)
+    return {"n": n, "body": time.perf_counter() - t0, "x": x}
+
+
+@app.task(name="bench.link")
+def link(x: int) -> int:
+    """Contender 2: one link of a Celery chain (the chain of 10 is the job)."""
+    return work(x)
+
+
+@app.task(name="bench.raw_hset", bind=True)
+def raw_hset(self: Any, n: int) -> dict[str, Any]:
+    """Contender 3: n steps with one raw ``HSET`` of the step's value after each (the ideal)."""
+    r = client()
+    key = f"{PREFIX}raw:{self.request.id}"
+    t0 = time.perf_counter()
+    x = 0
+    for i in range(n):
+        x = work(x)
+        r.hset(key, f"v:{i}", json.dumps(x))
+    return {"n": n, "body": time.perf_counter() - t0, "x": x}
+
+
+@durable_task(app=app, name="bench.durable")
+def durable(n: int) -> dict[str, Any]:
+    """Contenders 4 and 5: n ``@step`` calls, each checkpointed by the configured store."""
+    t0 = time.perf_counter()
+    x = 0
+    for _ in range(n):
+        x = work_step(x)
+    return {"n": n, "body": time.perf_counter() - t0, "x": x}
+
+
+try:  # sleep() lands with the waits module (another engineer's work)
+    from celery_durable.waits import sleep as durable_sleep
+except ImportError:  # pragma: no cover - depends on the state of the tree
+    durable_sleep = None
+
+if durable_sleep is not None:
+    from datetime import timedelta
+
+    @durable_task(app=app, name="bench.sleeper")
+    def sleeper(i: int) -> int:
+        """A run that does one step and then sleeps for a day (suspended, worker released)."""
+        x = work_step(i)
+        durable_sleep(timedelta(days=1))
+        return int(x)
