@@ -52,11 +52,11 @@ class RetryPolicy:
     max_attempts: int = 3
     retry_on: tuple[type[BaseException], ...] = (Exception,)
     no_retry_on: tuple[type[BaseException], ...] = ()
-    backoff: Backoff = exponential()
+    backoff: Backoff = exponential()  # noqa: RUF009 - a shared, stateless default
 
     def decide(self, exc: BaseException, attempts: int) -> float | None:
         """Seconds to wait before retrying after ``attempts`` failed attempts, or None to fail."""
-        if isinstance(exc, PermanentError) or isinstance(exc, self.no_retry_on):
+        if isinstance(exc, (PermanentError, *self.no_retry_on)):
             return None
         if attempts >= self.max_attempts:
             return None
@@ -78,13 +78,22 @@ def policy_from_task(task: Any, default_max_attempts: int,
                      explicit: frozenset[str]) -> RetryPolicy:
     """The policy a task's Celery retry options describe.
 
+    Also honours ``retry_kwargs`` (``max_retries``, ``countdown``) and
+    ``dont_autoretry_for`` with their Celery meaning.
+
     ``explicit`` names the options the user set on the task, so Celery's class
     defaults (``max_retries = 3``, ``default_retry_delay = 180``) are not
     mistaken for choices.
     """
     autoretry_for = tuple(getattr(task, "autoretry_for", ()) or ())
-    if "max_retries" in explicit and task.max_retries is not None:
-        max_attempts = int(task.max_retries) + 1
+    # Celery passes ``retry_kwargs`` to ``task.retry()``: they override max_retries / countdown.
+    retry_kwargs = dict(getattr(task, "retry_kwargs", None) or {})
+    if "max_retries" in retry_kwargs:
+        explicit, max_retries = explicit | {"max_retries"}, retry_kwargs["max_retries"]
+    else:
+        max_retries = task.max_retries
+    if "max_retries" in explicit and max_retries is not None:
+        max_attempts = int(max_retries) + 1
     elif "max_retries" in explicit:
         max_attempts = 1_000_000  # max_retries=None: retry forever, as in Celery
     else:
@@ -95,12 +104,15 @@ def policy_from_task(task: Any, default_max_attempts: int,
     backoff: Backoff
     if retry_backoff:
         backoff = exponential(float(retry_backoff), maximum=maximum, jitter=jitter)
+    elif "countdown" in retry_kwargs:
+        backoff = fixed(float(retry_kwargs["countdown"]))
     elif autoretry_for or "default_retry_delay" in explicit:
         backoff = fixed(float(task.default_retry_delay))
     else:
         backoff = exponential(1.0, maximum=maximum, jitter=jitter)
     return RetryPolicy(max_attempts=max_attempts,
                        retry_on=autoretry_for or (Exception,),
+                       no_retry_on=tuple(getattr(task, "dont_autoretry_for", ()) or ()),
                        backoff=backoff)
 
 

@@ -155,3 +155,23 @@ def test_exponential_helper_clamps_between_minimum_and_maximum() -> None:
     assert [backoff(n) for n in range(1, 6)] == [1, 1, 2, 3, 3]
     jittered = exponential(1, minimum=1, maximum=8, jitter=True)
     assert all(1 <= jittered(4) <= 8 for _ in range(100))
+
+
+def test_retry_kwargs_max_retries_and_countdown_keep_their_celery_meaning(app: Celery) -> None:
+    """``retry_kwargs={"max_retries": N, "countdown": s}`` sets the attempts and the delay."""
+    policy = policy_of(app, autoretry_for=(OSError,), retry_kwargs={"max_retries": 5,
+                                                                    "countdown": 4})
+    assert attempts_until_failure(policy, OSError()) == 6
+    assert policy.decide(OSError(), 1) == 4
+    backoff = policy_of(app, autoretry_for=(OSError,), retry_backoff=3, retry_jitter=False,
+                        retry_kwargs={"max_retries": 1})
+    assert attempts_until_failure(backoff, OSError()) == 2
+    assert backoff.decide(OSError(), 1) == 3  # retry_backoff wins over countdown, as in Celery
+
+
+def test_dont_autoretry_for_is_never_retried(app: Celery) -> None:
+    """Exceptions in ``dont_autoretry_for`` fail at once even if ``autoretry_for`` covers them."""
+    policy = policy_of(app, autoretry_for=(OSError,), dont_autoretry_for=(FileNotFoundError,),
+                       max_retries=3)
+    assert policy.decide(FileNotFoundError(), 1) is None
+    assert policy.decide(OSError(), 1) is not None
