@@ -141,7 +141,9 @@ def _reenqueue(ctx: RunContext, body: Any, args: tuple[Any, ...], kwargs: dict[s
     task, request = ctx.task, ctx.task.request
     if ctx.eager:
         # Eager mode has no worker to deliver a retry: run the next attempt now.
-        return task.apply(args=args, kwargs=kwargs, task_id=ctx.run_id).get()
+        # (Not a blocking wait on a worker: an eager result is already there.)
+        return task.apply(args=args, kwargs=kwargs, task_id=ctx.run_id).get(
+            disable_sync_subtasks=False)
     if signal.delay >= 0:
         sig = task.signature_from_request(request, args, kwargs, countdown=signal.delay,
                                           retries=request.retries + 1)

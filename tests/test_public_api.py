@@ -208,3 +208,32 @@ def test_base_and_decorator_forms_behave_the_same(start_worker, tag, redis_clien
         assert value[2] == contexts[1]
     keys = [outcomes[name][2][0]["idempotency_key"] for name in outcomes]
     assert keys[0] != keys[1]
+
+
+def test_eager_mode_checkpoints_in_memory_and_retries_inline() -> None:
+    """With ``task_always_eager`` a durable task runs in-process, retrying a failing step inline."""
+    app = Celery("api-eager", set_as_current=False)
+    app.conf.update(task_always_eager=True, broker_url="memory://", result_backend="cache+memory://")
+    calls: dict[str, int] = {"a": 0, "b": 0}
+
+    @step(max_attempts=3)
+    def flaky_once(x: int) -> tuple[int, int]:
+        calls["b"] += 1
+        if calls["b"] == 1:
+            raise ConnectionError("once")
+        return (x, x)
+
+    @step
+    def first(x: int) -> int:
+        calls["a"] += 1
+        return x + 1
+
+    @durable_task(app=app, name="api.eager")
+    def eager(x: int) -> list[object]:
+        return [first(x), flaky_once(x)]
+
+    result = app.tasks["api.eager"].delay(1)
+    assert result.get() == [2, [1, 1]]  # the tuple came back a list, as after a replay
+    assert calls == {"a": 1, "b": 2}
+    run = get_run(result.id, app=app)
+    assert [(s.key, s.attempts) for s in run.steps] == [("first#0", 1), ("flaky_once#0", 2)]
