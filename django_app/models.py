@@ -64,6 +64,8 @@ class Run(models.Model):
             models.Index(fields=["-created_at", "-id"], name="cd_run_created_idx"),
             models.Index(fields=["status", "-created_at"], name="cd_run_status_idx"),
             models.Index(fields=["task", "-created_at"], name="cd_run_task_idx"),
+            models.Index(fields=["-finished_at", "-id"], name="cd_run_failed_idx",
+                         condition=Q(status="FAILED")),
             models.Index(fields=["idempotency_key"], name="cd_run_ikey_idx",
                          condition=Q(idempotency_key__isnull=False)),
             models.Index(fields=["due_at"], name="cd_run_due_idx",

@@ -1,0 +1,174 @@
+"""The admin's controls over runs: retry, restart, retry with edited arguments, cancel.
+
+Each is an ``@admin.action`` behind its own permission (see
+``Run.Meta.permissions``). Re-triggering goes through
+:func:`celery_durable.api.retry_run`, so the store is reset *and* the run's
+message is published; every change is written to the admin ``LogEntry`` and
+reported with ``message_user``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from celery import Celery
+from celery._state import get_current_app
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.translation import ngettext
+
+from celery_durable.api import retry_run
+from celery_durable.errors import DurableError
+from celery_durable.records import RunStatus
+
+from .models import Run
+from .store import DjangoStore
+
+#: Action name → the ``has_<perm>_permission`` it needs.
+ACTION_PERMISSIONS = {
+    "retry_from_failed_step": "retry",
+    "restart_from_scratch": "restart",
+    "retry_with_edited_arguments": "retry_with_arguments",
+    "cancel_runs": "cancel",
+}
+#: ``has_<perm>_permission`` → the Django permission it checks.
+PERMISSIONS = {
+    "retry": "celery_durable.retry_run",
+    "restart": "celery_durable.restart_run",
+    "retry_with_arguments": "celery_durable.retry_run_with_arguments",
+    "cancel": "celery_durable.cancel_run",
+}
+RETRIABLE = (RunStatus.FAILED.value, RunStatus.CANCELLED.value)
+
+
+def celery_app() -> Celery:
+    """The project's Celery app (the current app, as ``proj/__init__.py`` imports it)."""
+    return get_current_app()
+
+
+def back(request: HttpRequest) -> HttpResponse | None:
+    """Redirect to the POSTed ``next`` (the run page's buttons send it), if it is safe."""
+    target = request.POST.get("next", "")
+    if target and url_has_allowed_host_and_scheme(target, {request.get_host()},
+                                                  require_https=request.is_secure()):
+        return HttpResponseRedirect(target)
+    return None
+
+
+def report(modeladmin: admin.ModelAdmin[Any], request: HttpRequest, done: int, verb: str,
+           errors: list[str]) -> None:
+    """Tell the user what happened: how many runs, and the first few refusals."""
+    if done:
+        modeladmin.message_user(request, ngettext(
+            "%(count)d run %(verb)s.", "%(count)d runs %(verb)s.", done) % {
+                "count": done, "verb": verb}, messages.SUCCESS)
+    if errors:
+        shown = "; ".join(errors[:5]) + (f"; and {len(errors) - 5} more" if len(errors) > 5
+                                         else "")
+        modeladmin.message_user(request, ngettext(
+            "%(count)d run was not changed: %(why)s", "%(count)d runs were not changed: "
+            "%(why)s", len(errors)) % {"count": len(errors), "why": shown}, messages.WARNING)
+
+
+def retrigger(modeladmin: admin.ModelAdmin[Any], request: HttpRequest, run: Run,
+              from_step: str, args: list[Any] | None = None,
+              kwargs: dict[str, Any] | None = None) -> None:
+    """Re-trigger one run through ``retry_run`` and log it."""
+    retry_run(run.pk, from_step=from_step, args=args, kwargs=kwargs, app=celery_app())
+    what = "from the failed step" if from_step == "failed" else "from scratch"
+    extra = " with edited arguments" if args is not None or kwargs is not None else ""
+    modeladmin.log_change(request, run, f"Re-triggered {what}{extra}.")
+
+
+def _retry_all(modeladmin: admin.ModelAdmin[Any], request: HttpRequest,
+               queryset: QuerySet[Run], from_step: str, verb: str) -> HttpResponse | None:
+    done, errors = 0, []
+    for run in queryset.only("id", "task", "status").iterator():
+        if run.status not in RETRIABLE:
+            errors.append(f"{run.pk} is {run.status.lower()}")
+            continue
+        try:
+            retrigger(modeladmin, request, run, from_step)
+        except DurableError as exc:
+            errors.append(f"{run.pk}: {exc}")
+        else:
+            done += 1
+    report(modeladmin, request, done, verb, errors)
+    return back(request)
+
+
+@admin.action(permissions=["retry"], description="Retry selected runs from the failed step")
+def retry_from_failed_step(modeladmin: admin.ModelAdmin[Any], request: HttpRequest,
+                           queryset: QuerySet[Run]) -> HttpResponse | None:
+    """Resume each failed or cancelled run at its failed step; completed steps are kept."""
+    return _retry_all(modeladmin, request, queryset, "failed",
+                      "re-triggered from the failed step")
+
+
+@admin.action(permissions=["restart"], description="Restart selected runs from scratch")
+def restart_from_scratch(modeladmin: admin.ModelAdmin[Any], request: HttpRequest,
+                         queryset: QuerySet[Run]) -> HttpResponse | None:
+    """Drop every checkpoint of each failed or cancelled run and run it again."""
+    return _retry_all(modeladmin, request, queryset, "start", "restarted from scratch")
+
+
+@admin.action(permissions=["retry_with_arguments"],
+              description="Retry the selected run with edited arguments…")
+def retry_with_edited_arguments(modeladmin: admin.ModelAdmin[Any], request: HttpRequest,
+                                queryset: QuerySet[Run]) -> HttpResponse | None:
+    """Open the argument editor of the one selected run."""
+    ids = list(queryset.values_list("pk", flat=True)[:2])
+    if len(ids) != 1:
+        modeladmin.message_user(request, "Select exactly one run to edit its arguments.",
+                                messages.WARNING)
+        return None
+    from django.urls import reverse
+
+    opts = modeladmin.model._meta
+    return HttpResponseRedirect(reverse(
+        f"{modeladmin.admin_site.name}:{opts.app_label}_{opts.model_name}_retry_arguments",
+        args=[ids[0]]))
+
+
+@admin.action(permissions=["cancel"], description="Cancel selected runs")
+def cancel_runs(modeladmin: admin.ModelAdmin[Any], request: HttpRequest,
+                queryset: QuerySet[Run]) -> HttpResponse | None:
+    """Mark each run that has not finished successfully CANCELLED; a running one stops."""
+    store = DjangoStore(using=queryset.db)
+    app = celery_app()
+    done, errors = 0, []
+    for run in queryset.only("id", "task", "status").iterator():
+        try:
+            if store.cancel(run.pk) is None:
+                continue
+        except DurableError as exc:
+            errors.append(str(exc))
+            continue
+        # Make AsyncResult truthful; a result backend hiccup must not undo the cancel.
+        with contextlib.suppress(Exception):
+            app.backend.mark_as_revoked(run.pk, reason="cancelled in the admin")
+        modeladmin.log_change(request, run, "Cancelled.")
+        done += 1
+    report(modeladmin, request, done, "cancelled", errors)
+    return back(request)
+
+
+ACTIONS = [retry_from_failed_step, restart_from_scratch, retry_with_edited_arguments,
+           cancel_runs]
+
+
+def check_posted_action(modeladmin: admin.ModelAdmin[Any], request: HttpRequest) -> None:
+    """403 for a POSTed action the user may not run (Django would only say "no action")."""
+    if request.method != "POST" or "index" not in request.POST:
+        return
+    names = request.POST.getlist("action")
+    try:
+        name = names[int(request.POST.get("index", 0))]
+    except (IndexError, ValueError):
+        return
+    if name in ACTION_PERMISSIONS and name not in modeladmin.get_actions(request):
+        raise PermissionDenied(f"you may not run the action {name!r}")

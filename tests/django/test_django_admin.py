@@ -1,0 +1,191 @@
+"""The admin, in process on PostgreSQL: lists, run page, permissions, escaping, the form."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytestmark = pytest.mark.usefixtures("db")
+
+RUNS = "/admin/celery_durable/run/"
+DEAD = "/admin/celery_durable/deadletter/"
+
+
+def test_changelist_lists_runs_with_status_step_and_filters(make_run, make_user, client_for):
+    """The runs list shows id, task, coloured status, step and attempts; filters narrow it."""
+    failed = make_run("FAILED")
+    ok = make_run("SUCCEEDED", task="shop.ship", current_step="ship#0", attempts=1,
+                  idempotency_key="order-42")
+    client = client_for(make_user())
+    page = client.get(RUNS).content.decode()
+    assert failed.pk in page and ok.pk in page
+    assert 'cd-status-failed' in page and 'cd-status-succeeded' in page
+    assert "charge#0" in page and "order-42" in page
+    only_failed = client.get(RUNS, {"status": "FAILED"}).content.decode()
+    assert failed.pk in only_failed and ok.pk not in only_failed
+    by_task = client.get(RUNS, {"task": "shop.ship"}).content.decode()
+    assert ok.pk in by_task and failed.pk not in by_task
+    assert ">shop.ship<" in page  # the task filter found the name by its index
+
+
+def test_search_by_run_id_key_and_arguments(make_run, make_user, client_for):
+    """Search finds a run by exact id, by idempotency key, and by text in its arguments."""
+    a = make_run("SUCCEEDED", args='["alpha-widget", 1]', idempotency_key="key-a")
+    b = make_run("SUCCEEDED", args='["beta-gadget", 2]')
+    client = client_for(make_user())
+    for term, hit, miss in ((a.pk, a, b), ("key-a", a, b), ("beta-gad", b, a)):
+        page = client.get(RUNS, {"q": term}).content.decode()
+        assert hit.pk in page and miss.pk not in page, term
+
+
+def test_changelist_never_counts_the_whole_table(make_run, make_user, client_for):
+    """The list is rendered without a full COUNT(*) (capped count, no facets)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    for _ in range(3):
+        make_run("SUCCEEDED")
+    client = client_for(make_user())
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get(RUNS).status_code == 200
+    counts = [q["sql"] for q in queries.captured_queries if "COUNT(" in q["sql"].upper()]
+    assert counts and all("LIMIT" in sql.upper() for sql in counts), counts
+
+
+def test_dead_letter_view_lists_only_failed_runs_with_step_and_error(make_run, make_user,
+                                                                     client_for):
+    """The dead-letter view shows failed runs only, with the failing step and the error."""
+    failed = make_run("FAILED")
+    running = make_run("RUNNING")
+    page = client_for(make_user()).get(DEAD).content.decode()
+    assert failed.pk in page and running.pk not in page
+    assert "charge#0" in page and "amount must be positive, got 0" in page
+    assert "PermanentError" in page
+
+
+def test_run_page_shows_arguments_timeline_and_escapes_stored_html(make_run, make_user,
+                                                                   client_for):
+    """The run page shows args, error, traceback and a step timeline; stored HTML is text."""
+    script = "<script>window.__pwned = 1</script>"
+    run = make_run("FAILED", args=json.dumps([script, 0]), steps=[
+        {"name": "reserve", "value": json.dumps({"sku": "sku-1", "note": script})},
+        {"name": "charge", "status": "failed", "attempts": 3, "value": None,
+         "error_type": "celery_durable.errors.PermanentError",
+         "error_message": "amount must be positive, got 0", "error_traceback": "Trace <b>"}])
+    page = client_for(make_user()).get(f"{RUNS}{run.pk}/change/").content.decode()
+    assert "<script>window.__pwned" not in page
+    assert "&lt;script&gt;window.__pwned = 1&lt;/script&gt;" in page
+    assert "Trace &lt;b&gt;" in page
+    assert 'id="cd-step-0"' in page and 'id="cd-step-1"' in page
+    assert "&quot;sku&quot;: &quot;sku-1&quot;" in page  # pretty JSON, escaped
+    assert "amount must be positive, got 0" in page
+
+
+def test_run_page_links_the_celery_task_result(make_run, make_user, client_for):
+    """The run page links django-celery-results' TaskResult of the same task id."""
+    from django.contrib.auth.models import Permission
+    from django_celery_results.models import TaskResult
+
+    run = make_run("FAILED")
+    result = TaskResult.objects.create(task_id=run.pk, status="FAILURE")
+    user = make_user()
+    user.user_permissions.add(Permission.objects.get(codename="view_taskresult"))
+    page = client_for(user).get(f"{RUNS}{run.pk}/change/").content.decode()
+    assert f"/admin/django_celery_results/taskresult/{result.pk}/change/" in page
+
+
+def test_user_without_permissions_sees_no_actions_and_gets_403(make_run, make_user,
+                                                               client_for):
+    """A viewer sees no retry/cancel controls; posting an action or the form anyway is a 403."""
+    run = make_run("FAILED")
+    client = client_for(make_user())
+    for url in (RUNS, DEAD, f"{RUNS}{run.pk}/change/"):
+        page = client.get(url).content.decode()
+        for name in ("retry_from_failed_step", "restart_from_scratch",
+                     "retry_with_edited_arguments", "cancel_runs", "cd-edit-arguments"):
+            assert name not in page, (url, name)
+    for url in (RUNS, DEAD):
+        response = client.post(url, {"action": "retry_from_failed_step", "index": 0,
+                                     "_selected_action": [run.pk]})
+        assert response.status_code == 403
+    assert client.get(f"{RUNS}{run.pk}/retry-with-arguments/").status_code == 403
+    assert client.post(f"{RUNS}{run.pk}/retry-with-arguments/",
+                       {"args": "[1]", "kwargs": "{}", "from_step": "failed"}).status_code == 403
+    run.refresh_from_db()
+    assert run.status == "FAILED"
+
+
+def test_each_action_needs_its_own_permission(make_run, make_user, client_for):
+    """A user with only the retry permission gets only the retry action."""
+    make_run("FAILED")
+    page = client_for(make_user("retry_run")).get(DEAD).content.decode()
+    assert "retry_from_failed_step" in page
+    for name in ("restart_from_scratch", "retry_with_edited_arguments", "cancel_runs"):
+        assert name not in page
+
+
+def test_retry_action_resets_the_run_logs_and_reports(make_run, make_user, client_for):
+    """Bulk retry from the dead-letter view resets each run, writes a LogEntry, says so."""
+    from django.contrib.admin.models import LogEntry
+
+    runs = [make_run("FAILED", steps=[{"name": "reserve", "value": "1"}]) for _ in range(2)]
+    client = client_for(make_user("retry_run"))
+    response = client.post(DEAD, {"action": "retry_from_failed_step", "index": 0,
+                                  "_selected_action": [r.pk for r in runs]}, follow=True)
+    assert "2 runs re-triggered from the failed step." in response.content.decode()
+    for run in runs:
+        run.refresh_from_db()
+        assert run.status == "PENDING" and run.steps.count() == 1
+    assert LogEntry.objects.filter(object_id__in=[r.pk for r in runs]).count() == 2
+
+
+def test_cancel_marks_the_run_cancelled(make_run, make_user, client_for):
+    """Cancel (from the run page) marks a running run CANCELLED and returns to the page."""
+    run = make_run("RUNNING", owner="host:1:1", token=3)
+    client = client_for(make_user("cancel_run"))
+    page = f"{RUNS}{run.pk}/change/"
+    assert 'id="cd-cancel_runs"' in client.get(page).content.decode()
+    response = client.post(RUNS, {"action": "cancel_runs", "index": 0,
+                                  "_selected_action": [run.pk], "next": page})
+    assert response.status_code == 302 and response["Location"] == page
+    run.refresh_from_db()
+    assert run.status == "CANCELLED" and run.token == 4 and run.owner == ""
+
+
+def test_retry_with_arguments_form_rejects_invalid_json(make_run, make_user, client_for):
+    """Invalid JSON or a wrong shape is shown as a clear error and changes nothing."""
+    run = make_run("FAILED")
+    client = client_for(make_user("retry_run_with_arguments"))
+    url = f"{RUNS}{run.pk}/retry-with-arguments/"
+    form = client.get(url).content.decode()
+    assert "&quot;tag&quot;" in form  # the stored arguments, pretty and escaped
+    bad = client.post(url, {"args": '["tag", 3', "kwargs": "{}", "from_step": "failed"})
+    assert bad.status_code == 200
+    assert "Arguments must be valid JSON" in bad.content.decode()
+    shape = client.post(url, {"args": '{"a": 1}', "kwargs": "[]", "from_step": "failed"})
+    text = shape.content.decode()
+    assert "Arguments must be a JSON list" in text
+    assert "Keyword arguments must be a JSON object" in text
+    restart = client.post(url, {"args": "[]", "kwargs": "{}", "from_step": "start"})
+    assert "You may not restart runs from scratch." in restart.content.decode()
+    run.refresh_from_db()
+    assert run.status == "FAILED" and run.args == '["tag", 0]'
+
+
+def test_retry_with_arguments_form_stores_new_arguments(make_run, make_user, client_for):
+    """A valid form replaces the arguments, resets the run and logs the change."""
+    from django.contrib.admin.models import LogEntry
+
+    run = make_run("FAILED", steps=[{"name": "reserve", "value": "1"}])
+    client = client_for(make_user("retry_run_with_arguments"))
+    response = client.post(f"{RUNS}{run.pk}/retry-with-arguments/",
+                           {"args": '["tag", 7]', "kwargs": '{"text": "hi"}',
+                            "from_step": "failed"})
+    assert response.status_code == 302
+    run.refresh_from_db()
+    assert run.status == "PENDING"
+    assert json.loads(run.args) == ["tag", 7] and json.loads(run.kwargs) == {"text": "hi"}
+    assert run.steps.count() == 1
+    entry = LogEntry.objects.get(object_id=run.pk)
+    assert "edited arguments" in entry.get_change_message()
