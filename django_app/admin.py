@@ -218,7 +218,7 @@ class RunAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             allowed = self.get_actions(request)
             retriable = obj.status in actions.RETRIABLE
             context.update(
-                steps=self.timeline(obj), run=obj,
+                steps=self.timeline(obj), run=obj, next_url=self.run_page_url(obj),
                 changelist_url=reverse(f"{self.admin_site.name}:{self._url_name('changelist')}"),
                 buttons=[(name, label) for name, label, ok in (
                     ("retry_from_failed_step", "Retry from failed step", retriable),
@@ -236,6 +236,10 @@ class RunAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def _url_name(self, suffix: str) -> str:
         return f"{self.opts.app_label}_{self.opts.model_name}_{suffix}"
 
+    def run_page_url(self, obj: Run) -> str:
+        """The run's page in the runs admin (a retried run leaves the dead-letter view)."""
+        return reverse(f"{self.admin_site.name}:celery_durable_run_change", args=[obj.pk])
+
     def get_urls(self) -> list[URLPattern]:
         """The admin's URLs plus ``<id>/retry-with-arguments/``."""
         extra = [path("<path:object_id>/retry-with-arguments/",
@@ -250,7 +254,7 @@ class RunAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         obj = self.get_object(request, object_id)
         if obj is None:
             raise Http404(f"no run {object_id!r}")
-        page = reverse(f"{self.admin_site.name}:{self._url_name('change')}", args=[obj.pk])
+        page = self.run_page_url(obj)
         if obj.status not in actions.RETRIABLE:
             self.message_user(request, f"Run {obj.pk} is {obj.status.lower()}; only failed or "
                               "cancelled runs can be re-triggered.", messages.WARNING)

@@ -1,0 +1,191 @@
+"""The admin in a real browser (headless Chromium via Selenium) against a live server,
+with a real worker running the runs. Saves screenshots to ``docs/images/``."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import services
+from harness import ROOT, wait_for
+
+pytestmark = [pytest.mark.worker, pytest.mark.usefixtures("db")]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+CHROME_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+               "--disable-component-update", "--disable-sync", "--no-first-run",
+               "--disable-dev-shm-usage", "--window-size=1440,1000"]
+IMAGES = ROOT / "docs" / "images"
+PASSWORD = "pw-for-tests"
+
+
+@pytest.fixture(scope="module")
+def live_server(django_pg: None) -> Iterator[str]:
+    """The test project served on 127.0.0.1 by Django's live server thread (static files too)."""
+    from django.contrib.staticfiles.handlers import StaticFilesHandler
+    from django.test.testcases import LiveServerThread
+
+    thread = LiveServerThread("127.0.0.1", StaticFilesHandler, connections_override=None,
+                              port=0)
+    thread.daemon = True
+    thread.start()
+    thread.is_ready.wait(10)
+    if thread.error:
+        raise thread.error
+    yield f"http://127.0.0.1:{thread.port}"
+    thread.terminate()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Headless Chromium driven by chromedriver (skips, or fails under CI, when missing)."""
+    binary = CHROMIUM if os.path.exists(CHROMIUM) else shutil.which("chromium")
+    driver_path = CHROMEDRIVER if os.path.exists(CHROMEDRIVER) else shutil.which("chromedriver")
+    if not binary or not driver_path:
+        services.unavailable("chromium and chromedriver are not installed "
+                             "(apt-get install chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for arg in CHROME_ARGS:
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def login(driver: Any, live: str, user: Any, next_url: str) -> None:
+    """Log in through the admin login form, landing on ``next_url``."""
+    from selenium.webdriver.common.by import By
+
+    driver.delete_all_cookies()
+    driver.get(f"{live}/admin/login/?next={next_url}")
+    driver.find_element(By.NAME, "username").send_keys(user.username)
+    driver.find_element(By.NAME, "password").send_keys(PASSWORD)
+    driver.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    wait_for(lambda: next_url in driver.current_url, 10, 0.1, f"landing on {next_url}")
+
+
+def shot(driver: Any, name: str) -> None:
+    """Save a full-height screenshot to docs/images/<name>.png."""
+    IMAGES.mkdir(parents=True, exist_ok=True)
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    driver.set_window_size(1440, min(max(int(height) + 40, 700), 2400))
+    driver.save_screenshot(str(Path(IMAGES) / f"{name}.png"))
+    driver.set_window_size(1440, 1000)
+
+
+def failed_run(tag: str, note: str) -> str:
+    """Start a run of the test project's ``order`` that fails permanently; wait for it."""
+    from django_project.tasks import order
+
+    from django_app.models import Run
+
+    result = order.delay(tag, 0, note)
+    wait_for(lambda: Run.objects.filter(pk=result.id, status="FAILED").exists(), 30, 0.1,
+             "the run to be dead-lettered")
+    return str(result.id)
+
+
+def test_operator_fixes_a_dead_letter_in_the_browser(django_worker, live_server, browser, tag,
+                                                    make_user):
+    """A staff user with the retry permission opens the dead-letter view, edits the failed
+    run's arguments (a JSON typo is refused with a clear error), re-triggers it and sees it
+    succeed; a step output containing <script> is shown as text and never runs."""
+    from django_project.tasks import order
+    from selenium.webdriver.common.by import By
+
+    script = "<script>window.__pwned = 1</script>"
+    run_id = failed_run(tag, script)
+    for amount in (1, 2):  # some history for the screenshot of the runs list
+        order.delay(f"{tag}-ok{amount}", amount, "ok").get(timeout=30)
+    user = make_user("retry_run", "retry_run_with_arguments", "restart_run", "cancel_run")
+    driver = browser
+
+    login(driver, live_server, user, "/admin/celery_durable/deadletter/")
+    assert run_id in driver.find_element(By.ID, "result_list").text
+    assert "amount must be positive, got 0" in driver.page_source
+    options = [o.get_attribute("value") for o in
+               driver.find_elements(By.CSS_SELECTOR, "select[name=action] option")]
+    assert "retry_from_failed_step" in options
+    shot(driver, "admin-dead-letters")
+
+    driver.find_element(By.CSS_SELECTOR, f"a[href*='{run_id}']").click()
+    wait_for(lambda: driver.find_elements(By.ID, "cd-timeline"), 10, 0.1, "the run page")
+    output = driver.find_element(By.CSS_SELECTOR, "#cd-step-1 .cd-output").text
+    assert script in output  # shown as text...
+    assert driver.execute_script("return window.__pwned") is None  # ...and never executed
+    shot(driver, "admin-run-failed")
+
+    driver.find_element(By.ID, "cd-edit-arguments").click()
+    args = driver.find_element(By.NAME, "args")
+    args.clear()
+    args.send_keys(json.dumps([tag, 5])[:-1])  # a typo: the closing bracket is missing
+    driver.find_element(By.ID, "cd-retry-submit").click()
+    error = driver.find_element(By.CSS_SELECTOR, ".errorlist").text
+    assert "Arguments must be valid JSON" in error
+    args = driver.find_element(By.NAME, "args")
+    args.clear()
+    args.send_keys(json.dumps([tag, 5]))
+    shot(driver, "admin-retry-with-arguments")
+    driver.find_element(By.ID, "cd-retry-submit").click()
+    wait_for(lambda: "re-triggered with edited arguments" in driver.page_source, 10, 0.1,
+             "the confirmation")
+
+    def succeeded() -> bool:
+        driver.refresh()
+        return bool(driver.find_elements(By.CSS_SELECTOR,
+                                         ".field-status_display .cd-status-succeeded"))
+
+    wait_for(succeeded, 30, 0.5, "the run page to show SUCCEEDED")
+    assert "500" in driver.find_element(By.CSS_SELECTOR, ".field-result_display").text
+    assert driver.execute_script("return window.__pwned") is None
+    shot(driver, "admin-run-page")
+
+    driver.get(f"{live_server}/admin/celery_durable/run/")
+    assert run_id in driver.find_element(By.ID, "result_list").text
+    shot(driver, "admin-runs")
+
+
+def test_viewer_sees_no_retry_controls_and_gets_403(django_worker, live_server, browser, tag,
+                                                    make_user):
+    """A staff user without the retry permissions sees no retry actions or buttons, and a
+    retry posted from the browser anyway is refused with 403."""
+    from selenium.webdriver.common.by import By
+
+    from django_app.models import Run
+
+    run_id = failed_run(tag, "plain")
+    viewer = make_user()
+    driver = browser
+    login(driver, live_server, viewer, "/admin/celery_durable/deadletter/")
+    assert run_id in driver.find_element(By.ID, "result_list").text
+    assert not driver.find_elements(By.CSS_SELECTOR, "select[name=action]")
+    driver.find_element(By.CSS_SELECTOR, f"a[href*='{run_id}']").click()
+    wait_for(lambda: driver.find_elements(By.ID, "cd-timeline"), 10, 0.1, "the run page")
+    assert not driver.find_elements(By.CSS_SELECTOR, "#cd-run-actions input, "
+                                                     "#cd-edit-arguments")
+    status = driver.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        const token = document.cookie.split('; ').find(c => c.startsWith('csrftoken='))
+                      .split('=')[1];
+        const body = new URLSearchParams({csrfmiddlewaretoken: token, index: '0',
+            action: 'retry_from_failed_step', _selected_action: arguments[0]});
+        fetch('/admin/celery_durable/deadletter/', {method: 'POST', body: body,
+              credentials: 'same-origin'}).then(r => done(r.status), e => done(String(e)));
+    """, run_id)
+    assert status == 403
+    time.sleep(0.2)
+    assert Run.objects.get(pk=run_id).status == "FAILED"
