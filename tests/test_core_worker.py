@@ -120,11 +120,11 @@ def test_sigkilled_pool_process_is_redelivered_and_taken_over(
 
 def test_heartbeat_keeps_the_lease_of_a_step_longer_than_the_ttl(
         start_worker, tag, redis_client) -> None:
-    """A step running three lease TTLs is not taken over: the heartbeat renews its lease."""
+    """A step running over three lease TTLs is not taken over: the heartbeat renews its lease."""
     from apps.core_app import app, outlives_its_lease
 
-    worker = start_worker("apps.core_app", concurrency=2, env={"TEST_LEASE_TTL": "1"})
-    result = outlives_its_lease.delay(tag, 3.2)
+    worker = start_worker("apps.core_app", concurrency=2, env={"TEST_LEASE_TTL": "0.6"})
+    result = outlives_its_lease.delay(tag, 2.0)
     assert result.get(timeout=30) == [result.id, "done", 1]
     assert count(redis_client, tag, "long_step") == 1
     run = get_run(result.id, app=app)
@@ -357,19 +357,38 @@ def test_a_step_that_kills_its_worker_every_time_is_dead_lettered(
     from apps.core_app import app, poison
 
     start_worker("apps.core_app", concurrency=1, env={
-        "TEST_APP_CONF": json.dumps({"durable_max_recoveries": 2, "worker_lost_wait": 1})})
+        "TEST_APP_CONF": json.dumps({"durable_max_recoveries": 1, "worker_lost_wait": 1})})
     result = poison.delay(tag)
     with pytest.raises(Exception) as info:
         result.get(timeout=60)
     assert "WorkerLostError" in type(info.value).__name__ + repr(info.value)
-    assert count(redis_client, tag, "kill_own_process") == 3  # first try + 2 recoveries
+    assert count(redis_client, tag, "kill_own_process") == 2  # first try + 1 recovery
     assert count(redis_client, tag, "add_one") == 1
     run = get_run(result.id, app=app)
     assert run.status is RunStatus.FAILED
     assert run.error is not None and run.error.type.endswith("WorkerLostError")
-    assert "durable_max_recoveries=2" in run.error.message
-    time.sleep(2 * LEASE_TTL)  # no further deliveries, no sweeper loop
-    assert count(redis_client, tag, "kill_own_process") == 3
+    assert "durable_max_recoveries=1" in run.error.message
+    time.sleep(LEASE_TTL + 1)  # no further deliveries, no sweeper loop
+    assert count(redis_client, tag, "kill_own_process") == 2
+
+
+def test_sweeper_dead_letters_a_run_whose_host_keeps_dying(
+        start_worker, tag, redis_client) -> None:
+    """Past the recovery cap the sweeper dead-letters the run and AsyncResult.get() raises."""
+    from apps.core_app import app, kills_host
+
+    conf = {"TEST_APP_CONF": json.dumps({"durable_max_recoveries": 0})}
+    first = start_worker("apps.core_app", concurrency=1, env=conf)
+    result = kills_host.delay(tag)
+    wait_for(lambda: first.proc.poll() is not None, 20, message="the worker to die")
+    start_worker("apps.core_app", concurrency=1, env=conf)
+    with pytest.raises(Exception) as info:
+        result.get(timeout=4 * LEASE_TTL + 10)
+    assert type(info.value).__name__ == "WorkerLostError"
+    assert count(redis_client, tag, "kill_whole_worker") == 1  # never run again
+    run = get_run(result.id, app=app)
+    assert run.status is RunStatus.FAILED and run.recoveries == 1
+    assert run.error is not None and run.error.type.endswith("WorkerLostError")
 
 
 # -- (h) what is stored where ------------------------------------------------------------------
@@ -415,3 +434,20 @@ def test_worker_with_an_unreachable_store_fails_at_start(start_worker) -> None:
     assert "StoreUnavailableError" in log
     assert "127.0.0.1:1" in log or "unreachable" in log
     assert " ready." not in log
+
+
+def test_shared_task_only_app_runs_durably_with_the_worker_step(
+        start_worker, tag, redis_client) -> None:
+    """An app with only bare ``@durable_task`` tasks gets the store check and runs them durably."""
+    from apps.shared_app import app, shared_double
+
+    broken = start_worker("apps.shared_app", concurrency=1, wait=False, env={
+        "TEST_APP_CONF": json.dumps({"durable_store": "redis://127.0.0.1:1/0"})})
+    wait_for(lambda: broken.proc.poll() is not None, 30, message="the misconfigured worker")
+    assert "StoreUnavailableError" in broken.log()
+    start_worker("apps.shared_app", concurrency=1)
+    result = shared_double.delay(tag, 4)
+    assert result.get(timeout=20) == 16
+    assert count(redis_client, tag, "shared_step") == 2
+    run = get_run(result.id, app=app)
+    assert [s.key for s in run.steps] == ["shared_step#0", "shared_step#1"]

@@ -313,3 +313,15 @@ def long_step(tag: str, seconds: float) -> str:
 def outlives_its_lease(self: DurableTask, tag: str, seconds: float) -> list[object]:
     """``bind=True`` works as with ``@app.task``: ``self`` is the task, its request the run."""
     return [self.request.id, long_step(tag, seconds), add_one(tag, 0)]
+
+
+@step
+def kill_whole_worker(tag: str) -> None:
+    """SIGKILL this worker's whole process group: the host is lost."""
+    stamp(tag, "kill_whole_worker")
+    os.killpg(os.getpgid(0), signal.SIGKILL)
+
+
+@durable_task(app=app)
+def kills_host(tag: str) -> None:
+    kill_whole_worker(tag)
