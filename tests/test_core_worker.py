@@ -267,6 +267,20 @@ def test_reordered_steps_under_an_in_flight_run_fail_the_run(
     assert count(redis_client, tag, "fails_once") == 1
 
 
+def test_now_uuid4_random_are_the_same_on_replay(start_worker, tag, redis_client) -> None:
+    """``now()``, ``uuid4()`` and ``random()`` give the body the same values after a retry."""
+    from apps.core_app import uses_deterministic_helpers
+
+    start_worker("apps.core_app", concurrency=1)
+    result = uses_deterministic_helpers.delay(tag)
+    final = result.get(timeout=20)
+    seen = [json.loads(s) for s in redis_client.lrange(f"{tag}:seen", 0, -1)]
+    assert len(seen) == 2  # first execution and the replay after the failed step
+    assert seen[0] == seen[1] == final
+    assert seen[0][1] == "datetime" and seen[0][3] == "UUID"
+    assert seen[0][0].endswith("+00:00")  # timezone-aware UTC
+
+
 def test_non_serializable_step_result_fails_at_once(start_worker, tag, redis_client) -> None:
     """A step returning a non-serializable value fails the run at once, naming run, step, type."""
     from apps.core_app import app, unserializable

@@ -7,6 +7,7 @@ import os
 import signal
 import time
 
+import celery_durable
 from apps.common import counters, make_app
 from celery_durable import DurableTask, PermanentError, RetryAfter, durable_task, step
 
@@ -325,3 +326,13 @@ def kill_whole_worker(tag: str) -> None:
 @durable_task(app=app)
 def kills_host(tag: str) -> None:
     kill_whole_worker(tag)
+
+
+@durable_task(app=app)
+def uses_deterministic_helpers(tag: str) -> list[object]:
+    """Records what the body saw from now(), uuid4() and random() on every execution."""
+    when, ident, dice = celery_durable.now(), celery_durable.uuid4(), celery_durable.random()
+    seen = [when.isoformat(), type(when).__name__, str(ident), type(ident).__name__, dice]
+    r.rpush(f"{tag}:seen", json.dumps(seen))
+    fails_once(tag)
+    return seen
