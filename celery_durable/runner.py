@@ -15,9 +15,9 @@ from .config import settings_for
 from .context import RunContext, current_run
 from .errors import DurableError, SerializationError, StepFailedError, WorkerLostError
 from .publish import delivery_options, publish_run
-from .records import Begin, ErrorInfo, RunStatus
+from .records import Begin, ErrorInfo, RunRecord, RunStatus
 from .retry import RetryPolicy
-from .serialization import decode, encode, get_serializer
+from .serialization import Serializer, decode, encode, get_serializer
 from .stores import get_store
 
 logger = logging.getLogger(__name__)
@@ -57,6 +57,8 @@ def execute(task: Task, body: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
         message = begin.run.error.message if begin.run.error else "worker lost"
         logger.error("run %s dead-lettered: %s", run_id, message)
         raise WorkerLostError(f"run {run_id}: {message}", run_id=run_id)
+    if begin.outcome == "finished":
+        return _finished(task, begin.run, get_serializer(settings.serializer))
     if begin.outcome != "acquired":
         logger.info("run %s: delivery ignored (%s, status %s)", run_id, begin.outcome,
                     begin.run.status)
@@ -86,6 +88,28 @@ def execute(task: Task, body: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     finally:
         current_run.reset(reset)
         leases.release(run_id)
+
+
+def _finished(task: Task, run: RunRecord, serializer: Serializer) -> Any:
+    """A delivery of a finished run: report its outcome if the result backend lacks it.
+
+    The worker that finished the run may have died before Celery stored the
+    result; without this its redelivery would be ignored and
+    ``AsyncResult.get()`` would wait forever. Otherwise the delivery is ignored.
+    """
+    if run.status is RunStatus.CANCELLED or task.AsyncResult(run.id).ready():
+        logger.info("run %s: delivery ignored (finished, status %s)", run.id, run.status)
+        raise Ignore()
+    logger.info("run %s: %s in the store but not in the result backend; reporting it",
+                run.id, run.status)
+    if run.status is RunStatus.SUCCEEDED:
+        return decode(serializer, run.result or "null", what="task result", run_id=run.id)
+    err = run.error or ErrorInfo("unknown", "")
+    if err.type.endswith("WorkerLostError"):
+        raise WorkerLostError(f"run {run.id}: {err.message}", run_id=run.id)
+    raise StepFailedError(f"run {run.id} failed: {err.type}: {err.message}", run_id=run.id,
+                          step=run.failed_step, error_type=err.type, error_message=err.message,
+                          traceback=err.traceback)
 
 
 def task_policy(task: Task) -> RetryPolicy:

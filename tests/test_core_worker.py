@@ -158,6 +158,36 @@ def test_a_paused_stale_holder_cannot_write_after_a_take_over(
     assert AsyncResult(result.id, app=app).get(timeout=5) == [1, 2, 2, 3, 4]
 
 
+@pytest.mark.parametrize("outcome", ["succeeded", "failed"])
+def test_a_finished_run_whose_result_never_reached_the_backend_is_reported(
+        start_worker, tag, redis_client, outcome: str) -> None:
+    """A redelivered message of a run the store has finished stores its outcome for AsyncResult."""
+    from apps.core_app import app, four_steps
+    from celery_durable.records import ErrorInfo
+    from celery_durable.stores import get_store
+
+    # The state a worker leaves when it dies between finishing the run in the store and
+    # writing the result backend: the run is finished, the backend knows nothing.
+    run_id = f"orphan-{tag}"
+    store = get_store(app)
+    b = store.begin(run_id, task=four_steps.name, args=json.dumps([tag, 1, 0]), kwargs="{}",
+                    options={}, owner="gone:1:1", lease_ttl=30)
+    if outcome == "succeeded":
+        assert store.finish(run_id, b.token, status=RunStatus.SUCCEEDED, result='{"d": 21}')
+    else:
+        assert store.finish(run_id, b.token, status=RunStatus.FAILED,
+                            error=ErrorInfo("builtins.ValueError", "bad input", "tb"),
+                            failed_step="add_one#0")
+    start_worker("apps.core_app", concurrency=1)
+    result = four_steps.apply_async((tag, 1, 0), task_id=run_id)  # the redelivery
+    if outcome == "succeeded":
+        assert result.get(timeout=10) == {"d": 21}
+    else:
+        with pytest.raises(Exception, match="bad input"):
+            result.get(timeout=10)
+    assert count(redis_client, tag, "add_one") == 0  # nothing ran again
+
+
 # -- (c) duplicate deliveries ------------------------------------------------------------------
 
 
