@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import traceback
-from typing import Any
+from typing import Any, NoReturn
 
 from celery import Task
 from celery.exceptions import Ignore, Retry
@@ -72,22 +72,36 @@ def execute(task: Task, body: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     if not eager:
         leases.hold(ctx.store, run_id, ctx.token, float(settings.lease_ttl))
     reset = current_run.set(ctx)
+    suspended: Suspend | None = None
     try:
         return _run_body(ctx, body, args, kwargs)
     except Reenqueue as signal:
         return _reenqueue(ctx, body, args, kwargs, signal)
     except Suspend as signal:
-        # Parked at a durable wait (waits.py set the SLEEPING/WAITING state):
-        # end the task cleanly, no failure and no retry counted.
-        if signal.publish is not None:
-            publish_run(app, signal.publish)  # the wait ended while it was being parked
-        raise Ignore() from None
+        suspended = signal
     except LeaseLost:
         logger.warning("run %s: lease lost to another delivery; stopping", run_id)
         raise Ignore() from None
     finally:
         current_run.reset(reset)
         leases.release(run_id)
+    assert suspended is not None  # every other path returned or raised
+    _suspended(app, suspended)
+
+
+def _suspended(app: Any, signal: Suspend) -> NoReturn:
+    """The run is parked at a durable wait (waits.py set the SLEEPING/WAITING state).
+
+    End the task cleanly: no failure, no retry counted. ``Ignore`` is raised
+    outside the ``except`` block and the body's frames are cleared, so no
+    exception chain keeps them alive: thousands of runs suspending must not
+    grow the pool processes' memory.
+    """
+    traceback.clear_frames(signal.__traceback__)
+    signal.__traceback__ = None
+    if signal.publish is not None:
+        publish_run(app, signal.publish)  # the wait ended while it was being parked
+    raise Ignore()
 
 
 def _finished(task: Task, run: RunRecord, serializer: Serializer) -> Any:
