@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import logging
 import traceback
 from typing import Any, NoReturn
@@ -37,7 +38,7 @@ def _begin(task: Task, run_id: str, args: tuple[Any, ...], kwargs: dict[str, Any
               "options": delivery_options(getattr(request, "delivery_info", None)),
               "owner": owner, "lease_ttl": float(settings.lease_ttl),
               "max_recoveries": int(settings.max_recoveries)}
-    begin = store.begin(run_id, **common)
+    begin: Begin = store.begin(run_id, **common)
     if begin.outcome == "busy" and leases.owner_is_dead(begin.run.owner):
         logger.info("run %s: previous holder %s is dead; taking over", run_id, begin.run.owner)
         begin = store.begin(run_id, steal_from=begin.run.owner, **common)
@@ -50,8 +51,9 @@ def execute(task: Task, body: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     run_id: str = request.id
     app = task.app
     settings = settings_for(app)
-    fields = {"settings": settings, "serializer": get_serializer(settings.serializer),
-              "store": get_store(app)}
+    fields: dict[str, Any] = {"settings": settings,
+                              "serializer": get_serializer(settings.serializer),
+                              "store": get_store(app)}
     begin = _begin(task, run_id, args, kwargs, request, fields)
     if begin.outcome == "dead":
         message = begin.run.error.message if begin.run.error else "worker lost"
@@ -149,6 +151,8 @@ def _run_body(ctx: RunContext, body: Any, args: tuple[Any, ...],
                       what="task result", run_id=ctx.run_id)
     except (Reenqueue, LeaseLost):
         raise
+    except Retry as exc:
+        _park_for_celery_retry(ctx, exc)
     except Exception as exc:
         _fail(ctx, exc)
         raise
@@ -156,6 +160,27 @@ def _run_body(ctx: RunContext, body: Any, args: tuple[Any, ...],
                             retention=ctx.settings.result_retention):
         raise LeaseLost()
     return decode(ctx.serializer, text, what="task result", run_id=ctx.run_id)
+
+
+def _park_for_celery_retry(ctx: RunContext, exc: Retry) -> NoReturn:
+    """The body called Celery's ``self.retry()``: park the run and resume it after the delay.
+
+    Celery has already sent its own retry message; the run is re-published as
+    for a step retry as well, so whichever delivery comes second is ignored.
+    """
+    when = exc.when
+    if isinstance(when, datetime.datetime):
+        now = datetime.datetime.now(when.tzinfo or datetime.timezone.utc)
+        delay = max(0.0, (when - now).total_seconds())
+    else:
+        delay = max(0.0, float(when or 0))
+    wait = 0.0 if ctx.eager else delay
+    broker_countdown = delay <= ctx.settings.max_countdown
+    due_in = wait + ctx.settings.requeue_grace if broker_countdown else wait
+    if not ctx.store.park(ctx.run_id, ctx.token, status=RunStatus.RETRYING, delay=wait,
+                          due_in=due_in):
+        raise LeaseLost() from exc
+    raise Reenqueue(wait if broker_countdown else -1.0, exc.exc or exc)
 
 
 def _fail(ctx: RunContext, exc: Exception) -> None:

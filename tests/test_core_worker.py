@@ -188,6 +188,19 @@ def test_a_finished_run_whose_result_never_reached_the_backend_is_reported(
     assert count(redis_client, tag, "add_one") == 0  # nothing ran again
 
 
+def test_celery_self_retry_in_a_durable_body_resumes_the_run(
+        start_worker, tag, redis_client) -> None:
+    """Existing code calling ``self.retry()`` re-runs the body, replaying completed steps."""
+    from apps.core_app import app, retries_itself
+
+    start_worker("apps.core_app", concurrency=1)
+    result = retries_itself.delay(tag)
+    assert result.get(timeout=20) == [1, 2]
+    assert count(redis_client, tag, "body") == 2
+    assert count(redis_client, tag, "add_one") == 2  # add_one#0 ran once, add_one#1 once
+    assert get_run(result.id, app=app).status is RunStatus.SUCCEEDED
+
+
 # -- (c) duplicate deliveries ------------------------------------------------------------------
 
 

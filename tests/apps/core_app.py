@@ -336,3 +336,12 @@ def uses_deterministic_helpers(tag: str) -> list[object]:
     r.rpush(f"{tag}:seen", json.dumps(seen))
     fails_once(tag)
     return seen
+
+
+@durable_task(app=app, bind=True)
+def retries_itself(self: DurableTask, tag: str) -> list[int]:
+    """Calls Celery's own ``self.retry()`` once, as existing Celery code does."""
+    first = add_one(tag, 0)
+    if hit(tag, "body") == 1:
+        raise self.retry(countdown=0.5, exc=ConnectionError("try again"))
+    return [first, add_one(tag, 1)]
