@@ -25,6 +25,7 @@ from celery_durable.records import RunStatus
 from . import actions
 from .changelist import (
     CappedPaginator,
+    ProbingQuerySet,
     StatusFilter,
     TaskFilter,
     format_duration,
@@ -110,6 +111,17 @@ class RunAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         return self._may(request, "cancel")
 
     # -- the list --------------------------------------------------------------------------
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Run]:
+        """Runs, with a date hierarchy built from index probes (see ProbingQuerySet)."""
+        return ProbingQuerySet.of(super().get_queryset(request))
+
+    def get_changelist_instance(self, request: HttpRequest) -> Any:
+        """No date hierarchy while searching the arguments: it would scan the table again."""
+        cl = super().get_changelist_instance(request)
+        if cl.query:
+            cl.date_hierarchy = None
+        return cl
 
     def get_search_results(self, request: HttpRequest, queryset: QuerySet[Run],
                            search_term: str) -> tuple[QuerySet[Run], bool]:

