@@ -65,6 +65,11 @@ def execute(task: Task, body: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
         logger.info("run %s: delivery ignored (%s, status %s)", run_id, begin.outcome,
                     begin.run.status)
         raise Ignore()
+    # The body gets the run's stored arguments: the same values on every delivery, and
+    # edited ones (retry_run) even when a stale message still carries the old ones.
+    serializer = fields["serializer"]
+    args = tuple(decode(serializer, begin.run.args, what="arguments", run_id=run_id))
+    kwargs = decode(serializer, begin.run.kwargs, what="keyword arguments", run_id=run_id)
     eager = bool(request.is_eager)
     ctx = RunContext(task=task, run_id=run_id, token=begin.token, store=fields["store"],
                      settings=settings, serializer=fields["serializer"],

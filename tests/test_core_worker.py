@@ -405,6 +405,23 @@ def test_retry_run_with_edited_arguments(start_worker, tag, redis_client) -> Non
     assert count(redis_client, tag, "add_one") == 2
 
 
+def test_edited_arguments_win_over_a_stale_message(start_worker, tag, redis_client) -> None:
+    """A stale message with the old arguments, delivered after ``retry_run``, runs the edited ones."""
+    from apps.core_app import app, validated
+
+    worker = start_worker("apps.core_app", concurrency=1)
+    result = validated.delay(tag, 0)
+    with pytest.raises(Exception, match="x must be positive"):
+        result.get(timeout=30)
+    worker.stop()
+    validated.apply_async((tag, 0), task_id=result.id)  # e.g. a late redelivery, queued first
+    retry_run(result.id, args=[tag, 5], app=app)
+    start_worker("apps.core_app", concurrency=1)
+    assert AsyncResult(result.id, app=app).get(timeout=30) == 1 + 5
+    assert count(redis_client, tag, "must_be_positive") == 2
+    assert count(redis_client, tag, "add_one") == 1
+
+
 # -- (g) the recovery cap ----------------------------------------------------------------------
 
 
