@@ -67,10 +67,10 @@ def contenders(srv: Servers, pg_django: str, sqlite_path: Path) -> list[Contende
         Contender("raw", "3. Raw HSET after each step (ideal)", "bench.raw_hset",
                   throughput_jobs=400),
         Contender("redis", "4. @durable_task + RedisStore", "bench.durable",
-                  throughput_jobs=400),
+                  throughput_jobs=400, pair_with="bench.raw_hset"),
         Contender("django-pg", "5a. @durable_task + DjangoStore (PostgreSQL)", "bench.durable",
                   env={**django, "BENCH_DB": "postgres", "BENCH_PG_URL": pg_django},
-                  throughput_jobs=150),
+                  throughput_jobs=150, pair_with="bench.raw_insert"),
         Contender("django-sqlite", "5b. @durable_task + DjangoStore (SQLite)", "bench.durable",
                   env={**django, "BENCH_DB": "sqlite", "BENCH_SQLITE_PATH": str(sqlite_path)},
                   throughput_jobs=150),
@@ -128,11 +128,10 @@ def run_resume(key: str, label: str, env: dict[str, str], trials: int) -> dict[s
     return {"label": label, "counts": counts}
 
 
-def run_external(name: str, env: dict[str, str], quick: bool) -> dict[str, Any] | None:
+def run_external(name: str, args: list[str], env: dict[str, str]) -> dict[str, Any] | None:
     """Another engineer's ``bench/<name>.py``: its output, or pending when it does not exist."""
     if not (ROOT / "bench" / f"{name}.py").exists():
         return {"unavailable": f"bench/{name}.py does not exist yet"}
-    args = ["--quick"] if quick else []
     text = run_module(f"bench.{name}", args, env, timeout=900)
     return {"command": " ".join(["python -m", f"bench.{name}", *args]), "text": text[-6000:]}
 
@@ -209,12 +208,14 @@ def main() -> None:
         why = suspended.available()
         results["suspended"] = {"unavailable": why} if why else _guard("suspended", lambda: (
             _suspended(app, count, srv, base_env, log_dir)))
-        pg_admin = create_database(srv, "admin")
-        ext_env = {**base_env, "BENCH_PG_URL": pg_admin, "BENCH_DB": "postgres"}
-        results["admin"] = _guard("admin", lambda: run_external("admin_changelist", ext_env,
-                                                                ns.quick))
+        log("admin changelist (bench/admin_changelist.py)")
+        results["admin"] = _guard("admin", lambda: run_external(
+            "admin_changelist", ["--runs", "100000", "--repeat", "2"] if ns.quick else [],
+            base_env))
+        log("step overhead (bench/step_overhead.py)")
         results["step_overhead"] = _guard("step overhead", lambda: run_external(
-            "step_overhead", ext_env, ns.quick))
+            "step_overhead", ["--steps", "500" if ns.quick else "2000",
+                              "--redis", srv.redis_url], base_env))
     meta["machine"]["load_end"] = system.load()
     meta["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     meta["seconds"] = time.time() - t_start

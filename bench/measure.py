@@ -1,10 +1,12 @@
 """Measurements against a running worker: throughput, latency and per-step cost.
 
-* **throughput** — ``jobs`` 10-step jobs sent at once, jobs/s from the first
-  send to the last result;
+* **throughput** — a queue pre-filled with ``jobs`` 10-step jobs, jobs/s
+  from the moment the worker starts consuming to the last result;
 * **latency** — one 10-step job at a time, send → result, mean of ``k`` jobs;
 * **per step** — the body time the task reports (``perf_counter`` inside the
-  worker) divided by its step count, for 10-, 100- and 1,000-step jobs.
+  worker) divided by its step count, for 10-, 100- and 1,000-step jobs;
+* **paired** — the same per-step figure for a store and its physical
+  reference (raw HSET, raw INSERT + COMMIT), interleaved on one worker.
 
 Every figure is repeated ``trials`` times; :func:`summary` gives the median,
 min and max over the trials.
@@ -40,6 +42,7 @@ class Contender:
     env: dict[str, str] = field(default_factory=dict)
     per_step: bool = True             # does its job report a body time?
     throughput_jobs: int = 400
+    pair_with: str | None = None      # reference task interleaved for the per-step ratio
 
 
 def send_job(app: Celery, contender: Contender, steps: int, queue: str) -> AsyncResult:
@@ -57,9 +60,17 @@ def _wait_all(results: list[AsyncResult], timeout: float) -> list[Any]:
 
 def throughput(app: Celery, contender: Contender, queue: str, jobs: int,
                steps: int = 10) -> float:
-    """Jobs per second with ``jobs`` jobs in flight at once."""
-    t0 = time.perf_counter()
+    """Jobs per second draining a queue pre-filled with ``jobs`` jobs.
+
+    The worker stops consuming (remote control ``cancel_consumer``), the jobs
+    are sent, and the clock runs from ``add_consumer`` to the last result, so
+    the driver's own publishing (which shares the 2 cores) is not counted.
+    """
+    app.control.cancel_consumer(queue, reply=True, limit=1, timeout=5)
     results = [send_job(app, contender, steps, queue) for _ in range(jobs)]
+    time.sleep(0.2)
+    t0 = time.perf_counter()
+    app.control.add_consumer(queue, reply=True, limit=1, timeout=5)
     _wait_all(results, timeout=300)
     return jobs / (time.perf_counter() - t0)
 
@@ -81,6 +92,23 @@ def per_step(app: Celery, contender: Contender, queue: str, steps: int, jobs: in
         result = send_job(app, contender, steps, queue).get(timeout=600)
         body += float(result["body"])
     return body / (steps * jobs)
+
+
+def paired(app: Celery, queue: str, task: str, reference: str, steps: int, jobs: int,
+           rounds: int) -> dict[str, Any]:
+    """Per-step cost of ``task`` and of ``reference``, interleaved on the same worker.
+
+    Alternating the two in every round cancels the drift of a shared
+    machine's load; the ratio is taken per round.
+    """
+    a = Contender("a", "a", task)
+    b = Contender("b", "b", reference)
+    mine, ref = [], []
+    for _ in range(rounds):
+        ref.append(per_step(app, b, queue, steps, jobs))
+        mine.append(per_step(app, a, queue, steps, jobs))
+    return {"self": summary(mine), "reference": summary(ref),
+            "ratio": summary([m / r for m, r in zip(mine, ref, strict=True)])}
 
 
 def jobs_for(steps: int, quick: bool) -> int:
@@ -114,4 +142,13 @@ def measure_contender(app: Celery, contender: Contender, queue: str, *, n_trials
                          n_trials)
             out["per_step"][str(steps)] = res
             log(f"  per step @{steps}: {res['median'] * 1e6:.1f} us")
+    if contender.pair_with and contender.task:
+        out["paired"] = {"reference": contender.pair_with}
+        for steps in step_counts:
+            res = paired(app, queue, contender.task, contender.pair_with, steps,
+                         jobs_for(steps, quick), max(n_trials, 3))
+            out["paired"][str(steps)] = res
+            log(f"  paired with {contender.pair_with} @{steps}: "
+                f"{res['self']['median'] * 1e6:.1f} vs {res['reference']['median'] * 1e6:.1f} us"
+                f" per step, ratio {res['ratio']['median']:.2f}")
     return out

@@ -51,8 +51,10 @@ def measure(app: Celery, worker: BenchWorker, *, count: int, redis_url: str, pre
         app.send_task("bench.sleeper", args=(i,), queue=worker.queue)
     deadline = time.monotonic() + timeout
     suspended = 0
+    samples: list[tuple[int, int]] = [(0, before["total"])]
     while time.monotonic() < deadline:
         suspended = _sleeping(redis_url, prefix, count + 10)
+        samples.append((suspended, worker.rss_kib()["total"]))
         if suspended >= count:
             break
         time.sleep(2.0)
@@ -63,5 +65,5 @@ def measure(app: Celery, worker: BenchWorker, *, count: int, redis_url: str, pre
         f"{before['total'] / 1024:.1f} -> {after['total'] / 1024:.1f} MiB")
     return {"count": count, "suspended": suspended, "seconds": elapsed,
             "rss_before_kib": before, "rss_after_kib": after,
-            "delta_kib": after["total"] - before["total"],
+            "delta_kib": after["total"] - before["total"], "samples": samples,
             "bytes_per_run": (after["total"] - before["total"]) * 1024 / max(suspended, 1)}

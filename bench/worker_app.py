@@ -101,6 +101,31 @@ def raw_hset(self: Any, n: int) -> dict[str, Any]:
     return {"n": n, "body": time.perf_counter() - t0, "x": x}
 
 
+_pg: Any = None
+
+
+@app.task(name="bench.raw_insert")
+def raw_insert(n: int) -> dict[str, Any]:
+    """The PostgreSQL ideal: n steps with one raw ``INSERT`` + ``COMMIT`` (psycopg) after each."""
+    global _pg
+    import psycopg
+
+    if _pg is None:
+        _pg = psycopg.connect(os.environ["BENCH_PG_URL"])
+        _pg.execute("CREATE TABLE IF NOT EXISTS bench_raw (id bigserial PRIMARY KEY, "
+                    "run text, pos int, value text)")
+        _pg.commit()
+    run = raw_insert.request.id
+    t0 = time.perf_counter()
+    x = 0
+    for i in range(n):
+        x = work(x)
+        _pg.execute("INSERT INTO bench_raw (run, pos, value) VALUES (%s, %s, %s)",
+                    (run, i, json.dumps(x)))
+        _pg.commit()
+    return {"n": n, "body": time.perf_counter() - t0, "x": x}
+
+
 @durable_task(app=app, name="bench.durable")
 def durable(n: int) -> dict[str, Any]:
     """Contenders 4 and 5: n ``@step`` calls, each checkpointed by the configured store."""
