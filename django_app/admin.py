@@ -64,11 +64,11 @@ class RunAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                            "options")}),
         ("Arguments", {"fields": ("args_display", "kwargs_display")}),
         ("Outcome", {"fields": ("result_display", "failed_step", "error_display",
-                                "traceback_display", "task_result_link")}),
+                                "traceback_display", "task_result_link", "wait_display")}),
     )
     readonly_fields = ("status_display", "duration_display", "args_display", "kwargs_display",
                        "result_display", "error_display", "traceback_display",
-                       "task_result_link")
+                       "task_result_link", "wait_display")
 
     class Media:
         css = {"all": ("celery_durable/admin.css",)}
@@ -188,6 +188,18 @@ class RunAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def traceback_display(self, obj: Run) -> str:
         """The error's traceback."""
         return pre(obj.error_traceback)
+
+    @admin.display(description="durable wait")
+    def wait_display(self, obj: Run) -> str:
+        """The run's current or last sleep / event wait and how it ended."""
+        if not obj.wait_kind:
+            return "—"
+        until = from_epoch(obj.wait_until)
+        what = (f"event {obj.wait_event!r} key {obj.wait_key!r}" if obj.wait_kind == "event"
+                else "sleep")
+        return format_html("{} at step {}, until {}; resolution: {}", what, obj.wait_step,
+                           until.isoformat(timespec="seconds") if until else "no timeout",
+                           obj.wait_resolution or "none yet")
 
     @admin.display(description="Celery result")
     def task_result_link(self, obj: Run) -> str:

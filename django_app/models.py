@@ -54,6 +54,17 @@ class Run(models.Model):
     # Denormalised for the changelist: the step last written and its attempts.
     current_step = models.CharField(max_length=255, default="", blank=True)
     attempts = models.IntegerField(default=0)
+    # The current (SLEEPING/WAITING) or most recent durable wait.
+    wait_kind = models.CharField(max_length=16, default="", blank=True,
+                                 help_text="sleep or event; empty: never waited")
+    wait_step = models.CharField(max_length=255, default="", blank=True)
+    wait_position = models.IntegerField(default=0)
+    wait_id = models.BigIntegerField(default=0)
+    wait_until = models.FloatField(null=True, blank=True)
+    wait_event = models.CharField(max_length=255, null=True, blank=True)
+    wait_key = models.CharField(max_length=255, null=True, blank=True)
+    wait_after = models.BigIntegerField(default=0)
+    wait_resolution = models.TextField(null=True, blank=True)
 
     class Meta:
         db_table = "celery_durable_run"
@@ -122,3 +133,59 @@ class Step(models.Model):
 
     def __str__(self) -> str:
         return f"{self.run_id} #{self.position} {self.key}"
+
+
+class Mailbox(models.Model):
+    """The mailbox of one event name and key: its row lock orders senders and waiters."""
+
+    name = models.CharField(max_length=255)
+    key = models.CharField(max_length=255)
+    last_seq = models.BigIntegerField(default=0)
+
+    class Meta:
+        db_table = "celery_durable_mailbox"
+        verbose_name = "event mailbox"
+        verbose_name_plural = "event mailboxes"
+        constraints = [
+            models.UniqueConstraint(fields=["name", "key"], name="cd_mailbox_name_key_uniq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name}[{self.key}]"
+
+
+class Event(models.Model):
+    """An event sent with ``send_event``, kept in its mailbox for the buffer window."""
+
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="events",
+                                db_index=False)
+    seq = models.BigIntegerField()
+    event_id = models.CharField(max_length=64)
+    payload = models.TextField()
+    sent_at = models.FloatField()
+
+    class Meta:
+        db_table = "celery_durable_event"
+        constraints = [
+            models.UniqueConstraint(fields=["mailbox", "seq"], name="cd_event_mailbox_seq_uniq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.mailbox_id} #{self.seq}"
+
+
+class Waiter(models.Model):
+    """A run waiting (or about to wait) for the events of a mailbox; no FK: runs come and go."""
+
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="waiters",
+                                db_index=False)
+    run_id = models.CharField(max_length=255)
+
+    class Meta:
+        db_table = "celery_durable_waiter"
+        constraints = [
+            models.UniqueConstraint(fields=["mailbox", "run_id"], name="cd_waiter_uniq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.run_id} waits on {self.mailbox_id}"

@@ -14,7 +14,14 @@ from typing import Any
 from django.conf import settings
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-from celery_durable.records import ErrorInfo, RunRecord, RunStatus, StepRecord, StepStatus
+from celery_durable.records import (
+    ErrorInfo,
+    RunRecord,
+    RunStatus,
+    StepRecord,
+    StepStatus,
+    WaitInfo,
+)
 
 from .models import Run, Step
 
@@ -65,7 +72,16 @@ def run_record(row: Run, steps: list[Step] | None = None) -> RunRecord:
         result=row.result,
         error=error_of(row.error_type, row.error_message, row.error_traceback),
         failed_step=row.failed_step, idempotency_key=row.idempotency_key,
-        steps=[step_record(s) for s in steps or ()])
+        steps=[step_record(s) for s in steps or ()], wait=wait_record(row))
+
+
+def wait_record(row: Run) -> WaitInfo | None:
+    """The run's current or last durable wait, or None if it never waited."""
+    if not row.wait_kind:
+        return None
+    return WaitInfo(kind=row.wait_kind, step=row.wait_step, position=row.wait_position,
+                    wait_id=row.wait_id, until=row.wait_until, event=row.wait_event,
+                    key=row.wait_key, after=row.wait_after, resolution=row.wait_resolution)
 
 
 def error_fields(error: ErrorInfo | None) -> dict[str, str]:

@@ -41,6 +41,7 @@ from celery_durable.stores.base import CheckpointStore
 
 from . import rows
 from .models import Run, Step
+from .waits import WaitsMixin
 
 F = TypeVar("F", bound=Callable[..., Any])
 #: Seconds between two purges of expired finished runs (done by ``due_runs``).
@@ -62,7 +63,7 @@ def _db_call(method: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-class DjangoStore(CheckpointStore):
+class DjangoStore(WaitsMixin, CheckpointStore):
     """Durable runs in the Django database (``using`` names the alias; default: the router's)."""
 
     def __init__(self, using: str | None = None) -> None:
