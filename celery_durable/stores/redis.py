@@ -54,16 +54,24 @@ def _text(value: Any) -> str:
 def parse_run(run_id: str, flat: list[Any]) -> RunRecord:
     """Build a RunRecord (with checkpoints) from a flat HGETALL reply."""
     fields: dict[str, str] = {}
-    metas: dict[int, dict[str, Any]] = {}
+    positions: list[int] = []
+    meta_texts: list[str] = []
     values: dict[int, str] = {}
     for i in range(0, len(flat), 2):
         name, value = _text(flat[i]), _text(flat[i + 1])
         if name.startswith("c:"):
-            metas[int(name[2:])] = json.loads(value)
+            positions.append(int(name[2:]))
+            meta_texts.append(value)
         elif name.startswith("v:"):
             values[int(name[2:])] = value
         else:
             fields[name] = value
+    # Every step meta is a JSON object written by _step_args: decode them as one
+    # array, one decoder pass instead of one json.loads per checkpoint (resume
+    # cost at 1,000 steps; see docs/BENCHMARKS.md).
+    metas: dict[int, dict[str, Any]] = (
+        dict(zip(positions, json.loads("[" + ",".join(meta_texts) + "]"), strict=True))
+        if meta_texts else {})
     error = json.loads(fields["error"]) if fields.get("error") else None
     wait = None
     if fields.get("wkind"):
@@ -91,8 +99,12 @@ def parse_run(run_id: str, flat: list[Any]) -> RunRecord:
     )
 
 
+#: ``json.dumps(..., separators=(",", ":"))`` builds an encoder per call; this one is reused.
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
+
+
 def _step_args(step: StepRecord) -> list[Any]:
-    return [step.position, json.dumps(step.to_meta(), separators=(",", ":")), step.value or ""]
+    return [step.position, _COMPACT_JSON.encode(step.to_meta()), step.value or ""]
 
 
 class RedisStore(CheckpointStore):
