@@ -33,7 +33,7 @@ from celery._state import get_current_app
 from ._signals import LeaseLost, Suspend
 from .config import settings_for
 from .context import RunContext, active_run, current_step
-from .errors import RunNotFoundError
+from .errors import NonDeterministicStepError, RunNotFoundError
 from .leases import lease_lost
 from .publish import publish_run
 from .records import EventRecord, RunStatus, StepRecord, StepStatus, WaitInfo
@@ -119,11 +119,17 @@ def _resolution(ctx: RunContext, position: int, wait_id: int) -> dict[str, Any] 
 def _suspend(ctx: RunContext, status: RunStatus, wait: WaitInfo,
              record: StepRecord | None) -> None:
     """Park the run at ``wait`` and end this delivery (raises :class:`Suspend`)."""
-    meta = {"run_id": ctx.run_id, "step": wait.step, "until": wait.until,
-            "event": wait.event, "key": wait.key}
+    # (Not "event": Flower's task state has an ``event`` method these would replace.)
+    meta = {"run_id": ctx.run_id, "step": wait.step, "wake_at": wait.until,
+            "awaited_event": wait.event, "event_key": wait.key}
     # The Celery state first: once the store says WAITING the run may resume on
     # another worker, and a late SLEEPING must not overwrite its outcome.
     ctx.task.update_state(task_id=ctx.run_id, state=status.value, meta=meta)
+    try:  # Flower's task list follows events: a custom task-sleeping / task-waiting
+        ctx.task.send_event(f"task-{status.value.lower()}", **meta)
+    except Exception:
+        logger.warning("run %s: could not send the %s event", ctx.run_id, status.value,
+                       exc_info=True)
     if not ctx.store.suspend(ctx.run_id, ctx.token, status=status, wait=wait, step=record):
         raise LeaseLost()
     publish = None
@@ -272,6 +278,12 @@ def wait_for_event(name: str, *, key: Any = None, timeout: Duration | None = Non
         pending: StepRecord | None = record
     else:
         state = _state(ctx, record)
+        if state.get("key") != key_text:
+            ctx.fatal = NonDeterministicStepError(
+                f"run {ctx.run_id}: {step_key} waited for key {state.get('key')!r} but replay "
+                f"waits for key {key_text!r}; check that your task is deterministic",
+                run_id=ctx.run_id, step=step_key)
+            raise ctx.fatal
         if "outcome" in state:
             return state.get("payload")
         resolution = _resolution(ctx, position, int(state["wid"]))

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from celery.result import AsyncResult
 from harness import child_pids, wait_for
+from test_flower import flower  # noqa: F401 - a real Flower process (fixture)
 
 pytestmark = pytest.mark.worker
 
@@ -88,6 +89,7 @@ def test_event_after_the_wait_resumes_with_its_payload(start_worker, tag, redis_
     until_state(result, "WAITING")
     run = get_run(result.id, app=app)
     assert run.wait is not None and (run.wait.event, run.wait.key) == (name, "42")
+    assert result.info["awaited_event"] == name and result.info["event_key"] == "42"
     assert send_event(name, 42, {"by": "ann"}, app=app) == 1
     assert result.get(timeout=15) == {"by": "ann"}
     assert count(redis_client, tag, "before") == 1
@@ -286,3 +288,24 @@ def test_two_thousand_sleeping_runs_hold_no_worker_memory(start_worker, tag, red
     wait_for(lambda: count(redis_client, tag, "woke") >= n, 90, 0.5, f"{n} runs to wake")
     assert count(redis_client, tag, "woke") == n
     assert all(r.get(timeout=30) >= 1 for r in results[:50])
+
+
+
+def test_flower_shows_sleeping_then_success(start_worker, flower, tag):  # noqa: F811
+    """Flower lists a sleeping run as SLEEPING, then SUCCESS once it woke."""
+    from apps.waits_app import nap
+    from test_flower import _task_state
+
+    start_worker("apps.waits_app", extra_args=["-E"])
+    time.sleep(1.0)  # let Flower's event consumer attach before the run starts
+    result = nap.delay(tag, 2)
+    seen: list[str] = []
+
+    def finished() -> bool:
+        state = _task_state(flower, result.id)
+        if state and (not seen or seen[-1] != state):
+            seen.append(state)
+        return state == "SUCCESS"
+
+    wait_for(finished, 30, 0.05, "Flower to see the run succeed")
+    assert "SLEEPING" in seen, seen
