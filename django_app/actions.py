@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from celery import Celery
+from celery import Celery, _state
 from celery._state import get_current_app
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -45,9 +45,20 @@ PERMISSIONS = {
 RETRIABLE = (RunStatus.FAILED.value, RunStatus.CANCELLED.value)
 
 
-def celery_app() -> Celery:
-    """The project's Celery app (the current app, as ``proj/__init__.py`` imports it)."""
-    return get_current_app()
+def celery_app(task_name: str | None = None) -> Celery:
+    """The Celery app that re-triggers a run of ``task_name``.
+
+    The current app (a Django project's ``proj/__init__.py`` imports it) if it
+    knows the task, else any live app that has the task registered, else the
+    current app.
+    """
+    current = get_current_app()
+    if task_name is None:
+        return current
+    for app in [current, *(a for a in _state._get_active_apps() if a is not current)]:
+        if task_name in app.tasks:
+            return app
+    return current
 
 
 def back(request: HttpRequest) -> HttpResponse | None:
@@ -78,7 +89,8 @@ def retrigger(modeladmin: admin.ModelAdmin[Any], request: HttpRequest, run: Run,
               from_step: str, args: list[Any] | None = None,
               kwargs: dict[str, Any] | None = None) -> None:
     """Re-trigger one run through ``retry_run`` and log it."""
-    retry_run(run.pk, from_step=from_step, args=args, kwargs=kwargs, app=celery_app())
+    retry_run(run.pk, from_step=from_step, args=args, kwargs=kwargs,
+              app=celery_app(run.task))
     what = "from the failed step" if from_step == "failed" else "from scratch"
     extra = " with edited arguments" if args is not None or kwargs is not None else ""
     modeladmin.log_change(request, run, f"Re-triggered {what}{extra}.")
@@ -139,7 +151,6 @@ def cancel_runs(modeladmin: admin.ModelAdmin[Any], request: HttpRequest,
                 queryset: QuerySet[Run]) -> HttpResponse | None:
     """Mark each run that has not finished successfully CANCELLED; a running one stops."""
     store = DjangoStore(using=queryset.db)
-    app = celery_app()
     done, errors = 0, []
     for run in queryset.only("id", "task", "status").iterator():
         try:
@@ -150,7 +161,8 @@ def cancel_runs(modeladmin: admin.ModelAdmin[Any], request: HttpRequest,
             continue
         # Make AsyncResult truthful; a result backend hiccup must not undo the cancel.
         with contextlib.suppress(Exception):
-            app.backend.mark_as_revoked(run.pk, reason="cancelled in the admin")
+            celery_app(run.task).backend.mark_as_revoked(run.pk,
+                                                         reason="cancelled in the admin")
         modeladmin.log_change(request, run, "Cancelled.")
         done += 1
     report(modeladmin, request, done, "cancelled", errors)

@@ -82,6 +82,9 @@ def setup() -> dict[str, Any]:
         django.setup()
         for alias in ("default", "sqlite"):
             call_command("migrate", database=alias, verbosity=0, interactive=False)
+        # Settings are loaded now. Do not hand the variable to the other tests' worker
+        # subprocesses: Celery would turn on its Django fixup in them.
+        os.environ.pop("DJANGO_SETTINGS_MODULE", None)
         _state["ready"] = True
         return _state
 
