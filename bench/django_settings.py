@@ -1,8 +1,9 @@
 """Minimal Django settings for the DjangoStore contenders.
 
 ``BENCH_DB`` is ``postgres`` (``BENCH_PG_URL`` names the database, as a
-libpq URL or conninfo) or ``sqlite`` (``BENCH_SQLITE_PATH``; WAL and
-``BEGIN IMMEDIATE`` so two pool processes can write, as Django recommends).
+libpq URL or conninfo; ``BENCH_PG_SERVER_SIDE_BINDING=1`` turns on Django's
+server-side binding for experiments) or ``sqlite`` (``BENCH_SQLITE_PATH``; WAL
+and ``BEGIN IMMEDIATE`` so two pool processes can write, as Django recommends).
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ def _postgres(url: str) -> dict[str, Any]:
     from psycopg.conninfo import conninfo_to_dict
 
     p = conninfo_to_dict(url)
+    options = ({"server_side_binding": True}
+               if os.environ.get("BENCH_PG_SERVER_SIDE_BINDING") == "1" else {})
     return {"ENGINE": "django.db.backends.postgresql", "NAME": p.get("dbname", "postgres"),
             "USER": p.get("user", ""), "PASSWORD": p.get("password", "") or "",
-            "HOST": p.get("host", ""), "PORT": str(p.get("port", "") or "")}
+            "HOST": p.get("host", ""), "PORT": str(p.get("port", "") or ""), "OPTIONS": options}
 
 
 def _sqlite(path: str) -> dict[str, Any]:
