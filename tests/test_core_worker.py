@@ -123,8 +123,8 @@ def test_heartbeat_keeps_the_lease_of_a_step_longer_than_the_ttl(
     """A step running over three lease TTLs is not taken over: the heartbeat renews its lease."""
     from apps.core_app import app, outlives_its_lease
 
-    worker = start_worker("apps.core_app", concurrency=2, env={"TEST_LEASE_TTL": "0.6"})
-    result = outlives_its_lease.delay(tag, 2.0)
+    worker = start_worker("apps.core_app", concurrency=2, env={"TEST_LEASE_TTL": "1"})
+    result = outlives_its_lease.delay(tag, 3.2)
     assert result.get(timeout=30) == [result.id, "done", 1]
     assert count(redis_client, tag, "long_step") == 1
     run = get_run(result.id, app=app)
