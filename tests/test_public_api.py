@@ -237,3 +237,16 @@ def test_eager_mode_checkpoints_in_memory_and_retries_inline() -> None:
     assert calls == {"a": 1, "b": 2}
     run = get_run(result.id, app=app)
     assert [(s.key, s.attempts) for s in run.steps] == [("first#0", 1), ("flaky_once#0", 2)]
+
+
+def test_run_api_errors() -> None:
+    """Unknown runs raise RunNotFoundError; an invalid ``from_step`` raises ValueError."""
+    app = Celery("api-errors", set_as_current=False)
+    app.conf.update(durable_store="memory://", broker_url="memory://")
+    with pytest.raises(celery_durable.RunNotFoundError):
+        get_run("no-such-run", app=app)
+    with pytest.raises(celery_durable.RunNotFoundError):
+        celery_durable.retry_run("no-such-run", app=app)
+    with pytest.raises(ValueError, match="from_step"):
+        celery_durable.retry_run("no-such-run", from_step="middle", app=app)
+    assert celery_durable.list_runs(app=app) == []
