@@ -142,7 +142,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smoke run: fewer trials and jobs")
     parser.add_argument("--only", default="", help="comma-separated contender keys to run")
     parser.add_argument("--out", type=Path, default=None, help="report directory")
+    parser.add_argument("--report-only", action="store_true",
+                        help="re-render the report (and bench/NOTES.md) from the saved results")
     ns = parser.parse_args()
+    if ns.report_only:
+        _rerender(ns)
+        return
     ns.trials = 2 if ns.quick else 5
     ns.latency_jobs = 5 if ns.quick else 20
     only = set(filter(None, ns.only.split(",")))
@@ -231,6 +236,16 @@ def main() -> None:
     log(f"wrote {out_dir / 'BENCHMARKS.md'}, {len(images)} plots, {json_path}")
     for row in report.targets(results):
         log(f"  {row['verdict']:7} {row['name']}")
+
+
+def _rerender(ns: argparse.Namespace) -> None:
+    out_dir = ns.out or (ROOT / "bench" / "out" if ns.quick else ROOT / "docs")
+    json_path = (ROOT / "bench" / "results.json") if out_dir == ROOT / "docs" else (
+        out_dir / "results.json")
+    results = json.loads(json_path.read_text())
+    images = plots.write_all(results, out_dir / "images")
+    report.write(results, images, out_dir / "BENCHMARKS.md")
+    log(f"re-rendered {out_dir / 'BENCHMARKS.md'} from {json_path}")
 
 
 def _suspended(app: Any, count: int, srv: Servers, base_env: dict[str, str],

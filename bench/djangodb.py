@@ -10,23 +10,6 @@ from __future__ import annotations
 import os
 
 
-def available() -> str | None:
-    """None if ``django_app.store.DjangoStore`` imports, else why not."""
-    try:
-        import django  # noqa: F401
-        from django.conf import settings
-
-        if not settings.configured:
-            os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.django_settings")
-        import importlib.util
-
-        if importlib.util.find_spec("django_app.store") is None:
-            return "django_app.store does not exist yet"
-    except ImportError as exc:
-        return f"Django is not installed ({exc})"
-    return None
-
-
 def migrate() -> None:
     """Create the tables of every installed app in the configured database."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.django_settings")
