@@ -23,7 +23,18 @@ def count(redis_client: Any, tag: str, name: str) -> int:
 
 
 def until_state(result: AsyncResult, state: str, timeout: float = 15.0) -> None:
-    wait_for(lambda: result.state == state, timeout, 0.02, f"{result.id} to be {state}")
+    """Wait until the run is parked in ``state``, in the store and as its Celery state.
+
+    (The Celery state is written first, so it alone does not mean the run is parked.)
+    """
+    from apps.waits_app import app
+
+    from celery_durable import get_run
+
+    def parked() -> bool:
+        return result.state == state and get_run(result.id, app=app).status == state
+
+    wait_for(parked, timeout, 0.02, f"{result.id} to be {state}")
 
 
 def event_name() -> str:
