@@ -58,7 +58,7 @@ class DurableTask(Task):  # type: ignore[misc]
         return super().bind(app)
 
 
-@signals.task_postrun.connect(weak=False)
+@signals.task_postrun.connect(weak=False)  # type: ignore[untyped-decorator]
 def _free_ignored_delivery(sender: Any = None, retval: Any = None, state: Any = None,
                            **kwargs: Any) -> None:
     """Let a suspended (or superseded) delivery's frames be freed at once.
