@@ -8,6 +8,7 @@ import traceback
 from typing import Any, NoReturn
 
 from celery import Task
+from celery.backends.base import DisabledBackend
 from celery.exceptions import Ignore, Retry
 
 from . import leases
@@ -118,7 +119,8 @@ def _finished(task: Task, run: RunRecord, serializer: Serializer) -> Any:
     result; without this its redelivery would be ignored and
     ``AsyncResult.get()`` would wait forever. Otherwise the delivery is ignored.
     """
-    if run.status is RunStatus.CANCELLED or task.AsyncResult(run.id).ready():
+    if (run.status is RunStatus.CANCELLED or task.ignore_result
+            or isinstance(task.backend, DisabledBackend) or task.AsyncResult(run.id).ready()):
         logger.info("run %s: delivery ignored (finished, status %s)", run.id, run.status)
         raise Ignore()
     logger.info("run %s: %s in the store but not in the result backend; reporting it",

@@ -188,6 +188,26 @@ def test_a_finished_run_whose_result_never_reached_the_backend_is_reported(
     assert count(redis_client, tag, "add_one") == 0  # nothing ran again
 
 
+def test_duplicate_of_a_finished_run_without_a_result_backend_is_ignored(
+        start_worker, tag, redis_client) -> None:
+    """With no result backend (``durable_store`` set), a finished run's duplicate is ignored."""
+    from apps.core_app import app, four_steps
+    from celery_durable.stores import get_store
+
+    run_id = f"nobackend-{tag}"
+    store = get_store(app)  # the same Redis and key prefix as the worker's durable_store
+    b = store.begin(run_id, task=four_steps.name, args=json.dumps([tag, 1, 0]), kwargs="{}",
+                    options={}, owner="gone:1:1", lease_ttl=30)
+    assert store.finish(run_id, b.token, status=RunStatus.SUCCEEDED, result='{"d": 21}')
+    worker = start_worker("apps.core_app", concurrency=1, env={"TEST_APP_CONF": json.dumps({
+        "result_backend": "disabled", "durable_store": os.environ["TEST_REDIS_URL"]})})
+    four_steps.apply_async((tag, 1, 0), task_id=run_id)
+    wait_for(lambda: f"{run_id}] ignored" in worker.log() or "raised unexpected" in worker.log(),
+             20, message="the delivery to end")
+    assert "raised unexpected" not in worker.log()
+    assert count(redis_client, tag, "add_one") == 0
+
+
 def test_celery_self_retry_in_a_durable_body_resumes_the_run(
         start_worker, tag, redis_client) -> None:
     """Existing code calling ``self.retry()`` re-runs the body, replaying completed steps."""
