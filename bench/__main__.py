@@ -43,8 +43,8 @@ def run_module(module: str, args: list[str], env: dict[str, str], timeout: float
     proc = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=full_env,
                           capture_output=True, text=True, timeout=timeout, check=False)
     if proc.returncode != 0:
-        raise RuntimeError(f"python -m {module} exited with {proc.returncode}: "
-                           f"{(proc.stderr or proc.stdout).strip()[-1500:]}")
+        lines = (proc.stderr or proc.stdout).strip().splitlines() or ["(no output)"]
+        raise RuntimeError(f"python -m {module} exited with {proc.returncode}: {lines[-1]}")
     return proc.stdout
 
 

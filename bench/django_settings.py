@@ -48,6 +48,12 @@ TEMPLATES = [{"BACKEND": "django.template.backends.django.DjangoTemplates", "APP
                   "django.contrib.auth.context_processors.auth",
                   "django.contrib.messages.context_processors.messages",
                   "django.template.context_processors.request"]}}]
-DATABASES = {"default": (_postgres(os.environ["BENCH_PG_URL"])
-                         if os.environ.get("BENCH_DB", "sqlite") == "postgres"
-                         else _sqlite(os.environ.get("BENCH_SQLITE_PATH", "bench.sqlite3")))}
+# Persistent connections, as a Celery worker running Django should use: with the
+# default CONN_MAX_AGE=0 every task opens a new connection and a new PostgreSQL
+# backend whose catalog caches are cold (the raw-INSERT reference keeps its own).
+CONN_MAX_AGE = 600
+CONN_HEALTH_CHECKS = True
+DATABASES = {"default": {
+    **(_postgres(os.environ["BENCH_PG_URL"]) if os.environ.get("BENCH_DB", "sqlite") == "postgres"
+       else _sqlite(os.environ.get("BENCH_SQLITE_PATH", "bench.sqlite3"))),
+    "CONN_MAX_AGE": CONN_MAX_AGE, "CONN_HEALTH_CHECKS": CONN_HEALTH_CHECKS}}

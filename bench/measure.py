@@ -145,8 +145,9 @@ def measure_contender(app: Celery, contender: Contender, queue: str, *, n_trials
     if contender.pair_with and contender.task:
         out["paired"] = {"reference": contender.pair_with}
         for steps in step_counts:
+            rounds = max(n_trials, 3) if quick or steps >= 1000 else 2 * n_trials - 1
             res = paired(app, queue, contender.task, contender.pair_with, steps,
-                         jobs_for(steps, quick), max(n_trials, 3))
+                         jobs_for(steps, quick), rounds)
             out["paired"][str(steps)] = res
             log(f"  paired with {contender.pair_with} @{steps}: "
                 f"{res['self']['median'] * 1e6:.1f} vs {res['reference']['median'] * 1e6:.1f} us"

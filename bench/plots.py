@@ -58,10 +58,12 @@ def resume(results: dict[str, Any], path: Path) -> None:
             continue
         points = sorted((int(n), v["total"]) for n, v in res["counts"].items())
         xs, med, err = _errorbars(points, MS)
-        ax.errorbar(xs, med, yerr=err, marker="o", capsize=3, label=f"{res['label']}: total")
+        bars = ax.errorbar(xs, med, yerr=err, marker="o", capsize=3,
+                           label=f"{res['label']}: total")
         loads = sorted((int(n), v["load"]) for n, v in res["counts"].items())
         xs, med, _ = _errorbars(loads, MS)
-        ax.plot(xs, med, linestyle="--", marker=".", label=f"{res['label']}: begin() load only")
+        ax.plot(xs, med, linestyle="--", marker=".", color=bars.lines[0].get_color(),
+                label=f"{res['label']}: begin() load only")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("completed steps before the failure (N)")

@@ -71,6 +71,11 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         out.append(_ratio_row(f"Resume at step 1,000 ≤ 2 x resume at step 10 ({res['label']})",
                               _med(big), _med(small), 2.0, "le",
                               "begin() + replay through run_step"))
+        trips_big = counts.get("1000", {}).get("round_trips")
+        trips_small = counts.get("10", {}).get("round_trips")
+        out.append(_ratio_row(f"Resume round trips at step 1,000 = at step 10 ({res['label']})",
+                              trips_big, trips_small, 1.0, "le",
+                              "round trips of begin() + replay"))
     return out
 
 
@@ -196,7 +201,8 @@ def render(results: dict[str, Any], images: list[Path], notes: str | None) -> st
            " the prose that is kept between runs lives in `bench/NOTES.md`.",
            "Every contender runs the same trivial job (`x = x + 1` per step) in the same run on "
            "the same machine; Celery contenders run on a real `celery worker` (prefork `-c 2`, "
-           "Redis broker and result backend), one fresh worker per contender. Figures are the "
+           "Redis broker and result backend), one fresh worker per contender; the Django "
+           "contenders use persistent connections (`CONN_MAX_AGE=600`). Figures are the "
            "median (min-max) of repeated trials.", "",
            f"**Targets: {counts['PASS']} pass, {counts['FAIL']} fail, {counts['PENDING']} "
            "pending.**", "",
