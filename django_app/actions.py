@@ -182,5 +182,8 @@ def check_posted_action(modeladmin: admin.ModelAdmin[Any], request: HttpRequest)
         name = names[int(request.POST.get("index", 0))]
     except (IndexError, ValueError):
         return
-    if name in ACTION_PERMISSIONS and name not in modeladmin.get_actions(request):
+    from .wait_actions import ACTION_PERMISSIONS as WAIT_ACTION_PERMISSIONS
+
+    guarded = ACTION_PERMISSIONS.keys() | WAIT_ACTION_PERMISSIONS.keys()
+    if name in guarded and name not in modeladmin.get_actions(request):
         raise PermissionDenied(f"you may not run the action {name!r}")

@@ -22,7 +22,7 @@ from django.utils.html import format_html
 from celery_durable.errors import DurableError
 from celery_durable.records import RunStatus
 
-from . import actions
+from . import actions, wait_actions
 from .changelist import (
     CappedPaginator,
     ProbingQuerySet,
@@ -56,7 +56,7 @@ class RunAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER
     paginator = CappedPaginator
-    actions = actions.ACTIONS
+    actions = actions.ACTIONS + wait_actions.ACTIONS
     change_form_template = "admin/celery_durable/run/change_form.html"
     fieldsets = (
         (None, {"fields": ("id", "task", "status_display", "idempotency_key", "created_at",
@@ -110,6 +110,14 @@ class RunAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         """``celery_durable.cancel_run``: cancel."""
         return self._may(request, "cancel")
 
+    def has_wake_permission(self, request: HttpRequest) -> bool:
+        """``celery_durable.wake_run``: wake a sleeping or waiting run now."""
+        return request.user.has_perm(wait_actions.PERMISSIONS["wake"])
+
+    def has_send_event_permission(self, request: HttpRequest) -> bool:
+        """``celery_durable.send_event``: send the event a waiting run awaits."""
+        return request.user.has_perm(wait_actions.PERMISSIONS["send_event"])
+
     # -- the list --------------------------------------------------------------------------
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Run]:
@@ -149,6 +157,13 @@ class RunAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         """The failed step of a failed run, else the step last checkpointed."""
         if obj.status == RunStatus.FAILED.value and obj.failed_step:
             return format_html('<span class="cd-failed-step">{}</span>', obj.failed_step)
+        until = from_epoch(obj.wait_until)
+        when = until.isoformat(sep=" ", timespec="seconds") if until else "no timeout"
+        if obj.status == RunStatus.SLEEPING.value:
+            return format_html("sleeping until {}", when)
+        if obj.status == RunStatus.WAITING.value and obj.wait_event is not None:
+            return format_html("waiting for {} key {} (until {})", obj.wait_event,
+                               obj.wait_key, when)
         return obj.current_step or "—"
 
     @admin.display(description="duration")
@@ -249,7 +264,12 @@ class RunAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                     ("restart_from_scratch", "Restart from scratch", retriable),
                     ("cancel_runs", "Cancel",
                      obj.status not in (RunStatus.SUCCEEDED.value, RunStatus.CANCELLED.value)),
+                    ("wake_now", "Wake now", obj.status in wait_actions.PAUSED),
                 ) if ok and name in allowed],
+                event_url=(reverse(f"{self.admin_site.name}:{self._url_name('send_event')}",
+                                   args=[obj.pk])
+                           if obj.status == RunStatus.WAITING.value
+                           and "send_awaited_event" in allowed else None),
                 edit_url=(reverse(f"{self.admin_site.name}:{self._url_name('retry_arguments')}",
                                   args=[obj.pk])
                           if retriable and "retry_with_edited_arguments" in allowed else None))
@@ -268,8 +288,15 @@ class RunAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         """The admin's URLs plus ``<id>/retry-with-arguments/``."""
         extra = [path("<path:object_id>/retry-with-arguments/",
                       self.admin_site.admin_view(self.retry_arguments_view),
-                      name=self._url_name("retry_arguments"))]
+                      name=self._url_name("retry_arguments")),
+                 path("<path:object_id>/send-event/",
+                      self.admin_site.admin_view(self.send_event_view),
+                      name=self._url_name("send_event"))]
         return extra + super().get_urls()
+
+    def send_event_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Send the event a waiting run awaits (see :mod:`django_app.wait_actions`)."""
+        return wait_actions.send_event_view(self, request, object_id)
 
     def retry_arguments_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         """Edit a failed or cancelled run's arguments (validated JSON) and re-trigger it."""

@@ -89,6 +89,8 @@ class Run(models.Model):
             ("restart_run", "Can restart a run from scratch"),
             ("retry_run_with_arguments", "Can retry a run with edited arguments"),
             ("cancel_run", "Can cancel a run"),
+            ("wake_run", "Can wake a sleeping or waiting run now"),
+            ("send_event", "Can send the event a waiting run awaits"),
         ]
 
     def __str__(self) -> str:

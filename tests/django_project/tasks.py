@@ -6,7 +6,7 @@ import os
 
 import redis
 
-from celery_durable import PermanentError, durable_task, step
+from celery_durable import PermanentError, durable_task, sleep, step, wait_for_event
 
 from .celery import app
 
@@ -48,3 +48,19 @@ def order(tag: str, amount: int, text: str = "ok") -> dict[str, object]:
     remark = note(tag, text)
     cents = charge(tag, amount)
     return {"reservation": reservation, "note": remark, "cents": cents}
+
+
+@durable_task(app=app)
+def approval(tag: str, doc_id: int) -> dict[str, object]:
+    """Draft, then wait for the ``approval`` event of ``doc_id`` (a day at most)."""
+    draft = note(tag, f"draft {doc_id}")
+    decision = wait_for_event("approval", key=doc_id, timeout=86400)
+    return {"draft": draft, "decision": decision}
+
+
+@durable_task(app=app)
+def long_nap(tag: str) -> str:
+    """Note, sleep ten days, note again: only a "wake now" makes it finish in a test."""
+    note(tag, "before")
+    sleep(10 * 86400)
+    return note(tag, "after")
