@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -44,7 +45,9 @@ def run_module(module: str, args: list[str], env: dict[str, str], timeout: float
                           capture_output=True, text=True, timeout=timeout, check=False)
     if proc.returncode != 0:
         lines = (proc.stderr or proc.stdout).strip().splitlines() or ["(no output)"]
-        raise RuntimeError(f"python -m {module} exited with {proc.returncode}: {lines[-1]}")
+        errors = [line for line in lines if re.match(r"^[\w.]+(Error|Exception)\b", line)]
+        raise RuntimeError(f"python -m {module} exited with {proc.returncode}: "
+                           f"{(errors or lines)[-1][:400]}")
     return proc.stdout
 
 
