@@ -9,6 +9,7 @@ attempts with exponential backoff.
 
 from __future__ import annotations
 
+import dataclasses
 import random as _random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ def exponential(factor: float = 1.0, *, minimum: float = 0.0, maximum: float = 6
         seconds = min(maximum, factor * 2 ** max(attempts - 1, 0))
         if jitter:
             seconds = _random.uniform(minimum, seconds) if seconds > minimum else minimum
-        return max(minimum, seconds)
+        return float(max(minimum, seconds))
     return delay
 
 
@@ -118,7 +119,5 @@ def policy_from_task(task: Any, default_max_attempts: int,
 
 def merge(step_policy: dict[str, Any], task_policy: RetryPolicy) -> RetryPolicy:
     """The task's policy with the options a step set explicitly on top."""
-    values = {"max_attempts": task_policy.max_attempts, "retry_on": task_policy.retry_on,
-              "no_retry_on": task_policy.no_retry_on, "backoff": task_policy.backoff}
-    values.update({k: v for k, v in step_policy.items() if v is not None})
-    return RetryPolicy(**values)
+    chosen = {k: v for k, v in step_policy.items() if v is not None}
+    return dataclasses.replace(task_policy, **chosen)

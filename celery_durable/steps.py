@@ -167,7 +167,7 @@ class _StepAPI:
                  retry_on: Any = ..., no_retry_on: Any = ...,
                  backoff: Backoff | float | None = ...) -> Callable[[F], F]: ...
 
-    def __call__(self, fn: Any = None, /, *, name: str | None = None,
+    def __call__(self, fn: Any = None, /, *, name: str | None = None,  # type: ignore[misc]
                  max_attempts: int | None = None, retry_on: Any = None,
                  no_retry_on: Any = None, backoff: Backoff | float | None = None) -> Any:
         """Decorate a function as a step: ``@step`` or ``@step(name=..., max_attempts=...)``."""

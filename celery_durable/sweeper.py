@@ -68,8 +68,8 @@ class DurableWorkerStep(bootsteps.StartStopStep):  # type: ignore[misc]
         if not settings.sweeper:
             return
         self.stopping.clear()
-        self.thread = threading.Thread(target=self._loop, args=(app, float(settings.sweep_interval)),
-                                       name="durable-sweeper", daemon=True)
+        self.thread = threading.Thread(target=self._loop, name="durable-sweeper", daemon=True,
+                                       args=(app, float(settings.sweep_interval)))
         self.thread.start()
 
     def _loop(self, app: Celery, interval: float) -> None:
@@ -94,7 +94,7 @@ def install_worker_step(app: Celery) -> None:
     app.steps["worker"].add(DurableWorkerStep)
 
 
-@signals.worker_init.connect(weak=False)
+@signals.worker_init.connect(weak=False)  # type: ignore[untyped-decorator]
 def _on_worker_init(sender: Any = None, **kwargs: Any) -> None:
     # Shared tasks bind to the app only when it is finalized, after the worker
     # blueprint is built; adding the step here covers them too.

@@ -13,8 +13,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import Worker  # noqa: E402
-from services import redis_server_url  # noqa: E402
+from harness import Worker
+from services import redis_server_url
 
 SESSION = uuid.uuid4().hex[:8]
 

@@ -10,6 +10,7 @@ simulate a lost host.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -86,10 +87,8 @@ class Worker:
 
     def kill(self) -> None:
         """SIGKILL the worker and all its pool processes at once (a lost host)."""
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.proc.wait(timeout=10)
 
     def stop(self, timeout: float = 10.0) -> None:

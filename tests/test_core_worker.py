@@ -163,6 +163,7 @@ def test_a_finished_run_whose_result_never_reached_the_backend_is_reported(
         start_worker, tag, redis_client, outcome: str) -> None:
     """A redelivered message of a run the store has finished stores its outcome for AsyncResult."""
     from apps.core_app import app, four_steps
+
     from celery_durable.records import ErrorInfo
     from celery_durable.stores import get_store
 
@@ -192,6 +193,7 @@ def test_duplicate_of_a_finished_run_without_a_result_backend_is_ignored(
         start_worker, tag, redis_client) -> None:
     """With no result backend (``durable_store`` set), a finished run's duplicate is ignored."""
     from apps.core_app import app, four_steps
+
     from celery_durable.stores import get_store
 
     run_id = f"nobackend-{tag}"
@@ -426,7 +428,7 @@ def test_retry_run_with_edited_arguments(start_worker, tag, redis_client) -> Non
 
 
 def test_edited_arguments_win_over_a_stale_message(start_worker, tag, redis_client) -> None:
-    """A stale message with the old arguments, delivered after ``retry_run``, runs the edited ones."""
+    """A stale message with old arguments, delivered after ``retry_run``, runs the edited ones."""
     from apps.core_app import app, validated
 
     worker = start_worker("apps.core_app", concurrency=1)

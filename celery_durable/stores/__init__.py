@@ -41,7 +41,8 @@ def _django_store() -> CheckpointStore:
         raise StoreUnavailableError("the Django store needs the Django app: pip install "
                                     "'celery-durable[django]' and add 'django_app' to "
                                     "INSTALLED_APPS") from exc
-    return DjangoStore()
+    store: CheckpointStore = DjangoStore()
+    return store
 
 
 def store_from_spec(app: Celery, spec: Any) -> CheckpointStore:

@@ -37,6 +37,7 @@ from ..records import (
 from . import redis_scripts as lua
 from .base import CheckpointStore
 
+redis_lib: Any
 try:
     import redis as redis_lib
 except ImportError:  # pragma: no cover - depends on the installed extras
