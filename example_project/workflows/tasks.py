@@ -1,0 +1,214 @@
+"""The example durable tasks: an order pipeline, a research agent and an approval flow.
+
+Each is written as a user of celery_durable would write it: plain functions
+marked ``@step`` (checkpointed, retried alone when they fail) called from a
+``@durable_task`` body (replayed from the top on every delivery, so it must
+call the same steps in the same order). External services are reached
+through :mod:`workflows.clients`; in the demo they are stand-ins
+(:mod:`workflows.standins`) that fail now and then.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.core.mail import send_mail
+
+from celery_durable import (
+    PermanentError,
+    RetryAfter,
+    durable_task,
+    send_event,
+    sleep,
+    step,
+    wait_for_event,
+)
+
+from . import clients
+from .clients import ServiceUnavailable
+from .models import Document, Order
+
+logger = logging.getLogger(__name__)
+
+#: Celery retry options shared by the three tasks: every step that raises
+#: ServiceUnavailable is retried with exponential backoff (1 s, 2 s, 4 s, with
+#: jitter), up to 5 attempts; other errors fail the run at once. A step may
+#: override this with its own ``@step(max_attempts=..., retry_on=...)``.
+RETRY_OPTIONS: dict[str, Any] = {"autoretry_for": (ServiceUnavailable,), "max_retries": 4,
+                                 "retry_backoff": 1, "retry_backoff_max": 8}
+
+
+@step
+def send_email(to: str, subject: str, body: str) -> int:
+    """Send one e-mail (to a file in the outbox, in the demo)."""
+    return send_mail(subject, body, None, [to])
+
+
+# -- 1. the order pipeline ---------------------------------------------------------------
+
+
+@step
+def fetch_order(order_id: int) -> dict[str, Any]:
+    """Read the order; its snapshot is checkpointed, so replays see the same order."""
+    order = Order.objects.get(pk=order_id)
+    return {"id": order.pk, "customer": order.customer, "email": order.email,
+            "address": order.address, "sku": order.sku, "quantity": order.quantity,
+            "amount": order.amount, "source": order.payment_source}
+
+
+@step(max_attempts=6)
+def charge_payment(order: dict[str, Any]) -> dict[str, Any]:
+    """Charge the customer once, however often this step is attempted.
+
+    ``idempotency_key`` is the same on every attempt of this step of this run
+    (also after a worker crash), so the payment API returns the first charge
+    to a repeated request instead of charging twice.
+    """
+    try:
+        charge = clients.charge(amount=str(order["amount"]), currency="EUR",
+                                source=order["source"], description=f"Order #{order['id']}",
+                                idempotency_key=step.context().idempotency_key)
+    except clients.CardDeclined as exc:
+        raise PermanentError(f"order #{order['id']}: {exc}") from exc  # no retry: dead letter
+    Order.objects.filter(pk=order["id"]).update(status=Order.Status.PAID, charge_id=charge["id"])
+    return charge
+
+
+@step
+def reserve_stock(order: dict[str, Any]) -> dict[str, Any]:
+    """Reserve the ordered items in the warehouse."""
+    return clients.reserve(sku=order["sku"], quantity=order["quantity"],
+                           idempotency_key=step.context().idempotency_key)
+
+
+@step
+def ship(order: dict[str, Any], reservation: dict[str, Any]) -> dict[str, Any]:
+    """Buy the shipping label and mark the order shipped."""
+    label = clients.create_label(order_id=order["id"], address=order["address"],
+                                 idempotency_key=step.context().idempotency_key)
+    Order.objects.filter(pk=order["id"]).update(status=Order.Status.SHIPPED,
+                                                tracking=label["tracking"])
+    return {**label, "reservation": reservation["id"]}
+
+
+@durable_task(**RETRY_OPTIONS)
+def process_order(order_id: int, follow_up_after: float = 5.0) -> dict[str, Any]:
+    """Fetch → charge → reserve → ship → e-mail; later, a follow-up e-mail.
+
+    ``follow_up_after`` seconds (days, in a real shop) pass in a durable
+    ``sleep``: the run is SLEEPING and holds no worker meanwhile.
+    """
+    order = fetch_order(order_id)
+    payment = charge_payment(order)
+    reservation = reserve_stock(order)
+    label = ship(order, reservation)
+    send_email(order["email"], f"Order #{order_id} is on its way",
+               f"Hello {order['customer']}, we charged {order['amount']} EUR "
+               f"({payment['id']}); tracking number {label['tracking']}.")
+    sleep(timedelta(seconds=follow_up_after))
+    send_email(order["email"], f"How was order #{order_id}?",
+               "We hope you like it. Reply to this e-mail to tell us.")
+    return {"order": order_id, "charge": payment["id"], "tracking": label["tracking"],
+            "amount": Decimal(order["amount"])}
+
+
+# -- 2. the research agent ---------------------------------------------------------------
+
+
+@step
+def ask_model(question: str, observations: list[dict[str, Any]]) -> dict[str, Any]:
+    """One "model" call: given what the tools found so far, the next tool call or the answer."""
+    return clients.complete({"task": "agent", "question": question,
+                             "observations": observations},
+                            idempotency_key=step.context().idempotency_key)
+
+
+@step(max_attempts=10)
+def use_tool(name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    """One tool call; when the tool is rate-limited, retry exactly when it says."""
+    try:
+        return clients.tool(name, arguments)
+    except clients.RateLimited as exc:
+        raise RetryAfter(exc.retry_after) from exc
+
+
+@durable_task(**RETRY_OPTIONS)
+def research(question: str, max_turns: int = 6) -> dict[str, Any]:
+    """An agent loop: ask the model, run the tool it picks, repeat until it answers.
+
+    Each model call and each tool call is its own step (``ask_model#0``,
+    ``use_tool#0``, ``ask_model#1``, …): a crash or a rate limit in turn 4
+    resumes in turn 4, without paying for turns 1-3 again.
+    """
+    observations: list[dict[str, Any]] = []
+    for _ in range(max_turns):
+        move = ask_model(question, observations)
+        if move["type"] == "answer":
+            return {"question": question, "answer": move["text"],
+                    "tool_calls": [o["tool"] for o in observations]}
+        output = use_tool(move["tool"], move["input"])
+        observations.append({"tool": move["tool"], "input": move["input"], "output": output})
+    raise PermanentError(f"no answer after {max_turns} turns")
+
+
+# -- 3. the approval flow ----------------------------------------------------------------
+
+
+@step
+def write_draft(doc_id: int) -> str:
+    """Have the model draft the document, and put it up for approval."""
+    doc = Document.objects.get(pk=doc_id)
+    draft = clients.complete({"task": "draft", "title": doc.title},
+                             idempotency_key=step.context().idempotency_key)
+    Document.objects.filter(pk=doc_id).update(body=draft["text"],
+                                              status=Document.Status.AWAITING)
+    return str(draft["text"])
+
+
+@step
+def set_document_status(doc_id: int, status: str, decided_by: str = "") -> str:
+    """Record the outcome on the document."""
+    Document.objects.filter(pk=doc_id).update(status=status, decided_by=decided_by)
+    return status
+
+
+@durable_task(**RETRY_OPTIONS)
+def approval_flow(doc_id: int, reviewer: str = "editor@example.com",
+                  timeout_hours: float = 72.0) -> dict[str, Any]:
+    """Draft → wait for a human's decision (up to ``timeout_hours``) → publish or reject.
+
+    While it waits the run is WAITING and holds no worker; :func:`decide`
+    (the approvals page, or the admin) resumes it.
+    """
+    draft = write_draft(doc_id)
+    send_email(reviewer, f"Please review document #{doc_id}",
+               f"{draft}\n\nApprove or reject it at /approvals/.")
+    decision = wait_for_event("approval", key=doc_id, timeout=timedelta(hours=timeout_hours))
+    if decision is None:
+        status = set_document_status(doc_id, Document.Status.EXPIRED)
+    elif decision.get("approved"):
+        status = set_document_status(doc_id, Document.Status.PUBLISHED, decision.get("by", ""))
+    else:
+        status = set_document_status(doc_id, Document.Status.REJECTED, decision.get("by", ""))
+    return {"document": doc_id, "status": status,
+            "decided_by": (decision or {}).get("by"), "reason": (decision or {}).get("reason")}
+
+
+def decide(doc_id: int, *, approved: bool, by: str, reason: str = "") -> int:
+    """Approve or reject a document: resume its waiting run. Returns the runs resumed.
+
+    Call it from anywhere that loads the Celery app: a view, the admin, a
+    shell. If the run has not reached its wait yet, the decision is kept and
+    delivered when it does.
+    """
+    resumed = send_event("approval", key=doc_id,
+                         payload={"approved": approved, "by": by, "reason": reason})
+    logger.info("document %s %s by %s (%d run resumed)", doc_id,
+                "approved" if approved else "rejected", by, resumed)
+    return resumed
+
+
+__all__ = ["approval_flow", "decide", "process_order", "research"]
