@@ -3,13 +3,19 @@
 Swap ``@app.task`` for ``@durable_task`` and decorate the calls worth
 checkpointing with ``@step``; a failed or crashed run resumes after its last
 completed step. ``sleep`` and ``wait_for_event`` suspend a run without
-holding a worker.
+holding a worker. ``call``/``gather``/``map`` start child runs, ``cancel_run``
+stops a run, and ``@durable_task(concurrency=N)`` and
+``apply_async(idempotency_key=...)`` control how runs start.
 """
 
 from .api import RunInfo, StepInfo, get_run, list_runs, retry_run
+from .cancel import cancel_run
+from .children import call, gather, map
 from .deterministic import now, random, uuid4
 from .errors import (
     CheckpointTooLargeError,
+    ChildCancelledError,
+    ChildRunError,
     DurableError,
     InvalidRunStateError,
     NonDeterministicStepError,
@@ -48,6 +54,10 @@ __all__ = [  # noqa: RUF022 - grouped by purpose
     "wait_for_event",
     "send_event",
     "wake_run",
+    # child runs
+    "call",
+    "gather",
+    "map",
     # inspecting and re-triggering runs
     "RunInfo",
     "RunStatus",
@@ -56,8 +66,11 @@ __all__ = [  # noqa: RUF022 - grouped by purpose
     "get_run",
     "list_runs",
     "retry_run",
+    "cancel_run",
     # errors
     "CheckpointTooLargeError",
+    "ChildCancelledError",
+    "ChildRunError",
     "DurableError",
     "InvalidRunStateError",
     "NonDeterministicStepError",

@@ -46,6 +46,8 @@ class DurableSettings:
     #: Seconds an event is kept in its mailbox for runs that reach their
     #: ``wait_for_event`` after it was sent (0: deliver to current waiters only).
     event_buffer: float = 3600.0
+    #: Seconds an ``idempotency_key`` keeps returning the run it started.
+    idempotency_ttl: float = 24 * 3600.0
 
     @classmethod
     def from_app(cls, app: Celery) -> DurableSettings:

@@ -57,6 +57,8 @@ class RunContext:
     wait: WaitInfo | None = None
     #: The store's clock when this delivery began (0: unknown).
     clock: float = 0.0
+    #: The run that started this one as a child (call/gather/map), if any.
+    parent: str | None = None
 
     def next_key(self, name: str) -> tuple[int, str]:
         """Allocate the position and the ``name#n`` key of the next step call."""

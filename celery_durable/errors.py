@@ -9,6 +9,8 @@ The hierarchy, rooted at :class:`DurableError`::
      ├── NonDeterministicStepError replay met a different step than the one recorded
      ├── SerializationError        a value cannot be stored as a checkpoint
      │    └── CheckpointTooLargeError
+     ├── ChildRunError             a child run (call/gather/map) failed
+     │    └── ChildCancelledError  … or was cancelled (also a PermanentError: no retry)
      ├── WorkerLostError           the run's worker died more often than allowed
      ├── RunNotFoundError          no run with that id in the store
      ├── InvalidRunStateError      the run is not in a state that allows the operation
@@ -92,6 +94,25 @@ class SerializationError(DurableError):
 
 class CheckpointTooLargeError(SerializationError):
     """A serialized value exceeds ``durable_max_checkpoint_bytes``."""
+
+
+class ChildRunError(DurableError):
+    """A child run started with ``call``, ``gather`` or ``map`` ended without success.
+
+    Raised at the call site as the step error of the parent, so the parent's
+    retry policy applies: a retry re-triggers each failed child from its
+    failed step (its completed steps are kept, as with ``retry_run``).
+    ``children`` maps each failed child's run id to its status and error.
+    """
+
+    def __init__(self, message: str = "", *, run_id: str | None = None,
+                 step: str | None = None, children: dict[str, str] | None = None) -> None:
+        super().__init__(message, run_id=run_id, step=step)
+        self.children = dict(children or {})
+
+
+class ChildCancelledError(ChildRunError, PermanentError):
+    """A child run was cancelled: the parent's step fails at once, without retry."""
 
 
 class WorkerLostError(DurableError):

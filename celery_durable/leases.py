@@ -54,6 +54,8 @@ class _Held:
     store: CheckpointStore
     token: int
     ttl: float
+    #: The concurrency group whose slot the run holds (renewed with the lease).
+    group: str | None = None
 
 
 @dataclass
@@ -80,6 +82,14 @@ def hold(store: CheckpointStore, run_id: str, token: int, ttl: float) -> None:
             reg.thread = threading.Thread(target=_heartbeat, name="durable-lease-heartbeat",
                                           daemon=True)
             reg.thread.start()
+
+
+def track_slot(run_id: str, group: str) -> None:
+    """Renew ``run_id``'s slot of concurrency ``group`` together with its lease."""
+    with _registry.lock:
+        held = _registry.held.get(run_id)
+        if held is not None:
+            held.group = group
 
 
 def release(run_id: str) -> None:
@@ -117,3 +127,17 @@ def _heartbeat() -> None:
                 logger.warning("celery_durable: lost the lease of %s", ", ".join(sorted(lost)))
                 with reg.lock:
                     reg.lost.update(run_id for run_id in lost if run_id in reg.held)
+            _renew_slots(store, ttl, {r: held[r] for r in leases if r not in lost})
+
+
+def _renew_slots(store: CheckpointStore, ttl: float, held: dict[str, _Held]) -> None:
+    """Extend the concurrency slots of the runs whose lease was just renewed."""
+    slots: dict[str, list[str]] = {}
+    for run_id, h in held.items():
+        if h.group is not None:
+            slots.setdefault(h.group, []).append(run_id)
+    if slots:
+        try:
+            store.renew_slots(slots, ttl)
+        except Exception:
+            logger.exception("celery_durable: slot renewal failed")

@@ -158,6 +158,25 @@ class RunRecord:
     steps: list[StepRecord] = field(default_factory=list)
     #: The current (SLEEPING/WAITING) or most recent durable wait, if any.
     wait: WaitInfo | None = None
+    #: The run that started this one with ``call``/``gather``/``map`` (None: a top-level run).
+    parent: str | None = None
+
+
+@dataclass
+class NewRun:
+    """A run created before its first delivery (a child run, an idempotent trigger).
+
+    ``args``/``kwargs`` are serialized text; ``options`` the routing of its
+    message (filled in by the first delivery when empty).
+    """
+
+    id: str
+    task: str
+    args: str = "[]"
+    kwargs: str = "{}"
+    options: dict[str, Any] = field(default_factory=dict)
+    parent: str | None = None
+    idempotency_key: str | None = None
 
 
 @dataclass

@@ -11,8 +11,9 @@ from celery import Task
 from celery.backends.base import DisabledBackend
 from celery.exceptions import Ignore, Retry
 
-from . import leases
+from . import concurrency, leases
 from ._signals import LeaseLost, Reenqueue, Suspend
+from .children import notify_parent
 from .config import settings_for
 from .context import RunContext, current_run
 from .errors import DurableError, SerializationError, StepFailedError, WorkerLostError
@@ -59,8 +60,11 @@ def execute(task: Task, body: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     if begin.outcome == "dead":
         message = begin.run.error.message if begin.run.error else "worker lost"
         logger.error("run %s dead-lettered: %s", run_id, message)
+        notify_parent(app, fields["store"], begin.run.parent)
         raise WorkerLostError(f"run {run_id}: {message}", run_id=run_id)
     if begin.outcome == "finished":
+        # (Again: the delivery that finished it may have died before telling the parent.)
+        notify_parent(app, fields["store"], begin.run.parent)
         return _finished(task, begin.run, get_serializer(settings.serializer))
     if begin.outcome != "acquired":
         logger.info("run %s: delivery ignored (%s, status %s)", run_id, begin.outcome,
@@ -76,25 +80,45 @@ def execute(task: Task, body: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
                      settings=settings, serializer=fields["serializer"],
                      policy=task_policy(task), eager=eager,
                      checkpoints={s.position: s for s in begin.run.steps},
-                     wait=begin.run.wait, clock=begin.run.updated_at or 0.0)
+                     wait=begin.run.wait, clock=begin.run.updated_at or 0.0,
+                     parent=begin.run.parent)
     if not eager:
         leases.hold(ctx.store, run_id, ctx.token, float(settings.lease_ttl))
     reset = current_run.set(ctx)
     suspended: Suspend | None = None
+    group: str | None = None
     try:
+        group = concurrency.enter(ctx, args, kwargs)
         return _run_body(ctx, body, args, kwargs)
     except Reenqueue as signal:
         return _reenqueue(ctx, body, args, kwargs, signal)
     except Suspend as signal:
         suspended = signal
     except LeaseLost:
-        logger.warning("run %s: lease lost to another delivery; stopping", run_id)
+        group = None  # a newer delivery (same run id) may hold the slot now
+        _lease_lost(ctx)
         raise Ignore() from None
     finally:
         current_run.reset(reset)
         leases.release(run_id)
+        concurrency.leave(ctx, group)
     assert suspended is not None  # every other path returned or raised
     _suspended(app, suspended)
+
+
+def _lease_lost(ctx: RunContext) -> None:
+    """Say why the delivery stops: a cancel, or another delivery took the run over."""
+    try:
+        run = ctx.store.get_runs([ctx.run_id])[0]
+    except Exception:  # a store without run controls, or unreachable
+        run = None
+    if run is not None and run.status is RunStatus.CANCELLED:
+        logger.info("run %s: cancelled; stopping at this step boundary", ctx.run_id)
+        # A paused-state update of this delivery may have overwritten cancel_run's REVOKED.
+        from .cancel import mark_revoked
+        mark_revoked(ctx.task.app, ctx.run_id)
+        return
+    logger.warning("run %s: lease lost to another delivery; stopping", ctx.run_id)
 
 
 def _suspended(app: Any, signal: Suspend) -> NoReturn:
@@ -166,6 +190,7 @@ def _run_body(ctx: RunContext, body: Any, args: tuple[Any, ...],
     if not ctx.store.finish(ctx.run_id, ctx.token, status=RunStatus.SUCCEEDED, result=text,
                             retention=ctx.settings.result_retention):
         raise LeaseLost()
+    notify_parent(ctx.task.app, ctx.store, ctx.parent)
     return decode(ctx.serializer, text, what="task result", run_id=ctx.run_id)
 
 
@@ -203,6 +228,7 @@ def _fail(ctx: RunContext, exc: Exception) -> None:
     if not ctx.store.finish(ctx.run_id, ctx.token, status=RunStatus.FAILED, error=error,
                             failed_step=failed_step):
         raise LeaseLost() from exc
+    notify_parent(ctx.task.app, ctx.store, ctx.parent)
 
 
 def _reenqueue(ctx: RunContext, body: Any, args: tuple[Any, ...], kwargs: dict[str, Any],

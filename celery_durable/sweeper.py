@@ -14,6 +14,7 @@ from typing import Any
 
 from celery import Celery, bootsteps, signals
 
+from .children import notify_parent
 from .config import settings_for
 from .errors import WorkerLostError
 from .publish import publish_run
@@ -38,6 +39,7 @@ def sweep(app: Celery, limit: int = 100) -> int:
             message = claim.run.error.message if claim.run.error else "worker lost"
             logger.error("run %s dead-lettered: %s", run_id, message)
             app.backend.mark_as_failure(run_id, WorkerLostError(message, run_id=run_id))
+            notify_parent(app, store, claim.run.parent)
             acted += 1
     return acted
 

@@ -8,6 +8,7 @@ from typing import Any
 from celery import Celery, Task, shared_task, signals, states
 from celery.exceptions import Ignore
 
+from . import concurrency
 from .runner import execute
 from .sweeper import install_worker_step
 
@@ -27,7 +28,7 @@ def _task_attributes() -> frozenset[str]:
                      and not isinstance(value, (property, classmethod, staticmethod)))
 
 
-ALLOWED_OPTIONS = _DECORATOR_OPTIONS | _task_attributes()
+ALLOWED_OPTIONS = _DECORATOR_OPTIONS | _task_attributes() | concurrency.OPTIONS
 
 
 class DurableTask(Task):  # type: ignore[misc]
@@ -41,6 +42,10 @@ class DurableTask(Task):  # type: ignore[misc]
     abstract = True
     acks_late = True
     reject_on_worker_lost = True
+    #: Most runs of this task executing at once across all workers (None: no limit).
+    concurrency: int | None = None
+    #: ``fn(*args, **kwargs)`` -> key: apply ``concurrency`` per key (None: per task).
+    concurrency_key: Any = None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         request = self.request_stack.top
@@ -50,6 +55,24 @@ class DurableTask(Task):  # type: ignore[misc]
         # the user's function unwrapped.
         body = self.__dict__.get("_orig_run") or self.run
         return execute(self, body, args, kwargs)
+
+    def apply_async(self, args: Any = None, kwargs: Any = None, task_id: str | None = None,
+                    *more: Any, idempotency_key: Any = None, idempotency_ttl: Any = None,
+                    **options: Any) -> Any:
+        """Celery's ``apply_async``, plus ``idempotency_key`` and ``idempotency_ttl``.
+
+        With an ``idempotency_key`` (per task name), a second trigger within
+        ``idempotency_ttl`` (seconds or a timedelta; default the
+        ``durable_idempotency_ttl`` setting, 24 h) returns the first run's
+        AsyncResult instead of starting a new run. ``delay()`` cannot take a
+        key (its keyword arguments go to the task): use ``apply_async``.
+        """
+        if idempotency_key is None:
+            return super().apply_async(args, kwargs, task_id, *more, **options)
+        if more:
+            raise TypeError("pass apply_async options by keyword with an idempotency_key")
+        from .idempotency import trigger
+        return trigger(self, args, kwargs, task_id, idempotency_key, idempotency_ttl, options)
 
     @classmethod
     def bind(cls, app: Celery) -> Any:
@@ -80,6 +103,7 @@ def _check_options(options: dict[str, Any]) -> None:
     base = options.get("base")
     if base is not None and not (isinstance(base, type) and issubclass(base, DurableTask)):
         raise ValueError("durable_task(base=...) must be a subclass of DurableTask")
+    concurrency.check_options(options)
 
 
 def durable_task(fn: Callable[..., Any] | None = None, /, *, app: Celery | None = None,
@@ -89,7 +113,10 @@ def durable_task(fn: Callable[..., Any] | None = None, /, *, app: Celery | None 
     Accepts every ``@app.task`` option with its Celery meaning; an unknown
     option raises ValueError. Without ``app`` the task is shared, like
     ``@shared_task``. Durable tasks default to ``acks_late=True`` and
-    ``reject_on_worker_lost=True``.
+    ``reject_on_worker_lost=True``. Durable options: ``concurrency=N`` caps
+    how many runs of the task execute at once across all workers, and
+    ``concurrency_key=fn`` (called with the task's arguments) caps per key;
+    see :mod:`celery_durable.concurrency`.
     """
     _check_options(options)
     options.setdefault("base", DurableTask)

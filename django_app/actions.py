@@ -9,7 +9,6 @@ reported with ``message_user``.
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 from celery import Celery, _state
@@ -22,11 +21,11 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import ngettext
 
 from celery_durable.api import retry_run
+from celery_durable.cancel import cancel_run
 from celery_durable.errors import DurableError
 from celery_durable.records import RunStatus
 
 from .models import Run
-from .store import DjangoStore
 
 #: Action name → the ``has_<perm>_permission`` it needs.
 ACTION_PERMISSIONS = {
@@ -149,20 +148,23 @@ def retry_with_edited_arguments(modeladmin: admin.ModelAdmin[Any], request: Http
 @admin.action(permissions=["cancel"], description="Cancel selected runs")
 def cancel_runs(modeladmin: admin.ModelAdmin[Any], request: HttpRequest,
                 queryset: QuerySet[Run]) -> HttpResponse | None:
-    """Mark each run that has not finished successfully CANCELLED; a running one stops."""
-    store = DjangoStore(using=queryset.db)
+    """Cancel each run (and its child runs) with ``cancel_run``; a running one stops.
+
+    ``cancel_run`` also records REVOKED in the result backend, so
+    ``AsyncResult`` is truthful.
+    """
     done, errors = 0, []
     for run in queryset.only("id", "task", "status").iterator():
+        if run.status in (RunStatus.SUCCEEDED.value, RunStatus.CANCELLED.value):
+            errors.append(f"run {run.pk} is {run.status}; it cannot be cancelled")
+            continue
         try:
-            if store.cancel(run.pk) is None:
+            if not cancel_run(run.pk, app=celery_app(run.task)):
+                errors.append(f"run {run.pk} finished before it could be cancelled")
                 continue
         except DurableError as exc:
             errors.append(str(exc))
             continue
-        # Make AsyncResult truthful; a result backend hiccup must not undo the cancel.
-        with contextlib.suppress(Exception):
-            celery_app(run.task).backend.mark_as_revoked(run.pk,
-                                                         reason="cancelled in the admin")
         modeladmin.log_change(request, run, "Cancelled.")
         done += 1
     report(modeladmin, request, done, "cancelled", errors)

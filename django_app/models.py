@@ -65,6 +65,10 @@ class Run(models.Model):
     wait_key = models.CharField(max_length=255, null=True, blank=True)
     wait_after = models.BigIntegerField(default=0)
     wait_resolution = models.TextField(null=True, blank=True)
+    # Run controls: the run that started this one (call/gather/map), and whether a
+    # child finished while this run was not parked at its children wait.
+    parent = models.CharField("parent run", max_length=255, null=True, blank=True)
+    child_notice = models.BooleanField(default=False)
 
     class Meta:
         db_table = "celery_durable_run"
@@ -83,6 +87,8 @@ class Run(models.Model):
                          condition=Q(due_at__isnull=False)),
             models.Index(fields=["expires_at"], name="cd_run_expires_idx",
                          condition=Q(expires_at__isnull=False)),
+            models.Index(fields=["parent"], name="cd_run_parent_idx",
+                         condition=Q(parent__isnull=False)),
         ]
         permissions = [
             ("retry_run", "Can retry a run from its failed step"),
@@ -191,3 +197,53 @@ class Waiter(models.Model):
 
     def __str__(self) -> str:
         return f"{self.run_id} waits on {self.mailbox_id}"
+
+
+class IdempotencyKey(models.Model):
+    """An idempotency key of a task, bound to the run it started until ``expires_at``."""
+
+    task = models.CharField(max_length=255)
+    key = models.CharField(max_length=255)
+    run_id = models.CharField(max_length=255)
+    expires_at = models.FloatField()
+
+    class Meta:
+        db_table = "celery_durable_idempotency_key"
+        constraints = [
+            models.UniqueConstraint(fields=["task", "key"], name="cd_ikey_task_key_uniq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task}[{self.key}] -> {self.run_id}"
+
+
+class ConcurrencyGroup(models.Model):
+    """A concurrency group (task, or task and key): its row lock orders slot changes."""
+
+    name = models.CharField(max_length=255, unique=True)
+
+    class Meta:
+        db_table = "celery_durable_concurrency_group"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ConcurrencySlot(models.Model):
+    """A run holding a slot of a group (``queued`` False) or waiting for one, FIFO by ``seq``."""
+
+    group = models.ForeignKey(ConcurrencyGroup, on_delete=models.CASCADE, related_name="slots",
+                              db_index=False)
+    run_id = models.CharField(max_length=255)
+    queued = models.BooleanField(default=False)
+    seq = models.FloatField(default=0)
+    expires_at = models.FloatField()
+
+    class Meta:
+        db_table = "celery_durable_concurrency_slot"
+        constraints = [
+            models.UniqueConstraint(fields=["group", "run_id"], name="cd_slot_group_run_uniq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.run_id} in {self.group_id}"

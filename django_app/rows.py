@@ -72,7 +72,7 @@ def run_record(row: Run, steps: list[Step] | None = None) -> RunRecord:
         result=row.result,
         error=error_of(row.error_type, row.error_message, row.error_traceback),
         failed_step=row.failed_step, idempotency_key=row.idempotency_key,
-        steps=[step_record(s) for s in steps or ()], wait=wait_record(row))
+        steps=[step_record(s) for s in steps or ()], wait=wait_record(row), parent=row.parent)
 
 
 def wait_record(row: Run) -> WaitInfo | None:

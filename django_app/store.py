@@ -40,6 +40,7 @@ from celery_durable.records import (
 from celery_durable.stores.base import CheckpointStore
 
 from . import rows
+from .controls import ControlsMixin
 from .models import Run, Step
 from .waits import WaitsMixin
 
@@ -63,7 +64,7 @@ def _db_call(method: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-class DjangoStore(WaitsMixin, CheckpointStore):
+class DjangoStore(ControlsMixin, WaitsMixin, CheckpointStore):
     """Durable runs in the Django database (``using`` names the alias; default: the router's)."""
 
     def __init__(self, using: str | None = None) -> None:
@@ -124,6 +125,9 @@ class DjangoStore(WaitsMixin, CheckpointStore):
                     idempotency_key=str(ikey) if ikey else None)], ignore_conflicts=True)
                 run = self._locked(run_id)
                 assert run is not None
+            elif not run.options and options:
+                run.options = dict(options)  # created before its first delivery
+                run.save(using=self.using, update_fields=["options"])
             status = RunStatus(run.status)
             if status.finished:
                 return Begin("finished", self._snapshot(run))
@@ -324,20 +328,27 @@ class DjangoStore(WaitsMixin, CheckpointStore):
             run.save(using=self.using)
             return self._snapshot(run)
 
-    # -- beyond the contract: used by the admin ------------------------------------------
+    # -- cancel (see CheckpointStore.cancel) and purging ---------------------------------
 
     @_db_call
-    def cancel(self, run_id: str) -> RunRecord | None:
+    def cancel(self, run_id: str, *, create_missing: bool = False) -> RunRecord | None:
         """Mark a run that has not succeeded CANCELLED and fence out any holder.
 
         A running delivery loses its lease (its next checkpoint is refused);
         a queued message finds the run finished and is ignored. Returns None
-        if the run does not exist; raises InvalidRunStateError if it already
-        succeeded or was cancelled.
+        if the run does not exist (unless ``create_missing``: see
+        :meth:`CheckpointStore.cancel`); raises InvalidRunStateError if it
+        already succeeded or was cancelled.
         """
         now = time.time()
         with transaction.atomic(using=self.using):
             run = self._locked(run_id)
+            if run is None and create_missing:
+                self._runs().bulk_create([Run(
+                    id=run_id, task="", status=RunStatus.PENDING.value,
+                    created_at=rows.to_datetime(now), updated_at=rows.to_datetime(now))],
+                    ignore_conflicts=True)
+                run = self._locked(run_id)
             if run is None:
                 return None
             if run.status in (RunStatus.SUCCEEDED.value, RunStatus.CANCELLED.value):

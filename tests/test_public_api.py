@@ -15,8 +15,11 @@ EXPECTED_ALL = {
     "DurableTask", "durable_task", "step", "StepContext", "RetryPolicy", "exponential", "fixed",
     "now", "random", "uuid4",
     "sleep", "sleep_until", "wait_for_event", "send_event", "wake_run",
+    "call", "gather", "map",
     "RunInfo", "RunStatus", "StepInfo", "StepStatus", "get_run", "list_runs", "retry_run",
-    "CheckpointTooLargeError", "DurableError", "InvalidRunStateError",
+    "cancel_run",
+    "CheckpointTooLargeError", "ChildCancelledError", "ChildRunError", "DurableError",
+    "InvalidRunStateError",
     "NonDeterministicStepError", "PermanentError", "RetryAfter", "RunNotFoundError",
     "SerializationError", "StepFailedError", "StoreUnavailableError", "WorkerLostError",
 }

@@ -20,6 +20,7 @@ from ..records import (
     Claim,
     ErrorInfo,
     EventRecord,
+    NewRun,
     RunRecord,
     RunStatus,
     StepRecord,
@@ -188,6 +189,100 @@ class CheckpointStore(ABC):
         at an unresolved wait.
         """
         raise self._no_waits()
+
+    # -- run controls (issue 7): cancellation, idempotency, child runs, concurrency ------
+    #
+    # Not abstract either. Child runs use a notice protocol: a finished child calls
+    # ``notify_parent``, which resumes the parent if it is parked at a children wait
+    # and otherwise leaves a notice; ``suspend_children`` parks the parent only if
+    # no notice came since its last look at the children, so a child finishing
+    # between that look and the parking is never missed.
+
+    def _no_controls(self) -> NotImplementedError:
+        return NotImplementedError(f"{type(self).__name__} does not support run controls yet")
+
+    def create_runs(self, runs: Sequence[NewRun], *, grace: float) -> list[bool]:
+        """Create every run of ``runs`` that does not exist yet; return, per run, if it was.
+
+        One round trip for all of them on a networked store. A new run is
+        PENDING with its arguments, options, parent and idempotency key, and due
+        for the sweeper in ``grace`` seconds (so it is published even if its
+        first message is lost). An existing run is left as it is.
+        """
+        raise self._no_controls()
+
+    def get_runs(self, run_ids: Sequence[str]) -> list[RunRecord | None]:
+        """The runs ``run_ids`` in order, without checkpoints (None if missing); one round trip."""
+        raise self._no_controls()
+
+    def cancel(self, run_id: str, *, create_missing: bool = False) -> RunRecord | None:
+        """Make a run that neither succeeded nor was cancelled CANCELLED, atomically.
+
+        The fencing token is incremented and the lease released, so a running
+        delivery's next checkpoint (or heartbeat) is refused and it stops at
+        its next step boundary; a queued message finds the run finished. The
+        run is no longer due. Returns the run (without checkpoints); None if it
+        does not exist, unless ``create_missing``, which records a CANCELLED
+        run (task ``""``) so its message, when it comes, is ignored. Raises
+        :class:`~celery_durable.errors.InvalidRunStateError` if it succeeded or
+        was already cancelled.
+        """
+        raise self._no_controls()
+
+    def claim_idempotency_key(self, task: str, key: str, run_id: str, *, ttl: float) -> str:
+        """Bind ``(task, key)`` to ``run_id`` for ``ttl`` seconds unless it is bound already.
+
+        Atomic across processes and hosts. Returns the run id the key is bound
+        to: ``run_id`` if this call bound it, else the earlier run's.
+        """
+        raise self._no_controls()
+
+    def notify_parent(self, parent_id: str, *, grace: float) -> RunRecord | None:
+        """A child of ``parent_id`` finished: resume the parent if it waits for its children.
+
+        Atomically: if the parent is WAITING at a ``children`` wait with no
+        resolution, the resolution becomes ``{"how": "child"}`` and the run
+        PENDING (due in ``grace`` seconds); the run is returned to be published.
+        Otherwise a notice is left for :meth:`suspend_children` and None returned.
+        """
+        raise self._no_controls()
+
+    def suspend_children(self, run_id: str, token: int, *, wait: WaitInfo, recheck: float,
+                         step: StepRecord | None = None) -> str:
+        """Park the run under ``token`` at a ``children`` wait, unless a child finished meanwhile.
+
+        Atomically: ``lost`` if the token no longer holds the lease; ``notice``
+        if :meth:`notify_parent` left a notice since the last call (the notice
+        is cleared, ``step`` is written, and the run stays RUNNING: look at the
+        children again); else as :meth:`suspend` with status WAITING
+        (``parked``), except that the run is due for the sweeper in ``recheck``
+        seconds: a safety net should a child's notice be lost.
+        """
+        raise self._no_controls()
+
+    def acquire_slot(self, group: str, run_id: str, *, limit: int, ttl: float) -> bool:
+        """Take one of the ``limit`` execution slots of ``group`` for ``run_id``, FIFO.
+
+        Atomically: slots and queue entries older than their ``ttl`` are dropped
+        first. True if ``run_id`` holds a slot (now expiring in ``ttl`` seconds);
+        a run gets a free slot only if fewer queued runs are ahead of it than
+        slots are free. Otherwise ``run_id`` joins (or stays in) the queue, its
+        entry expiring in ``2 * ttl`` seconds unless it asks again, and False
+        is returned.
+        """
+        raise self._no_controls()
+
+    def release_slot(self, group: str, run_id: str, *, limit: int) -> list[str]:
+        """Give back ``run_id``'s slot (or queue entry) in ``group``.
+
+        Returns the ids of the queued runs, oldest first, that may now take the
+        free slots: the caller publishes them. Idempotent.
+        """
+        raise self._no_controls()
+
+    def renew_slots(self, slots: Mapping[str, Sequence[str]], ttl: float) -> None:
+        """Extend the slots ``{group: [run ids]}`` held by live runs by ``ttl`` seconds."""
+        raise self._no_controls()
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections (optional)."""

@@ -22,11 +22,12 @@ from ..records import (
     WaitInfo,
 )
 from .base import CheckpointStore
+from .memory_controls import MemoryControls
 
 _PARKED = (RunStatus.SLEEPING, RunStatus.WAITING)
 
 
-class MemoryStore(CheckpointStore):
+class MemoryStore(MemoryControls, CheckpointStore):
     """Keeps runs in a dict of this process; lost when the process exits."""
 
     def __init__(self) -> None:
@@ -62,6 +63,8 @@ class MemoryStore(CheckpointStore):
                                 kwargs=kwargs, options=dict(options), created_at=now)
                 self._runs[run_id] = run
                 self._steps[run_id] = {}
+            elif not run.options and options:
+                run.options = dict(options)  # created before its first delivery
             if run.status.finished:
                 return Begin("finished", self._snapshot(run))
             if run.not_before and run.not_before > now:

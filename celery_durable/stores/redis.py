@@ -36,6 +36,7 @@ from ..records import (
 )
 from . import redis_scripts as lua
 from .base import CheckpointStore
+from .redis_controls import RedisControls
 
 redis_lib: Any
 try:
@@ -96,7 +97,7 @@ def parse_run(run_id: str, flat: list[Any]) -> RunRecord:
         failed_step=fields.get("fstep") or None, idempotency_key=fields.get("ikey") or None,
         steps=[StepRecord.from_meta(pos, metas[pos], values.get(pos) or None)
                for pos in sorted(metas)],
-        wait=wait,
+        wait=wait, parent=fields.get("parent") or None,
     )
 
 
@@ -108,7 +109,7 @@ def _step_args(step: StepRecord) -> list[Any]:
     return [step.position, _COMPACT_JSON.encode(step.to_meta()), step.value or ""]
 
 
-class RedisStore(CheckpointStore):
+class RedisStore(RedisControls, CheckpointStore):
     """Checkpoints in Redis (standalone, Sentinel or Cluster)."""
 
     def __init__(self, client: Any, *, prefix: str = "durable:") -> None:
@@ -122,6 +123,7 @@ class RedisStore(CheckpointStore):
         self._scripts = {name: client.register_script(getattr(lua, name)) for name in
                          ("BEGIN", "SAVE_STEP", "PARK", "FINISH", "RENEW", "CLAIM_DUE", "RESET",
                           "SUSPEND", "REGISTER", "POST", "DELIVER", "WAKE")}
+        self._register_control_scripts()
 
     def _pipeline(self, build: Callable[[Any], None]) -> list[Any]:
         """Run the commands ``build`` queues in one round trip.
@@ -281,7 +283,7 @@ class RedisStore(CheckpointStore):
         start, batch = 0, max(limit, 200)
         wanted = ["task", "status", "args", "kwargs", "created", "updated", "finished",
                   "fstep", "error", "ikey", "rec", "wkind", "wstep", "wpos", "wid", "wuntil",
-                  "wname", "wkey", "wafter", "wres"]
+                  "wname", "wkey", "wafter", "wres", "parent"]
         while len(out) < limit:
             ids = [_text(i) for i in
                    self.client.zrevrange(self._runs_key, start, start + batch - 1)]

@@ -25,7 +25,7 @@ local finished = {SUCCEEDED=true, FAILED=true, CANCELLED=true}
 BEGIN = NOW + FINISHED + """
 local h = KEYS[1]
 local ttl = tonumber(ARGV[6])
-local v = redis.call('HMGET', h, 'status', 'nb', 'owner', 'lease')
+local v = redis.call('HMGET', h, 'status', 'nb', 'owner', 'lease', 'options')
 local status = v[1]
 if not status then
   redis.call('HSET', h, 'task', ARGV[1], 'args', ARGV[2], 'kwargs', ARGV[3],
@@ -39,6 +39,9 @@ elseif v[2] and v[2] ~= '' and tonumber(v[2]) > now then
 elseif v[3] and v[3] ~= '' and v[4] and v[4] ~= '' and tonumber(v[4]) > now
        and v[3] ~= ARGV[7] then
   return {'busy', '0', redis.call('HGETALL', h)}
+end
+if v[1] and (not v[5] or v[5] == '' or v[5] == '{}') then
+  redis.call('HSET', h, 'options', ARGV[4])  -- created before its first delivery
 end
 if status == 'RUNNING' then
   -- the previous holder died (its lease expired, or it was seen dead): a recovery

@@ -1,0 +1,69 @@
+"""Idempotent triggering: ``task.apply_async(args, idempotency_key="order-42")``.
+
+The first trigger with a key binds ``(task name, key)`` to its run id in the
+store, atomically across processes and hosts (a Redis ``SET NX`` on one
+global key; a unique constraint in the Django database), creates the run
+(``PENDING``, with the key) and sends its message. Every later trigger with
+the same key and task name, until the key's TTL passes, returns the
+existing run's ``AsyncResult`` and sends nothing.
+
+Should the first trigger die between binding the key and creating the run,
+the next trigger with the key creates that run (same id) and sends it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+from celery import Task, uuid
+from celery.result import AsyncResult
+
+from .config import settings_for
+from .records import NewRun
+from .serialization import encode, get_serializer
+from .stores import get_store
+
+logger = logging.getLogger(__name__)
+
+
+def _seconds(ttl: Any, default: float) -> float:
+    if ttl is None:
+        return float(default)
+    if isinstance(ttl, dt.timedelta):
+        return ttl.total_seconds()
+    if isinstance(ttl, (int, float)) and not isinstance(ttl, bool) and ttl > 0:
+        return float(ttl)
+    raise ValueError(f"idempotency_ttl must be a positive number of seconds or a timedelta, "
+                     f"not {ttl!r}")
+
+
+def trigger(task: Task, args: Any, kwargs: Any, task_id: str | None, key: Any, ttl: Any,
+            options: dict[str, Any]) -> AsyncResult:
+    """Start a run of ``task`` unless a run with ``idempotency_key=key`` exists; its AsyncResult."""
+    app = task.app
+    settings = settings_for(app)
+    seconds = _seconds(ttl, settings.idempotency_ttl)
+    key_text = str(key)
+    if not key_text:
+        raise ValueError("idempotency_key must not be empty")
+    store = get_store(app)
+    run_id = task_id or uuid()
+    bound = store.claim_idempotency_key(task.name, key_text, run_id, ttl=seconds)
+    serializer = get_serializer(settings.serializer)
+    max_bytes = settings.max_checkpoint_bytes
+    new = NewRun(id=bound, task=task.name, idempotency_key=key_text,
+                 args=encode(serializer, list(args or ()), max_bytes=max_bytes,
+                             what="task arguments", run_id=bound),
+                 kwargs=encode(serializer, dict(kwargs or {}), max_bytes=max_bytes,
+                               what="task keyword arguments", run_id=bound))
+    created = store.create_runs([new], grace=float(settings.requeue_grace))[0]
+    if bound != run_id and not created:
+        logger.info("%s: idempotency key %r already started run %s", task.name, key_text,
+                    bound)
+        return task.AsyncResult(bound)
+    return Task.apply_async(task, args, kwargs, task_id=bound, **options)
+
+
+__all__ = ["trigger"]

@@ -1,0 +1,165 @@
+"""The run-control half of :class:`~celery_durable.stores.redis.RedisStore` (issue 7).
+
+Layout, beside the run hashes (``P`` is the store's key prefix)::
+
+    P idem:<task>:<key>        string: the run id an idempotency key is bound to (PX ttl)
+    P conc:{<group>}:run       sorted set: run id -> slot expiry (runs holding a slot)
+    P conc:{<group>}:q         sorted set: run id -> FIFO order (runs waiting for a slot)
+    P conc:{<group>}:qx        sorted set: run id -> expiry of its queue entry
+
+A run hash gains ``parent`` (the run that started it), ``ikey`` (its
+idempotency key) and ``cnote`` (a child finished while the run was not
+parked at its children wait).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ..errors import InvalidRunStateError
+from ..records import NewRun, RunRecord, StepRecord, WaitInfo
+from . import redis_control_scripts as lua
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class RedisControls:
+    """Run controls for RedisStore (mixed into it)."""
+
+    client: Any
+    prefix: str
+    _scripts: dict[str, Any]
+    _due_key: str
+    _runs_key: str
+
+    if TYPE_CHECKING:  # provided by RedisStore
+        def run_key(self, run_id: str) -> str: ...
+        def _pipeline(self, build: Callable[[Any], None]) -> list[Any]: ...
+        def _eval(self, pipe: Any, name: str, key: str, *args: Any) -> None: ...
+
+    def _register_control_scripts(self) -> None:
+        for name in lua.NAMES:
+            self._scripts[name] = self.client.register_script(getattr(lua, name))
+
+    def _run(self, run_id: str, flat: Any) -> RunRecord:
+        from .redis import parse_run
+        return parse_run(run_id, flat)
+
+    def create_runs(self, runs: Sequence[NewRun], *, grace: float) -> list[bool]:
+        """See :meth:`CheckpointStore.create_runs`: one pipeline (two if any is new)."""
+        if not runs:
+            return []
+
+        def build(pipe: Any) -> None:
+            for new in runs:
+                self._eval(pipe, "CREATE", self.run_key(new.id), new.task, new.args, new.kwargs,
+                           json.dumps(new.options), new.parent or "",
+                           new.idempotency_key or "", grace)
+
+        created = [bool(x) for x in self._pipeline(build)]
+        now = time.time()
+        fresh = [new.id for new, made in zip(runs, created, strict=True) if made]
+        if fresh:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.zadd(self._due_key, {run_id: now + grace for run_id in fresh})
+            pipe.zadd(self._runs_key, {run_id: now for run_id in fresh}, nx=True)
+            pipe.execute()
+        return created
+
+    def get_runs(self, run_ids: Sequence[str]) -> list[RunRecord | None]:
+        """See :meth:`CheckpointStore.get_runs`: one pipeline of HGETALLs."""
+        if not run_ids:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for run_id in run_ids:
+            pipe.execute_command("HGETALL", self.run_key(run_id))
+        out: list[RunRecord | None] = []
+        for run_id, flat in zip(run_ids, pipe.execute(), strict=True):
+            if isinstance(flat, dict):
+                flat = [x for kv in flat.items() for x in kv]
+            if not flat:
+                out.append(None)
+                continue
+            run = self._run(run_id, flat)
+            run.steps = []
+            out.append(run)
+        return out
+
+    def cancel(self, run_id: str, *, create_missing: bool = False) -> RunRecord | None:
+        """See :meth:`CheckpointStore.cancel`."""
+        reply = self._scripts["CANCEL"](keys=[self.run_key(run_id)],
+                                        args=["1" if create_missing else "0"])
+        action = _text(reply[0])
+        if action == "missing":
+            return None
+        if action == "state":
+            raise InvalidRunStateError(f"run {run_id} is {_text(reply[1])}; it cannot be "
+                                       "cancelled", run_id=run_id)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zrem(self._due_key, run_id)
+        pipe.zadd(self._runs_key, {run_id: time.time()}, nx=True)
+        pipe.execute()
+        run = self._run(run_id, reply[1])
+        run.steps = []
+        return run
+
+    def claim_idempotency_key(self, task: str, key: str, run_id: str, *, ttl: float) -> str:
+        """See :meth:`CheckpointStore.claim_idempotency_key`: ``SET NX`` on one global key."""
+        bound = self._scripts["IDEMPOTENCY"](keys=[f"{self.prefix}idem:{task}:{key}"],
+                                             args=[run_id, max(int(ttl * 1000), 1)])
+        return _text(bound)
+
+    def notify_parent(self, parent_id: str, *, grace: float) -> RunRecord | None:
+        """See :meth:`CheckpointStore.notify_parent`."""
+        reply = self._scripts["NOTIFY"](keys=[self.run_key(parent_id)], args=[grace])
+        if _text(reply[0]) != "publish":
+            return None
+        run = self._run(parent_id, reply[1])
+        if run.due_at is not None:
+            self.client.zadd(self._due_key, {parent_id: run.due_at})
+        return run
+
+    def suspend_children(self, run_id: str, token: int, *, wait: WaitInfo, recheck: float,
+                         step: StepRecord | None = None) -> str:
+        """See :meth:`CheckpointStore.suspend_children`: one pipelined round trip."""
+        from .redis import _step_args
+        step_args = _step_args(step) if step is not None else ["", "", ""]
+
+        def build(pipe: Any) -> None:
+            self._eval(pipe, "SUSPEND_CHILDREN", self.run_key(run_id), token, *step_args,
+                       wait.step, wait.position, wait.wait_id, recheck)
+            pipe.zadd(self._due_key, {run_id: time.time() + recheck})
+
+        return _text(self._pipeline(build)[0])
+
+    def slot_keys(self, group: str) -> list[str]:
+        """The holders, queue and queue-expiry keys of a concurrency group (one hash tag)."""
+        base = f"{self.prefix}conc:{{{group}}}"
+        return [f"{base}:run", f"{base}:q", f"{base}:qx"]
+
+    def acquire_slot(self, group: str, run_id: str, *, limit: int, ttl: float) -> bool:
+        """See :meth:`CheckpointStore.acquire_slot`: one EVALSHA."""
+        return bool(self._scripts["ACQUIRE"](keys=self.slot_keys(group),
+                                             args=[run_id, limit, ttl]))
+
+    def release_slot(self, group: str, run_id: str, *, limit: int) -> list[str]:
+        """See :meth:`CheckpointStore.release_slot`: one EVALSHA."""
+        ids = self._scripts["RELEASE"](keys=self.slot_keys(group), args=[run_id, limit])
+        return [_text(i) for i in ids]
+
+    def renew_slots(self, slots: Mapping[str, Sequence[str]], ttl: float) -> None:
+        """See :meth:`CheckpointStore.renew_slots`: one pipeline for all groups."""
+        groups = [(g, ids) for g, ids in slots.items() if ids]
+        if not groups:
+            return
+
+        def build(pipe: Any) -> None:
+            for group, ids in groups:
+                self._eval(pipe, "RENEW_SLOTS", self.slot_keys(group)[0], ttl, *ids)
+
+        self._pipeline(build)

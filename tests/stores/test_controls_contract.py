@@ -1,0 +1,288 @@
+"""The run-control part of the store contract (issue 7): creation, cancel, keys, children, slots.
+
+Runs against every store of the ``store`` fixture (memory, Redis, Django on
+SQLite and PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+
+import pytest
+
+from celery_durable import InvalidRunStateError
+from celery_durable.records import Begin, NewRun, RunStatus, StepRecord, StepStatus, WaitInfo
+from celery_durable.stores.base import CheckpointStore
+
+TTL = 0.2
+EXPIRED = 0.35
+
+
+def new_id() -> str:
+    return f"run-{uuid.uuid4().hex}"
+
+
+def begin(store: CheckpointStore, run_id: str, owner: str = "host:1:1",
+          options: dict[str, object] | None = None) -> Begin:
+    return store.begin(run_id, task="tasks.example", args="[]", kwargs="{}",
+                       options=options if options is not None else {"priority": 7},
+                       owner=owner, lease_ttl=30.0)
+
+
+def step(position: int) -> StepRecord:
+    return StepRecord(position, f"s#{position}", "s", StepStatus.SUCCEEDED, 1, value='"v"',
+                      started_at=1000.0, finished_at=1000.5)
+
+
+def children_wait(token: int, position: int = 1) -> WaitInfo:
+    return WaitInfo("children", f"gather#{position}", position, token)
+
+
+# -- create_runs / get_runs -------------------------------------------------------------------
+
+
+def test_create_runs_creates_pending_runs_once(store: CheckpointStore) -> None:
+    """New runs are PENDING with their parent and key; creating them again changes nothing."""
+    parent, a, b = new_id(), new_id(), new_id()
+    specs = [NewRun(a, "tasks.child", "[1]", "{}", {}, parent=parent),
+             NewRun(b, "tasks.child", "[2]", '{"x": 1}', {"queue": "q"}, idempotency_key="k-1")]
+    assert store.create_runs(specs, grace=60) == [True, True]
+    assert store.create_runs([NewRun(a, "tasks.other", "[9]")], grace=60) == [False]
+    got = store.get_runs([b, new_id(), a])
+    assert got[1] is None
+    run_b, run_a = got[0], got[2]
+    assert run_a is not None and run_b is not None
+    assert (run_a.status, run_a.task, run_a.args, run_a.parent) == (
+        RunStatus.PENDING, "tasks.child", "[1]", parent)
+    assert (run_b.kwargs, run_b.options, run_b.idempotency_key) == ('{"x": 1}', {"queue": "q"},
+                                                                    "k-1")
+    assert run_a.due_at is not None and run_a.due_at > time.time() + 50
+    assert run_a.steps == []
+
+
+def test_a_created_run_is_due_after_its_grace(store: CheckpointStore) -> None:
+    """A created run whose message never comes is due after the grace and claimed for publish."""
+    run_id = new_id()
+    store.create_runs([NewRun(run_id, "tasks.child")], grace=TTL)
+    time.sleep(EXPIRED)
+    assert run_id in store.due_runs()
+    claim = store.claim_due(run_id, grace=60, max_recoveries=5)
+    assert claim.action == "publish" and claim.run is not None
+    assert claim.run.task == "tasks.child"
+
+
+def test_first_delivery_of_a_created_run_fills_in_its_options(store: CheckpointStore) -> None:
+    """A run created without options takes the routing of its first delivery, and keeps it."""
+    run_id = new_id()
+    store.create_runs([NewRun(run_id, "tasks.example", parent="p")], grace=60)
+    first = begin(store, run_id, options={"priority": 9, "routing_key": "q"})
+    assert first.outcome == "acquired"
+    assert first.run.options == {"priority": 9, "routing_key": "q"}
+    assert first.run.parent == "p"
+    assert store.finish(run_id, first.token, status=RunStatus.SUCCEEDED, result="1")
+    run = store.get_run(run_id)
+    assert run is not None and run.options == {"priority": 9, "routing_key": "q"}
+
+
+# -- cancel -----------------------------------------------------------------------------------
+
+
+def test_cancel_a_queued_run_ends_it(store: CheckpointStore) -> None:
+    """A PENDING run becomes CANCELLED at once; its message then finds it finished."""
+    run_id = new_id()
+    store.create_runs([NewRun(run_id, "tasks.example")], grace=TTL)
+    run = store.cancel(run_id)
+    assert run is not None and run.status is RunStatus.CANCELLED and run.finished_at
+    time.sleep(EXPIRED)
+    assert run_id not in store.due_runs()
+    assert begin(store, run_id).outcome == "finished"
+
+
+def test_cancel_a_running_run_fences_its_holder(store: CheckpointStore) -> None:
+    """Cancelling a RUNNING run refuses its holder's next checkpoint, heartbeat and finish."""
+    run_id = new_id()
+    b = begin(store, run_id)
+    assert store.save_step(run_id, b.token, step(0))
+    cancelled = store.cancel(run_id)
+    assert cancelled is not None and cancelled.status is RunStatus.CANCELLED
+    assert not store.save_step(run_id, b.token, step(1))
+    assert store.renew({run_id: b.token}, 30.0) == {run_id}
+    assert not store.finish(run_id, b.token, status=RunStatus.SUCCEEDED, result="1")
+    run = store.get_run(run_id)
+    assert run is not None and run.status is RunStatus.CANCELLED
+    assert [s.position for s in run.steps] == [0]
+
+
+def test_cancel_a_sleeping_run_drops_its_timer(store: CheckpointStore) -> None:
+    """A SLEEPING run is cancelled at once and its timer no longer makes it due."""
+    run_id = new_id()
+    b = begin(store, run_id)
+    wait = WaitInfo("sleep", "sleep#0", 0, b.token, until=time.time() + TTL)
+    assert store.suspend(run_id, b.token, status=RunStatus.SLEEPING, wait=wait, step=step(0))
+    assert store.cancel(run_id) is not None
+    time.sleep(EXPIRED)
+    assert run_id not in store.due_runs()
+    assert store.wake(run_id, grace=60) is None
+
+
+def test_cancel_a_missing_run(store: CheckpointStore) -> None:
+    """A missing run is None, or with create_missing a CANCELLED record its message will find."""
+    run_id = new_id()
+    assert store.cancel(run_id) is None
+    assert store.get_run(run_id) is None
+    tomb = store.cancel(run_id, create_missing=True)
+    assert tomb is not None and tomb.status is RunStatus.CANCELLED
+    assert begin(store, run_id).outcome == "finished"
+
+
+def test_cancel_refuses_succeeded_and_cancelled_runs(store: CheckpointStore) -> None:
+    """A SUCCEEDED or already CANCELLED run cannot be cancelled; a FAILED one can."""
+    done, failed = new_id(), new_id()
+    b = begin(store, done)
+    assert store.finish(done, b.token, status=RunStatus.SUCCEEDED, result="1")
+    with pytest.raises(InvalidRunStateError):
+        store.cancel(done)
+    b = begin(store, failed)
+    assert store.finish(failed, b.token, status=RunStatus.FAILED)
+    assert store.cancel(failed) is not None
+    with pytest.raises(InvalidRunStateError):
+        store.cancel(failed)
+
+
+# -- idempotency keys -------------------------------------------------------------------------
+
+
+def test_idempotency_key_binds_once_until_it_expires(store: CheckpointStore) -> None:
+    """The first claim binds the key; later ones get its run; after the TTL it binds anew."""
+    key = f"order-{uuid.uuid4().hex[:6]}"
+    assert store.claim_idempotency_key("t.a", key, "run-1", ttl=TTL) == "run-1"
+    assert store.claim_idempotency_key("t.a", key, "run-2", ttl=TTL) == "run-1"
+    assert store.claim_idempotency_key("t.b", key, "run-3", ttl=TTL) == "run-3"  # per task
+    time.sleep(EXPIRED)
+    assert store.claim_idempotency_key("t.a", key, "run-4", ttl=60) == "run-4"
+
+
+def test_concurrent_claims_of_one_key_agree(store: CheckpointStore) -> None:
+    """Eight threads claiming one key at once all get the same run id, one of theirs."""
+    key = f"order-{uuid.uuid4().hex[:6]}"
+    barrier, got, errors = threading.Barrier(8), [], []
+
+    def claim(i: int) -> None:
+        try:
+            barrier.wait()
+            got.append(store.claim_idempotency_key("t.a", key, f"run-{i}", ttl=60))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=claim, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors, errors
+    assert len(got) == 8 and len(set(got)) == 1 and got[0].startswith("run-")
+
+
+# -- child notices ----------------------------------------------------------------------------
+
+
+def test_notify_resumes_a_parent_parked_at_its_children(store: CheckpointStore) -> None:
+    """A parent parked at a children wait is resumed once by a child's notice."""
+    parent = new_id()
+    b = begin(store, parent)
+    assert store.suspend_children(parent, b.token, wait=children_wait(b.token), recheck=60,
+                                  step=step(1)) == "parked"
+    run = store.get_run(parent)
+    assert run is not None and run.status is RunStatus.WAITING
+    assert run.wait is not None and run.wait.kind == "children" and run.wait.position == 1
+    assert [s.position for s in run.steps] == [1]
+    resumed = store.notify_parent(parent, grace=60)
+    assert resumed is not None and resumed.status is RunStatus.PENDING
+    assert resumed.wait is not None
+    assert json.loads(resumed.wait.resolution or "{}")["how"] == "child"
+    assert store.notify_parent(parent, grace=60) is None  # not parked any more
+    assert begin(store, parent).outcome == "acquired"
+
+
+def test_a_notice_before_parking_keeps_the_parent_running(store: CheckpointStore) -> None:
+    """A child finishing before the parent parks makes the next park say ``notice``, once."""
+    parent = new_id()
+    b = begin(store, parent)
+    assert store.notify_parent(parent, grace=60) is None
+    wait = children_wait(b.token)
+    assert store.suspend_children(parent, b.token, wait=wait, recheck=60) == "notice"
+    run = store.get_run(parent)
+    assert run is not None and run.status is RunStatus.RUNNING
+    assert store.save_step(parent, b.token, step(0))  # still holds the lease
+    assert store.suspend_children(parent, b.token, wait=wait, recheck=60) == "parked"
+    assert store.suspend_children(parent, b.token, wait=wait, recheck=60) == "lost"
+
+
+def test_a_parked_parent_is_rechecked_by_the_sweeper(store: CheckpointStore) -> None:
+    """A parent at a children wait is due after ``recheck`` (should a notice be lost)."""
+    parent = new_id()
+    b = begin(store, parent)
+    assert store.suspend_children(parent, b.token, wait=children_wait(b.token),
+                                  recheck=TTL) == "parked"
+    time.sleep(EXPIRED)
+    assert parent in store.due_runs()
+    assert store.claim_due(parent, grace=60, max_recoveries=5).action == "publish"
+
+
+def test_notify_a_missing_or_finished_parent_does_nothing(store: CheckpointStore) -> None:
+    """A notice to a missing or finished parent returns None and creates nothing."""
+    missing, done = new_id(), new_id()
+    assert store.notify_parent(missing, grace=60) is None
+    assert store.get_run(missing) is None
+    b = begin(store, done)
+    assert store.finish(done, b.token, status=RunStatus.SUCCEEDED, result="1")
+    assert store.notify_parent(done, grace=60) is None
+
+
+# -- concurrency slots ------------------------------------------------------------------------
+
+
+def test_slots_are_limited_and_handed_over_fifo(store: CheckpointStore) -> None:
+    """Two slots: the third and fourth runs queue; releases hand slots over oldest first."""
+    group = f"g-{uuid.uuid4().hex[:6]}"
+    assert store.acquire_slot(group, "a", limit=2, ttl=30)
+    assert store.acquire_slot(group, "b", limit=2, ttl=30)
+    assert store.acquire_slot(group, "a", limit=2, ttl=30)  # already holds one
+    assert not store.acquire_slot(group, "c", limit=2, ttl=30)
+    time.sleep(0.01)
+    assert not store.acquire_slot(group, "d", limit=2, ttl=30)
+    assert store.release_slot(group, "a", limit=2) == ["c"]
+    assert not store.acquire_slot(group, "d", limit=2, ttl=30)  # c is ahead of d
+    assert not store.acquire_slot(group, "e", limit=2, ttl=30)  # newcomers queue too
+    assert store.acquire_slot(group, "c", limit=2, ttl=30)
+    assert store.release_slot(group, "b", limit=2) == ["d"]
+    assert store.release_slot(group, "c", limit=2) == ["d", "e"]
+    assert store.acquire_slot(group, "e", limit=2, ttl=30)  # one ahead, two free
+    assert store.acquire_slot(group, "d", limit=2, ttl=30)
+
+
+def test_a_slot_expires_unless_renewed(store: CheckpointStore) -> None:
+    """A slot not renewed within its TTL is free again; a renewed one is kept."""
+    group = f"g-{uuid.uuid4().hex[:6]}"
+    assert store.acquire_slot(group, "kept", limit=2, ttl=TTL)
+    assert store.acquire_slot(group, "crashed", limit=2, ttl=TTL)
+    assert not store.acquire_slot(group, "next", limit=2, ttl=TTL)
+    for _ in range(3):
+        time.sleep(TTL / 2)
+        store.renew_slots({group: ["kept"]}, TTL)
+    assert store.acquire_slot(group, "next", limit=2, ttl=30)  # "crashed" expired
+    assert not store.acquire_slot(group, "other", limit=2, ttl=30)  # "kept" still holds
+
+
+def test_an_abandoned_queue_entry_expires(store: CheckpointStore) -> None:
+    """A queued run that stops asking leaves the queue after twice the TTL."""
+    group = f"g-{uuid.uuid4().hex[:6]}"
+    assert store.acquire_slot(group, "a", limit=1, ttl=30)
+    assert not store.acquire_slot(group, "gone", limit=1, ttl=TTL)
+    time.sleep(0.01)
+    assert not store.acquire_slot(group, "b", limit=1, ttl=30)
+    time.sleep(2 * TTL + 0.1)
+    assert store.release_slot(group, "a", limit=1) == ["b"]

@@ -1,0 +1,158 @@
+"""Run controls through real worker subprocesses and real Redis (issue 7).
+
+Priorities, cancellation, idempotent triggering, child runs and concurrency
+limits. Every side effect is counted outside the worker, in Redis, by the
+tasks of ``tests/apps/controls_app.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from typing import Any
+
+import pytest
+from celery.result import AsyncResult
+from harness import wait_for
+
+from celery_durable import RunStatus, cancel_run, get_run, send_event, wake_run
+
+pytestmark = pytest.mark.worker
+
+APP = "apps.controls_app"
+
+
+def count(redis_client: Any, tag: str, name: str) -> int:
+    return int(redis_client.get(f"{tag}:{name}") or 0)
+
+
+def until_status(run_id: str, status: str, timeout: float = 15.0) -> None:
+    """Wait until the store says the run is ``status``."""
+    from apps.controls_app import app
+
+    def reached() -> bool:
+        try:
+            return get_run(run_id, app=app).status == status
+        except Exception:
+            return False
+
+    wait_for(reached, timeout, 0.02, f"{run_id} to be {status}")
+
+
+def pid_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+# -- priorities -------------------------------------------------------------------------------
+
+
+def test_priority_survives_a_step_retry_and_a_recovery(start_worker, tag, redis_client):
+    """Every delivery of a priority-7 run (first, step retry, crash recovery) has priority 7."""
+    from apps.controls_app import app, prioritized
+
+    first = start_worker(APP, concurrency=1)
+    result = prioritized.apply_async((tag,), priority=7)
+    wait_for(lambda: count(redis_client, tag, "long_first_time") == 1, 20, 0.05,
+             "the step after the retry")
+    first.kill()  # recovered by the sweeper once the lease expires
+    start_worker(APP, concurrency=1)
+    assert result.get(timeout=30) == "done"
+    seen = [json.loads(p) for p in redis_client.lrange(f"{tag}:priorities", 0, -1)]
+    assert len(seen) == 3, seen  # first delivery, step retry, recovery
+    assert seen == [7, 7, 7]
+    run = get_run(result.id, app=app)
+    assert run.recoveries == 1 and run.status is RunStatus.SUCCEEDED
+
+
+# -- cancellation -----------------------------------------------------------------------------
+
+
+def test_cancel_a_sleeping_run(start_worker, tag, redis_client):
+    """A SLEEPING run is CANCELLED at once, REVOKED for Celery, and never runs its next step."""
+    from apps.controls_app import app, sleeper
+
+    start_worker(APP)
+    result = sleeper.delay(tag, 2)
+    until_status(result.id, "SLEEPING")
+    assert cancel_run(result.id, app=app) is True
+    assert get_run(result.id, app=app).status is RunStatus.CANCELLED
+    assert AsyncResult(result.id, app=app).state == "REVOKED"
+    assert wake_run(result.id, app=app) is False
+    time.sleep(3.0)  # past the wake time
+    assert count(redis_client, tag, "before") == 1
+    assert count(redis_client, tag, "after") == 0
+    assert get_run(result.id, app=app).status is RunStatus.CANCELLED
+    assert cancel_run(result.id, app=app) is False  # already cancelled
+
+
+def test_cancel_a_waiting_run(start_worker, tag, redis_client):
+    """A WAITING run is CANCELLED at once; a later event resumes nothing."""
+    from apps.controls_app import app, waiter
+
+    start_worker(APP)
+    name = f"approval-{uuid.uuid4().hex[:8]}"
+    result = waiter.delay(tag, name)
+    until_status(result.id, "WAITING")
+    assert cancel_run(result.id, app=app) is True
+    assert send_event(name, tag, "too late", app=app) == 0
+    time.sleep(1.0)
+    assert count(redis_client, tag, "after") == 0
+    assert get_run(result.id, app=app).status is RunStatus.CANCELLED
+    assert AsyncResult(result.id, app=app).state == "REVOKED"
+
+
+def test_cancel_a_running_run_stops_at_the_next_step_boundary(start_worker, tag, redis_client):
+    """A run cancelled during a step finishes that step but runs no further step."""
+    from apps.controls_app import app, runner
+
+    worker = start_worker(APP)
+    result = runner.delay(tag, 1.5)
+    wait_for(lambda: count(redis_client, tag, "slow:started") == 1, 15, 0.02, "the slow step")
+    assert cancel_run(result.id, app=app) is True
+    assert get_run(result.id, app=app).status is RunStatus.CANCELLED  # at once
+    wait_for(lambda: count(redis_client, tag, "slow:ended") == 1, 10, 0.05, "the step's end")
+    wait_for(lambda: "cancelled; stopping" in worker.log(), 10, 0.05, "the delivery to stop")
+    time.sleep(0.5)
+    assert count(redis_client, tag, "first") == 1
+    assert count(redis_client, tag, "third") == 0
+    assert count(redis_client, tag, "fourth") == 0
+    run = get_run(result.id, app=app)
+    assert run.status is RunStatus.CANCELLED
+    assert [s.key for s in run.steps] == ["mark#0"]  # the cut-off step was not checkpointed
+    assert AsyncResult(result.id, app=app).state == "REVOKED"
+
+
+def test_cancel_with_terminate_kills_the_step_in_flight(start_worker, tag, redis_client):
+    """``terminate=True`` revokes like Celery: the pool process running the step is killed."""
+    from apps.controls_app import app, runner
+
+    worker = start_worker(APP)
+    result = runner.delay(tag, 30)
+    wait_for(lambda: redis_client.get(f"{tag}:slow:pid"), 15, 0.02, "the slow step")
+    pid = int(redis_client.get(f"{tag}:slow:pid"))
+    assert cancel_run(result.id, terminate=True, app=app) is True
+    wait_for(lambda: pid_gone(pid), 10, 0.05, "the pool process to be terminated")
+    time.sleep(1.0)
+    assert worker.proc.poll() is None
+    assert count(redis_client, tag, "slow:ended") == 0
+    assert count(redis_client, tag, "third") == 0
+    assert get_run(result.id, app=app).status is RunStatus.CANCELLED
+
+
+def test_cancel_a_run_whose_message_is_still_queued(start_worker, tag, redis_client):
+    """A run cancelled before any worker took its message never runs a step."""
+    from apps.controls_app import app, runner
+
+    result = runner.delay(tag, 0.1)
+    assert cancel_run(result.id, app=app) is True
+    start_worker(APP)
+    probe = runner.delay(f"{tag}-probe", 0.1)  # queued behind it: once it ran, ours was seen
+    assert probe.get(timeout=20) == "done"
+    assert count(redis_client, tag, "first") == 0
+    assert get_run(result.id, app=app).status is RunStatus.CANCELLED
