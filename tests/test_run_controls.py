@@ -156,3 +156,81 @@ def test_cancel_a_run_whose_message_is_still_queued(start_worker, tag, redis_cli
     assert probe.get(timeout=20) == "done"
     assert count(redis_client, tag, "first") == 0
     assert get_run(result.id, app=app).status is RunStatus.CANCELLED
+
+
+# -- idempotent triggering --------------------------------------------------------------------
+
+_TRIGGER = """
+import json, sys, threading, time
+from apps.controls_app import charge_order
+
+start, key, tag = float(sys.argv[1]), sys.argv[2], sys.argv[3]
+threads, each = int(sys.argv[4]), int(sys.argv[5])
+ids, lock = [], threading.Lock()
+
+def go():
+    while time.time() < start:
+        time.sleep(0.0005)
+    for _ in range(each):
+        result = charge_order.apply_async((tag, "42"), idempotency_key=key)
+        with lock:
+            ids.append(result.id)
+
+workers = [threading.Thread(target=go) for _ in range(threads)]
+for t in workers:
+    t.start()
+for t in workers:
+    t.join()
+print(json.dumps(ids))
+"""
+
+
+def test_fifty_concurrent_triggers_with_one_key_start_one_run(start_worker, tag, redis_client):
+    """50 triggers with one key, from 10 threads in 2 processes at once, make exactly one run."""
+    import subprocess
+    import sys
+
+    from apps.controls_app import app, charge_order
+    from harness import ROOT
+
+    from celery_durable import list_runs
+
+    key = f"order-{uuid.uuid4().hex[:8]}"
+    start = time.time() + 2.0
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)])}
+    procs = [subprocess.Popen([sys.executable, "-c", _TRIGGER, str(start), key, tag, "5", "5"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT)
+             for _ in range(2)]
+    outputs = [p.communicate(timeout=60) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err.decode()[-2000:] for _, err in outputs]
+    ids = [i for out, _ in outputs for i in json.loads(out)]
+    assert len(ids) == 50 and len(set(ids)) == 1, set(ids)
+    run_id = ids[0]
+    assert get_run(run_id, app=app).idempotency_key == key
+    keyed = [r for r in list_runs(task=charge_order.name, limit=1000, app=app)
+             if r.idempotency_key == key]
+    assert [r.id for r in keyed] == [run_id]
+    start_worker(APP)
+    assert AsyncResult(run_id, app=app).get(timeout=20) == "charged 42"
+    again = charge_order.apply_async((tag, "42"), idempotency_key=key)
+    assert again.id == run_id and again.get(timeout=5) == "charged 42"
+    time.sleep(0.5)  # duplicate messages, if any, were ignored
+    assert count(redis_client, tag, "charged") == 1
+
+
+def test_an_idempotency_key_expires_after_its_ttl(start_worker, tag, redis_client):
+    """After ``idempotency_ttl`` the same key starts a new run; keys are per task name."""
+    from apps.controls_app import app, charge_order, runner
+
+    start_worker(APP)
+    key = f"order-{uuid.uuid4().hex[:8]}"
+    first = charge_order.apply_async((tag, "1"), idempotency_key=key, idempotency_ttl=1)
+    assert charge_order.apply_async((tag, "1"), idempotency_key=key).id == first.id
+    other_task = runner.apply_async((f"{tag}-r", 0.0), idempotency_key=key)
+    assert other_task.id != first.id
+    assert first.get(timeout=15) == "charged 1" and other_task.get(timeout=15) == "done"
+    time.sleep(1.2)
+    second = charge_order.apply_async((tag, "2"), idempotency_key=key)
+    assert second.id != first.id and second.get(timeout=15) == "charged 2"
+    assert count(redis_client, tag, "charged") == 2
+    assert get_run(second.id, app=app).idempotency_key == key
