@@ -234,3 +234,75 @@ def test_an_idempotency_key_expires_after_its_ttl(start_worker, tag, redis_clien
     assert second.id != first.id and second.get(timeout=15) == "charged 2"
     assert count(redis_client, tag, "charged") == 2
     assert get_run(second.id, app=app).idempotency_key == key
+
+
+# -- child runs -------------------------------------------------------------------------------
+
+
+def child_runs(app: Any, parent_id: str) -> list[Any]:
+    from celery_durable import list_runs
+
+    return [r for r in list_runs(limit=5000, app=app) if r.id.startswith(f"{parent_id}~")]
+
+
+def test_fan_out_survives_a_sigkill_with_exactly_one_run_per_child(start_worker, tag,
+                                                                     redis_client):
+    """A parent fanning out to 10 children, its worker SIGKILLed mid fan-out, starts each once."""
+    from apps.controls_app import app, fan_out
+
+    env = {"TEST_GRACE": "3"}  # queued messages lost with the worker are re-sent after 3 s
+    first = start_worker(APP, concurrency=2, env=env)
+    result = fan_out.delay(tag, 10, 1.0)
+    wait_for(lambda: count(redis_client, tag, "square-0:started") >= 1, 20, 0.02,
+             "the first map child to start")
+    first.kill()
+    start_worker(APP, concurrency=2, env=env)
+    squares = [x * x for x in range(10)]
+    assert result.get(timeout=60) == {"first": 10000, "sum": sum(squares), "squares": squares,
+                                      "pair": [40000, 90000]}
+    children = child_runs(app, result.id)
+    map_children = sorted(r.id for r in children if r.task.endswith("square_item"))
+    assert map_children == sorted(f"{result.id}~1.{i}" for i in range(10))
+    assert len(children) == 13  # 1 call + 10 map + 2 gather
+    assert all(r.status is RunStatus.SUCCEEDED and r.id.startswith(result.id)
+               for r in children)
+    for x in range(10):
+        assert count(redis_client, tag, f"square-{x}:ended") == 1, x  # no step ran twice
+    assert count(redis_client, tag, "square:100") == 1
+    assert count(redis_client, tag, "after_fan_out") == 1
+    run = get_run(result.id, app=app)
+    assert [s.key for s in run.steps] == ["call:apps.controls_app.square#0",
+                                          "map:apps.controls_app.square_item#0", "gather#0",
+                                          "mark#0"]
+
+
+def test_a_failed_child_is_retried_under_the_parents_policy(start_worker, tag, redis_client):
+    """A child failing for good fails the parent's step; the parent's retry re-triggers it."""
+    from apps.controls_app import app, parent_retrying
+
+    start_worker(APP, concurrency=2)
+    result = parent_retrying.delay(tag)
+    assert result.get(timeout=30) == [0, 2, 4, 6, 8]
+    assert count(redis_client, tag, "fragile:3") == 2  # failed once, re-triggered once
+    assert count(redis_client, tag, "maybe_fail:3") == 2
+    assert all(count(redis_client, tag, f"fragile:{x}") == 1 for x in (0, 1, 2, 4))
+    step = get_run(result.id, app=app).steps[0]
+    assert step.key == "gather#0" and step.attempts == 2
+
+
+def test_cancelling_a_parent_cancels_its_children(start_worker, tag, redis_client):
+    """Cancelling a parent waiting for two sleeping children cancels them too."""
+    from apps.controls_app import app, parent_of_sleepers
+
+    start_worker(APP, concurrency=2)
+    result = parent_of_sleepers.delay(tag)
+    until_status(result.id, "WAITING")
+    for child in (f"{result.id}~0.0", f"{result.id}~0.1"):
+        until_status(child, "SLEEPING")
+    assert cancel_run(result.id, app=app) is True
+    statuses = {r.id: r.status for r in child_runs(app, result.id)}
+    assert statuses == {f"{result.id}~0.0": RunStatus.CANCELLED,
+                        f"{result.id}~0.1": RunStatus.CANCELLED}
+    assert AsyncResult(f"{result.id}~0.0", app=app).state == "REVOKED"
+    assert count(redis_client, f"{tag}-a", "before") == 1
+    assert count(redis_client, f"{tag}-a", "after") == 0
