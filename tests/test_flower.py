@@ -96,10 +96,36 @@ def test_flower_shows_retry_then_success(start_worker, flower, tag):
     assert isinstance(tasks, dict) and result.id in tasks
 
 
-def test_flower_reports_queue_length(start_worker, flower):
-    """Flower's queue-length API reports the durable tasks' queue."""
-    start_worker("apps.core_app")
-    lengths = _get(f"{flower}/api/queues/length")
+def _queue_length(base: str, queue: str) -> int | None:
+    """Messages Flower reports waiting in ``queue``, or None while it does not list it.
+
+    Flower lists the queues its workers consume; on a broker shared with other
+    test sessions other queues may be listed too, and ours only once our
+    worker answers Flower's ``active_queues`` broadcast.
+    """
+    lengths = _get(f"{base}/api/queues/length")
     assert isinstance(lengths, dict)
-    names = [q["name"] for q in lengths["active_queues"]]
-    assert os.environ["TEST_QUEUE"] in names
+    for q in lengths["active_queues"]:
+        if q["name"] == queue:
+            return int(q["messages"])
+    return None
+
+
+def test_flower_reports_queue_length(start_worker, flower, tag):
+    """Flower's queue-length API lists the durable tasks' queue with the runs waiting in it,
+    and the count drops to zero once the worker has run them."""
+    from apps.core_app import five_with_slow, quick
+
+    queue = os.environ["TEST_QUEUE"]
+    start_worker("apps.core_app", concurrency=1, extra_args=["--prefetch-multiplier=1"])
+    wait_for(lambda: _queue_length(flower, queue) is not None, 30, 0.2,
+             f"Flower to list the queue {queue}")
+    busy = five_with_slow.delay(tag, 3.0)  # holds the only worker process for ~3 s
+    queued = [quick.delay(f"{tag}-{i}") for i in range(3)]
+    wait_for(lambda: (_queue_length(flower, queue) or 0) >= 2, 10, 0.1,
+             "Flower to report the queued runs")
+    busy.get(timeout=30)
+    for result in queued:
+        result.get(timeout=30)
+    wait_for(lambda: _queue_length(flower, queue) == 0, 10, 0.2,
+             "Flower to report the queue drained")

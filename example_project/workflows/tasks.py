@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from decimal import Decimal
 from typing import Any
 
 from django.core.mail import send_mail
@@ -56,7 +55,7 @@ def fetch_order(order_id: int) -> dict[str, Any]:
     order = Order.objects.get(pk=order_id)
     return {"id": order.pk, "customer": order.customer, "email": order.email,
             "address": order.address, "sku": order.sku, "quantity": order.quantity,
-            "amount": order.amount, "source": order.payment_source}
+            "amount": str(order.amount), "source": order.payment_source}
 
 
 @step(max_attempts=6)
@@ -68,7 +67,7 @@ def charge_payment(order: dict[str, Any]) -> dict[str, Any]:
     to a repeated request instead of charging twice.
     """
     try:
-        charge = clients.charge(amount=str(order["amount"]), currency="EUR",
+        charge = clients.charge(amount=order["amount"], currency="EUR",
                                 source=order["source"], description=f"Order #{order['id']}",
                                 idempotency_key=step.context().idempotency_key)
     except clients.CardDeclined as exc:
@@ -112,7 +111,7 @@ def process_order(order_id: int, follow_up_after: float = 5.0) -> dict[str, Any]
     send_email(order["email"], f"How was order #{order_id}?",
                "We hope you like it. Reply to this e-mail to tell us.")
     return {"order": order_id, "charge": payment["id"], "tracking": label["tracking"],
-            "amount": Decimal(order["amount"])}
+            "amount": order["amount"]}
 
 
 # -- 2. the research agent ---------------------------------------------------------------

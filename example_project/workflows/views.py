@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from django.contrib import messages
+from django.contrib import admin, messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
@@ -20,6 +20,7 @@ def approvals(request: HttpRequest) -> HttpResponse:
     """List the documents, newest first; those awaiting approval get buttons."""
     documents = Document.objects.order_by("-created_at")[:50]
     return render(request, "workflows/approvals.html", {
+        **admin.site.each_context(request), "title": "Approvals",
         "documents": documents, "flower_url": os.environ.get("FLOWER_URL", "")})
 
 
