@@ -306,3 +306,70 @@ def test_cancelling_a_parent_cancels_its_children(start_worker, tag, redis_clien
     assert AsyncResult(f"{result.id}~0.0", app=app).state == "REVOKED"
     assert count(redis_client, f"{tag}-a", "before") == 1
     assert count(redis_client, f"{tag}-a", "after") == 0
+
+
+# -- concurrency limits -----------------------------------------------------------------------
+
+
+def max_overlap(intervals: list[list[float]]) -> int:
+    """The most recorded executions in progress at one moment."""
+    edges = sorted([(iv[1], 1) for iv in intervals] + [(iv[2], -1) for iv in intervals])
+    most = now = 0
+    for _, delta in edges:
+        now += delta
+        most = max(most, now)
+    return most
+
+
+def overlapping(intervals: list[list[float]], after: float) -> bool:
+    """True if two executions of different runs other than run 0 overlap after ``after``."""
+    late = [iv for iv in intervals if iv[0] != 0 and iv[1] > after]
+    return any(a[0] != b[0] and a[1] < b[2] and b[1] < a[2]
+               for n, a in enumerate(late) for b in late[n + 1:])
+
+
+def test_concurrency_two_across_three_workers(start_worker, tag, redis_client):
+    """concurrency=2 over 3 workers x 2 slots: never 3 at once, all 20 finish, a killed run's
+    slot frees itself."""
+    from apps.controls_app import app, limited
+
+    from celery_durable.stores import get_store
+
+    env = {"TEST_GRACE": "3"}
+    workers = [start_worker(APP, concurrency=2, env=env) for _ in range(3)]
+    victim = limited.delay(tag, 0, 60)
+    wait_for(lambda: redis_client.get(f"{tag}:work:0:pid"), 15, 0.02, "run 0 to execute")
+    others = [limited.delay(tag, i, 0.5) for i in range(1, 20)]
+    store = get_store(app)
+    wait_for(lambda: all(store.get_runs([r.id for r in others])), 15, 0.05,
+             "every run to reach the store")
+    pid = int(redis_client.get(f"{tag}:work:0:pid"))
+    holder = next(w for w in workers if pid in w.pool_pids())
+    dead = set(holder.pool_pids())
+    holder.kill()
+    killed_at = time.time()
+    # Runs that died inside the step (run 0, maybe one more) leave the executing set.
+    # Their slots stay taken until their leases expire, so nobody joins meanwhile.
+    for i in range(20):
+        if int(redis_client.get(f"{tag}:work:{i}:pid") or 0) in dead:
+            redis_client.srem(f"{tag}:executing", str(i))
+    assert [r.get(timeout=90) for r in others] == list(range(1, 20))
+    assert victim.get(timeout=30) == 0
+    assert int(redis_client.get(f"{tag}:high")) == 2  # never more than 2 executing at once
+    intervals = [json.loads(x) for x in redis_client.lrange(f"{tag}:intervals", 0, -1)]
+    assert sorted({iv[0] for iv in intervals}) == list(range(20))
+    assert max_overlap(intervals) == 2
+    # After the kill two other runs executed at once: the dead run's slot was freed.
+    assert overlapping(intervals, killed_at), intervals
+    assert get_run(victim.id, app=app).recoveries == 1
+
+
+def test_concurrency_key_limits_per_key(start_worker, tag, redis_client):
+    """concurrency=1 per customer: each customer's runs execute one at a time, all finish."""
+    from apps.controls_app import per_customer
+
+    start_worker(APP, concurrency=3)
+    results = [per_customer.delay(tag, c, i) for i in range(3) for c in ("ann", "bob")]
+    assert sorted(r.get(timeout=30) for r in results) == [0, 0, 1, 1, 2, 2]
+    for customer in ("ann", "bob"):
+        assert int(redis_client.get(f"{tag}:{customer}:high")) == 1
