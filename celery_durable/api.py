@@ -54,6 +54,8 @@ class RunInfo:
     #: The durable wait of a SLEEPING/WAITING run (wake time, awaited event), else
     #: the last one the run passed.
     wait: WaitInfo | None = None
+    #: The run that started this one with ``call``/``gather``/``map`` (None: top level).
+    parent: str | None = None
 
 
 def _decode_or_raw(app: Celery, text: str | None, what: str, run_id: str) -> Any:
@@ -74,7 +76,7 @@ def _info(app: Celery, run: RunRecord) -> RunInfo:
         result=_decode_or_raw(app, run.result, "result", run.id), error=run.error,
         failed_step=run.failed_step, recoveries=run.recoveries, created_at=run.created_at,
         started_at=run.started_at, finished_at=run.finished_at, updated_at=run.updated_at,
-        idempotency_key=run.idempotency_key, steps=steps, wait=run.wait)
+        idempotency_key=run.idempotency_key, steps=steps, wait=run.wait, parent=run.parent)
 
 
 def get_run(run_id: str, *, app: Celery | None = None) -> RunInfo:
