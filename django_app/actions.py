@@ -132,16 +132,22 @@ def restart_from_scratch(modeladmin: admin.ModelAdmin[Any], request: HttpRequest
 def retry_with_edited_arguments(modeladmin: admin.ModelAdmin[Any], request: HttpRequest,
                                 queryset: QuerySet[Run]) -> HttpResponse | None:
     """Open the argument editor of the one selected run."""
+    return open_run_form(modeladmin, request, queryset, "retry_arguments",
+                         "Select exactly one run to edit its arguments.")
+
+
+def open_run_form(modeladmin: admin.ModelAdmin[Any], request: HttpRequest,
+                  queryset: QuerySet[Run], url_suffix: str, warning: str) -> HttpResponse | None:
+    """Redirect to the per-run form ``<app>_<model>_<url_suffix>`` of the one selected run."""
     ids = list(queryset.values_list("pk", flat=True)[:2])
     if len(ids) != 1:
-        modeladmin.message_user(request, "Select exactly one run to edit its arguments.",
-                                messages.WARNING)
+        modeladmin.message_user(request, warning, messages.WARNING)
         return None
     from django.urls import reverse
 
     opts = modeladmin.model._meta
     return HttpResponseRedirect(reverse(
-        f"{modeladmin.admin_site.name}:{opts.app_label}_{opts.model_name}_retry_arguments",
+        f"{modeladmin.admin_site.name}:{opts.app_label}_{opts.model_name}_{url_suffix}",
         args=[ids[0]]))
 
 

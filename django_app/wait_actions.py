@@ -17,14 +17,13 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
-from django.urls import reverse
 from django.utils.translation import ngettext
 
 from celery_durable.errors import DurableError
 from celery_durable.records import RunStatus
 from celery_durable.waits import send_event, wake_run
 
-from .actions import back, celery_app, report
+from .actions import back, celery_app, open_run_form, report
 from .models import Run
 
 PAUSED = (RunStatus.SLEEPING.value, RunStatus.WAITING.value)
@@ -57,15 +56,8 @@ def wake_now(modeladmin: admin.ModelAdmin[Any], request: HttpRequest,
 def send_awaited_event(modeladmin: admin.ModelAdmin[Any], request: HttpRequest,
                        queryset: QuerySet[Run]) -> HttpResponse | None:
     """Open the send-event form for the one selected waiting run."""
-    ids = list(queryset.values_list("pk", flat=True)[:2])
-    if len(ids) != 1:
-        modeladmin.message_user(request, "Select exactly one waiting run to send its event.",
-                                messages.WARNING)
-        return None
-    opts = modeladmin.model._meta
-    return HttpResponseRedirect(reverse(
-        f"{modeladmin.admin_site.name}:{opts.app_label}_{opts.model_name}_send_event",
-        args=[ids[0]]))
+    return open_run_form(modeladmin, request, queryset, "send_event",
+                         "Select exactly one waiting run to send its event.")
 
 
 class SendEventForm(forms.Form):
