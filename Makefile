@@ -1,10 +1,13 @@
-.PHONY: test demo lint bench
+.PHONY: test demo quickstart lint bench
 
 test:  ## run the test suite (installs everything it needs)
 	scripts/test
 
-demo:  ## run the example: a worker, a durable task whose step fails once, and its resume
+demo:  ## the full demo: example_project with a worker, Flower and the Django admin (scripts/demo --help)
 	scripts/demo
+
+quickstart:  ## the small example: a worker, a durable task whose step fails once, and its resume
+	bash -c '. scripts/_venv.sh && ensure_venv demo && exec .venv/bin/python scripts/with_redis.py .venv/bin/python examples/quickstart/run.py'
 
 lint:
 	.venv/bin/ruff check . && .venv/bin/mypy

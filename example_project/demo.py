@@ -298,6 +298,8 @@ class Demo:
 def main(argv: list[str] | None = None) -> int:
     """Run the demo; 0 when it was stopped by Ctrl-C, SIGTERM or the end of ``--duration``."""
     args = parse_args(argv)
+    # Explicitly: a process started in the background inherits SIGINT ignored.
+    signal.signal(signal.SIGINT, _raise_interrupt)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     demo = Demo(args)
     code = 0

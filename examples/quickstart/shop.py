@@ -1,6 +1,6 @@
 """A tiny shop: an order pipeline whose payment step fails once, then resumes.
 
-Run it with ``scripts/demo`` (or ``make demo``); see README.md.
+Run it with ``make quickstart``; see README.md.
 """
 
 from __future__ import annotations
