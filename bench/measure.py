@@ -43,6 +43,7 @@ class Contender:
     per_step: bool = True             # does its job report a body time?
     throughput_jobs: int = 400
     pair_with: str | None = None      # reference task interleaved for the per-step ratio
+    pair_throughput: list[Contender] = field(default_factory=list)  # alternated throughput
 
 
 def send_job(app: Celery, contender: Contender, steps: int, queue: str) -> AsyncResult:
@@ -111,6 +112,27 @@ def paired(app: Celery, queue: str, task: str, reference: str, steps: int, jobs:
             "ratio": summary([m / r for m, r in zip(mine, ref, strict=True)])}
 
 
+def paired_throughput(app: Celery, queue: str, contender: Contender,
+                      references: dict[str, Contender], rounds: int) -> dict[str, Any]:
+    """Throughput of ``contender`` and of each reference, alternated on the same worker.
+
+    Every worker runs the same app (all tasks registered, same pool), so
+    alternating the contenders round by round on one worker compares them
+    under the same load; the ratios are taken per round.
+    """
+    mine: list[float] = []
+    refs: dict[str, list[float]] = {key: [] for key in references}
+    for _ in range(rounds):
+        mine.append(throughput(app, contender, queue, contender.throughput_jobs))
+        for key, ref in references.items():
+            refs[key].append(throughput(app, ref, queue, ref.throughput_jobs))
+    out: dict[str, Any] = {"self": summary(mine)}
+    for key, values in refs.items():
+        out[key] = {"throughput": summary(values),
+                    "ratio": summary([m / r for m, r in zip(mine, values, strict=True)])}
+    return out
+
+
 def jobs_for(steps: int, quick: bool) -> int:
     """How many sequential jobs one per-step trial averages over."""
     n = max(1, 200 // steps)
@@ -142,6 +164,16 @@ def measure_contender(app: Celery, contender: Contender, queue: str, *, n_trials
                          n_trials)
             out["per_step"][str(steps)] = res
             log(f"  per step @{steps}: {res['median'] * 1e6:.1f} us")
+    if contender.pair_throughput:
+        refs = {c.key: Contender(c.key, c.label, c.task,
+                                 throughput_jobs=max(20, c.throughput_jobs // (4 if quick else 1)))
+                for c in contender.pair_throughput}
+        me = Contender(contender.key, contender.label, contender.task, throughput_jobs=jobs)
+        res = paired_throughput(app, queue, me, refs, max(n_trials, 3))
+        out["paired_throughput"] = res
+        log("  paired throughput: " + ", ".join(
+            f"{res['self']['median']:.0f} vs {key} {res[key]['throughput']['median']:.0f} jobs/s "
+            f"(ratio {res[key]['ratio']['median']:.2f})" for key in refs))
     if contender.pair_with and contender.task:
         out["paired"] = {"reference": contender.pair_with}
         for steps in step_counts:
