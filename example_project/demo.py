@@ -185,10 +185,14 @@ class Demo:
 
         self.runs = submit(self.args.runs, follow_up_after=settings.FOLLOW_UP_DELAY)
         kinds = [r.kind for r in self.runs]
-        print(f"submitted {len(self.runs)} runs: {kinds.count('order')} orders (one with a "
-              f"card that is declined: dead-lettered), {kinds.count('research')} research "
-              f"questions, {kinds.count('approval')} documents to approve (the demo approves "
-              "the first; the second waits for you)\n", flush=True)
+
+        def n(kind: str, noun: str) -> str:
+            return f"{kinds.count(kind)} {noun}{'' if kinds.count(kind) == 1 else 's'}"
+
+        print(f"submitted {len(self.runs)} runs: {n('order', 'order')} (one with a card that "
+              f"is declined: dead-lettered), {n('research', 'research question')}, "
+              f"{n('approval', 'document')} to approve (the demo approves the first; the "
+              "second waits for you)\n", flush=True)
         self.to_approve = next(r for r in self.runs if r.kind == "approval")
         self.approved = False
 
