@@ -261,7 +261,8 @@ class Demo:
         print("\n\nAll runs have finished or are waiting. Things to try:")
         for run in failed:
             print(f"  * dead letter: {run.label}\n    {self.base}/admin/celery_durable/"
-                  f"deadletter/ → open it, read the error, 'Retry from failed step'")
+                  "deadletter/ → read the error; give the order a working card (Example "
+                  "workflows → Orders, payment source tok_visa), then 'Restart from scratch'")
         for run in waiting:
             print(f"  * waiting for approval: {run.label}\n    {self.base}/ → Approve; the "
                   "run resumes and publishes it")

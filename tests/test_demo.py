@@ -244,9 +244,11 @@ def shot(driver: Any, name: str) -> None:
 
 def test_demo_admin_in_a_browser(demo, browser):
     """A browser logs in to the demo's admin with the printed credentials, sees the runs, a
-    retried run's timeline, the dead letter and Flower, and approves the waiting document,
-    whose run then resumes and succeeds; the screenshots go to docs/images/demo-*.png."""
+    retried run's timeline, the dead letter and Flower, approves the waiting document and
+    fixes the dead letter (a working card, then "Restart from scratch"), and both runs then
+    succeed; the screenshots go to docs/images/demo-*.png."""
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
 
     base = demo.find(r"Admin\s+(http://127\.0\.0\.1:\d+)/admin/")
     user = demo.find(r"\(user (\w+), password")
@@ -301,6 +303,22 @@ def test_demo_admin_in_a_browser(demo, browser):
     assert "wait_for_event:approval#0" in driver.page_source
     assert user in driver.find_element(By.CSS_SELECTOR, ".field-result_display").text
     shot(driver, "demo-approval-run")
+
+    declined = next(o for o in report["orders"] if o["payment_source"] == "tok_declined")
+    driver.get(f"{base}/admin/workflows/order/{declined['id']}/change/")
+    card = driver.find_element(By.NAME, "payment_source")
+    card.clear()
+    card.send_keys("tok_visa")
+    driver.find_element(By.NAME, "_save").click()
+    wait_for(lambda: "was changed successfully" in driver.page_source, 15, 0.2, "the save")
+    dead = report["dead_letters"][0]
+    driver.get(f"{base}/admin/celery_durable/deadletter/")
+    driver.find_element(By.CSS_SELECTOR, f"input.action-select[value='{dead}']").click()
+    Select(driver.find_element(By.NAME, "action")).select_by_value("restart_from_scratch")
+    driver.find_element(By.CSS_SELECTOR, "button[name=index]").click()
+    wait_for(lambda: "restarted from scratch" in driver.page_source, 15, 0.2, "the confirmation")
+    wait_for(lambda: demo.statuses().get("process_order") == Counter(SUCCEEDED=5), 60, 0.5,
+             "the fixed order's run to succeed")
 
 
 def test_demo_stops_cleanly_on_ctrl_c(demo):
