@@ -1,0 +1,70 @@
+"""Run controls with the Django store on PostgreSQL and a real worker (issue 7)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+
+import pytest
+import redis
+from harness import wait_for
+
+pytestmark = [pytest.mark.worker, pytest.mark.usefixtures("db")]
+
+
+def run_status(run_id: str) -> str | None:
+    """The run's status in the Django database, or None before it exists."""
+    from django_app.models import Run
+
+    return Run.objects.filter(pk=run_id).values_list("status", flat=True).first()
+
+
+def test_admin_cancel_of_a_sleeping_run_uses_cancel_run(django_worker, tag, make_user,
+                                                        client_for):
+    """The admin's cancel action cancels a sleeping run for good and Celery sees it REVOKED."""
+    from django_project.tasks import long_nap
+
+    result = long_nap.delay(tag)
+    wait_for(lambda: run_status(result.id) == "SLEEPING", 30, 0.1, "the run to sleep")
+    client = client_for(make_user("cancel_run"))
+    response = client.post("/admin/celery_durable/run/", {
+        "action": "cancel_runs", "_selected_action": [result.id], "index": "0"})
+    assert response.status_code == 302
+    assert run_status(result.id) == "CANCELLED"
+    assert result.state == "REVOKED"
+    time.sleep(1.0)
+    counts = redis.Redis.from_url(os.environ["TEST_REDIS_URL"])
+    assert int(counts.get(f"{tag}:note")) == 1  # the step after the sleep never ran
+
+
+def test_concurrent_idempotent_triggers_make_one_row(django_worker, tag):
+    """Twelve threads triggering with one key make one run row, run once, all get its id."""
+    from django.db import connections
+    from django_project.tasks import order
+
+    from django_app.models import Run
+
+    key = f"order-{uuid.uuid4().hex[:8]}"
+    barrier, ids, lock = threading.Barrier(12), [], threading.Lock()
+
+    def trigger() -> None:
+        try:
+            barrier.wait()
+            run_id = order.apply_async((tag, 5), idempotency_key=key).id
+            with lock:
+                ids.append(run_id)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=trigger) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(ids) == 12 and len(set(ids)) == 1
+    assert list(Run.objects.filter(idempotency_key=key).values_list("id", flat=True)) == ids[:1]
+    wait_for(lambda: run_status(ids[0]) == "SUCCEEDED", 30, 0.1, "the run to succeed")
+    counts = redis.Redis.from_url(os.environ["TEST_REDIS_URL"])
+    assert int(counts.get(f"{tag}:charge")) == 1
