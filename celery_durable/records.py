@@ -42,6 +42,9 @@ class StepStatus(str, enum.Enum):
         return self.value
 
 
+_STEP_STATUS = {status.value: status for status in StepStatus}
+
+
 @dataclass
 class ErrorInfo:
     """An exception as stored: its qualified type, message and traceback."""
@@ -84,7 +87,7 @@ class StepRecord:
         """Rebuild a record from :meth:`to_meta` output and the stored value."""
         err = meta.get("e")
         return cls(position=position, key=meta["k"], name=meta["n"],
-                   status=StepStatus(meta["s"]), attempts=int(meta.get("a", 1)),
+                   status=_STEP_STATUS[meta["s"]], attempts=int(meta.get("a", 1)),
                    value=value, error=ErrorInfo(*err) if err else None,
                    started_at=meta.get("t0"), finished_at=meta.get("t1"))
 

@@ -114,14 +114,19 @@ class JSONSerializer:
 
     name = "json"
 
+    # One encoder and one decoder for every call: building them costs more than
+    # encoding a small checkpoint.
+    _encoder = json.JSONEncoder(default=_encode_rich, separators=(",", ":"),
+                                ensure_ascii=True, allow_nan=False)
+    _decoder = json.JSONDecoder(object_hook=_decode_rich)
+
     def dumps(self, value: Any) -> str:
         """Encode ``value`` as compact JSON text."""
-        return json.dumps(value, default=_encode_rich, separators=(",", ":"),
-                          ensure_ascii=True, allow_nan=False)
+        return self._encoder.encode(value)
 
     def loads(self, data: str) -> Any:
         """Decode JSON text produced by :meth:`dumps`."""
-        return json.loads(data, object_hook=_decode_rich)
+        return self._decoder.decode(data)
 
 
 class PickleSerializer:
