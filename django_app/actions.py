@@ -22,10 +22,12 @@ from django.utils.translation import ngettext
 
 from celery_durable.api import retry_run
 from celery_durable.cancel import cancel_run
+from celery_durable.config import settings_for
 from celery_durable.errors import DurableError
 from celery_durable.records import RunStatus
 
 from .models import Run
+from .store import DjangoStore
 
 #: Action name → the ``has_<perm>_permission`` it needs.
 ACTION_PERMISSIONS = {
@@ -44,20 +46,29 @@ PERMISSIONS = {
 RETRIABLE = (RunStatus.FAILED.value, RunStatus.CANCELLED.value)
 
 
+def _uses_django_store(app: Celery) -> bool:
+    """True if ``app`` keeps its durable runs in the Django database."""
+    spec = settings_for(app).store
+    if spec is not None:
+        return isinstance(spec, DjangoStore) or str(spec).startswith("django")
+    return "django" in str(app.conf.result_backend or "")
+
+
 def celery_app(task_name: str | None = None) -> Celery:
     """The Celery app that re-triggers a run of ``task_name``.
 
-    The current app (a Django project's ``proj/__init__.py`` imports it) if it
-    knows the task, else any live app that has the task registered, else the
-    current app.
+    Among the current app (a Django project's ``proj/__init__.py`` imports it)
+    and every other live app, the first that keeps runs in the Django database
+    and knows the task; else the first that keeps runs in the Django database;
+    else the current app.
     """
     current = get_current_app()
-    if task_name is None:
-        return current
-    for app in [current, *(a for a in _state._get_active_apps() if a is not current)]:
-        if task_name in app.tasks:
+    apps = [current, *(a for a in _state._get_active_apps() if a is not current)]
+    django_apps = [a for a in apps if _uses_django_store(a)]
+    for app in django_apps:
+        if task_name is not None and task_name in app.tasks:
             return app
-    return current
+    return django_apps[0] if django_apps else current
 
 
 def back(request: HttpRequest) -> HttpResponse | None:
