@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .records import RunRecord
+    from .records import RunRecord, WaitInfo
 
 
 class ControlSignal(BaseException):
@@ -37,7 +37,9 @@ class Suspend(ControlSignal):
     was resolved while it was being parked).
     """
 
-    def __init__(self, status: str, publish: RunRecord | None = None) -> None:
+    def __init__(self, status: str, publish: RunRecord | None = None,
+                 wait: WaitInfo | None = None) -> None:
         super().__init__(status)
         self.status = status
         self.publish = publish
+        self.wait = wait

@@ -17,6 +17,7 @@ import logging
 from celery import Celery
 from celery._state import get_current_app
 
+from . import signals
 from .children import child_ids, notify_parent
 from .config import settings_for
 from .errors import InvalidRunStateError
@@ -52,6 +53,9 @@ def _cancel_one(app: Celery, run_id: str, *, terminate: bool, signal: str, reaso
 
     release_cancelled(app, run)
     logger.info("run %s: cancelled (%s)", run_id, reason)
+    if signals.run_cancelled.receivers:
+        signals.run_cancelled.send(sender=app.tasks.get(run.task), run_id=run_id,
+                                   task=run.task, reason=reason)
     return run
 
 

@@ -48,6 +48,8 @@ class DurableSettings:
     event_buffer: float = 3600.0
     #: Seconds an ``idempotency_key`` keeps returning the run it started.
     idempotency_ttl: float = 24 * 3600.0
+    #: Log lines of a failed step kept with its error (the last N; 0: none).
+    step_log_lines: int = 50
 
     @classmethod
     def from_app(cls, app: Celery) -> DurableSettings:

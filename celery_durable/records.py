@@ -52,6 +52,8 @@ class ErrorInfo:
     type: str
     message: str
     traceback: str = ""
+    #: The last log lines of the failed step (``durable_step_log_lines``).
+    logs: list[str] = field(default_factory=list)
 
     @classmethod
     def from_exception(cls, exc: BaseException, traceback: str = "") -> ErrorInfo:
@@ -80,6 +82,8 @@ class StepRecord:
                                 "t1": self.finished_at}
         if self.error is not None:
             meta["e"] = [self.error.type, self.error.message, self.error.traceback]
+            if self.error.logs:
+                meta["e"].append(self.error.logs)
         return meta
 
     @classmethod

@@ -11,7 +11,7 @@ from celery import Task
 from celery.backends.base import DisabledBackend
 from celery.exceptions import Ignore, Retry
 
-from . import concurrency, leases
+from . import concurrency, leases, signals
 from ._signals import LeaseLost, Reenqueue, Suspend
 from .children import notify_parent
 from .config import settings_for
@@ -61,6 +61,10 @@ def execute(task: Task, body: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
         message = begin.run.error.message if begin.run.error else "worker lost"
         logger.error("run %s dead-lettered: %s", run_id, message)
         notify_parent(app, fields["store"], begin.run.parent)
+        if signals.run_dead_lettered.receivers:
+            signals.run_dead_lettered.send(sender=task, run_id=run_id, task=task.name,
+                                           error=begin.run.error,
+                                           failed_step=begin.run.failed_step)
         raise WorkerLostError(f"run {run_id}: {message}", run_id=run_id)
     if begin.outcome == "finished":
         # (Again: the delivery that finished it may have died before telling the parent.)
@@ -89,6 +93,8 @@ def execute(task: Task, body: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     group: str | None = None
     try:
         group = concurrency.enter(ctx, args, kwargs)
+        if signals.run_started.receivers or signals.run_resumed.receivers:
+            _announce(ctx, args, kwargs)
         return _run_body(ctx, body, args, kwargs)
     except Reenqueue as signal:
         return _reenqueue(ctx, body, args, kwargs, signal)
@@ -103,7 +109,24 @@ def execute(task: Task, body: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
         leases.release(run_id)
         concurrency.leave(ctx, group)
     assert suspended is not None  # every other path returned or raised
+    if signals.run_suspended.receivers and suspended.status in ("SLEEPING", "WAITING"):
+        wait = suspended.wait
+        signals.run_suspended.send(
+            sender=task, run_id=run_id, task=task.name, status=suspended.status,
+            step=wait.step if wait else None, wake_at=wait.until if wait else None,
+            event=wait.event if wait else None, key=wait.key if wait else None)
     _suspended(app, suspended)
+
+
+def _announce(ctx: RunContext, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Send ``run_started`` (no checkpoints yet) or ``run_resumed``."""
+    completed = len(ctx.checkpoints)
+    if completed:
+        signals.run_resumed.send(sender=ctx.task, run_id=ctx.run_id, task=ctx.task.name,
+                                 completed=completed, args=args, kwargs=kwargs)
+    else:
+        signals.run_started.send(sender=ctx.task, run_id=ctx.run_id, task=ctx.task.name,
+                                 args=args, kwargs=kwargs)
 
 
 def _lease_lost(ctx: RunContext) -> None:
@@ -191,7 +214,11 @@ def _run_body(ctx: RunContext, body: Any, args: tuple[Any, ...],
                             retention=ctx.settings.result_retention):
         raise LeaseLost()
     notify_parent(ctx.task.app, ctx.store, ctx.parent)
-    return decode(ctx.serializer, text, what="task result", run_id=ctx.run_id)
+    result = decode(ctx.serializer, text, what="task result", run_id=ctx.run_id)
+    if signals.run_succeeded.receivers:
+        signals.run_succeeded.send(sender=ctx.task, run_id=ctx.run_id, task=ctx.task.name,
+                                   result=result)
+    return result
 
 
 def _park_for_celery_retry(ctx: RunContext, exc: Retry) -> NoReturn:
@@ -229,6 +256,9 @@ def _fail(ctx: RunContext, exc: Exception) -> None:
                             failed_step=failed_step):
         raise LeaseLost() from exc
     notify_parent(ctx.task.app, ctx.store, ctx.parent)
+    if signals.run_dead_lettered.receivers:
+        signals.run_dead_lettered.send(sender=ctx.task, run_id=ctx.run_id, task=ctx.task.name,
+                                       error=error, failed_step=failed_step)
 
 
 def _reenqueue(ctx: RunContext, body: Any, args: tuple[Any, ...], kwargs: dict[str, Any],

@@ -16,6 +16,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
+from . import signals, steplogs
 from ._signals import LeaseLost, Reenqueue
 from .context import (
     RunContext,
@@ -76,7 +77,11 @@ def run_step(ctx: RunContext, name: str, fn: Callable[..., Any], args: tuple[Any
         raise _failed(ctx, record)
     attempt = (record.attempts if record is not None else 0) + 1
     step_ctx = StepContext(ctx.run_id, key, attempt, position)
+    if signals.step_started.receivers:
+        signals.step_started.send(sender=ctx.task, run_id=ctx.run_id, task=ctx.task.name,
+                                  step=key, name=name, attempt=attempt, position=position)
     reset = current_step.set(step_ctx)
+    lines = steplogs.start(ctx.settings.step_log_lines)
     started = time.time()
     try:
         value = fn(*args, **kwargs)
@@ -85,19 +90,35 @@ def run_step(ctx: RunContext, name: str, fn: Callable[..., Any], args: tuple[Any
     except (Reenqueue, LeaseLost):
         raise
     except Exception as exc:
+        error = ErrorInfo.from_exception(exc, traceback.format_exc()[-MAX_TRACEBACK:])
+        if lines is not None:
+            error.logs = list(lines)
         return _on_error(ctx, exc, StepRecord(
             position, key, name, StepStatus.FAILED, attempt, started_at=started,
-            finished_at=time.time(),
-            error=ErrorInfo.from_exception(exc, traceback.format_exc()[-MAX_TRACEBACK:])),
-            options)
+            finished_at=time.time(), error=error), options)
     finally:
         current_step.reset(reset)
+        steplogs.stop(lines)
     done = StepRecord(position, key, name, StepStatus.SUCCEEDED, attempt, value=text,
                       started_at=started, finished_at=time.time())
     if not ctx.store.save_step(ctx.run_id, ctx.token, done):
         raise LeaseLost()
     ctx.checkpoints[position] = done
+    if signals.step_succeeded.receivers:
+        signals.step_succeeded.send(sender=ctx.task, run_id=ctx.run_id, task=ctx.task.name,
+                                    step=key, name=name, attempt=attempt, position=position,
+                                    duration=(done.finished_at or started) - started)
     return decode(ctx.serializer, text, what=f"value of step {key}", run_id=ctx.run_id, step=key)
+
+
+def _send_failure(signal: Any, ctx: RunContext, exc: Exception, record: StepRecord,
+                  **extra: Any) -> None:
+    """Send ``step_failed`` / ``step_retrying`` for ``record`` (only called with receivers)."""
+    duration = ((record.finished_at or 0.0) - record.started_at) if record.started_at else 0.0
+    signal.send(sender=ctx.task, run_id=ctx.run_id, task=ctx.task.name, step=record.key,
+                name=record.name, attempt=record.attempts, position=record.position, error=exc,
+                duration=duration, logs=list(record.error.logs) if record.error else [],
+                **extra)
 
 
 def _on_error(ctx: RunContext, exc: Exception, record: StepRecord,
@@ -109,6 +130,8 @@ def _on_error(ctx: RunContext, exc: Exception, record: StepRecord,
         if not ctx.store.save_step(ctx.run_id, ctx.token, record):
             raise LeaseLost() from exc
         ctx.checkpoints[record.position] = record
+        if signals.step_failed.receivers:
+            _send_failure(signals.step_failed, ctx, exc, record)
         raise _failed(ctx, record) from exc
     record.status = StepStatus.RETRYING
     broker_countdown = delay <= ctx.settings.max_countdown
@@ -117,6 +140,8 @@ def _on_error(ctx: RunContext, exc: Exception, record: StepRecord,
     if not ctx.store.park(ctx.run_id, ctx.token, status=RunStatus.RETRYING, delay=wait,
                           due_in=due_in, step=record):
         raise LeaseLost() from exc
+    if signals.step_retrying.receivers:
+        _send_failure(signals.step_retrying, ctx, exc, record, delay=delay)
     raise Reenqueue(wait if broker_countdown else -1.0, exc)
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from celery import Celery, bootsteps, signals
 
+from . import signals as durable_signals
 from .children import notify_parent
 from .config import settings_for
 from .errors import WorkerLostError
@@ -40,6 +41,10 @@ def sweep(app: Celery, limit: int = 100) -> int:
             logger.error("run %s dead-lettered: %s", run_id, message)
             app.backend.mark_as_failure(run_id, WorkerLostError(message, run_id=run_id))
             notify_parent(app, store, claim.run.parent)
+            if durable_signals.run_dead_lettered.receivers:
+                durable_signals.run_dead_lettered.send(
+                    sender=app.tasks.get(claim.run.task), run_id=run_id, task=claim.run.task,
+                    error=claim.run.error, failed_step=claim.run.failed_step)
             acted += 1
     return acted
 

@@ -144,7 +144,7 @@ def _suspend(ctx: RunContext, status: RunStatus, wait: WaitInfo,
                                            grace=float(ctx.settings.requeue_grace))
             publish = runs[0] if runs else None
     logger.info("run %s: %s at %s", ctx.run_id, status.value, wait.step)
-    raise Suspend(status.value, publish)
+    raise Suspend(status.value, publish, wait)
 
 
 def _new_record(position: int, key: str, name: str) -> StepRecord:

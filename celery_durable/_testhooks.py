@@ -1,0 +1,63 @@
+"""Crash injection and an execution ledger for :mod:`celery_durable.testing`.
+
+Off unless the worker process starts with ``CELERY_DURABLE_CRASH_DIR`` set:
+then :data:`active` is a :class:`FileHooks` and ``run_step`` calls it, else
+``active`` is ``None`` and the only cost is one attribute check per step.
+
+Everything lives in files of that directory, outside the worker:
+
+* ``ledger``: one line ``<run_id> <position> <key>`` appended each time a
+  step's function returned (an *execution*), before its checkpoint is written.
+* ``crash-<run_id>``: a crash plan holding a step position. Right after the
+  checkpoint of that position is saved the plan is removed and the pool
+  process SIGKILLs itself, exactly as a lost host would.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+ENV = "CELERY_DURABLE_CRASH_DIR"
+
+
+class FileHooks:
+    """The hooks of one test session's crash directory."""
+
+    def __init__(self, directory: str) -> None:
+        self.dir = Path(directory)
+        self.ledger = self.dir / "ledger"
+
+    def executed(self, run_id: str, position: int, key: str) -> None:
+        """Append one execution of step ``key`` (at ``position``) of ``run_id`` to the ledger."""
+        line = f"{run_id} {position} {key}\n".encode()
+        fd = os.open(self.ledger, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line)  # one O_APPEND write: lines of processes do not interleave
+        finally:
+            os.close(fd)
+
+    def checkpointed(self, run_id: str, position: int) -> None:
+        """Crash this process if ``run_id`` plans a crash after the checkpoint at ``position``."""
+        plan = self.dir / f"crash-{run_id}"
+        try:
+            wanted = int(plan.read_text().strip() or "-1")
+        except (OSError, ValueError):
+            return
+        if wanted != position:
+            return
+        try:
+            plan.unlink()  # crash once: the resumed delivery must go on
+        except FileNotFoundError:
+            return
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _from_env() -> FileHooks | None:
+    directory = os.environ.get(ENV)
+    return FileHooks(directory) if directory else None
+
+
+#: The hooks of this process, or ``None`` (the default: no cost, no crash).
+active: FileHooks | None = _from_env()
