@@ -63,6 +63,10 @@ class DurableWorkerStep(bootsteps.StartStopStep):  # type: ignore[misc]
     def __init__(self, worker: Any, **kwargs: Any) -> None:
         self.thread: threading.Thread | None = None
         self.stopping = threading.Event()
+        if getattr(worker, "task_events", False):
+            # Before the pool forks, so its processes send step events too.
+            from .events import enable
+            enable()
         super().__init__(worker, **kwargs)
 
     def start(self, worker: Any) -> None:

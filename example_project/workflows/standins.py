@@ -13,7 +13,7 @@ the real thing where durability matters:
 * ``POST /model/complete``: a scripted "model" (no AI in it) that plans a
   search, a read and a calculation, then answers; or writes a draft.
 * ``GET /tools/search`` is rate-limited (429 with ``Retry-After``) to about
-  one request per second; ``GET /tools/read``, ``GET /tools/calculate``.
+  two requests per second; ``GET /tools/read``, ``GET /tools/calculate``.
 * ``GET /stats``: what each service did (charges made, replays, failures).
 
 Every service except the tools fails a request with 503 at ``--fail-rate``,

@@ -125,7 +125,7 @@ def ask_model(question: str, observations: list[dict[str, Any]]) -> dict[str, An
                             idempotency_key=step.context().idempotency_key)
 
 
-@step(max_attempts=10)
+@step(max_attempts=20)
 def use_tool(name: str, arguments: dict[str, Any]) -> dict[str, Any]:
     """One tool call; when the tool is rate-limited, retry exactly when it says."""
     try:

@@ -20,7 +20,7 @@ def approvals(request: HttpRequest) -> HttpResponse:
     """List the documents, newest first; those awaiting approval get buttons."""
     documents = Document.objects.order_by("-created_at")[:50]
     return render(request, "workflows/approvals.html", {
-        **admin.site.each_context(request), "title": "Approvals",
+        **admin.site.each_context(request), "title": "Documents awaiting approval",
         "documents": documents, "flower_url": os.environ.get("FLOWER_URL", "")})
 
 

@@ -24,8 +24,8 @@ class Command(BaseCommand):
                             help="probability that a request fails with 503 (default 0.3)")
         parser.add_argument("--max-failures", type=int, default=2,
                             help="most failures in a row for one idempotency key (default 2)")
-        parser.add_argument("--search-per-second", type=float, default=1.0,
-                            help="rate limit of the search tool (default 1 per second)")
+        parser.add_argument("--search-per-second", type=float, default=2.0,
+                            help="rate limit of the search tool (default 2 per second)")
 
     def handle(self, *args: Any, **options: Any) -> None:
         """Serve until interrupted."""
