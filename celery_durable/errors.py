@@ -96,6 +96,14 @@ class CheckpointTooLargeError(SerializationError):
     """A serialized value exceeds ``durable_max_checkpoint_bytes``."""
 
 
+class CorruptCheckpointError(SerializationError):
+    """A stored run or checkpoint cannot be read back (truncated, edited, wrong format).
+
+    The run is dead-lettered with this error instead of being retried, since
+    no retry can make the stored bytes readable.
+    """
+
+
 class ChildRunError(DurableError):
     """A child run started with ``call``, ``gather`` or ``map`` ended without success.
 

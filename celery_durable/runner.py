@@ -16,9 +16,15 @@ from ._signals import LeaseLost, Reenqueue, Suspend
 from .children import notify_parent
 from .config import settings_for
 from .context import RunContext, current_run
-from .errors import DurableError, SerializationError, StepFailedError, WorkerLostError
+from .errors import (
+    CorruptCheckpointError,
+    DurableError,
+    SerializationError,
+    StepFailedError,
+    WorkerLostError,
+)
 from .publish import delivery_options, publish_run
-from .records import Begin, ErrorInfo, RunRecord, RunStatus
+from .records import Begin, ErrorInfo, RunRecord, RunStatus, StepStatus
 from .retry import RetryPolicy
 from .serialization import Serializer, decode, encode, get_serializer
 from .stores import get_store
@@ -65,6 +71,8 @@ def execute(task: Task, body: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
             signals.run_dead_lettered.send(sender=task, run_id=run_id, task=task.name,
                                            error=begin.run.error,
                                            failed_step=begin.run.failed_step)
+        if begin.run.error is not None and begin.run.error.type == "CorruptCheckpointError":
+            raise CorruptCheckpointError(message, run_id=run_id)
         raise WorkerLostError(f"run {run_id}: {message}", run_id=run_id)
     if begin.outcome == "finished":
         # (Again: the delivery that finished it may have died before telling the parent.)
@@ -77,8 +85,11 @@ def execute(task: Task, body: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     # The body gets the run's stored arguments: the same values on every delivery, and
     # edited ones (retry_run) even when a stale message still carries the old ones.
     serializer = fields["serializer"]
-    args = tuple(decode(serializer, begin.run.args, what="arguments", run_id=run_id))
-    kwargs = decode(serializer, begin.run.kwargs, what="keyword arguments", run_id=run_id)
+    try:
+        args = tuple(decode(serializer, begin.run.args, what="arguments", run_id=run_id))
+        kwargs = decode(serializer, begin.run.kwargs, what="keyword arguments", run_id=run_id)
+    except SerializationError as exc:
+        _corrupt_arguments(app, fields["store"], begin, exc)
     eager = bool(request.is_eager)
     ctx = RunContext(task=task, run_id=run_id, token=begin.token, store=fields["store"],
                      settings=settings, serializer=fields["serializer"],
@@ -120,13 +131,24 @@ def execute(task: Task, body: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 
 def _announce(ctx: RunContext, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     """Send ``run_started`` (no checkpoints yet) or ``run_resumed``."""
-    completed = len(ctx.checkpoints)
-    if completed:
+    if ctx.checkpoints:
+        completed = sum(1 for s in ctx.checkpoints.values() if s.status is StepStatus.SUCCEEDED)
         signals.run_resumed.send(sender=ctx.task, run_id=ctx.run_id, task=ctx.task.name,
                                  completed=completed, args=args, kwargs=kwargs)
     else:
         signals.run_started.send(sender=ctx.task, run_id=ctx.run_id, task=ctx.task.name,
                                  args=args, kwargs=kwargs)
+
+
+def _corrupt_arguments(app: Any, store: Any, begin: Begin, exc: SerializationError) -> NoReturn:
+    """Stored arguments cannot be decoded: dead-letter the run now instead of crash-looping."""
+    run = begin.run
+    logger.error("run %s failed: %s", run.id, exc)
+    error = ErrorInfo("CorruptCheckpointError", str(exc))
+    if not store.finish(run.id, begin.token, status=RunStatus.FAILED, error=error):
+        raise Ignore() from exc
+    notify_parent(app, store, run.parent)
+    raise CorruptCheckpointError(str(exc), run_id=run.id) from exc
 
 
 def _lease_lost(ctx: RunContext) -> None:

@@ -16,7 +16,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
-from . import signals, steplogs
+from . import _testhooks, signals, steplogs
 from ._signals import LeaseLost, Reenqueue
 from .context import (
     RunContext,
@@ -85,6 +85,8 @@ def run_step(ctx: RunContext, name: str, fn: Callable[..., Any], args: tuple[Any
     started = time.time()
     try:
         value = fn(*args, **kwargs)
+        if _testhooks.active is not None:
+            _testhooks.active.executed(ctx.run_id, position, key)
         text = encode(ctx.serializer, value, max_bytes=ctx.settings.max_checkpoint_bytes,
                       what=f"result of step {key}", run_id=ctx.run_id, step=key)
     except (Reenqueue, LeaseLost):
@@ -103,6 +105,8 @@ def run_step(ctx: RunContext, name: str, fn: Callable[..., Any], args: tuple[Any
                       started_at=started, finished_at=time.time())
     if not ctx.store.save_step(ctx.run_id, ctx.token, done):
         raise LeaseLost()
+    if _testhooks.active is not None:
+        _testhooks.active.checkpointed(ctx.run_id, position)
     ctx.checkpoints[position] = done
     if signals.step_succeeded.receivers:
         signals.step_succeeded.send(sender=ctx.task, run_id=ctx.run_id, task=ctx.task.name,

@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ..errors import InvalidRunStateError, StoreUnavailableError
+from ..errors import CorruptCheckpointError, InvalidRunStateError, StoreUnavailableError
 from ..records import (
     Begin,
     Claim,
@@ -54,7 +54,20 @@ def _text(value: Any) -> str:
 
 
 def parse_run(run_id: str, flat: list[Any]) -> RunRecord:
-    """Build a RunRecord (with checkpoints) from a flat HGETALL reply."""
+    """Build a RunRecord (with checkpoints) from a flat HGETALL reply.
+
+    Raises :class:`CorruptCheckpointError` naming the run if the hash holds
+    something the store never writes (a truncated or edited field).
+    """
+    try:
+        return _parse_run(run_id, flat)
+    except (ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError) as exc:
+        raise CorruptCheckpointError(
+            f"run {run_id}: the stored run or one of its checkpoints is corrupt and cannot "
+            f"be read ({type(exc).__name__}: {str(exc)[:200]})", run_id=run_id) from exc
+
+
+def _parse_run(run_id: str, flat: list[Any]) -> RunRecord:
     fields: dict[str, str] = {}
     positions: list[int] = []
     meta_texts: list[str] = []
@@ -181,7 +194,16 @@ class RedisStore(RedisControls, CheckpointStore):
             pipe.zadd(self._runs_key, {run_id: now}, nx=True)
 
         (outcome, token, flat), _, _ = self._pipeline(build)
-        return Begin(_text(outcome), parse_run(run_id, flat), int(token))
+        try:
+            return Begin(_text(outcome), parse_run(run_id, flat), int(token))
+        except CorruptCheckpointError as exc:
+            if _text(outcome) != "acquired":
+                raise
+            # Dead-letter it under the lease just taken: retrying cannot repair bytes.
+            error = ErrorInfo(type(exc).__name__, str(exc))
+            self.finish(run_id, int(token), status=RunStatus.FAILED, error=error)
+            return Begin("dead", RunRecord(id=run_id, task=task, status=RunStatus.FAILED,
+                                           error=error), int(token))
 
     def save_step(self, run_id: str, token: int, step: StepRecord) -> bool:
         """See :meth:`CheckpointStore.save_step`: one EVALSHA.
