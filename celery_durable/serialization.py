@@ -58,8 +58,11 @@ def _encode_rich(value: Any) -> dict[str, Any]:
     if isinstance(value, dt.time):
         return {TAG: ["time", value.isoformat()]}
     if isinstance(value, dt.timedelta):
-        return {TAG: ["timedelta", value.total_seconds()]}
+        # Exact parts: total_seconds() is a float and loses microseconds past ~100 days.
+        return {TAG: ["timedelta", [value.days, value.seconds, value.microseconds]]}
     if isinstance(value, decimal.Decimal):
+        if not value.is_finite():  # NaN never equals itself; JSON floats refuse it too
+            raise ValueError(f"Decimal {value} is not allowed (allow_nan is off)")
         return {TAG: ["decimal", str(value)]}
     if isinstance(value, uuid.UUID):
         return {TAG: ["uuid", str(value)]}
@@ -89,7 +92,10 @@ def _decode_rich(obj: dict[str, Any]) -> Any:
     if tag == "time":
         return dt.time.fromisoformat(data)
     if tag == "timedelta":
-        return dt.timedelta(seconds=data)
+        if isinstance(data, list):
+            days, seconds, micros = data
+            return dt.timedelta(days=days, seconds=seconds, microseconds=micros)
+        return dt.timedelta(seconds=data)  # written by versions before 0.1.1
     if tag == "decimal":
         return decimal.Decimal(data)
     if tag == "uuid":
