@@ -1,0 +1,81 @@
+"""Hostile input in the Django store (PostgreSQL): corrupt checkpoints dead-letter the run."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import pytest
+from celery import Celery
+
+from celery_durable import SerializationError, durable_task, step
+from celery_durable.records import StepRecord, StepStatus
+from celery_durable.stores import get_store
+
+pytestmark = pytest.mark.usefixtures("db")
+CALLS: list[str] = []
+
+
+@step
+def triple(x: int) -> int:
+    CALLS.append("triple")
+    return x * 3
+
+
+@pytest.fixture
+def app() -> Celery:
+    """An eager app whose runs live in the Django store."""
+    app = Celery("hostile-django", set_as_current=False)
+    app.conf.update(task_always_eager=True, durable_store="django://")
+    CALLS.clear()
+    return app
+
+
+def parked(app: Celery) -> tuple[Any, str]:
+    """A two-step run with step 1 checkpointed, whose dead holder's lease expired."""
+    @durable_task(app=app, name=f"hostile.django.{uuid.uuid4().hex[:6]}")
+    def task(x: int) -> int:
+        return triple(triple(x))
+
+    store = get_store(app)
+    run_id = str(uuid.uuid4())
+    begin = store.begin(run_id, task=task.name, args="[2]", kwargs="{}", options={},
+                        owner="gone-host:1:1", lease_ttl=0.05)
+    assert begin.outcome == "acquired"
+    assert store.save_step(run_id, begin.token, StepRecord(0, "triple#0", "triple",
+                                                           StepStatus.SUCCEEDED, value="6"))
+    time.sleep(0.1)
+    return task, run_id
+
+
+@pytest.mark.parametrize(("column", "corrupt"), [
+    ("value", '{"__cd__":["bytes",'), ("value", "\udcff not json"), ("args", "[2, "),
+    ("kwargs", "{'x': 1}"),
+])
+def test_corrupt_row_dead_letters_the_run_once(app, column, corrupt) -> None:
+    """A truncated/garbled value or argument column ends the run FAILED with a clear error."""
+    from django_app.models import Run, Step
+
+    task, run_id = parked(app)
+    if column == "value":
+        Step.objects.filter(run_id=run_id).update(value=corrupt.encode(
+            "utf-8", "replace").decode())
+    else:
+        Run.objects.filter(pk=run_id).update(**{column: corrupt})
+    result = task.apply(args=[2], task_id=run_id)
+    assert isinstance(result.result, SerializationError), result.result
+    assert "corrupt" in str(result.result) or "cannot be decoded" in str(result.result)
+    assert CALLS == []
+    run = Run.objects.get(pk=run_id)
+    assert run.status == "FAILED"
+    assert "cannot be decoded" in run.error_message or "corrupt" in run.error_message
+    task.apply(args=[2], task_id=run_id)  # a redelivery is ignored, not looped
+    assert CALLS == [] and Run.objects.get(pk=run_id).status == "FAILED"
+
+
+def test_intact_row_resumes(app) -> None:
+    """Control: the uncorrupted run replays step 1 and runs step 2 only."""
+    task, run_id = parked(app)
+    assert task.apply(args=[2], task_id=run_id).result == 18
+    assert CALLS == ["triple"]

@@ -1,0 +1,178 @@
+"""Hostile input in the Redis store: corrupt checkpoints, huge payloads, odd arguments.
+
+Runs are executed in eager mode against the real Redis store: a corrupted run
+must end FAILED (dead letter) with a clear error on its first delivery, and
+every further delivery must be ignored, never loop.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from celery import Celery
+
+from celery_durable import RunStatus, SerializationError, durable_task, get_run, step
+from celery_durable.errors import CorruptCheckpointError
+from celery_durable.records import StepRecord, StepStatus
+from celery_durable.stores import get_store
+
+CALLS: list[str] = []
+
+
+@pytest.fixture
+def app() -> Iterator[Celery]:
+    """An eager app on the real Redis store with its own key prefix."""
+    app = Celery("hostile", set_as_current=False)
+    app.conf.update(task_always_eager=True, task_store_eager_result=False,
+                    durable_store=os.environ["TEST_REDIS_URL"],
+                    durable_key_prefix=f"{os.environ['TEST_PREFIX']}hostile-{uuid.uuid4().hex[:6]}:",
+                    durable_max_checkpoint_bytes=4096)
+    CALLS.clear()
+    yield app
+    get_store(app).close()
+
+
+@step
+def double(x: int) -> int:
+    CALLS.append("double")
+    return x * 2
+
+
+@step
+def echo(value: Any) -> Any:
+    CALLS.append("echo")
+    return value
+
+
+def two_steps(app: Celery) -> Any:
+    @durable_task(app=app, name=f"hostile.two_steps.{uuid.uuid4().hex[:6]}")
+    def task(x: int) -> int:
+        return double(double(x))
+    return task
+
+
+def parked_run(app: Celery, task: Any, args: list[Any]) -> tuple[str, Any]:
+    """A run whose first step is checkpointed and whose (dead) holder's lease has expired."""
+    store = get_store(app)
+    run_id = str(uuid.uuid4())
+    begin = store.begin(run_id, task=task.name, args=str(args).replace("'", '"'), kwargs="{}",
+                        options={}, owner="gone-host:1:1", lease_ttl=0.05)
+    assert begin.outcome == "acquired"
+    assert store.save_step(run_id, begin.token, StepRecord(0, "double#0", "double",
+                                                           StepStatus.SUCCEEDED, value="20"))
+    time.sleep(0.1)  # the lease expires: the next delivery takes the run over
+    return run_id, store
+
+
+def deliver(task: Any, run_id: str, args: list[Any]) -> BaseException | None:
+    """One eager delivery of ``run_id``; the exception it ended with, if any."""
+    result = task.apply(args=args, task_id=run_id)
+    return result.result if isinstance(result.result, BaseException) else None
+
+
+@pytest.mark.parametrize(("field", "corrupt"), [
+    ("v:0", '{"__cd__":["decimal"'),           # a truncated value
+    ("v:0", b"\xff\xfe\x00garbage"),           # not UTF-8 at all
+    ("c:0", '{"k":"double#0","n":"dou'),       # a truncated step record
+    ("c:0", b"\xc3\x28"),                      # an invalid UTF-8 sequence
+    ("args", "[10, "),                         # truncated arguments
+    ("options", "{\"queue\": "),               # truncated delivery options
+])
+def test_corrupt_checkpoint_dead_letters_the_run_instead_of_looping(app, redis_client, field,
+                                                                    corrupt) -> None:
+    """A corrupted field ends the run FAILED with a 'corrupt'/'cannot be decoded' error, once."""
+    task = two_steps(app)
+    run_id, store = parked_run(app, task, [10])
+    redis_client.hset(store.run_key(run_id), field, corrupt)
+    error = deliver(task, run_id, [10])
+    assert isinstance(error, SerializationError), error
+    assert "corrupt" in str(error) or "cannot be decoded" in str(error)
+    assert CALLS == [], "no step may run on top of a corrupt checkpoint"
+    raw = redis_client.hgetall(store.run_key(run_id))
+    assert raw[b"status"] == b"FAILED"
+    assert b"corrupt" in raw[b"error"] or b"cannot be decoded" in raw[b"error"]
+    # A second delivery (a redelivered message) is ignored: no loop, no step.
+    deliver(task, run_id, [10])
+    assert CALLS == [] and redis_client.hget(store.run_key(run_id), "status") == b"FAILED"
+    assert not redis_client.zscore(store._due_key, run_id) or (
+        redis_client.hget(store.run_key(run_id), "status") == b"FAILED")
+
+
+def test_get_run_of_a_corrupt_run_names_the_run(app, redis_client) -> None:
+    """Reading a run whose step record is corrupt raises CorruptCheckpointError naming it."""
+    task = two_steps(app)
+    run_id, store = parked_run(app, task, [1])
+    redis_client.hset(store.run_key(run_id), "c:0", "{")
+    with pytest.raises(CorruptCheckpointError, match=run_id):
+        get_run(run_id, app=app)
+
+
+def test_intact_run_resumes_after_the_checkpoint(app) -> None:
+    """Control: the same parked run, not corrupted, replays step 1 and runs only step 2."""
+    task = two_steps(app)
+    run_id, _ = parked_run(app, task, [10])
+    assert deliver(task, run_id, [10]) is None
+    assert CALLS == ["double"]
+    assert get_run(run_id, app=app).result == 40
+
+
+def test_huge_step_value_fails_the_run_and_stores_no_value(app) -> None:
+    """A step value over durable_max_checkpoint_bytes dead-letters the run; no value is stored."""
+    @durable_task(app=app, name="hostile.huge")
+    def huge() -> Any:
+        return echo("x" * 10_000)
+
+    result = huge.apply()
+    assert "durable_max_checkpoint_bytes=4096" in str(result.result)
+    run = get_run(result.id, app=app)
+    assert run.status is RunStatus.FAILED and run.error is not None
+    assert run.error.type.endswith("CheckpointTooLargeError")
+    assert [(s.key, s.status, s.value) for s in run.steps] == [
+        ("echo#0", StepStatus.FAILED, None)]
+
+
+def test_unserializable_step_value_fails_at_once_and_stores_no_value(app) -> None:
+    """A step returning an object fails the run at once (no retry) with SerializationError."""
+    @durable_task(app=app, name="hostile.opaque")
+    def opaque() -> Any:
+        return echo(object())
+
+    result = opaque.apply()
+    run = get_run(result.id, app=app)
+    assert run.status is RunStatus.FAILED and run.error is not None
+    assert "SerializationError" in run.error.type and "builtins.object" in run.error.message
+    assert CALLS == ["echo"] and run.steps[0].value is None and run.steps[0].attempts == 1
+
+
+@pytest.mark.parametrize("args", [
+    (object(),), ({1, 2, object()},), ("x" * 10_000,), (float("nan"),),
+])
+def test_arguments_that_are_not_json_are_refused_before_anything_runs(app, args) -> None:
+    """Arguments JSON cannot hold (or too big) fail with SerializationError; no step runs."""
+    @durable_task(app=app, name=f"hostile.args.{uuid.uuid4().hex[:6]}")
+    def takes(value: Any) -> Any:
+        return echo(1)
+
+    result = takes.apply(args=args)
+    assert isinstance(result.result, SerializationError), result.result
+    assert "task arguments" in str(result.result)
+    assert CALLS == []
+
+
+def test_lone_surrogates_and_control_characters_survive_a_step(app) -> None:
+    """Strings with lone surrogates, NULs and RTL marks round-trip through the Redis store."""
+    nasty = "a\ud800b\udfff\x00\u202e<script>\U0001f600"
+
+    @durable_task(app=app, name="hostile.text")
+    def text(value: str) -> Any:
+        return echo(value)
+
+    result = text.apply(args=(nasty,))
+    assert result.result == nasty
+    run = get_run(result.id, app=app)
+    assert run.args == [nasty] and run.result == nasty and run.steps[0].value == nasty
