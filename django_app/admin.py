@@ -7,6 +7,7 @@ through ``format_html`` and template autoescaping only.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -212,9 +213,22 @@ class RunAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         until = from_epoch(obj.wait_until)
         what = (f"event {obj.wait_event!r} key {obj.wait_key!r}" if obj.wait_kind == "event"
                 else "sleep")
-        return format_html("{} at step {}, until {}; resolution: {}", what, obj.wait_step,
+        return format_html("{} at step {}, until {}; {}", what, obj.wait_step,
                            until.isoformat(timespec="seconds") if until else "no timeout",
-                           obj.wait_resolution or "none yet")
+                           self._wait_outcome(obj))
+
+    @staticmethod
+    def _wait_outcome(obj: Run) -> str:
+        """How the wait ended, from its checkpoint (``elapsed``, ``event``, …), or "pending"."""
+        if obj.status in (RunStatus.SLEEPING.value, RunStatus.WAITING.value):
+            return "pending"
+        value = obj.steps.filter(position=obj.wait_position).values_list(
+            "value", flat=True).first()
+        try:
+            outcome = json.loads(value).get("outcome") if value else None
+        except (ValueError, AttributeError):
+            outcome = None
+        return f"ended: {outcome}" if outcome else "ended"
 
     @admin.display(description="Celery result")
     def task_result_link(self, obj: Run) -> str:

@@ -43,6 +43,9 @@ def test_send_event_form_resumes_a_waiting_run(django_worker, tag, make_user, cl
         "name": "approval", "key": "7", "payload": json.dumps({"by": "<b>ann</b>"})})
     assert response.status_code == 302
     assert result.get(timeout=30) == {"draft": "draft 7", "decision": {"by": "<b>ann</b>"}}
+    wait_for(lambda: run_status(result.id) == "SUCCEEDED", 10, 0.1, "the run to succeed")
+    page = client.get(f"/admin/celery_durable/run/{result.id}/change/").content.decode()
+    assert "ended: event" in page
     counts = redis.Redis.from_url(os.environ["TEST_REDIS_URL"])
     assert int(counts.get(f"{tag}:note")) == 1
 
@@ -64,5 +67,8 @@ def test_wake_now_action_resumes_a_ten_day_sleep(django_worker, tag, make_user, 
     assert "sleeping until" in client.get("/admin/celery_durable/run/").content.decode()
     assert client.post("/admin/celery_durable/run/", action).status_code == 302
     assert result.get(timeout=30) == "after"
+    wait_for(lambda: run_status(result.id) == "SUCCEEDED", 10, 0.1, "the run to succeed")
+    page = client.get(f"/admin/celery_durable/run/{result.id}/change/").content.decode()
+    assert "ended: woken" in page
     counts = redis.Redis.from_url(os.environ["TEST_REDIS_URL"])
     assert int(counts.get(f"{tag}:note")) == 2
