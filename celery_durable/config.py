@@ -48,6 +48,16 @@ class DurableSettings:
     event_buffer: float = 3600.0
     #: Seconds an ``idempotency_key`` keeps returning the run it started.
     idempotency_ttl: float = 24 * 3600.0
+    #: Field names whose values are masked (``***``) in stored errors, tracebacks and
+    #: step logs, and in everything the Django admin shows, e.g. ``["card_number",
+    #: "api_key"]`` (case-insensitive; ``-`` and ``_`` alike; see celery_durable/redact.py).
+    redact: Any = ()
+
+    @property
+    def redact_names(self) -> frozenset[str]:
+        """``redact`` as normalized names."""
+        from .redact import normalize
+        return normalize(self.redact)
     #: Log lines of a failed step kept with its error (the last N; 0: none).
     step_log_lines: int = 50
 

@@ -60,6 +60,15 @@ class ErrorInfo:
         """Describe ``exc``."""
         return cls(f"{type(exc).__module__}.{type(exc).__qualname__}", str(exc), traceback)
 
+    def redacted(self, names: frozenset[str]) -> ErrorInfo:
+        """A copy with the values of ``durable_redact`` fields masked (message, traceback, logs)."""
+        if not names:
+            return self
+        from .redact import redact_text
+        return ErrorInfo(self.type, redact_text(self.message, names),
+                         redact_text(self.traceback, names),
+                         [redact_text(line, names) for line in self.logs])
+
 
 @dataclass
 class StepRecord:

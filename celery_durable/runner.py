@@ -272,6 +272,7 @@ def _fail(ctx: RunContext, exc: Exception) -> None:
     else:
         error = ErrorInfo.from_exception(exc, traceback.format_exc())
         failed_step = exc.step if isinstance(exc, DurableError) else None
+    error = error.redacted(ctx.settings.redact_names)  # durable_redact
     if isinstance(exc, SerializationError | StepFailedError):
         logger.error("run %s failed: %s", ctx.run_id, exc)
     if not ctx.store.finish(ctx.run_id, ctx.token, status=RunStatus.FAILED, error=error,

@@ -95,6 +95,7 @@ def run_step(ctx: RunContext, name: str, fn: Callable[..., Any], args: tuple[Any
         error = ErrorInfo.from_exception(exc, traceback.format_exc()[-MAX_TRACEBACK:])
         if lines is not None:
             error.logs = list(lines)
+        error = error.redacted(ctx.settings.redact_names)  # durable_redact
         return _on_error(ctx, exc, StepRecord(
             position, key, name, StepStatus.FAILED, attempt, started_at=started,
             finished_at=time.time(), error=error), options)

@@ -20,8 +20,10 @@ from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, URLPattern, path, reverse
 from django.utils.html import format_html
 
+from celery_durable.config import settings_for
 from celery_durable.errors import DurableError
 from celery_durable.records import RunStatus
+from celery_durable.redact import redact_json_text, redact_text, unredact
 
 from . import actions, wait_actions
 from .changelist import (
@@ -37,6 +39,19 @@ from .changelist import (
 )
 from .forms import RetryWithArgumentsForm
 from .models import DeadLetter, Run
+
+
+def redact_names() -> frozenset[str]:
+    """``durable_redact`` (``CELERY_DURABLE_REDACT``) of the app that keeps runs in Django."""
+    return settings_for(actions.celery_app()).redact_names
+
+
+def _decoded(text: str | None) -> Any:
+    """Stored JSON text as plain JSON values (tags kept), or None if it is not JSON."""
+    try:
+        return json.loads(text or "null")
+    except ValueError:
+        return None
 
 
 @admin.register(Run)
@@ -180,17 +195,17 @@ class RunAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     @admin.display(description="arguments")
     def args_display(self, obj: Run) -> str:
         """Positional arguments, pretty JSON."""
-        return pre(pretty_json(obj.args))
+        return pre(pretty_json(redact_json_text(obj.args, redact_names())))
 
     @admin.display(description="keyword arguments")
     def kwargs_display(self, obj: Run) -> str:
         """Keyword arguments, pretty JSON."""
-        return pre(pretty_json(obj.kwargs))
+        return pre(pretty_json(redact_json_text(obj.kwargs, redact_names())))
 
     @admin.display(description="result")
     def result_display(self, obj: Run) -> str:
         """The result, pretty JSON."""
-        return pre(pretty_json(obj.result))
+        return pre(pretty_json(redact_json_text(obj.result, redact_names())))
 
     @admin.display(description="error")
     def error_display(self, obj: Run) -> str:
@@ -198,12 +213,12 @@ class RunAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         if not obj.error_type:
             return "—"
         return format_html('<span class="cd-error">{}: {}</span>', obj.error_type,
-                           obj.error_message)
+                           redact_text(obj.error_message, redact_names()))
 
     @admin.display(description="traceback")
     def traceback_display(self, obj: Run) -> str:
         """The error's traceback."""
-        return pre(obj.error_traceback)
+        return pre(redact_text(obj.error_traceback, redact_names()))
 
     @admin.display(description="durable wait")
     def wait_display(self, obj: Run) -> str:
@@ -250,6 +265,7 @@ class RunAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def timeline(self, obj: Run) -> list[dict[str, Any]]:
         """The run's steps for the template (one query); the template escapes them."""
         out = []
+        names = redact_names()
         for s in obj.steps.all().order_by("position"):
             duration = (s.finished_at - s.started_at if s.started_at is not None
                         and s.finished_at is not None else None)
@@ -257,9 +273,11 @@ class RunAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                         "status": s.status, "status_badge": status_badge(s.status),
                         "attempts": s.attempts, "started": from_epoch(s.started_at),
                         "duration": format_duration(duration),
-                        "output": pretty_json(s.value) if s.value is not None else "",
-                        "error_type": s.error_type, "error_message": s.error_message,
-                        "traceback": s.error_traceback})
+                        "output": (pretty_json(redact_json_text(s.value, names))
+                                   if s.value is not None else ""),
+                        "error_type": s.error_type,
+                        "error_message": redact_text(s.error_message, names),
+                        "traceback": redact_text(s.error_traceback, names)})
         return out
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
@@ -330,8 +348,10 @@ class RunAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             if form.is_valid():
                 try:
                     actions.retrigger(self, request, obj, form.cleaned_data["from_step"],
-                                      args=form.cleaned_data["args"],
-                                      kwargs=form.cleaned_data["kwargs"])
+                                      args=unredact(form.cleaned_data["args"],
+                                                    _decoded(obj.args), redact_names()),
+                                      kwargs=unredact(form.cleaned_data["kwargs"],
+                                                      _decoded(obj.kwargs), redact_names()))
                 except DurableError as exc:
                     form.add_error(None, str(exc))
                 else:
@@ -340,8 +360,10 @@ class RunAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                     return HttpResponseRedirect(page)
         else:
             form = RetryWithArgumentsForm(initial={
-                "args": pretty_json(obj.args), "kwargs": pretty_json(obj.kwargs),
+                "args": pretty_json(redact_json_text(obj.args, redact_names())),
+                "kwargs": pretty_json(redact_json_text(obj.kwargs, redact_names())),
                 "from_step": "failed"}, may_restart=may_restart)
+        obj.error_message = redact_text(obj.error_message, redact_names())  # shown, not saved
         context = {**self.admin_site.each_context(request), "opts": self.opts, "run": obj,
                    "form": form, "title": f"Retry {obj.task} with edited arguments",
                    "original": obj, "page_url": page, "media": self.media + form.media,
@@ -366,7 +388,7 @@ class DeadLetterAdmin(RunAdmin):
     @admin.display(description="error")
     def error_glance(self, obj: Run) -> str:
         """The error type and the start of its message."""
-        message = obj.error_message if len(obj.error_message) <= 160 else (
-            obj.error_message[:160] + "…")
-        return format_html('<span class="cd-error" title="{}">{}: {}</span>', obj.error_message,
+        full = redact_text(obj.error_message, redact_names())
+        message = full if len(full) <= 160 else full[:160] + "…"
+        return format_html('<span class="cd-error" title="{}">{}: {}</span>', full,
                            obj.error_type.rsplit(".", 1)[-1], message)

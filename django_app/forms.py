@@ -9,6 +9,10 @@ from django import forms
 
 from celery_durable.serialization import decode, get_serializer
 
+#: Longest text accepted in a field: the default durable_max_checkpoint_bytes (the engine
+#: still enforces the app's own limit when the run is re-triggered).
+MAX_INPUT = 1024 * 1024
+
 _FROM_CHOICES = [("failed", "From the failed step (completed steps are not re-run)"),
                  ("start", "From scratch (every checkpoint is dropped)")]
 
@@ -35,10 +39,10 @@ def _parse(text: str, kind: type, example: str, label: str) -> Any:
 class RetryWithArgumentsForm(forms.Form):
     """Edit a run's positional and keyword arguments (JSON) and re-trigger it."""
 
-    args = forms.CharField(label="Arguments (JSON list)",
+    args = forms.CharField(max_length=MAX_INPUT, label="Arguments (JSON list)",
                            widget=forms.Textarea(attrs={"rows": 8, "cols": 80,
                                                         "class": "vLargeTextField cd-code"}))
-    kwargs = forms.CharField(label="Keyword arguments (JSON object)",
+    kwargs = forms.CharField(max_length=MAX_INPUT, label="Keyword arguments (JSON object)",
                              widget=forms.Textarea(attrs={"rows": 6, "cols": 80,
                                                           "class": "vLargeTextField cd-code"}))
     from_step = forms.ChoiceField(label="Resume", choices=_FROM_CHOICES, initial="failed",
