@@ -39,6 +39,7 @@ from .changelist import (
 )
 from .forms import RetryWithArgumentsForm
 from .models import DeadLetter, Run
+from .rows import step_logs
 
 
 def redact_names() -> frozenset[str]:
@@ -277,7 +278,9 @@ class RunAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                                    if s.value is not None else ""),
                         "error_type": s.error_type,
                         "error_message": redact_text(s.error_message, names),
-                        "traceback": redact_text(s.error_traceback, names)})
+                        "traceback": redact_text(s.error_traceback, names),
+                        "logs": [redact_text(line, names) for line in step_logs(s.error_logs)]})
+            out[-1]["logs_text"] = "\n".join(out[-1]["logs"])
         return out
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",

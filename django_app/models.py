@@ -127,6 +127,8 @@ class Step(models.Model):
     error_type = models.CharField(max_length=255, default="", blank=True)
     error_message = models.TextField(default="", blank=True)
     error_traceback = models.TextField(default="", blank=True)
+    #: The failed step's last log lines (``durable_step_log_lines``), a JSON list.
+    error_logs = models.TextField(default="", blank=True)
     started_at = models.FloatField(null=True, blank=True)
     finished_at = models.FloatField(null=True, blank=True)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -27,10 +28,10 @@ from .models import Run, Step
 
 #: Step columns written by a checkpoint, in the order of :func:`step_values`.
 STEP_COLUMNS = ("position", "key", "name", "status", "attempts", "value", "error_type",
-                "error_message", "error_traceback", "started_at", "finished_at")
+                "error_message", "error_traceback", "started_at", "finished_at", "error_logs")
 #: PostgreSQL types of :data:`STEP_COLUMNS` (client-side bound literals need casts).
 _PG_TYPES = ("integer", "varchar", "varchar", "varchar", "integer", "text", "varchar", "text",
-             "text", "double precision", "double precision")
+             "text", "double precision", "double precision", "text")
 
 
 def to_datetime(seconds: float | None) -> dt.datetime | None:
@@ -52,12 +53,25 @@ def error_of(type_: str, message: str, traceback: str) -> ErrorInfo | None:
     return ErrorInfo(type_, message, traceback) if type_ else None
 
 
+def step_logs(text: str) -> list[str]:
+    """The ``error_logs`` column as a list of lines (empty if unset or unreadable)."""
+    if not text:
+        return []
+    try:
+        lines = json.loads(text)
+    except ValueError:
+        return [text]
+    return [str(line) for line in lines] if isinstance(lines, list) else [str(lines)]
+
+
 def step_record(row: Step) -> StepRecord:
     """A Step row as the engine's StepRecord."""
+    error = error_of(row.error_type, row.error_message, row.error_traceback)
+    if error is not None:
+        error.logs = step_logs(row.error_logs)
     return StepRecord(position=row.position, key=row.key, name=row.name,
                       status=StepStatus(row.status), attempts=row.attempts, value=row.value,
-                      error=error_of(row.error_type, row.error_message, row.error_traceback),
-                      started_at=row.started_at, finished_at=row.finished_at)
+                      error=error, started_at=row.started_at, finished_at=row.finished_at)
 
 
 def run_record(row: Run, steps: list[Step] | None = None) -> RunRecord:
@@ -95,9 +109,10 @@ def error_fields(error: ErrorInfo | None) -> dict[str, str]:
 def step_values(step: StepRecord) -> list[Any]:
     """The values of :data:`STEP_COLUMNS` for ``step``."""
     err = error_fields(step.error)
+    logs = json.dumps(step.error.logs) if step.error is not None and step.error.logs else ""
     return [step.position, step.key, step.name, step.status.value, step.attempts, step.value,
             err["error_type"], err["error_message"], err["error_traceback"], step.started_at,
-            step.finished_at]
+            step.finished_at, logs]
 
 
 def step_row(run_id: str, step: StepRecord) -> Step:
