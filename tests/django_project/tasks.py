@@ -64,3 +64,21 @@ def long_nap(tag: str) -> str:
     note(tag, "before")
     sleep(10 * 86400)
     return note(tag, "after")
+
+
+@step
+def noisy_charge(tag: str, lines: int) -> int:
+    """Log ``lines`` numbered lines, then fail for good (issue 9: a failed step's logs)."""
+    import logging
+
+    log = logging.getLogger("django_project.tasks")
+    for i in range(lines):
+        log.info("gateway said <%d> for %s", i, tag)
+    raise PermanentError(f"gateway refused {tag}")
+
+
+@durable_task(app=app)
+def noisy_order(tag: str, lines: int = 3) -> int:
+    """Note, then a step that logs and fails: a dead letter with log lines."""
+    note(tag, "noisy")
+    return noisy_charge(tag, lines)

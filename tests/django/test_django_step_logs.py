@@ -1,0 +1,35 @@
+"""A failed step's last log lines are kept with its error and shown in the admin (issue 9)."""
+
+from __future__ import annotations
+
+import pytest
+from harness import wait_for
+
+pytestmark = [pytest.mark.worker, pytest.mark.usefixtures("db")]
+
+
+def test_failed_step_log_lines_show_on_the_admin_run_page(django_worker, tag, make_user,
+                                                          client_for):
+    """A real worker's failing step logs 60 lines: its last 50 are stored and the run page
+    shows them, escaped, under the step's error."""
+    from django_project.tasks import noisy_order
+
+    from celery_durable import get_run
+    from django_app.models import Run, Step
+
+    result = noisy_order.delay(tag, 60)
+    wait_for(lambda: Run.objects.filter(pk=result.id, status="FAILED").exists(), 30, 0.1,
+             "the run to fail")
+    step = Step.objects.get(run_id=result.id, key="noisy_charge#0")
+    info = get_run(result.id, app=noisy_order.app)
+    logs = info.steps[1].error.logs
+    assert len(logs) == 50
+    assert f"gateway said <10> for {tag}" in logs[0] and f"<59> for {tag}" in logs[-1]
+    assert "INFO django_project.tasks:" in logs[0]
+    assert step.error_logs  # stored in its own column
+
+    client = client_for(make_user())
+    page = client.get(f"/admin/celery_durable/run/{result.id}/change/").content.decode()
+    assert "last 50 log lines" in page
+    assert f"gateway said &lt;59&gt; for {tag}" in page
+    assert f"gateway said &lt;9&gt; for {tag}" not in page  # only the last 50 are kept
