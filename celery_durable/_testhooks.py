@@ -7,7 +7,9 @@ then :data:`active` is a :class:`FileHooks` and ``run_step`` calls it, else
 Everything lives in files of that directory, outside the worker:
 
 * ``ledger``: one line ``<run_id> <position> <key>`` appended each time a
-  step's function returned (an *execution*), before its checkpoint is written.
+  step's function returned (an *execution*), before its checkpoint is written,
+  and one line ``S <run_id> <position>`` right after the checkpoint is saved
+  (the chaos suite orders executions against it).
 * ``crash-<run_id>``: a crash plan holding a step position. Right after the
   checkpoint of that position is saved the plan is removed and the pool
   process SIGKILLs itself, exactly as a lost host would.
@@ -31,7 +33,11 @@ class FileHooks:
 
     def executed(self, run_id: str, position: int, key: str) -> None:
         """Append one execution of step ``key`` (at ``position``) of ``run_id`` to the ledger."""
-        line = f"{run_id} {position} {key}\n".encode()
+        self.append(f"{run_id} {position} {key}\n")
+
+    def append(self, text: str) -> None:
+        """Append ``text`` to the ledger with one ``O_APPEND`` write."""
+        line = text.encode()
         fd = os.open(self.ledger, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             os.write(fd, line)  # one O_APPEND write: lines of processes do not interleave
@@ -39,7 +45,8 @@ class FileHooks:
             os.close(fd)
 
     def checkpointed(self, run_id: str, position: int) -> None:
-        """Crash this process if ``run_id`` plans a crash after the checkpoint at ``position``."""
+        """Log the saved checkpoint; crash if ``run_id`` plans a crash after ``position``."""
+        self.append(f"S {run_id} {position}\n")
         plan = self.dir / f"crash-{run_id}"
         try:
             wanted = int(plan.read_text().strip() or "-1")

@@ -60,6 +60,9 @@ class DurableSettings:
         return normalize(self.redact)
     #: Log lines of a failed step kept with its error (the last N; 0: none).
     step_log_lines: int = 50
+    #: Seconds between two purges of runs past ``result_retention`` by the worker's
+    #: sweeper (0: never; see celery_durable/retention.py).
+    purge_interval: float = 3600.0
 
     @classmethod
     def from_app(cls, app: Celery) -> DurableSettings:

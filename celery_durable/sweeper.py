@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 from celery import Celery, bootsteps, signals
@@ -84,12 +85,31 @@ class DurableWorkerStep(bootsteps.StartStopStep):  # type: ignore[misc]
         self.thread.start()
 
     def _loop(self, app: Celery, interval: float) -> None:
+        purge_every = float(settings_for(app).purge_interval)
+        next_purge = time.monotonic() + min(purge_every, 60.0)
         while not self.stopping.wait(interval):
             try:
                 while sweep(app) >= 100:
                     pass
             except Exception:
                 logger.exception("celery_durable: sweep failed")
+            if purge_every > 0 and time.monotonic() >= next_purge:
+                next_purge = time.monotonic() + purge_every
+                self._purge(app)
+
+    @staticmethod
+    def _purge(app: Celery) -> None:
+        """Purge finished runs past their retention (dead letters are kept)."""
+        from .retention import purge_expired
+        try:
+            purged = purge_expired(app)
+        except NotImplementedError:
+            return
+        except Exception:
+            logger.exception("celery_durable: purge of expired runs failed")
+            return
+        if purged:
+            logger.info("celery_durable: purged %d finished run(s) past retention", purged)
 
     def stop(self, worker: Any) -> None:
         """Stop the sweep thread."""

@@ -36,4 +36,11 @@ def sweep_due(self: Any, limit: int = 10_000) -> int:
     return acted
 
 
-__all__ = ["sweep_due"]
+@shared_task(name="celery_durable.purge_finished", bind=True, ignore_result=True)  # type: ignore[untyped-decorator]
+def purge_finished(self: Any) -> int:
+    """Purge SUCCEEDED/CANCELLED runs past ``durable_result_retention``; return how many."""
+    from .retention import purge_expired
+    return purge_expired(self.app)
+
+
+__all__ = ["purge_finished", "sweep_due"]

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, TypeVar
 
 from django.db import DatabaseError, connections, router, transaction
@@ -370,6 +370,20 @@ class DjangoStore(ControlsMixin, WaitsMixin, CheckpointStore):
             with transaction.atomic(using=self.using):
                 self._delete(ids)
         return len(ids)
+
+    @_db_call
+    def purge_runs(self, *, finished_before: float, statuses: Collection[RunStatus],
+                   limit: int = 1000) -> list[str]:
+        """See :meth:`CheckpointStore.purge_runs` (rows locked, re-checked, deleted)."""
+        wanted = [RunStatus(s).value for s in statuses]
+        with transaction.atomic(using=self.using):
+            ids = list(self._runs().select_for_update()
+                       .filter(status__in=wanted,
+                               finished_at__lt=rows.to_datetime(finished_before))
+                       .values_list("id", flat=True)[:limit])
+            if ids:
+                self._delete(ids)
+        return ids
 
     def _delete(self, ids: list[str]) -> None:
         Step.objects.using(self.using).filter(run_id__in=ids).delete()

@@ -13,7 +13,7 @@ Implementations: :class:`~celery_durable.stores.redis.RedisStore`,
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from ..records import (
     Begin,
@@ -283,6 +283,19 @@ class CheckpointStore(ABC):
     def renew_slots(self, slots: Mapping[str, Sequence[str]], ttl: float) -> None:
         """Extend the slots ``{group: [run ids]}`` held by live runs by ``ttl`` seconds."""
         raise self._no_controls()
+
+    # -- retention (issue 9) ------------------------------------------------------------
+
+    def purge_runs(self, *, finished_before: float, statuses: Collection[RunStatus],
+                   limit: int = 1000) -> list[str]:
+        """Delete up to ``limit`` runs in ``statuses`` that finished before ``finished_before``.
+
+        ``statuses`` are final states (SUCCEEDED, FAILED, CANCELLED). A run is
+        deleted with its checkpoints, atomically per run: one that was
+        re-triggered meanwhile (no longer finished) is kept. Returns the ids
+        deleted. Not abstract, so an older store still works for the rest.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not support purge_runs yet")
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections (optional)."""

@@ -7,7 +7,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from ..errors import InvalidRunStateError
 from ..records import (
@@ -189,6 +189,19 @@ class MemoryStore(MemoryControls, CheckpointStore):
                     and (task is None or r.task == task)]
         runs.sort(key=lambda r: r.created_at or 0, reverse=True)
         return runs[:limit]
+
+    def purge_runs(self, *, finished_before: float, statuses: Collection[RunStatus],
+                   limit: int = 1000) -> list[str]:
+        """See :meth:`CheckpointStore.purge_runs`."""
+        wanted = {RunStatus(s) for s in statuses}
+        with self._lock:
+            ids = [r.id for r in self._runs.values()
+                   if r.status in wanted and r.finished_at is not None
+                   and r.finished_at < finished_before][:limit]
+            for run_id in ids:
+                del self._runs[run_id]
+                self._steps.pop(run_id, None)
+        return ids
 
     def reset_run(self, run_id: str, *, from_start: bool, args: str | None = None,
                   kwargs: str | None = None, grace: float = 300.0) -> RunRecord | None:

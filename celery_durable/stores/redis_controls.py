@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidRunStateError
-from ..records import NewRun, RunRecord, StepRecord, WaitInfo
+from ..records import NewRun, RunRecord, RunStatus, StepRecord, WaitInfo
 from . import redis_control_scripts as lua
 
 
@@ -151,6 +151,37 @@ class RedisControls:
         """See :meth:`CheckpointStore.release_slot`: one EVALSHA."""
         ids = self._scripts["RELEASE"](keys=self.slot_keys(group), args=[run_id, limit])
         return [_text(i) for i in ids]
+
+    def purge_runs(self, *, finished_before: float, statuses: Collection[RunStatus],
+                   limit: int = 1000) -> list[str]:
+        """See :meth:`CheckpointStore.purge_runs`: scans the run index up to the cutoff.
+
+        A run that finished before the cutoff was created before it, so only
+        index entries older than the cutoff are looked at, a page at a time
+        (one pipeline per page); entries of runs that are gone are dropped too.
+        """
+        wanted = [RunStatus(s).value for s in statuses]
+        deleted: list[str] = []
+        offset, page = 0, 200
+        while len(deleted) < limit and wanted:
+            ids = [_text(i) for i in self.client.zrangebyscore(
+                self._runs_key, "-inf", finished_before, start=offset,
+                num=min(page, limit - len(deleted)))]
+            if not ids:
+                break
+
+            def build(pipe: Any, ids: list[str] = ids) -> None:
+                for run_id in ids:
+                    self._eval(pipe, "PURGE", self.run_key(run_id), finished_before, *wanted)
+
+            replies = self._pipeline(build)
+            removed = [i for i, r in zip(ids, replies, strict=True) if int(r) != 0]
+            deleted += [i for i, r in zip(ids, replies, strict=True) if int(r) == 1]
+            if removed:
+                self.client.zrem(self._runs_key, *removed)
+                self.client.zrem(self._due_key, *removed)
+            offset += len(ids) - len(removed)
+        return deleted
 
     def renew_slots(self, slots: Mapping[str, Sequence[str]], ttl: float) -> None:
         """See :meth:`CheckpointStore.renew_slots`: one pipeline for all groups."""
