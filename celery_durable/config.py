@@ -63,6 +63,9 @@ class DurableSettings:
     #: Seconds between two purges of runs past ``result_retention`` by the worker's
     #: sweeper (0: never; see celery_durable/retention.py).
     purge_interval: float = 3600.0
+    #: OpenTelemetry spans per run, delivery and step: None (on when opentelemetry is
+    #: installed), True or False (see celery_durable/tracing.py).
+    tracing: Any = None
 
     @classmethod
     def from_app(cls, app: Celery) -> DurableSettings:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import sys
 import traceback
 from typing import Any, NoReturn
 
@@ -11,7 +12,7 @@ from celery import Task
 from celery.backends.base import DisabledBackend
 from celery.exceptions import Ignore, Retry
 
-from . import concurrency, leases, signals
+from . import concurrency, leases, signals, tracing
 from ._signals import LeaseLost, Reenqueue, Suspend
 from .children import notify_parent
 from .config import settings_for
@@ -42,8 +43,11 @@ def _begin(task: Task, run_id: str, args: tuple[Any, ...], kwargs: dict[str, Any
     kwargs_text = encode(serializer, dict(kwargs), max_bytes=settings.max_checkpoint_bytes,
                          what="task keyword arguments", run_id=run_id)
     owner = leases.owner_id()
+    options = delivery_options(getattr(request, "delivery_info", None))
+    if tracing.active is not None:  # the trace context to keep if the run is new
+        ctx_fields["trace_root"] = tracing.active.before_begin(task, options)
     common = {"task": task.name, "args": args_text, "kwargs": kwargs_text,
-              "options": delivery_options(getattr(request, "delivery_info", None)),
+              "options": options,
               "owner": owner, "lease_ttl": float(settings.lease_ttl),
               "max_recoveries": int(settings.max_recoveries)}
     begin: Begin = store.begin(run_id, **common)
@@ -102,6 +106,9 @@ def execute(task: Task, body: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     reset = current_run.set(ctx)
     suspended: Suspend | None = None
     group: str | None = None
+    outer = sys.exc_info()[1]  # (eager retries run inside an exception handler)
+    if tracing.active is not None:
+        tracing.active.start_delivery(ctx, begin.run, fields.get("trace_root"))
     try:
         group = concurrency.enter(ctx, args, kwargs)
         if signals.run_started.receivers or signals.run_resumed.receivers:
@@ -119,6 +126,10 @@ def execute(task: Task, body: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
         current_run.reset(reset)
         leases.release(run_id)
         concurrency.leave(ctx, group)
+        if tracing.active is not None:
+            error = sys.exc_info()[1]
+            tracing.active.end_delivery(None if error is outer else error,
+                                        suspended is not None)
     assert suspended is not None  # every other path returned or raised
     if signals.run_suspended.receivers and suspended.status in ("SLEEPING", "WAITING"):
         wait = suspended.wait

@@ -68,6 +68,8 @@ class DurableWorkerStep(bootsteps.StartStopStep):  # type: ignore[misc]
             # Before the pool forks, so its processes send step events too.
             from .events import enable
             enable()
+        from .tracing import for_app
+        for_app(worker.app)  # durable_tracing: on when opentelemetry is installed
         super().__init__(worker, **kwargs)
 
     def start(self, worker: Any) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 from celery import Celery, Task, shared_task, signals, states
 from celery.exceptions import Ignore
 
-from . import concurrency
+from . import concurrency, tracing
 from .runner import execute
 from .sweeper import install_worker_step
 
@@ -67,6 +67,9 @@ class DurableTask(Task):  # type: ignore[misc]
         AsyncResult instead of starting a new run. ``delay()`` cannot take a
         key (its keyword arguments go to the task): use ``apply_async``.
         """
+        tracer = tracing.for_app(self.app)
+        if tracer is not None:
+            tracer.inject(self.name, options)
         if idempotency_key is None:
             return super().apply_async(args, kwargs, task_id, *more, **options)
         if more:

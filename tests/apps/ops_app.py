@@ -121,3 +121,40 @@ def approver(tag: str) -> object:
     """Waits up to an hour for ``ops-approval`` with key ``tag``; returns its payload."""
     prepare(tag)
     return wait_for_event("ops-approval", key=tag, timeout=3600)
+
+
+# -- tracing (TEST_OTEL=1): each pool process exports its spans in memory and to Redis -------
+
+SPANS_KEY = f"{PREFIX}spans"
+
+
+def _export_spans_to_redis() -> None:
+    from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from celery_durable import tracing
+
+    class ToRedis(SpanProcessor):  # type: ignore[misc]
+        """Ships each finished span to the test process (the in-memory exporter keeps it too)."""
+
+        def on_end(self, span) -> None:  # type: ignore[no-untyped-def]
+            ctx, parent = span.get_span_context(), span.parent
+            r.rpush(SPANS_KEY, json.dumps({
+                "name": span.name, "trace_id": f"{ctx.trace_id:032x}",
+                "span_id": f"{ctx.span_id:016x}",
+                "parent_id": f"{parent.span_id:016x}" if parent else None,
+                "start": span.start_time, "end": span.end_time,
+                "status": span.status.status_code.name,
+                "attributes": dict(span.attributes or {})}))
+
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(InMemorySpanExporter()))
+    provider.add_span_processor(ToRedis())
+    tracing.enable(tracer_provider=provider)
+
+
+if os.environ.get("TEST_OTEL") == "1":
+    from celery.signals import worker_process_init
+
+    worker_process_init.connect(lambda **kwargs: _export_spans_to_redis(), weak=False)

@@ -1,0 +1,90 @@
+"""OpenTelemetry: a durable run is one trace across re-enqueues (issue 9, extra ``otel``)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import pytest
+from harness import wait_for
+
+pytest.importorskip("opentelemetry.sdk")
+
+pytestmark = pytest.mark.worker
+
+
+def worker_spans(redis_client: Any, key: str) -> list[dict[str, Any]]:
+    return [json.loads(s) for s in redis_client.lrange(key, 0, -1)]
+
+
+def test_a_run_with_two_retries_is_one_trace_with_its_step_spans_in_order(
+        start_worker, tag, redis_client):
+    """Two retries (published again by the sweeper from the store's timers) and three
+    deliveries on a real worker: one trace under the enqueue span, step spans in order."""
+    from apps.ops_app import SPANS_KEY, app, checkout
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from celery_durable import tracing
+
+    # retries longer than durable_max_countdown are timers in the store, not broker countdowns
+    start_worker("apps.ops_app", env={"TEST_OTEL": "1", "TEST_RECORD_SIGNALS": "0",
+                                      "TEST_APP_CONF": json.dumps({"durable_max_countdown": 0.1})})
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.enable(tracer_provider=provider)
+    try:
+        result = checkout.delay(tag, 2)
+    finally:
+        tracing.disable()
+    assert result.get(timeout=30) == "done ch-3"
+
+    (enqueue,) = exporter.get_finished_spans()
+    assert enqueue.name == "durable.enqueue apps.ops_app.checkout"
+    trace_id = f"{enqueue.context.trace_id:032x}"
+
+    def mine() -> list[dict[str, Any]]:
+        return [s for s in worker_spans(redis_client, SPANS_KEY)
+                if s["attributes"].get("durable.run_id") == result.id]
+
+    wait_for(lambda: sum(s["name"].startswith("durable.delivery") for s in mine()) == 3, 10,
+             message="three delivery spans")
+    spans = mine()
+    assert {s["trace_id"] for s in spans} == {trace_id}  # one trace
+    deliveries = sorted((s for s in spans if s["name"].startswith("durable.delivery")),
+                        key=lambda s: s["start"])
+    assert {d["parent_id"] for d in deliveries} == {f"{enqueue.context.span_id:016x}"}
+    assert [d["attributes"]["durable.outcome"] for d in deliveries] == [
+        "retrying", "retrying", "succeeded"]
+    steps = sorted((s for s in spans if s["name"].startswith("durable.step")),
+                   key=lambda s: s["start"])
+    assert [(s["attributes"]["durable.step"], s["attributes"]["durable.attempt"],
+             s["attributes"]["durable.outcome"]) for s in steps] == [
+        ("prepare#0", 1, "succeeded"), ("flaky_charge#0", 1, "retrying"),
+        ("flaky_charge#0", 2, "retrying"), ("flaky_charge#0", 3, "succeeded"),
+        ("finish#0", 1, "succeeded")]
+    assert [s["status"] for s in steps] == ["UNSET", "ERROR", "ERROR", "UNSET", "UNSET"]
+    delivery_ids = [d["span_id"] for d in deliveries]
+    assert [delivery_ids.index(s["parent_id"]) for s in steps] == [0, 0, 1, 2, 2]
+
+    # A run published with send_task (no enqueue span): its first delivery starts the trace.
+    bare_tag = f"{tag}-bare"
+    bare = app.send_task("apps.ops_app.checkout", args=[bare_tag, 1],
+                         task_id=str(uuid.uuid4()))
+    assert bare.get(timeout=30) == "done ch-2"
+
+    def bare_spans() -> list[dict[str, Any]]:
+        return [s for s in worker_spans(redis_client, SPANS_KEY)
+                if s["attributes"].get("durable.run_id") == bare.id]
+
+    wait_for(lambda: sum(s["name"].startswith("durable.delivery") for s in bare_spans()) == 2,
+             10, message="two delivery spans")
+    spans = bare_spans()
+    (root,) = [s for s in spans if s["name"] == "durable.run apps.ops_app.checkout"]
+    assert root["parent_id"] is None
+    assert {s["trace_id"] for s in spans} == {root["trace_id"]} != {trace_id}
+    assert {s["parent_id"] for s in spans if s["name"].startswith("durable.delivery")} == {
+        root["span_id"]}
