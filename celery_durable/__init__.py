@@ -5,9 +5,12 @@ checkpointing with ``@step``; a failed or crashed run resumes after its last
 completed step. ``sleep`` and ``wait_for_event`` suspend a run without
 holding a worker. ``call``/``gather``/``map`` start child runs, ``cancel_run``
 stops a run, and ``@durable_task(concurrency=N)`` and
-``apply_async(idempotency_key=...)`` control how runs start.
+``apply_async(idempotency_key=...)`` control how runs start. ``signals``,
+``StepLogFilter`` and ``purge_runs`` (with ``celery -A proj durable ...``)
+are for operating them.
 """
 
+from . import signals
 from .api import RunInfo, StepInfo, get_run, list_runs, retry_run
 from .cancel import cancel_run
 from .children import call, gather, map
@@ -28,7 +31,9 @@ from .errors import (
     WorkerLostError,
 )
 from .records import RunStatus, StepStatus
+from .retention import purge_runs
 from .retry import RetryPolicy, exponential, fixed
+from .steplogs import StepLogFilter, step_logger
 from .steps import StepContext, step
 from .task import DurableTask, durable_task
 from .waits import send_event, sleep, sleep_until, wait_for_event, wake_run
@@ -67,6 +72,11 @@ __all__ = [  # noqa: RUF022 - grouped by purpose
     "list_runs",
     "retry_run",
     "cancel_run",
+    # operating runs: signals, logs per step, retention
+    "signals",
+    "StepLogFilter",
+    "step_logger",
+    "purge_runs",
     # errors
     "CheckpointTooLargeError",
     "ChildCancelledError",

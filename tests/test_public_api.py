@@ -18,6 +18,7 @@ EXPECTED_ALL = {
     "call", "gather", "map",
     "RunInfo", "RunStatus", "StepInfo", "StepStatus", "get_run", "list_runs", "retry_run",
     "cancel_run",
+    "signals", "StepLogFilter", "step_logger", "purge_runs",
     "CheckpointTooLargeError", "ChildCancelledError", "ChildRunError", "DurableError",
     "InvalidRunStateError",
     "NonDeterministicStepError", "PermanentError", "RetryAfter", "RunNotFoundError",
