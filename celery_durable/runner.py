@@ -5,12 +5,13 @@ from __future__ import annotations
 import datetime
 import logging
 import sys
+import time
 import traceback
 from typing import Any, NoReturn
 
 from celery import Task
 from celery.backends.base import DisabledBackend
-from celery.exceptions import Ignore, Retry
+from celery.exceptions import Ignore, Reject, Retry
 
 from . import concurrency, leases, signals, tracing
 from ._signals import LeaseLost, Reenqueue, Suspend
@@ -22,12 +23,14 @@ from .errors import (
     DurableError,
     SerializationError,
     StepFailedError,
+    StoreUnavailableError,
     WorkerLostError,
 )
 from .publish import delivery_options, publish_run
 from .records import Begin, ErrorInfo, RunRecord, RunStatus, StepStatus
 from .retry import RetryPolicy
 from .serialization import Serializer, decode, encode, get_serializer
+from .storeguard import guard
 from .stores import get_store
 
 logger = logging.getLogger(__name__)
@@ -66,7 +69,12 @@ def execute(task: Task, body: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     fields: dict[str, Any] = {"settings": settings,
                               "serializer": get_serializer(settings.serializer),
                               "store": get_store(app)}
-    begin = _begin(task, run_id, args, kwargs, request, fields)
+    try:
+        begin = _begin(task, run_id, args, kwargs, request, fields)
+    except DurableError:
+        raise
+    except Exception as exc:
+        _store_down_at_start(task, run_id, exc)
     if begin.outcome == "dead":
         message = begin.run.error.message if begin.run.error else "worker lost"
         logger.error("run %s dead-lettered: %s", run_id, message)
@@ -95,7 +103,8 @@ def execute(task: Task, body: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     except SerializationError as exc:
         _corrupt_arguments(app, fields["store"], begin, exc)
     eager = bool(request.is_eager)
-    ctx = RunContext(task=task, run_id=run_id, token=begin.token, store=fields["store"],
+    ctx = RunContext(task=task, run_id=run_id, token=begin.token,
+                     store=guard(fields["store"]),
                      settings=settings, serializer=fields["serializer"],
                      policy=task_policy(task), eager=eager,
                      checkpoints={s.position: s for s in begin.run.steps},
@@ -121,6 +130,14 @@ def execute(task: Task, body: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     except LeaseLost:
         group = None  # a newer delivery (same run id) may hold the slot now
         _lease_lost(ctx)
+        raise Ignore() from None
+    except StoreUnavailableError as exc:
+        if eager:
+            raise
+        # Not the task's failure: keep the run RUNNING under its (now unrenewed) lease;
+        # the sweeper republishes it when the lease expires and it resumes from the
+        # last checkpoint. No FAILURE goes to the result backend.
+        logger.warning("run %s: %s; it resumes after its lease expires", run_id, exc)
         raise Ignore() from None
     finally:
         current_run.reset(reset)
@@ -149,6 +166,21 @@ def _announce(ctx: RunContext, args: tuple[Any, ...], kwargs: dict[str, Any]) ->
     else:
         signals.run_started.send(sender=ctx.task, run_id=ctx.run_id, task=ctx.task.name,
                                  args=args, kwargs=kwargs)
+
+
+def _store_down_at_start(task: Task, run_id: str, exc: Exception) -> NoReturn:
+    """The store failed before the run was taken: hand the message back to the broker.
+
+    Acknowledging it (what a plain failure does with ``acks_late``) would lose
+    a run the store may never have recorded. The pause keeps a worker from
+    spinning through the queue while the store is down.
+    """
+    if task.request.is_eager:
+        raise exc
+    logger.warning("run %s: checkpoint store unavailable at start (%s: %s); requeued",
+                   run_id, type(exc).__name__, exc)
+    time.sleep(1.0)
+    raise Reject(exc, requeue=True) from None
 
 
 def _corrupt_arguments(app: Any, store: Any, begin: Begin, exc: SerializationError) -> NoReturn:
@@ -236,7 +268,7 @@ def _run_body(ctx: RunContext, body: Any, args: tuple[Any, ...],
             raise ctx.fatal
         text = encode(ctx.serializer, value, max_bytes=ctx.settings.max_checkpoint_bytes,
                       what="task result", run_id=ctx.run_id)
-    except (Reenqueue, LeaseLost):
+    except (Reenqueue, LeaseLost, StoreUnavailableError):
         raise
     except Retry as exc:
         _park_for_celery_retry(ctx, exc)
