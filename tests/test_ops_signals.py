@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from harness import wait_for
+from test_flower import flower  # noqa: F401 - a real Flower process (fixture)
 
 pytestmark = pytest.mark.worker
 
@@ -154,3 +155,25 @@ def test_worker_without_events_sends_no_step_events(start_worker, tag):
         time.sleep(0.5)
         assert capture.of(checkout.AsyncResult("x").id) == []
         assert [e for e in list(capture.events) if e["type"].startswith("task-step-")] == []
+
+
+def test_flower_shows_step_states_while_a_run_executes(start_worker, flower, tag):  # noqa: F811
+    """A real Flower following a -E worker shows STEP-STARTED while a slow step runs, then
+    SUCCESS."""
+    from apps.core_app import five_with_slow
+    from test_flower import _task_state
+
+    start_worker("apps.core_app", extra_args=["-E"])
+    time.sleep(1.0)  # let Flower's event consumer attach before the run starts
+    result = five_with_slow.delay(tag, 2.0)
+    seen: list[str] = []
+
+    def finished() -> bool:
+        state = _task_state(flower, result.id)
+        if state and (not seen or seen[-1] != state):
+            seen.append(state)
+        return state == "SUCCESS"
+
+    wait_for(finished, 30, 0.05, "Flower to see the run succeed")
+    assert "STEP-STARTED" in seen, seen
+    assert seen[-1] == "SUCCESS"
