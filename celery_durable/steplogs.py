@@ -9,9 +9,10 @@
 
   :func:`step_logger` returns a :class:`logging.LoggerAdapter` doing the same
   for one logger, without touching handlers.
-* While a step runs, the records reaching the root logger are also kept in
-  memory, the last ``durable_step_log_lines`` (default 50; 0 turns this off)
-  of them. If the step raises, they are stored with its error
+* While a step runs, the records reaching the root logger (or Celery's
+  ``celery.task`` logger, which does not propagate) are also kept in
+  memory, the last ``durable_step_log_lines`` (default 50; 0 turns this
+  off) of them. If the step raises, they are stored with its error
   (``ErrorInfo.logs``) and shown in the admin and ``celery durable show``.
   Capture costs one context variable per step and nothing per record
   logged outside a step.
@@ -93,10 +94,20 @@ _handler = _CaptureHandler()
 
 
 def install() -> None:
-    """Attach the capture handler to the root logger (idempotent; cheap to call often)."""
+    """Attach the capture handler to the root logger (idempotent; cheap to call often).
+
+    Also to Celery's ``celery.task`` logger while it does not propagate (as
+    the worker sets it up), so ``get_task_logger(__name__)`` lines are kept.
+    """
     root = logging.getLogger()
     if _handler not in root.handlers:
         root.addHandler(_handler)
+    task_logger = logging.getLogger("celery.task")
+    if not task_logger.propagate:
+        if _handler not in task_logger.handlers:
+            task_logger.addHandler(_handler)
+    elif _handler in task_logger.handlers:
+        task_logger.removeHandler(_handler)
 
 
 def start(max_lines: int) -> deque[str] | None:

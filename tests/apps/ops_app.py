@@ -10,12 +10,15 @@ import json
 import logging
 import os
 
+from celery.utils.log import get_task_logger
+
 from apps.common import counters, make_app
 from celery_durable import PermanentError, durable_task, signals, sleep, step, wait_for_event
 
 app = make_app("ops_app", **json.loads(os.environ.get("TEST_APP_CONF", "{}")))
 r = counters()
 log = logging.getLogger("apps.ops_app")
+task_log = get_task_logger("apps.ops_app.tasks")
 PREFIX = os.environ["TEST_PREFIX"]
 
 SIGNALS = ("run_started", "run_resumed", "step_started", "step_succeeded", "step_failed",
@@ -83,7 +86,7 @@ def checkout(tag: str, failures: int = 2) -> str:
 def explode(tag: str) -> None:
     for i in range(60):
         log.info("explode line %d of %s", i, tag)
-    log.error("about to fail for %s", tag)
+    task_log.error("about to fail for %s", tag)  # Celery's task logger does not propagate
     raise PermanentError(f"card declined for {tag}")
 
 
