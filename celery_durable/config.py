@@ -48,6 +48,10 @@ class DurableSettings:
     event_buffer: float = 3600.0
     #: Seconds an ``idempotency_key`` keeps returning the run it started.
     idempotency_ttl: float = 24 * 3600.0
+    #: Create each run in the store (PENDING) when ``apply_async``/``delay`` publishes
+    #: it, so a message the broker loses is published again after ``requeue_grace``
+    #: (one store write per trigger; ``False`` leaves unstarted runs to the broker).
+    register_on_publish: bool = True
     #: Field names whose values are masked (``***``) in stored errors, tracebacks and
     #: step logs, and in everything the Django admin shows, e.g. ``["card_number",
     #: "api_key"]`` (case-insensitive; ``-`` and ``_`` alike; see celery_durable/redact.py).

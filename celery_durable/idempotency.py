@@ -66,4 +66,32 @@ def trigger(task: Task, args: Any, kwargs: Any, task_id: str | None, key: Any, t
     return Task.apply_async(task, args, kwargs, task_id=bound, **options)
 
 
-__all__ = ["trigger"]
+#: apply_async options that decide where a run's message goes; kept for republishing.
+ROUTING = ("queue", "exchange", "routing_key", "priority")
+
+
+def register(task: Task, args: Any, kwargs: Any, task_id: str | None,
+             options: dict[str, Any]) -> str:
+    """Create the run (``PENDING``, due after ``durable_requeue_grace``) before its message.
+
+    A message can be lost between the broker and a worker (kombu's Redis
+    transport drops one that a worker popped but had not yet recorded as
+    unacked when it was killed, or when Redis restarted). A registered run
+    whose message never starts is published again by the sweeper once
+    ``durable_requeue_grace`` passes, so it is never lost. Returns the run id.
+    """
+    settings = settings_for(task.app)
+    run_id = task_id or uuid()
+    serializer = get_serializer(settings.serializer)
+    max_bytes = settings.max_checkpoint_bytes
+    routing = {k: options[k] for k in ROUTING if options.get(k) is not None}
+    new = NewRun(id=run_id, task=task.name, options=routing,
+                 args=encode(serializer, list(args or ()), max_bytes=max_bytes,
+                             what="task arguments", run_id=run_id),
+                 kwargs=encode(serializer, dict(kwargs or {}), max_bytes=max_bytes,
+                               what="task keyword arguments", run_id=run_id))
+    get_store(task.app).create_runs([new], grace=float(settings.requeue_grace))
+    return run_id
+
+
+__all__ = ["register", "trigger"]

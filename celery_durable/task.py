@@ -9,6 +9,7 @@ from celery import Celery, Task, shared_task, signals, states
 from celery.exceptions import Ignore
 
 from . import concurrency, tracing
+from .config import settings_for
 from .runner import execute
 from .sweeper import install_worker_step
 
@@ -71,6 +72,10 @@ class DurableTask(Task):  # type: ignore[misc]
         if tracer is not None:
             tracer.inject(self.name, options)
         if idempotency_key is None:
+            if (settings_for(self.app).register_on_publish and not more
+                    and not self.app.conf.task_always_eager):
+                from .idempotency import register
+                task_id = register(self, args, kwargs, task_id, options)
             return super().apply_async(args, kwargs, task_id, *more, **options)
         if more:
             raise TypeError("pass apply_async options by keyword with an idempotency_key")

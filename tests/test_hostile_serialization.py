@@ -7,6 +7,7 @@ import datetime as dt
 import decimal
 import json
 import math
+import os
 import uuid
 from typing import Any
 
@@ -18,7 +19,9 @@ from celery_durable.errors import CheckpointTooLargeError, SerializationError
 from celery_durable.serialization import decode, encode, get_serializer
 
 JSON = get_serializer("json")
-FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+#: Examples per property; ``FUZZ_EXAMPLES=5000`` for a deeper run (docs/RELIABILITY.md).
+FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "300")), deadline=None,
+                suppress_health_check=[HealthCheck.too_slow])
 
 
 @dataclasses.dataclass(frozen=True)
