@@ -38,9 +38,14 @@ _FINAL = [s.value for s in (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CAN
 
 
 def _app(ctx: click.Context) -> Celery:
+    """The ``-A`` app, with its task modules imported (and Django set up, as for a worker)."""
     obj = ctx.find_root().obj
     app = getattr(obj, "app", None)
-    return app if isinstance(app, Celery) else get_current_app()
+    app = app if isinstance(app, Celery) else get_current_app()
+    if not getattr(app, "_durable_cli_ready", False):
+        app.loader.import_default_modules()  # runs Celery's Django fixup: django.setup()
+        app._durable_cli_ready = True  # type: ignore[attr-defined]
+    return app
 
 
 @contextmanager
@@ -52,6 +57,10 @@ def _errors() -> Iterator[None]:
         raise click.ClickException(str(exc)) from None
     except (InvalidRunStateError, DurableError, NotImplementedError) as exc:
         raise click.ClickException(str(exc)) from None
+    except (click.ClickException, click.Abort):
+        raise
+    except Exception as exc:  # the store or broker: say what, without a traceback
+        raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
 
 
 def _json_option(value: str | None, what: str, kind: type | None = None) -> Any:
