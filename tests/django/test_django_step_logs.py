@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from harness import wait_for
 
@@ -33,3 +35,32 @@ def test_failed_step_log_lines_show_on_the_admin_run_page(django_worker, tag, ma
     assert "last 50 log lines" in page
     assert f"gateway said &lt;59&gt; for {tag}" in page
     assert f"gateway said &lt;9&gt; for {tag}" not in page  # only the last 50 are kept
+
+
+def test_cli_show_with_the_django_store(django_worker, tag):
+    """``celery -A django_project durable show`` sets Django up and prints a failed step's
+    log lines from the Django database."""
+    import os
+    import subprocess
+    import sys
+
+    from django_project.tasks import noisy_order
+    from harness import ROOT
+
+    from django_app.models import Run
+
+    result = noisy_order.delay(tag, 3)
+    wait_for(lambda: Run.objects.filter(pk=result.id, status="FAILED").exists(), 30, 0.1,
+             "the run to fail")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)])}
+    proc = subprocess.run([sys.executable, "-m", "celery", "-A", "django_project", "durable",
+                           "show", result.id], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "Status   FAILED" in proc.stdout
+    assert "Last 3 log line(s) of noisy_charge#0 (attempt 1):" in proc.stdout
+    assert f"gateway said <2> for {tag}" in proc.stdout
+    runs = subprocess.run([sys.executable, "-m", "celery", "-A", "django_project", "durable",
+                           "runs", "--status", "FAILED", "--json"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert result.id in {r["id"] for r in json.loads(runs.stdout)}
