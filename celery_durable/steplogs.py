@@ -91,6 +91,8 @@ class _CaptureHandler(logging.Handler):
 
 
 _handler = _CaptureHandler()
+_root = logging.getLogger()
+_task_logger = logging.getLogger("celery.task")
 
 
 def install() -> None:
@@ -99,10 +101,9 @@ def install() -> None:
     Also to Celery's ``celery.task`` logger while it does not propagate (as
     the worker sets it up), so ``get_task_logger(__name__)`` lines are kept.
     """
-    root = logging.getLogger()
+    root, task_logger = _root, _task_logger
     if _handler not in root.handlers:
         root.addHandler(_handler)
-    task_logger = logging.getLogger("celery.task")
     if not task_logger.propagate:
         if _handler not in task_logger.handlers:
             task_logger.addHandler(_handler)
