@@ -202,7 +202,8 @@ def run(args: argparse.Namespace) -> Report:
                                   args=(args, fleet, redis_srv, pg, stop, report, rng))
         thread.start()
 
-        def unfinished() -> list[str]:
+        def unfinished() -> list[str] | None:
+            """The runs not finished yet; None while the store cannot be read."""
             left = []
             for run_id in ids:
                 try:
@@ -211,25 +212,26 @@ def run(args: argparse.Namespace) -> Report:
                     left.append(run_id)
                     continue
                 except Exception:  # the store is being restarted
-                    return ids
+                    return None
                 if not info.status.finished:
                     left.append(run_id)
             return left
 
         chaos_end = started + args.chaos_seconds
-        left = ids
-        while time.monotonic() < chaos_end and left:
+        left: list[str] | None = ids
+        while time.monotonic() < chaos_end and left != []:
             time.sleep(2)
             left = unfinished()
-            print(f"[chaos {time.monotonic() - started:5.0f}s] {len(ids) - len(left)}/"
-                  f"{len(ids)} finished, {report.worker_kills} kills, "
+            done = "store unreachable" if left is None else f"{len(ids) - len(left)}/{len(ids)}"
+            print(f"[chaos {time.monotonic() - started:5.0f}s] {done} finished, "
+                  f"{report.worker_kills} kills, "
                   f"{report.redis_restarts} redis, {report.postgres_restarts} pg restarts",
                   flush=True)
         stop.set()
         thread.join()
         report.chaos_seconds = round(time.monotonic() - started, 1)
         drain_start = time.monotonic()
-        while left and time.monotonic() - drain_start < args.drain_timeout:
+        while left != [] and time.monotonic() - drain_start < args.drain_timeout:
             time.sleep(1)
             left = unfinished()
         report.drain_seconds = round(time.monotonic() - drain_start, 1)
