@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -24,12 +25,16 @@ def triple(x: int) -> int:
 
 
 @pytest.fixture
-def app() -> Celery:
-    """An eager app whose runs live in the Django store."""
+def app() -> Iterator[Celery]:
+    """An eager app whose runs live in the Django store (forgotten by the admin afterwards)."""
     app = Celery("hostile-django", set_as_current=False)
     app.conf.update(task_always_eager=True, durable_store="django://")
     CALLS.clear()
-    return app
+    yield app
+    # The admin re-triggers through the first live app on the Django store: do not let
+    # this result-less eager app be picked by later admin tests of the session.
+    app.conf.durable_store = "memory://"
+    app.__dict__.pop("_durable_settings", None)
 
 
 def parked(app: Celery) -> tuple[Any, str]:
