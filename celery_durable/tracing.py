@@ -21,9 +21,9 @@ many deliveries, retries and waits it takes and on whichever workers:
 
 ``durable_tracing`` (default None) turns it on when opentelemetry is
 importable; False turns it off. A worker enables it at start; other
-processes call :func:`enable`. Child runs started with ``call``/``gather``
-and runs created by an idempotent trigger start a trace per delivery
-(their options are written before the first delivery).
+processes call :func:`enable`. Child runs started with ``call``/``gather``,
+and runs of an idempotent trigger with routing options, start a trace per
+delivery (their options are written before the first delivery).
 """
 
 from __future__ import annotations
