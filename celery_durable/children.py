@@ -33,9 +33,8 @@ from celery import Celery
 from celery.canvas import Signature
 
 from ._signals import LeaseLost, Suspend
-from .context import RunContext, active_run, current_step
+from .context import RunContext, body_context
 from .errors import ChildCancelledError, ChildRunError, InvalidRunStateError
-from .leases import lease_lost
 from .publish import publish_run
 from .records import ErrorInfo, NewRun, RunRecord, RunStatus, StepRecord, StepStatus, WaitInfo
 from .serialization import decode, encode
@@ -57,16 +56,6 @@ def child_id(parent_id: str, position: int, index: int | None = None) -> str:
 def is_children_step(name: str) -> bool:
     """True for the step names of ``call``, ``gather`` and ``map``."""
     return name.startswith((CALL_STEP, MAP_STEP)) or name == GATHER_STEP
-
-
-def _context(what: str) -> RunContext | None:
-    ctx = active_run()
-    if ctx is not None and current_step.get() is not None:
-        raise RuntimeError(f"{what}() cannot be called inside a step; call it from the "
-                           "durable task's body")
-    if ctx is not None and lease_lost(ctx.run_id):
-        raise LeaseLost()
-    return ctx
 
 
 def _durable(app: Celery, task: Any) -> Any:
@@ -237,7 +226,7 @@ def _eager_children(ctx: RunContext, specs: Sequence[Signature], single: bool,
 
 
 def _run(specs: Sequence[Signature], single: bool, name: str) -> Any:
-    ctx = _context(name.rstrip(":") or "call")
+    ctx = body_context(name.rstrip(":") or "call")
     if ctx is None:  # outside a run: plain calls, so task bodies stay unit-testable
         results = [spec.type(*spec.args, **spec.kwargs) if spec.type is not None
                    else spec.apply().get() for spec in specs]

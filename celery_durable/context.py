@@ -80,6 +80,24 @@ def active_run() -> RunContext | None:
     return current_run.get()
 
 
+def body_context(what: str) -> RunContext | None:
+    """The run whose *body* is calling ``what()`` (a wait or a child call), or None outside one.
+
+    Raises RuntimeError inside a step (waits and child calls belong in the body)
+    and LeaseLost if another delivery took the run over.
+    """
+    from ._signals import LeaseLost
+    from .leases import lease_lost
+
+    ctx = active_run()
+    if ctx is not None and current_step.get() is not None:
+        raise RuntimeError(f"{what}() cannot be called inside a step; call it from the "
+                           "durable task's body")
+    if ctx is not None and lease_lost(ctx.run_id):
+        raise LeaseLost()
+    return ctx
+
+
 def require_step_context() -> StepContext:
     """The context of the step executing now; RuntimeError outside a step."""
     ctx = current_step.get()

@@ -32,9 +32,8 @@ from celery._state import get_current_app
 
 from ._signals import LeaseLost, Suspend
 from .config import settings_for
-from .context import RunContext, active_run, current_step
+from .context import RunContext, body_context
 from .errors import NonDeterministicStepError, RunNotFoundError
-from .leases import lease_lost
 from .publish import publish_run
 from .records import EventRecord, RunStatus, StepRecord, StepStatus, WaitInfo
 from .serialization import decode, encode, get_serializer
@@ -63,16 +62,6 @@ def _seconds(duration: Duration | None, what: str) -> float | None:
 def event_key(key: Any) -> str:
     """The text an event key is compared as (``None`` → ``""``, ``42`` → ``"42"``)."""
     return "" if key is None else str(key)
-
-
-def _run_context(what: str) -> RunContext | None:
-    ctx = active_run()
-    if ctx is not None and current_step.get() is not None:
-        raise RuntimeError(f"{what}() cannot be called inside a step; call it from the "
-                           "durable task's body")
-    if ctx is not None and lease_lost(ctx.run_id):
-        raise LeaseLost()
-    return ctx
 
 
 def _now(ctx: RunContext) -> float:
@@ -197,7 +186,7 @@ def sleep(duration: Duration) -> None:
     """
     seconds = _seconds(duration, "sleep duration")
     assert seconds is not None
-    ctx = _run_context("sleep")
+    ctx = body_context("sleep")
     if ctx is None:
         time.sleep(max(seconds, 0.0))
         return
@@ -208,7 +197,7 @@ def sleep_until(when: dt.datetime) -> None:
     """Suspend the durable run until the timezone-aware datetime ``when``; see :func:`sleep`."""
     if not isinstance(when, dt.datetime) or when.tzinfo is None:
         raise ValueError("sleep_until() needs a timezone-aware datetime")
-    ctx = _run_context("sleep_until")
+    ctx = body_context("sleep_until")
     if ctx is None:
         time.sleep(max(when.timestamp() - time.time(), 0.0))
         return
@@ -262,7 +251,7 @@ def wait_for_event(name: str, *, key: Any = None, timeout: Duration | None = Non
     In eager mode only an already-sent event can be received; otherwise the
     wait times out at once.
     """
-    ctx = _run_context("wait_for_event")
+    ctx = body_context("wait_for_event")
     if ctx is None:
         raise RuntimeError("wait_for_event() only works inside a durable run")
     seconds = _seconds(timeout, "timeout")

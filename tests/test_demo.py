@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import services
+from browser import chromium
 from harness import ROOT, wait_for
 
 pytestmark = [pytest.mark.worker, pytest.mark.slow]
@@ -36,10 +36,6 @@ DURATION = 150
 RUNS = 9
 DROP_ENV = ("REDIS_URL", "DATABASE_URL", "DJANGO_SETTINGS_MODULE", "PYTHONPATH",
             "DEMO_STATE_DIR", "VIRTUAL_ENV", "CELERY_QUEUE", "STANDIN_URL")
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-CHROME_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--no-first-run",
-               "--disable-dev-shm-usage", "--window-size=1440,1000"]
 
 ORM_REPORT = """
 import json
@@ -212,24 +208,7 @@ def test_demo_runs_reach_expected_states(demo):
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     """Headless Chromium driven by chromedriver (skips, or fails under CI, when missing)."""
-    binary = CHROMIUM if os.path.exists(CHROMIUM) else shutil.which("chromium")
-    driver_path = CHROMEDRIVER if os.path.exists(CHROMEDRIVER) else shutil.which("chromedriver")
-    if not binary or not driver_path:
-        services.unavailable("chromium and chromedriver are not installed "
-                             "(apt-get install chromium chromium-driver)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = binary
-    for arg in CHROME_ARGS:
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
-    driver.set_page_load_timeout(30)
-    try:
-        yield driver
-    finally:
-        driver.quit()
+    yield from chromium()
 
 
 def shot(driver: Any, name: str) -> None:

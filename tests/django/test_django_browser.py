@@ -4,24 +4,17 @@ with a real worker running the runs. Saves screenshots to ``docs/images/``."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import services
+from browser import chromium
 from harness import ROOT, wait_for
 
 pytestmark = [pytest.mark.worker, pytest.mark.usefixtures("db")]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
-CHROME_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--no-first-run",
-               "--disable-dev-shm-usage", "--window-size=1440,1000"]
 IMAGES = ROOT / "docs" / "images"
 PASSWORD = "pw-for-tests"
 
@@ -46,24 +39,7 @@ def live_server(django_pg: None) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     """Headless Chromium driven by chromedriver (skips, or fails under CI, when missing)."""
-    binary = CHROMIUM if os.path.exists(CHROMIUM) else shutil.which("chromium")
-    driver_path = CHROMEDRIVER if os.path.exists(CHROMEDRIVER) else shutil.which("chromedriver")
-    if not binary or not driver_path:
-        services.unavailable("chromium and chromedriver are not installed "
-                             "(apt-get install chromium chromium-driver)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = binary
-    for arg in CHROME_ARGS:
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
-    driver.set_page_load_timeout(30)
-    try:
-        yield driver
-    finally:
-        driver.quit()
+    yield from chromium()
 
 
 def login(driver: Any, live: str, user: Any, next_url: str) -> None:
