@@ -1,7 +1,7 @@
 .PHONY: test demo quickstart lint bench
 
-test:  ## run the test suite (installs everything it needs)
-	scripts/test
+test:  ## run the test suite (installs everything it needs); PYTEST_ARGS are passed to pytest
+	scripts/test $(PYTEST_ARGS)
 
 demo:  ## the full demo: example_project with a worker, Flower and the Django admin (scripts/demo --help)
 	scripts/demo

@@ -7,6 +7,7 @@ tasks of ``tests/apps/controls_app.py``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -328,14 +329,20 @@ def overlapping(intervals: list[list[float]], after: float) -> bool:
                for n, a in enumerate(late) for b in late[n + 1:])
 
 
-def test_concurrency_two_across_three_workers(start_worker, tag, redis_client):
+def test_concurrency_two_across_three_workers(start_worker, tag, redis_client, monkeypatch):
     """concurrency=2 over 3 workers x 2 slots: never 3 at once, all 20 finish, a killed run's
     slot frees itself."""
     from apps.controls_app import app, limited
 
+    from celery_durable.config import settings_for
     from celery_durable.stores import get_store
 
     env = {"TEST_GRACE": "3"}
+    # Runs are registered in the store when published (here, by this process): with the
+    # workers' short grace, a message the killed worker had prefetched is re-published
+    # after 3 s instead of the default 300 s.
+    monkeypatch.setattr(app, "_durable_settings",
+                        dataclasses.replace(settings_for(app), requeue_grace=3.0))
     workers = [start_worker(APP, concurrency=2, env=env) for _ in range(3)]
     victim = limited.delay(tag, 0, 60)
     wait_for(lambda: redis_client.get(f"{tag}:work:0:pid"), 15, 0.02, "run 0 to execute")
