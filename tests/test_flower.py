@@ -41,6 +41,20 @@ def _task_state(base: str, task_id: str) -> str | None:
     return info.get("state")
 
 
+def states_until_success(base: str, task_id: str, timeout: float = 30) -> list[str]:
+    """Poll Flower until ``task_id`` is SUCCESS; return the distinct states seen, in order."""
+    seen: list[str] = []
+
+    def finished() -> bool:
+        state = _task_state(base, task_id)
+        if state and (not seen or seen[-1] != state):
+            seen.append(state)
+        return state == "SUCCESS"
+
+    wait_for(finished, timeout, 0.05, "Flower to see the run succeed")
+    return seen
+
+
 @pytest.fixture
 def flower(tmp_path: Path):  # type: ignore[no-untyped-def]
     """A real Flower process for ``apps.core_app``; yields its base URL."""
@@ -77,15 +91,7 @@ def test_flower_shows_retry_then_success(start_worker, flower, tag):
     start_worker("apps.core_app", extra_args=["-E"])
     time.sleep(1.0)  # let Flower's event consumer attach before the run starts
     result = four_steps.delay(tag, 1, 2)
-    seen: list[str] = []
-
-    def finished() -> bool:
-        state = _task_state(flower, result.id)
-        if state and (not seen or seen[-1] != state):
-            seen.append(state)
-        return state == "SUCCESS"
-
-    wait_for(finished, 30, 0.05, "Flower to see the run succeed")
+    seen = states_until_success(flower, result.id)
     assert "RETRY" in seen, seen
     assert seen[-1] == "SUCCESS"
     info = _get(f"{flower}/api/task/info/{result.id}")

@@ -165,19 +165,11 @@ def test_flower_shows_step_states_while_a_run_executes(start_worker, flower, tag
     """A real Flower following a -E worker shows STEP-STARTED while a slow step runs, then
     SUCCESS."""
     from apps.core_app import five_with_slow
-    from test_flower import _task_state
+    from test_flower import states_until_success
 
     start_worker("apps.core_app", extra_args=["-E"])
     time.sleep(1.0)  # let Flower's event consumer attach before the run starts
     result = five_with_slow.delay(tag, 2.0)
-    seen: list[str] = []
-
-    def finished() -> bool:
-        state = _task_state(flower, result.id)
-        if state and (not seen or seen[-1] != state):
-            seen.append(state)
-        return state == "SUCCESS"
-
-    wait_for(finished, 30, 0.05, "Flower to see the run succeed")
+    seen = states_until_success(flower, result.id)
     assert "STEP-STARTED" in seen, seen
     assert seen[-1] == "SUCCESS"

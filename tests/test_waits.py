@@ -305,18 +305,10 @@ def test_two_thousand_sleeping_runs_hold_no_worker_memory(start_worker, tag, red
 def test_flower_shows_sleeping_then_success(start_worker, flower, tag):  # noqa: F811
     """Flower lists a sleeping run as SLEEPING, then SUCCESS once it woke."""
     from apps.waits_app import nap
-    from test_flower import _task_state
+    from test_flower import states_until_success
 
     start_worker("apps.waits_app", extra_args=["-E"])
     time.sleep(1.0)  # let Flower's event consumer attach before the run starts
     result = nap.delay(tag, 2)
-    seen: list[str] = []
-
-    def finished() -> bool:
-        state = _task_state(flower, result.id)
-        if state and (not seen or seen[-1] != state):
-            seen.append(state)
-        return state == "SUCCESS"
-
-    wait_for(finished, 30, 0.05, "Flower to see the run succeed")
+    seen = states_until_success(flower, result.id)
     assert "SLEEPING" in seen, seen
