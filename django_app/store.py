@@ -196,6 +196,14 @@ class DjangoStore(ControlsMixin, WaitsMixin, CheckpointStore):
             "status": status.value, "owner": "", "lease_expires": None,
             "not_before": now + delay, "due_at": now + due_in,
             "updated_at": rows.to_datetime(now)}
+        return self._park_row(run_id, token, fields, step)
+
+    def _park_row(self, run_id: str, token: int, fields: dict[str, Any],
+                  step: StepRecord | None) -> bool:
+        """Under ``token``: update the run row with ``fields`` and write ``step``, atomically.
+
+        Shared by :meth:`park` (retries, slots) and ``suspend`` (waits).
+        """
         if step is not None:
             fields.update(current_step=step.key, attempts=step.attempts)
         with transaction.atomic(using=self.using):

@@ -43,6 +43,8 @@ class WaitsMixin:
     def _holding(self, run_id: str, token: int) -> QuerySet[Run]: ...  # pragma: no cover
     def _locked(self, run_id: str) -> Run | None: ...  # pragma: no cover
     def _upsert(self, run_id: str, step: StepRecord) -> None: ...  # pragma: no cover
+    def _park_row(self, run_id: str, token: int, fields: dict[str, Any],
+                  step: StepRecord | None) -> bool: ...  # pragma: no cover
     def _snapshot(self, run: Run) -> RunRecord: ...  # pragma: no cover
 
     def suspend(self, run_id: str, token: int, *, status: RunStatus, wait: WaitInfo,
@@ -52,14 +54,7 @@ class WaitsMixin:
             "status": status.value, "owner": "", "lease_expires": None,
             "not_before": wait.until, "due_at": wait.until,
             "updated_at": rows.to_datetime(time.time()), **wait_fields(wait)}
-        if step is not None:
-            fields.update(current_step=step.key, attempts=step.attempts)
-        with transaction.atomic(using=self.using):
-            if not self._holding(run_id, token).update(**fields):
-                return False
-            if step is not None:
-                self._upsert(run_id, step)
-            return True
+        return self._park_row(run_id, token, fields, step)
 
     def _mailbox(self, name: str, key: str) -> Mailbox:
         """The locked mailbox row of ``(name, key)``, created if missing (in a transaction)."""
