@@ -41,6 +41,8 @@ from .redis_controls import RedisControls
 redis_lib: Any
 try:
     import redis as redis_lib
+
+    from .redis_lane import FastLane, LaneUnavailable, pack
 except ImportError:  # pragma: no cover - depends on the installed extras
     redis_lib = None
 
@@ -137,6 +139,29 @@ class RedisStore(RedisControls, CheckpointStore):
                          ("BEGIN", "SAVE_STEP", "PARK", "FINISH", "RENEW", "CLAIM_DUE", "RESET",
                           "SUSPEND", "REGISTER", "POST", "DELIVER", "WAKE")}
         self._register_control_scripts()
+        self._lane = FastLane(client)
+
+    def _fast(self, commands: list[bytes], fallback: Callable[[], list[Any]]) -> list[Any]:
+        """Replies to ``commands`` sent over the fast lane, else ``fallback()``'s.
+
+        The fallback (the ordinary client path, with redis-py's reconnects and
+        NOSCRIPT recovery) runs when the lane is off or its connection failed, or
+        when Redis lost a script; every command sent this way is idempotent or
+        refused under the lease, so sending it again is safe. Any other error
+        reply is raised, as the client path would.
+        """
+        if not self._lane.enabled:
+            return fallback()
+        try:
+            replies = self._lane.call(commands)
+        except LaneUnavailable:
+            return fallback()
+        errors = [r for r in replies if isinstance(r, redis_lib.exceptions.ResponseError)]
+        if not errors:
+            return replies
+        if any(isinstance(e, redis_lib.exceptions.NoScriptError) for e in errors):
+            return fallback()
+        raise errors[0]
 
     def _pipeline(self, build: Callable[[Any], None]) -> list[Any]:
         """Run the commands ``build`` queues in one round trip.
@@ -193,7 +218,12 @@ class RedisStore(RedisControls, CheckpointStore):
             pipe.zadd(self._due_key, {run_id: now + lease_ttl})
             pipe.zadd(self._runs_key, {run_id: now}, nx=True)
 
-        (outcome, token, flat), _, _ = self._pipeline(build)
+        key, sha = self.run_key(run_id), self._scripts["BEGIN"].sha
+        (outcome, token, flat), _, _ = self._fast([
+            pack("EVALSHA", sha, 1, key, task, args, kwargs, json.dumps(dict(options)), owner,
+                 lease_ttl, steal_from or "", max_recoveries),
+            pack("ZADD", self._due_key, now + lease_ttl, run_id),
+            pack("ZADD", self._runs_key, "NX", now, run_id)], lambda: self._pipeline(build))
         try:
             return Begin(_text(outcome), parse_run(run_id, flat), int(token))
         except CorruptCheckpointError as exc:
@@ -208,17 +238,21 @@ class RedisStore(RedisControls, CheckpointStore):
     def save_step(self, run_id: str, token: int, step: StepRecord) -> bool:
         """See :meth:`CheckpointStore.save_step`: one EVALSHA.
 
-        The hot path of every step, so it calls EVALSHA directly rather than
-        through redis-py's ``Script.__call__`` (which costs ~2 µs of argument
-        shuffling and an import per call), with the same NOSCRIPT recovery.
+        The hot path of every step: sent over the fast lane (see
+        :mod:`.redis_lane`), else by calling EVALSHA directly rather than
+        through redis-py's ``Script.__call__``, with the same NOSCRIPT recovery.
         """
         script = self._scripts["SAVE_STEP"]
         args = (self.run_key(run_id), token, *_step_args(step))
-        try:
-            return bool(self.client.evalsha(script.sha, 1, *args))
-        except redis_lib.exceptions.NoScriptError:
-            script.sha = self.client.script_load(script.script)
-            return bool(self.client.evalsha(script.sha, 1, *args))
+
+        def by_client() -> list[Any]:
+            try:
+                return [self.client.evalsha(script.sha, 1, *args)]
+            except redis_lib.exceptions.NoScriptError:
+                script.sha = self.client.script_load(script.script)
+                return [self.client.evalsha(script.sha, 1, *args)]
+
+        return bool(self._fast([pack("EVALSHA", script.sha, 1, *args)], by_client)[0])
 
     def park(self, run_id: str, token: int, *, status: RunStatus, delay: float,
              due_in: float, step: StepRecord | None = None) -> bool:
@@ -244,7 +278,11 @@ class RedisStore(RedisControls, CheckpointStore):
                        err, failed_step or "", retention)
             pipe.zrem(self._due_key, run_id)
 
-        ok, _ = self._pipeline(build)
+        sha = self._scripts["FINISH"].sha
+        ok, _ = self._fast([
+            pack("EVALSHA", sha, 1, self.run_key(run_id), token, status.value, result or "", err,
+                 failed_step or "", retention),
+            pack("ZREM", self._due_key, run_id)], lambda: self._pipeline(build))
         return bool(ok)
 
     def renew(self, leases: Mapping[str, int], lease_ttl: float) -> set[str]:
@@ -345,7 +383,8 @@ class RedisStore(RedisControls, CheckpointStore):
         return run
 
     def close(self) -> None:
-        """Close the connection pool."""
+        """Close this thread's fast-lane connection and the connection pool."""
+        self._lane.close()
         self.client.close()
 
     # -- durable waits ---------------------------------------------------------

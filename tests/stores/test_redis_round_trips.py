@@ -38,7 +38,8 @@ def test_resume_is_one_round_trip_and_each_checkpoint_one_write() -> None:
     try:
         common = {"task": "t", "args": "[]", "kwargs": "{}", "options": {}, "owner": "h:1:1",
                   "lease_ttl": 30.0}
-        store.begin(f"warm-{run_id}", **common)  # connects and loads the scripts
+        store.begin(f"warm-{run_id}", **common)  # connects the fast lane (hot path)
+        client.ping()  # connects the pool (park and the other control paths)
         trips, b = round_trips(lambda: store.begin(run_id, **common))
         assert trips == 1 and b.outcome == "acquired"
         for pos in range(60):

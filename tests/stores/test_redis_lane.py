@@ -1,0 +1,174 @@
+"""RedisStore's fast lane: the hot path bypasses redis-py's client layer, safely.
+
+Each test drives a real Redis: the lane's connection is killed from another
+connection, the scripts are flushed, a read is interrupted, the process forks.
+Afterwards the store must still write every checkpoint exactly where it belongs
+and never read a reply out of turn.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from celery_durable.records import RunStatus, StepRecord, StepStatus
+from celery_durable.stores.redis import RedisStore
+
+COMMON: dict[str, Any] = {"task": "t", "args": "[]", "kwargs": "{}", "options": {},
+                          "owner": "h:1:1", "lease_ttl": 30.0}
+
+
+class CountingClient(redis.Redis):
+    """A real client that counts the commands sent through its client layer."""
+
+    layer_calls = 0
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        CountingClient.layer_calls += 1
+        return super().execute_command(*args, **options)
+
+    def pipeline(self, *args: Any, **kwargs: Any) -> Any:
+        CountingClient.layer_calls += 1
+        return super().pipeline(*args, **kwargs)
+
+
+@pytest.fixture()
+def store() -> Iterator[RedisStore]:
+    client = CountingClient.from_url(os.environ["TEST_REDIS_URL"])
+    prefix = f"{os.environ['TEST_PREFIX']}lane-{uuid.uuid4().hex[:8]}:"
+    store = RedisStore(client, prefix=prefix)
+    try:
+        yield store
+    finally:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+        store.close()
+
+
+def _step(pos: int) -> StepRecord:
+    return StepRecord(pos, f"s#{pos}", "s", StepStatus.SUCCEEDED, value=f'"v{pos}"')
+
+
+def _lane_client_id(store: RedisStore) -> int:
+    (reply,) = store._lane.call([b"*2\r\n$6\r\nCLIENT\r\n$2\r\nID\r\n"])
+    return int(reply)
+
+
+def _values(store: RedisStore, run_id: str) -> list[str | None]:
+    run = store.get_run(run_id)
+    assert run is not None
+    return [s.value for s in run.steps]
+
+
+def test_begin_steps_and_finish_skip_the_client_layer(store: RedisStore) -> None:
+    run_id = uuid.uuid4().hex
+    before = CountingClient.layer_calls
+    b = store.begin(run_id, **COMMON)
+    assert b.outcome == "acquired"
+    for pos in range(5):
+        assert store.save_step(run_id, b.token, _step(pos))
+    assert store.finish(run_id, b.token, status=RunStatus.SUCCEEDED, result='"done"')
+    assert CountingClient.layer_calls == before
+    run = store.get_run(run_id)
+    assert run is not None and run.status is RunStatus.SUCCEEDED and run.result == '"done"'
+    assert [s.value for s in run.steps] == [f'"v{p}"' for p in range(5)]
+    # The sorted sets written beside the scripts are the same as the client path's.
+    assert store.client.zscore(store._runs_key, run_id) is not None
+    assert store.client.zscore(store._due_key, run_id) is None
+
+
+def test_a_stale_token_is_refused_on_the_lane(store: RedisStore) -> None:
+    run_id = uuid.uuid4().hex
+    b = store.begin(run_id, **COMMON)
+    assert store.save_step(run_id, b.token, _step(0))
+    assert not store.save_step(run_id, b.token - 1, _step(1))
+    assert _values(store, run_id) == ['"v0"']
+
+
+def test_a_killed_lane_connection_falls_back_and_reconnects(store: RedisStore) -> None:
+    run_id = uuid.uuid4().hex
+    b = store.begin(run_id, **COMMON)
+    first = _lane_client_id(store)
+    store.client.client_kill_filter(_id=first)
+    assert store.save_step(run_id, b.token, _step(0))  # the client path wrote it
+    assert store.save_step(run_id, b.token, _step(1))  # the lane again, on a new connection
+    assert _lane_client_id(store) != first
+    assert _values(store, run_id) == ['"v0"', '"v1"']
+
+
+def test_flushed_scripts_are_reloaded(store: RedisStore) -> None:
+    run_id = uuid.uuid4().hex
+    b = store.begin(run_id, **COMMON)
+    store.client.script_flush()
+    assert store.save_step(run_id, b.token, _step(0))
+    store.client.script_flush()
+    assert store.finish(run_id, b.token, status=RunStatus.SUCCEEDED, result='"r"')
+    store.client.script_flush()
+    assert store.begin(uuid.uuid4().hex, **COMMON).outcome == "acquired"
+    assert _values(store, run_id) == ['"v0"']
+
+
+def test_an_error_reply_is_raised_and_the_connection_stays_in_step(store: RedisStore) -> None:
+    run_id = uuid.uuid4().hex
+    b = store.begin(run_id, **COMMON)
+    store.client.delete(store.run_key(run_id))
+    store.client.set(store.run_key(run_id), "not a hash")
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        store.save_step(run_id, b.token, _step(0))
+    other = uuid.uuid4().hex
+    ob = store.begin(other, **COMMON)
+    assert ob.outcome == "acquired" and ob.run.id == other
+    assert store.save_step(other, ob.token, _step(0))
+    assert _values(store, other) == ['"v0"']
+
+
+def test_an_interrupted_read_never_leaves_a_reply_behind(store: RedisStore,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A soft time limit firing between send and read must not shift later replies."""
+    run_id = uuid.uuid4().hex
+    b = store.begin(run_id, **COMMON)
+    conn = store._lane._connection()
+    original = conn.read_response
+
+    def interrupted(*args: Any, **kwargs: Any) -> Any:
+        monkeypatch.setattr(conn, "read_response", original)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(conn, "read_response", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        store.save_step(run_id, b.token, _step(0))
+    # Step 0 reached Redis; its reply was never read. The next call must get its own.
+    assert store.save_step(run_id, b.token, _step(1))
+    assert not store.save_step(run_id, b.token + 5, _step(2))
+    assert _values(store, run_id) == ['"v0"', '"v1"']
+
+
+def test_a_forked_child_never_shares_the_parents_connection(store: RedisStore) -> None:
+    run_id = uuid.uuid4().hex
+    b = store.begin(run_id, **COMMON)
+    parent_id = _lane_client_id(store)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        code = 1
+        try:
+            child_id = _lane_client_id(store)
+            ok = store.save_step(run_id, b.token, _step(1))
+            os.write(write, f"{child_id} {int(ok)}".encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write)
+    child_id, ok = os.read(read, 100).decode().split()
+    os.close(read)
+    assert os.waitpid(pid, 0)[1] == 0
+    assert int(child_id) != parent_id and ok == "1"
+    assert _lane_client_id(store) == parent_id
+    assert store.save_step(run_id, b.token, _step(2))
+    assert _values(store, run_id) == ['"v1"', '"v2"']
