@@ -86,7 +86,7 @@ def _context(store: CheckpointStore, run_id: str, begin: Any) -> RunContext:
     policy = RetryPolicy(max_attempts=1_000_000, backoff=fixed(0.0))
     return RunContext(task=None, run_id=run_id, token=begin.token, store=store,  # type: ignore[arg-type]
                       settings=settings, serializer=get_serializer("json"), policy=policy,
-                      eager=True, checkpoints={s.position: s for s in begin.run.steps})
+                      eager=True, checkpoints=begin.checkpoints)
 
 
 def _begin(store: CheckpointStore, run_id: str) -> Any:
@@ -123,8 +123,8 @@ def measure(store: CheckpointStore, n: int, trials: int) -> dict[str, Any]:
             run_step(ctx, "work", work, (i,), {}, {})
         t2 = time.perf_counter()
         trips.append(ROUND_TRIPS[0])
-        if len(begin.run.steps) != n + 1:
-            raise RuntimeError(f"begin() loaded {len(begin.run.steps)} checkpoints, "
+        if len(begin.checkpoints) != n + 1:
+            raise RuntimeError(f"begin() loaded {len(begin.checkpoints)} checkpoints, "
                                f"expected {n + 1}")
         load.append(t1 - t0)
         replay.append(t2 - t1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextvars
 from collections import defaultdict
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -48,7 +49,7 @@ class RunContext:
     settings: DurableSettings
     serializer: Serializer
     policy: RetryPolicy
-    checkpoints: dict[int, StepRecord]
+    checkpoints: MutableMapping[int, StepRecord]
     eager: bool = False
     position: int = 0
     counters: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -200,7 +201,7 @@ class Begin:
     """What a delivery found when it tried to start a run.
 
     ``outcome`` is ``acquired`` (this delivery holds the lease; ``token`` is
-    its fencing token and ``run.steps`` the checkpoints), ``busy`` (another
+    its fencing token and ``checkpoints`` the run's checkpoints), ``busy`` (another
     live delivery holds it; ``run.owner`` says who), ``finished`` (nothing to
     do) or ``early`` (the run is parked until ``run.not_before``).
     """
@@ -208,6 +209,18 @@ class Begin:
     outcome: str
     run: RunRecord
     token: int = 0
+    #: The checkpoints by position. Stores that decode lazily (Redis) fill this
+    #: and leave ``run.steps`` empty; for the others it is built from ``run.steps``.
+    checkpoints: MutableMapping[int, StepRecord] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.checkpoints and self.run.steps:
+            self.checkpoints = {s.position: s for s in self.run.steps}
+
+    @property
+    def steps(self) -> list[StepRecord]:
+        """The checkpoints in position order (decodes every one)."""
+        return [self.checkpoints[p] for p in sorted(self.checkpoints)]
 
 
 @dataclass

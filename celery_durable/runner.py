@@ -107,7 +107,7 @@ def execute(task: Task, body: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
                      store=guard(fields["store"]),
                      settings=settings, serializer=fields["serializer"],
                      policy=task_policy(task), eager=eager,
-                     checkpoints={s.position: s for s in begin.run.steps},
+                     checkpoints=begin.checkpoints,
                      wait=begin.run.wait, clock=begin.run.updated_at or 0.0,
                      parent=begin.run.parent)
     if not eager:

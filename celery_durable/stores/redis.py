@@ -36,6 +36,7 @@ from ..records import (
 )
 from . import redis_scripts as lua
 from .base import CheckpointStore
+from .redis_checkpoints import LazyCheckpoints
 from .redis_controls import RedisControls
 
 redis_lib: Any
@@ -114,6 +115,29 @@ def _parse_run(run_id: str, flat: list[Any]) -> RunRecord:
                for pos in sorted(metas)],
         wait=wait, parent=fields.get("parent") or None,
     )
+
+
+#: The run fields :func:`parse_run` reads (everything in a run hash but checkpoints).
+RUN_FIELDS = ("task", "status", "args", "kwargs", "options", "created", "updated", "started",
+              "finished", "token", "owner", "lease", "nb", "due", "rec", "result", "error",
+              "fstep", "ikey", "wkind", "wstep", "wpos", "wid", "wuntil", "wname", "wkey",
+              "wafter", "wres", "parent")
+_RUN_FIELDS_BYTES = tuple(name.encode() for name in RUN_FIELDS)
+
+
+def parse_begin(run_id: str, flat: list[Any]) -> tuple[RunRecord, LazyCheckpoints]:
+    """The run (without steps) and its lazily decoded checkpoints, from a flat HGETALL reply.
+
+    Only the run fields are read now; see :mod:`.redis_checkpoints`.
+    """
+    raw = dict(zip(flat[0::2], flat[1::2], strict=True))
+    names = _RUN_FIELDS_BYTES if raw and isinstance(next(iter(raw)), bytes) else RUN_FIELDS
+    run_flat: list[Any] = []
+    for name in names:
+        value = raw.get(name)
+        if value is not None:
+            run_flat += (name, value)
+    return parse_run(run_id, run_flat), LazyCheckpoints(run_id, raw)
 
 
 #: ``json.dumps(..., separators=(",", ":"))`` builds an encoder per call; this one is reused.
@@ -225,7 +249,8 @@ class RedisStore(RedisControls, CheckpointStore):
             pack("ZADD", self._due_key, now + lease_ttl, run_id),
             pack("ZADD", self._runs_key, "NX", now, run_id)], lambda: self._pipeline(build))
         try:
-            return Begin(_text(outcome), parse_run(run_id, flat), int(token))
+            run, checkpoints = parse_begin(run_id, flat)
+            return Begin(_text(outcome), run, int(token), checkpoints)
         except CorruptCheckpointError as exc:
             if _text(outcome) != "acquired":
                 raise

@@ -98,11 +98,11 @@ def test_begin_returns_every_checkpoint(store: CheckpointStore) -> None:
                       step=failed(3, status=StepStatus.RETRYING, attempts=1))
     again = begin(store, run_id, "host:2:2")
     assert again.outcome == "acquired" and again.token > first.token
-    assert [(s.position, s.key, s.status, s.value) for s in again.run.steps] == [
+    assert [(s.position, s.key, s.status, s.value) for s in again.steps] == [
         (0, "s0#0", StepStatus.SUCCEEDED, '"v0"'), (1, "s1#0", StepStatus.SUCCEEDED, '"v1"'),
         (2, "s2#0", StepStatus.SUCCEEDED, '"v2"'), (3, "s3#0", StepStatus.RETRYING, None)]
-    assert again.run.steps[3].attempts == 1
-    assert again.run.steps[3].error == ErrorInfo("builtins.ValueError", "boom",
+    assert again.steps[3].attempts == 1
+    assert again.steps[3].error == ErrorInfo("builtins.ValueError", "boom",
                                                   "Traceback ...\nboom")
     assert again.run.recoveries == 0  # resuming a parked run is not a recovery
 
@@ -145,7 +145,7 @@ def test_expired_lease_is_taken_over_as_a_recovery(store: CheckpointStore) -> No
     assert second.token > first.token
     assert second.run.recoveries == 1
     assert second.run.owner == "host:2:2"
-    assert [s.key for s in second.run.steps] == ["s0#0"]
+    assert [s.key for s in second.steps] == ["s0#0"]
 
 
 def test_steal_from_a_dead_holder_takes_a_live_lease(store: CheckpointStore) -> None:
@@ -484,7 +484,7 @@ def test_reset_from_the_failed_step_keeps_completed_checkpoints(store: Checkpoin
     assert (run.args, run.kwargs) == ("[1]", '{"x": 1}')
     again = begin(store, run_id, "host:2:2")
     assert again.outcome == "acquired" and again.token > token
-    assert [s.key for s in again.run.steps] == ["s0#0", "s1#0"]
+    assert [s.key for s in again.steps] == ["s0#0", "s1#0"]
     assert not store.save_step(run_id, token, succeeded(2))
 
 
@@ -496,7 +496,7 @@ def test_reset_from_start_drops_every_checkpoint(store: CheckpointStore) -> None
     assert run is not None and run.status is RunStatus.PENDING and run.steps == []
     stored = store.get_run(run_id)
     assert stored is not None and stored.steps == []
-    assert begin(store, run_id, "host:2:2").run.steps == []
+    assert begin(store, run_id, "host:2:2").steps == []
 
 
 def test_reset_with_edited_arguments_replaces_them(store: CheckpointStore) -> None:

@@ -51,7 +51,7 @@ def test_resume_is_one_round_trip_and_each_checkpoint_one_write() -> None:
         assert (trips, ok) == (1, True)
         trips, again = round_trips(lambda: store.begin(run_id, **{**common, "owner": "h:2:2"}))
         assert trips == 1
-        assert again.outcome == "acquired" and len(again.run.steps) == 60
+        assert again.outcome == "acquired" and len(again.steps) == 60
         trips, ok = round_trips(lambda: store.finish(run_id, again.token,
                                                      status=RunStatus.SUCCEEDED, result='"r"'))
         assert (trips, ok) == (1, True)

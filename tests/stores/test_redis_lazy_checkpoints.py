@@ -1,0 +1,90 @@
+"""RedisStore.begin decodes checkpoints lazily: same records as get_run, errors named."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from celery_durable.errors import CorruptCheckpointError
+from celery_durable.records import ErrorInfo, RunStatus, StepRecord, StepStatus, WaitInfo
+from celery_durable.stores.redis import RedisStore, parse_begin, parse_run
+
+COMMON = {"task": "t", "args": "[1]", "kwargs": '{"a": 2}', "options": {"queue": "q"},
+          "owner": "h:1:1", "lease_ttl": 30.0}
+
+
+@pytest.fixture(params=[False, True], ids=["bytes", "decoded"])
+def store(request: pytest.FixtureRequest) -> Iterator[RedisStore]:
+    client = redis.Redis.from_url(os.environ["TEST_REDIS_URL"], decode_responses=request.param)
+    prefix = f"{os.environ['TEST_PREFIX']}lazy-{uuid.uuid4().hex[:8]}:"
+    try:
+        yield RedisStore(client, prefix=prefix)
+    finally:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+
+def _flat(store: RedisStore, run_id: str) -> list[object]:
+    raw = store.client.hgetall(store.run_key(run_id))
+    return [x for pair in raw.items() for x in pair]
+
+
+def test_begin_reads_what_get_run_reads(store: RedisStore) -> None:
+    run_id = uuid.uuid4().hex
+    b = store.begin(run_id, **COMMON)
+    for pos in range(3):
+        assert store.save_step(run_id, b.token, StepRecord(
+            pos, f"s#{pos}", "s", StepStatus.SUCCEEDED, value=f'"é{pos}"', started_at=1.5,
+            finished_at=2.5))
+    failed = StepRecord(3, "f#0", "f", StepStatus.RETRYING, 2,
+                        error=ErrorInfo("ValueError", "no <b>", "tb", ["a log line"]))
+    assert store.park(run_id, b.token, status=RunStatus.RETRYING, delay=0, due_in=60,
+                      step=failed)
+    wait = WaitInfo(kind="event", step="approval#0", position=4, wait_id=1, until=None,
+                    event="approval", key="doc-1", after=0)
+    again = store.begin(run_id, **{**COMMON, "owner": "h:2:2"})
+    assert store.suspend(run_id, again.token, status=RunStatus.WAITING, wait=wait)
+    flat = _flat(store, run_id)
+    eager = parse_run(run_id, flat)
+    run, lazy = parse_begin(run_id, flat)
+    assert run == dataclasses.replace(eager, steps=[])
+    assert run.wait is not None and run.wait.event == "approval" and run.options == {"queue": "q"}
+    assert len(lazy) == 4 and list(lazy) == [0, 1, 2, 3]
+    assert [lazy[p] for p in lazy] == eager.steps
+    assert lazy.get(9) is None and 9 not in lazy and 3 in lazy
+
+
+def test_a_corrupt_checkpoint_is_named_when_replay_reaches_it(store: RedisStore) -> None:
+    run_id = uuid.uuid4().hex
+    b = store.begin(run_id, **COMMON)
+    for pos in range(10):
+        assert store.save_step(run_id, b.token, StepRecord(pos, f"s#{pos}", "s",
+                                                           StepStatus.SUCCEEDED, value="1"))
+    store.client.hset(store.run_key(run_id), "c:5", '{"k":"s#5","n":')
+    assert store.park(run_id, b.token, status=RunStatus.RETRYING, delay=0, due_in=60)
+    again = store.begin(run_id, **{**COMMON, "owner": "h:2:2"})
+    assert again.outcome == "acquired"
+    assert [again.checkpoints[p].key for p in range(5)] == [f"s#{p}" for p in range(5)]
+    with pytest.raises(CorruptCheckpointError, match=f"run {run_id}: .*position 5"):
+        again.checkpoints.get(5)
+
+
+def test_new_records_join_the_mapping(store: RedisStore) -> None:
+    run_id = uuid.uuid4().hex
+    b = store.begin(run_id, **COMMON)
+    assert store.save_step(run_id, b.token, StepRecord(0, "s#0", "s", StepStatus.SUCCEEDED,
+                                                       value="1"))
+    again = store.begin(run_id, **{**COMMON, "owner": "h:1:1"})
+    cps = again.checkpoints
+    assert list(cps) == [0]
+    cps[1] = StepRecord(1, "s#1", "s", StepStatus.SUCCEEDED, value="2")
+    assert list(cps) == [0, 1] and cps[1].value == "2"
+    del cps[0]
+    assert list(cps) == [1] and cps.get(0) is None
