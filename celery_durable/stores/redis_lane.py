@@ -27,20 +27,13 @@ class LaneUnavailable(Exception):
     """The fast lane could not complete a call; use the client path instead."""
 
 
-def _bulk(value: bytes) -> bytes:
-    return b"$%d\r\n%s\r\n" % (len(value), value)
-
-
 def pack(*args: bytes | str | int | float) -> bytes:
-    """One RESP command from ``args`` (str as UTF-8, numbers as ``repr``)."""
+    """One RESP command from ``args`` (str as UTF-8, numbers as ``repr``, as redis-py does)."""
     out = [b"*%d\r\n" % len(args)]
     for arg in args:
-        if isinstance(arg, bytes):
-            out.append(_bulk(arg))
-        elif isinstance(arg, str):
-            out.append(_bulk(arg.encode()))
-        else:
-            out.append(_bulk(repr(arg).encode()))
+        data = arg if isinstance(arg, bytes) else (
+            arg if isinstance(arg, str) else repr(arg)).encode()
+        out.append(b"$%d\r\n%b\r\n" % (len(data), data))
     return b"".join(out)
 
 

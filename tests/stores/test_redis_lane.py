@@ -172,3 +172,17 @@ def test_a_forked_child_never_shares_the_parents_connection(store: RedisStore) -
     assert _lane_client_id(store) == parent_id
     assert store.save_step(run_id, b.token, _step(2))
     assert _values(store, run_id) == ['"v1"', '"v2"']
+
+
+@pytest.mark.parametrize("args", [
+    ("EVALSHA", "a" * 40, 1, "durable:run:{x}", 7, 0, '{"k":"é#0"}', ""),
+    ("ZADD", "due", 1763780000.123456, "run-1"),
+    ("ZADD", "runs", "NX", 1e-7, b"\x00\xff raw bytes"),
+    ("SET", "k", -3, "line\r\nbreak"),
+])
+def test_pack_matches_redis_py(args: tuple[Any, ...]) -> None:
+    """The lane's packer writes exactly what redis-py would send for the same arguments."""
+    from celery_durable.stores.redis_lane import pack
+
+    conn = redis.Connection()
+    assert pack(*args) == b"".join(conn.pack_command(*args))
