@@ -14,6 +14,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.utils import CursorWrapper
 
 from celery_durable.records import (
     ErrorInfo,
@@ -120,6 +121,75 @@ def step_row(run_id: str, step: StepRecord) -> Step:
     return Step(run_id=run_id, **dict(zip(STEP_COLUMNS, step_values(step), strict=True)))
 
 
+def checkpoint_cursor(connection: BaseDatabaseWrapper) -> CursorWrapper:
+    """The cursor that runs :func:`save_step_sql` on ``connection`` (use it as a context manager).
+
+    On PostgreSQL with psycopg 3 it binds parameters server-side and prepares
+    the statement on its first execution (see :func:`prepares_checkpoint`), so
+    later checkpoints skip PostgreSQL's parse and plan. It is a psycopg cursor
+    on Django's connection, wrapped as Django wraps its own: the statement
+    runs in the current transaction (``atomic()``) or in autocommit, errors
+    are Django's, and ``execute_wrapper()`` sees it. Elsewhere, and while
+    Django logs queries (``DEBUG``, ``CaptureQueriesContext``: its log cannot
+    show a server-side bound statement's SQL), it is ``connection.cursor()``.
+    """
+    if connection.queries_logged or not prepares_checkpoint(connection):
+        return connection.cursor()
+    connection.close_if_health_check_failed()  # as connection.cursor() does
+    connection.ensure_connection()
+    connection.validate_thread_sharing()
+    return connection.make_cursor(_preparing_cursor_class()(connection.connection))
+
+
+def prepares_checkpoint(connection: BaseDatabaseWrapper) -> bool:
+    """Whether :func:`checkpoint_cursor` prepares the checkpoint statement on ``connection``.
+
+    Yes on PostgreSQL with psycopg 3, unless the settings say prepared
+    statements cannot be used: ``OPTIONS["prepare_threshold"]`` set to None,
+    or ``DISABLE_SERVER_SIDE_CURSORS`` (both mark a pooler in transaction
+    mode, such as PgBouncer before 1.21). Django's own default (no
+    ``prepare_threshold``) prepares nothing; this one statement is prepared
+    anyway, on the connection it runs on.
+    """
+    if connection.vendor != "postgresql":
+        return False
+    db = connection.settings_dict
+    options = db.get("OPTIONS") or {}
+    if db.get("DISABLE_SERVER_SIDE_CURSORS") or (
+            "prepare_threshold" in options and options["prepare_threshold"] is None):
+        return False
+    from django.db.backends.postgresql.psycopg_any import is_psycopg3
+    return bool(is_psycopg3)
+
+
+@functools.cache
+def _preparing_cursor_class() -> type[Any]:
+    """A psycopg 3 cursor (server-side binding) that prepares what it executes."""
+    import psycopg
+
+    class PreparingCursor(psycopg.Cursor):  # type: ignore[type-arg]
+        """Executes with ``prepare=True``, even where the connection prepares nothing.
+
+        Django opens psycopg connections with ``prepare_threshold=None``, which
+        makes psycopg ignore ``prepare=True``; the threshold is lifted for the
+        duration of this cursor's own statement only.
+        """
+
+        def execute(self, query: Any, params: Any = None, *, prepare: bool | None = None,
+                    binary: bool | None = None) -> Any:
+            conn = self.connection
+            threshold = conn.prepare_threshold
+            if threshold is None:
+                conn.prepare_threshold = 5  # any number: prepare=True decides
+            try:
+                return super().execute(query, params, prepare=True, binary=binary)
+            finally:
+                if threshold is None:
+                    conn.prepare_threshold = None
+
+    return PreparingCursor
+
+
 def save_step_sql(connection: BaseDatabaseWrapper) -> str:
     """The checkpoint statement of ``connection``'s vendor (built once per vendor)."""
     return _save_step_sql(connection.vendor, connection.ops.quote_name)
@@ -132,7 +202,8 @@ def _save_step_sql(vendor: str, q: Callable[[str], str]) -> str:
     ``INSERT … SELECT … WHERE EXISTS (the run with this token and an owner)``,
     upserting on (run, position): no transaction block, no second round trip.
     Parameters: run id, the :func:`step_values`, run id, token. PostgreSQL
-    gets explicit casts (client-side bound literals are untyped).
+    gets explicit casts (client-side bound literals are untyped, and
+    server-side bound strings and NULLs are sent as ``unknown``).
     """
     run_t, step_t = q(Run._meta.db_table), q(Step._meta.db_table)
     cols = ", ".join(q(c) for c in STEP_COLUMNS)

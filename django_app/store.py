@@ -5,8 +5,9 @@ Runs are :class:`~django_app.models.Run` rows, checkpoints
 the lease, count a recovery, dead-letter, claim a due run) happens in one
 transaction holding the run's row lock (``SELECT … FOR UPDATE``; SQLite
 serialises writers itself). A checkpoint written under the lease is one
-statement on PostgreSQL and SQLite (one short transaction elsewhere); it does
-not touch the run row, so it costs about one plain INSERT. Loading a run's
+statement on PostgreSQL (prepared, with psycopg 3) and SQLite (one short
+transaction elsewhere); it does not update the run row, so it costs about one
+plain INSERT. Loading a run's
 checkpoints is one query. The run's changelist columns (``current_step``,
 ``attempts``) are refreshed when a delivery starts, parks or finishes.
 Times are this process's ``time.time()``, as in
@@ -169,10 +170,14 @@ class DjangoStore(ControlsMixin, WaitsMixin, CheckpointStore):
 
     @_db_call
     def save_step(self, run_id: str, token: int, step: StepRecord) -> bool:
-        """See :meth:`CheckpointStore.save_step`: one statement (PostgreSQL, SQLite)."""
+        """See :meth:`CheckpointStore.save_step`: one statement (PostgreSQL, SQLite).
+
+        On PostgreSQL with psycopg 3 the statement is prepared once per
+        connection (see :func:`django_app.rows.checkpoint_cursor`).
+        """
         conn = connections[self.using]
         if conn.vendor in ("postgresql", "sqlite"):
-            with conn.cursor() as cursor:
+            with rows.checkpoint_cursor(conn) as cursor:
                 cursor.execute(rows.save_step_sql(conn),
                                [run_id, *rows.step_values(step), run_id, token])
                 return bool(cursor.rowcount)
