@@ -47,6 +47,8 @@ def _begin(task: Task, run_id: str, args: tuple[Any, ...], kwargs: dict[str, Any
                          what="task keyword arguments", run_id=run_id)
     owner = leases.owner_id()
     options = delivery_options(getattr(request, "delivery_info", None))
+    if tracing.active is None and tracing.available():
+        tracing.for_app(task.app)  # a tracer provider may have been configured since
     if tracing.active is not None:  # the trace context to keep if the run is new
         ctx_fields["trace_root"] = tracing.active.before_begin(task, options)
     common = {"task": task.name, "args": args_text, "kwargs": kwargs_text,

@@ -19,9 +19,11 @@ many deliveries, retries and waits it takes and on whichever workers:
   have none), a child of its delivery, with ``durable.step``,
   ``durable.attempt`` and the exception recorded when it fails.
 
-``durable_tracing`` (default None) turns it on when opentelemetry is
-importable; False turns it off. A worker enables it at start; other
-processes call :func:`enable`. Child runs started with ``call``/``gather``,
+``durable_tracing`` (default None) turns it on once opentelemetry is
+importable and a tracer provider is configured (checked again at each
+delivery and publish until it is, so a provider set in
+``worker_process_init`` is picked up); True turns it on regardless; False
+turns it off. Other processes may call :func:`enable`. Child runs started with ``call``/``gather``,
 and runs of an idempotent trigger with routing options, start a trace per
 delivery (their options are written before the first delivery).
 """
@@ -65,10 +67,23 @@ def available() -> bool:
 
 
 def wanted(app: Celery) -> bool:
-    """True if ``app``'s ``durable_tracing`` setting asks for tracing and otel is installed."""
+    """True if ``app``'s ``durable_tracing`` setting asks for tracing and otel is installed.
+
+    ``True`` asks always; ``None`` (the default) once a tracer provider is
+    configured in this process: with opentelemetry-api installed but no SDK
+    provider set, spans would be no-ops and only cost time on every step.
+    """
     from .config import settings_for
+    if not available():
+        return False
     setting = settings_for(app).tracing
-    return available() and (setting is None or bool(setting))
+    return bool(setting) or (setting is None and provider_configured())
+
+
+def provider_configured() -> bool:
+    """True once a real tracer provider is set (not OpenTelemetry's default proxy or no-op)."""
+    provider = trace.get_tracer_provider()
+    return not isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
 
 
 class Tracing:
@@ -210,7 +225,7 @@ def _step_retrying(error: BaseException | None = None, **kwargs: Any) -> None:
 
 
 def for_app(app: Celery) -> Tracing | None:
-    """The active tracing, enabling it first if ``app`` wants it (``durable_tracing``)."""
+    """The active tracing, enabling it first if ``app`` wants it now (see :func:`wanted`)."""
     if active is None and wanted(app):
         enable()
     return active
@@ -240,4 +255,5 @@ def disable() -> None:
     signals.step_retrying.disconnect(_step_retrying)
 
 
-__all__ = ["HEADER", "available", "disable", "enable", "for_app", "wanted"]
+__all__ = ["HEADER", "available", "disable", "enable", "for_app", "provider_configured",
+           "wanted"]
