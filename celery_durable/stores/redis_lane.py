@@ -22,6 +22,19 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
+#: Bumped in a child after every fork: a lane connection made in an earlier
+#: generation belongs to the parent's socket. (Cheaper than ``os.getpid()``,
+#: which is a system call, on every checkpoint.)
+_generation = 0
+
+
+def _forked() -> None:
+    global _generation
+    _generation += 1
+
+
+os.register_at_fork(after_in_child=_forked)
+
 
 class LaneUnavailable(Exception):
     """The fast lane could not complete a call; use the client path instead."""
@@ -56,7 +69,7 @@ class FastLane:
 
     def _connection(self) -> Any:
         conn = getattr(self._local, "conn", None)
-        if conn is not None and self._local.pid == os.getpid():
+        if conn is not None and self._local.generation == _generation:
             return conn
         if self._pool is None:
             raise LaneUnavailable("no connection pool")
@@ -64,13 +77,13 @@ class FastLane:
         # Made with the pool's settings but outside its accounting: the lane
         # holds it for the thread's lifetime instead of borrowing per command.
         conn = self._pool.connection_class(**self._pool.connection_kwargs)
-        self._local.conn, self._local.pid = conn, os.getpid()
+        self._local.conn, self._local.generation = conn, _generation
         return conn
 
     def _drop(self) -> None:
         conn = getattr(self._local, "conn", None)
         self._local.conn = None
-        if conn is not None and self._local.pid == os.getpid():
+        if conn is not None and self._local.generation == _generation:
             with contextlib.suppress(Exception):  # already failing; the socket is discarded
                 conn.disconnect()
 
