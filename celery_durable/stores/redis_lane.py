@@ -1,22 +1,22 @@
-"""A per-thread Redis connection for the checkpoint hot path.
+"""Redis connections kept for the checkpoint hot path (the "fast lane").
 
 redis-py's client layer (``Redis.execute_command``: take a connection from the
 pool, retry wrapper, response callbacks, give it back) costs about as much
 client CPU as the round trip itself on a small machine. The hot path of a
-durable run — ``begin``, one ``save_step`` per step, ``finish`` — sends
-pre-packed commands over a connection this thread keeps, and reads the raw
-replies. Anything unusual (a dropped connection, an interrupt between send and
-read, ``NOSCRIPT``) discards that connection and raises, and the store falls
-back to the ordinary client path, which has redis-py's reconnect and retry
-behaviour. The replies are the same objects the client path returns for
-EVALSHA, so callers cannot tell the two apart.
+durable run (``begin``, one ``save_step`` per step, ``finish``) sends
+pre-packed commands over a connection the lane keeps, one per caller running
+at the same moment, and reads the raw replies. Anything unusual (a dropped
+connection, an interrupt between send and read, ``NOSCRIPT``) discards that
+connection and raises, and the store falls back to the ordinary client path,
+which has redis-py's reconnect and retry behaviour. The replies are the same
+objects the client path returns for EVALSHA, so callers cannot tell the two
+apart.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -51,41 +51,44 @@ def pack(*args: bytes | str | int | float) -> bytes:
 
 
 class FastLane:
-    """Send packed commands over this thread's own connection from ``client``'s pool.
+    """Send packed commands over connections the lane keeps, made from ``client``'s settings.
 
-    Disabled (every call raises :class:`LaneUnavailable`) for clients without a
-    plain connection pool, such as Redis Cluster.
+    Idle connections wait on a stack; a call takes one (or makes one) and puts
+    it back when its replies are read, so there are as many as calls ever ran
+    at once: one per prefork process, one per busy thread or greenlet. (A
+    ``list`` pop/append is atomic, so this needs no lock.) Disabled (every
+    call raises :class:`LaneUnavailable`) for clients without a plain
+    connection pool, such as Redis Cluster.
     """
 
     def __init__(self, client: Any) -> None:
         pool = getattr(client, "connection_pool", None)
         self._pool = pool if hasattr(pool, "get_connection") else None
-        self._local = threading.local()
+        self._idle: list[tuple[int, Any]] = []
 
     @property
     def enabled(self) -> bool:
         """Whether calls can use the lane at all."""
         return self._pool is not None
 
-    def _connection(self) -> Any:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None and self._local.generation == _generation:
-            return conn
+    def _checkout(self) -> Any:
+        while True:
+            try:
+                generation, conn = self._idle.pop()
+            except IndexError:
+                break
+            if generation == _generation:
+                return conn
+            # Inherited across fork: the parent's socket. Never use or close it here.
         if self._pool is None:
             raise LaneUnavailable("no connection pool")
-        # A connection inherited across fork is the parent's socket: never reuse it.
-        # Made with the pool's settings but outside its accounting: the lane
-        # holds it for the thread's lifetime instead of borrowing per command.
-        conn = self._pool.connection_class(**self._pool.connection_kwargs)
-        self._local.conn, self._local.generation = conn, _generation
-        return conn
+        # Made with the pool's settings but outside its accounting.
+        return self._pool.connection_class(**self._pool.connection_kwargs)
 
-    def _drop(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        self._local.conn = None
-        if conn is not None and self._local.generation == _generation:
-            with contextlib.suppress(Exception):  # already failing; the socket is discarded
-                conn.disconnect()
+    @staticmethod
+    def _discard(conn: Any) -> None:
+        with contextlib.suppress(Exception):  # already failing; the socket is discarded
+            conn.disconnect()
 
     def call(self, commands: Sequence[bytes]) -> list[Any]:
         """Send ``commands`` (packed) in one write and return their replies in order.
@@ -96,8 +99,8 @@ class FastLane:
         :class:`LaneUnavailable`; an interrupt (any other ``BaseException``)
         discards it and propagates, so no reply is ever read out of turn.
         """
+        conn = self._checkout()
         try:
-            conn = self._connection()
             conn.send_packed_command([b"".join(commands)], check_health=False)
             replies: list[Any] = []
             for _ in commands:
@@ -105,16 +108,18 @@ class FastLane:
                     replies.append(conn.read_response())
                 except ResponseError as exc:
                     replies.append(exc)
-            return replies
-        except LaneUnavailable:
-            raise
         except Exception as exc:
-            self._drop()
+            self._discard(conn)
             raise LaneUnavailable(f"{type(exc).__name__}: {exc}") from exc
         except BaseException:
-            self._drop()
+            self._discard(conn)
             raise
+        self._idle.append((_generation, conn))
+        return replies
 
     def close(self) -> None:
-        """Disconnect this thread's lane connection (other threads' close with the pool)."""
-        self._drop()
+        """Disconnect the idle lane connections."""
+        while self._idle:
+            generation, conn = self._idle.pop()
+            if generation == _generation:
+                self._discard(conn)

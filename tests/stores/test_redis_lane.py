@@ -133,7 +133,8 @@ def test_an_interrupted_read_never_leaves_a_reply_behind(store: RedisStore,
     """A soft time limit firing between send and read must not shift later replies."""
     run_id = uuid.uuid4().hex
     b = store.begin(run_id, **COMMON)
-    conn = store._lane._connection()
+    _lane_client_id(store)
+    conn = store._lane._idle[-1][1]  # the connection the next call takes
     original = conn.read_response
 
     def interrupted(*args: Any, **kwargs: Any) -> Any:
@@ -186,3 +187,31 @@ def test_pack_matches_redis_py(args: tuple[Any, ...]) -> None:
 
     conn = redis.Connection()
     assert pack(*args) == b"".join(conn.pack_command(*args))
+
+
+def test_threads_never_share_a_connection_mid_call(store: RedisStore) -> None:
+    """8 threads checkpointing their own runs at once: every reply lands with its caller."""
+    import threading
+
+    runs = {uuid.uuid4().hex: 0 for _ in range(8)}
+    tokens = {run_id: store.begin(run_id, **COMMON).token for run_id in runs}
+    errors: list[BaseException] = []
+
+    def work(run_id: str) -> None:
+        try:
+            for pos in range(150):
+                assert store.save_step(run_id, tokens[run_id], _step(pos))
+                # A stale token must be refused, on whichever connection this lands.
+                assert not store.save_step(run_id, tokens[run_id] + 1, _step(pos))
+        except BaseException as exc:  # reported below, in the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(run_id,)) for run_id in runs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    for run_id in runs:
+        assert _values(store, run_id) == [f'"v{p}"' for p in range(150)]
+    assert 1 <= len(store._lane._idle) <= len(runs)
