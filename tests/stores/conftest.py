@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import os
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -26,18 +25,10 @@ STORE_KINDS = ["memory", "redis", "django-sqlite", "django-postgres"]
 @contextlib.contextmanager
 def _redis_store() -> Iterator[CheckpointStore]:
     import redis
+    from redis_stores import redis_store
 
-    from celery_durable.stores.redis import RedisStore
-
-    client = redis.Redis.from_url(os.environ["TEST_REDIS_URL"])
-    prefix = f"{os.environ['TEST_PREFIX']}contract-{uuid.uuid4().hex[:10]}:"
-    try:
-        yield RedisStore(client, prefix=prefix)
-    finally:
-        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-        if keys:
-            client.delete(*keys)
-        client.close()
+    with redis_store(redis.Redis.from_url(os.environ["TEST_REDIS_URL"]), "contract") as store:
+        yield store
 
 
 @contextlib.contextmanager

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import redis
+from redis_stores import redis_store
 
 from celery_durable.records import RunStatus, StepRecord, StepStatus
 from celery_durable.stores.redis import RedisStore
@@ -39,16 +40,8 @@ class CountingClient(redis.Redis):
 
 @pytest.fixture()
 def store() -> Iterator[RedisStore]:
-    client = CountingClient.from_url(os.environ["TEST_REDIS_URL"])
-    prefix = f"{os.environ['TEST_PREFIX']}lane-{uuid.uuid4().hex[:8]}:"
-    store = RedisStore(client, prefix=prefix)
-    try:
+    with redis_store(CountingClient.from_url(os.environ["TEST_REDIS_URL"]), "lane") as store:
         yield store
-    finally:
-        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-        if keys:
-            client.delete(*keys)
-        store.close()
 
 
 def _step(pos: int) -> StepRecord:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+from redis_stores import redis_store
 
 from celery_durable.errors import CorruptCheckpointError
 from celery_durable.records import ErrorInfo, RunStatus, StepRecord, StepStatus, WaitInfo
@@ -21,14 +22,8 @@ COMMON = {"task": "t", "args": "[1]", "kwargs": '{"a": 2}', "options": {"queue":
 @pytest.fixture(params=[False, True], ids=["bytes", "decoded"])
 def store(request: pytest.FixtureRequest) -> Iterator[RedisStore]:
     client = redis.Redis.from_url(os.environ["TEST_REDIS_URL"], decode_responses=request.param)
-    prefix = f"{os.environ['TEST_PREFIX']}lazy-{uuid.uuid4().hex[:8]}:"
-    try:
-        yield RedisStore(client, prefix=prefix)
-    finally:
-        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-        if keys:
-            client.delete(*keys)
-        client.close()
+    with redis_store(client, "lazy") as store:
+        yield store
 
 
 def _flat(store: RedisStore, run_id: str) -> list[object]:
