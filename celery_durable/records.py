@@ -214,7 +214,7 @@ class Begin:
     checkpoints: MutableMapping[int, StepRecord] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not self.checkpoints and self.run.steps:
+        if self.run.steps and not self.checkpoints:  # (never sizes a lazy mapping)
             self.checkpoints = {s.position: s for s in self.run.steps}
 
     @property
