@@ -44,7 +44,9 @@ class CheckpointStore(ABC):
         Creates the run if it does not exist. Unless it is finished, parked
         until later, or leased by a live owner other than ``steal_from``, takes
         the lease for ``owner`` (incrementing the fencing token) and returns
-        the run with all its checkpoints. Taking over a run that was RUNNING
+        the run with all its checkpoints: in ``run.steps``, or (a store that
+        decodes them lazily) in ``Begin.checkpoints`` with ``run.steps`` empty.
+        Taking over a run that was RUNNING
         (its holder died) counts a recovery; past ``max_recoveries`` the run
         becomes FAILED with a WorkerLostError and the outcome is ``dead``.
         """
