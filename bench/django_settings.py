@@ -51,6 +51,8 @@ TEMPLATES = [{"BACKEND": "django.template.backends.django.DjangoTemplates", "APP
 # Persistent connections, as a Celery worker running Django should use: with the
 # default CONN_MAX_AGE=0 every task opens a new connection and a new PostgreSQL
 # backend whose catalog caches are cold (the raw-INSERT reference keeps its own).
+# Celery's Django fixup also closes them around every task unless
+# CELERY_DB_REUSE_MAX is set, which bench/worker_app.py does.
 CONN_MAX_AGE = 600
 CONN_HEALTH_CHECKS = True
 DATABASES = {"default": {

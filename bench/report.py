@@ -220,7 +220,8 @@ def render(results: dict[str, Any], images: list[Path], notes: str | None) -> st
            "Every contender runs the same trivial job (`x = x + 1` per step) in the same run on "
            "the same machine; Celery contenders run on a real `celery worker` (prefork `-c 2`, "
            "Redis broker and result backend), one fresh worker per contender; the Django "
-           "contenders use persistent connections (`CONN_MAX_AGE=600`). Figures are the "
+           "contenders keep their connections across tasks (`CELERY_DB_REUSE_MAX`, "
+           "`CONN_MAX_AGE=600`, health checks on). Figures are the "
            "median (min-max) of repeated trials.", "",
            f"**Targets: {counts['PASS']} pass, {counts['FAIL']} fail, {counts['PENDING']} "
            "pending.**", "",

@@ -46,6 +46,11 @@ app.conf.update(
 )
 if STORE:
     app.conf.durable_store = STORE
+if STORE.startswith("django"):
+    # Celery's Django fixup closes every DB connection before and after each task
+    # unless CELERY_DB_REUSE_MAX is set (celery#9824); without it CONN_MAX_AGE has no
+    # effect and every job pays a new PostgreSQL connection. docs/deployment.md.
+    app.conf.CELERY_DB_REUSE_MAX = 1000
 
 _client: redis.Redis | None = None
 

@@ -72,7 +72,8 @@ def database(url: str) -> dict[str, object]:
         return {"ENGINE": "django.db.backends.postgresql", "NAME": parsed.path.lstrip("/"),
                 "USER": unquote(parsed.username or ""), "PASSWORD": unquote(parsed.password or ""),
                 "HOST": query.get("host") or parsed.hostname or "",
-                "PORT": query.get("port") or str(parsed.port or ""), "CONN_MAX_AGE": 60}
+                "PORT": query.get("port") or str(parsed.port or ""), "CONN_MAX_AGE": 60,
+                "CONN_HEALTH_CHECKS": True}
     if parsed.scheme == "sqlite":
         return sqlite(parsed.path)
     raise ValueError(f"DATABASE_URL: unsupported scheme {parsed.scheme!r} "
@@ -106,6 +107,9 @@ CELERY_TASK_DEFAULT_QUEUE = os.environ.get("CELERY_QUEUE", "durable-example")
 CELERY_TASK_SEND_SENT_EVENT = True          # Flower shows queued runs as RECEIVED/PENDING
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Celery's Django fixup closes every DB connection before and after each task unless
+# this is set; with it, CONN_MAX_AGE and CONN_HEALTH_CHECKS decide (docs/django-admin.md).
+CELERY_DB_REUSE_MAX = 1000
 # celery_durable settings (docs/configuration.md lists them all): a short lease so
 # that a killed worker's run is picked up quickly in the demo.
 CELERY_DURABLE_LEASE_TTL = 10
