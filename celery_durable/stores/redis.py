@@ -185,29 +185,34 @@ class RedisStore(RedisControls, CheckpointStore):
         self._register_control_scripts()
         self._lane = FastLane(client)
 
-    def _fast(self, commands: list[bytes], fallback: Callable[[], list[Any]]) -> list[Any]:
-        """Replies to ``commands`` sent over the fast lane, else ``fallback()``'s.
+    def _send(self, *commands: tuple[Any, ...]) -> list[Any]:
+        """The replies to ``commands``, sent in one round trip.
 
-        The fallback (the ordinary client path, with redis-py's reconnects and
-        NOSCRIPT recovery) runs when the lane is off or its connection failed, or
-        when Redis lost a script; every command sent this way is idempotent or
-        refused under the lease, so sending it again is safe. Any other error
-        reply is raised, as the client path would.
+        Over the fast lane (:mod:`.redis_lane`) when it can; else, or when its
+        connection failed or Redis lost a script, as a client pipeline
+        (:meth:`_pipeline`: redis-py's reconnects, scripts loaded again). Every
+        command sent this way is idempotent or refused under the lease, so
+        sending it again is safe. Any other error reply is raised, as the
+        client path would.
         """
-        if not self._lane.enabled:
-            return fallback()
-        try:
-            replies = self._lane.call(commands)
-        except LaneUnavailable:
-            return fallback()
-        errors = [r for r in replies if isinstance(r, redis_lib.exceptions.ResponseError)]
-        if not errors:
-            return replies
-        if any(isinstance(e, redis_lib.exceptions.NoScriptError) for e in errors):
-            return fallback()
-        raise errors[0]
+        if self._lane.enabled:
+            try:
+                replies = self._lane.call([pack(*command) for command in commands])
+            except LaneUnavailable:
+                replies = None
+            if replies is not None:
+                errors = [r for r in replies if isinstance(r, redis_lib.exceptions.ResponseError)]
+                if not errors:
+                    return replies
+                if not any(isinstance(e, redis_lib.exceptions.NoScriptError) for e in errors):
+                    raise errors[0]
+        return self._pipeline(lambda pipe: [pipe.execute_command(*c) for c in commands])
 
-    def _pipeline(self, build: Callable[[Any], None]) -> list[Any]:
+    def _script(self, name: str, key: str, *args: Any) -> tuple[Any, ...]:
+        """The EVALSHA command of script ``name`` on ``key`` (for :meth:`_send`)."""
+        return ("EVALSHA", self._scripts[name].sha, 1, key, *args)
+
+    def _pipeline(self, build: Callable[[Any], object]) -> list[Any]:
         """Run the commands ``build`` queues in one round trip.
 
         Scripts are sent as EVALSHA; if the server lost them (restart,
@@ -254,20 +259,12 @@ class RedisStore(RedisControls, CheckpointStore):
               max_recoveries: int = 5, steal_from: str | None = None) -> Begin:
         """See :meth:`CheckpointStore.begin`: one pipelined round trip."""
         now = time.time()
-
-        def build(pipe: Any) -> None:
-            self._eval(pipe, "BEGIN", self.run_key(run_id), task, args, kwargs,
-                       json.dumps(dict(options)), owner, lease_ttl, steal_from or "",
-                       max_recoveries)
-            pipe.zadd(self._due_key, {run_id: now + lease_ttl})
-            pipe.zadd(self._runs_key, {run_id: now}, nx=True)
-
-        key, sha = self.run_key(run_id), self._scripts["BEGIN"].sha
-        (outcome, token, flat), _, _ = self._fast([
-            pack("EVALSHA", sha, 1, key, task, args, kwargs, json.dumps(dict(options)), owner,
-                 lease_ttl, steal_from or "", max_recoveries),
-            pack("ZADD", self._due_key, now + lease_ttl, run_id),
-            pack("ZADD", self._runs_key, "NX", now, run_id)], lambda: self._pipeline(build))
+        (outcome, token, flat), _, _ = self._send(
+            self._script("BEGIN", self.run_key(run_id), task, args, kwargs,
+                         json.dumps(dict(options)), owner, lease_ttl, steal_from or "",
+                         max_recoveries),
+            ("ZADD", self._due_key, now + lease_ttl, run_id),
+            ("ZADD", self._runs_key, "NX", now, run_id))
         try:
             run, checkpoints = parse_begin(run_id, flat)
             return Begin(_text(outcome), run, int(token), checkpoints)
@@ -283,33 +280,20 @@ class RedisStore(RedisControls, CheckpointStore):
     def save_step(self, run_id: str, token: int, step: StepRecord) -> bool:
         """See :meth:`CheckpointStore.save_step`: one EVALSHA.
 
-        The hot path of every step: sent over the fast lane (see
-        :mod:`.redis_lane`), else by calling EVALSHA directly rather than
-        through redis-py's ``Script.__call__``, with the same NOSCRIPT recovery.
+        The hot path of every step: sent by :meth:`_send`, over the fast lane
+        when it can.
         """
-        script = self._scripts["SAVE_STEP"]
-        args = (self.run_key(run_id), token, *_step_args(step))
-
-        def by_client() -> list[Any]:
-            try:
-                return [self.client.evalsha(script.sha, 1, *args)]
-            except redis_lib.exceptions.NoScriptError:
-                script.sha = self.client.script_load(script.script)
-                return [self.client.evalsha(script.sha, 1, *args)]
-
-        return bool(self._fast([pack("EVALSHA", script.sha, 1, *args)], by_client)[0])
+        return bool(self._send(
+            self._script("SAVE_STEP", self.run_key(run_id), token, *_step_args(step)))[0])
 
     def park(self, run_id: str, token: int, *, status: RunStatus, delay: float,
              due_in: float, step: StepRecord | None = None) -> bool:
         """See :meth:`CheckpointStore.park`."""
         step_args = _step_args(step) if step is not None else ["", "", ""]
-
-        def build(pipe: Any) -> None:
-            self._eval(pipe, "PARK", self.run_key(run_id), token, status.value, delay, due_in,
-                       *step_args)
-            pipe.zadd(self._due_key, {run_id: time.time() + due_in})
-
-        ok, _ = self._pipeline(build)
+        ok, _ = self._send(
+            self._script("PARK", self.run_key(run_id), token, status.value, delay, due_in,
+                         *step_args),
+            ("ZADD", self._due_key, time.time() + due_in, run_id))
         return bool(ok)
 
     def finish(self, run_id: str, token: int, *, status: RunStatus,
@@ -317,17 +301,10 @@ class RedisStore(RedisControls, CheckpointStore):
                failed_step: str | None = None, retention: float = 0) -> bool:
         """See :meth:`CheckpointStore.finish`."""
         err = json.dumps([error.type, error.message, error.traceback]) if error else ""
-
-        def build(pipe: Any) -> None:
-            self._eval(pipe, "FINISH", self.run_key(run_id), token, status.value, result or "",
-                       err, failed_step or "", retention)
-            pipe.zrem(self._due_key, run_id)
-
-        sha = self._scripts["FINISH"].sha
-        ok, _ = self._fast([
-            pack("EVALSHA", sha, 1, self.run_key(run_id), token, status.value, result or "", err,
-                 failed_step or "", retention),
-            pack("ZREM", self._due_key, run_id)], lambda: self._pipeline(build))
+        ok, _ = self._send(
+            self._script("FINISH", self.run_key(run_id), token, status.value, result or "", err,
+                         failed_step or "", retention),
+            ("ZREM", self._due_key, run_id))
         return bool(ok)
 
     def renew(self, leases: Mapping[str, int], lease_ttl: float) -> set[str]:
@@ -428,7 +405,7 @@ class RedisStore(RedisControls, CheckpointStore):
         return run
 
     def close(self) -> None:
-        """Close this thread's fast-lane connection and the connection pool."""
+        """Close the idle fast-lane connections and the connection pool."""
         self._lane.close()
         self.client.close()
 
@@ -445,16 +422,15 @@ class RedisStore(RedisControls, CheckpointStore):
         step_args = _step_args(step) if step is not None else ["", "", ""]
         until = "" if wait.until is None else repr(float(wait.until))
 
-        def build(pipe: Any) -> None:
-            self._eval(pipe, "SUSPEND", self.run_key(run_id), token, status.value, *step_args,
-                       wait.kind, wait.step, wait.position, wait.wait_id, until,
-                       wait.event or "", wait.key or "", wait.after)
-            if wait.until is not None:
-                pipe.zadd(self._due_key, {run_id: wait.until})
-            # Without a timeout the run is due for nobody; the sweeper drops the
-            # entry ``begin`` left when it comes up.
-
-        return bool(self._pipeline(build)[0])
+        commands = [self._script("SUSPEND", self.run_key(run_id), token, status.value,
+                                 *step_args, wait.kind, wait.step, wait.position,
+                                 wait.wait_id, until, wait.event or "", wait.key or "",
+                                 wait.after)]
+        if wait.until is not None:
+            commands.append(("ZADD", self._due_key, wait.until, run_id))
+        # Without a timeout the run is due for nobody; the sweeper drops the
+        # entry ``begin`` left when it comes up.
+        return bool(self._send(*commands)[0])
 
     def _event(self, name: str, key: str, member: Any) -> EventRecord:
         seq, event_id, payload = _text(member).split(":", 2)
