@@ -47,7 +47,7 @@ def _begin(task: Task, run_id: str, args: tuple[Any, ...], kwargs: dict[str, Any
                          what="task keyword arguments", run_id=run_id)
     owner = leases.owner_id()
     options = delivery_options(getattr(request, "delivery_info", None))
-    if tracing.active is None and tracing.available():
+    if tracing.active is None:
         tracing.for_app(task.app)  # a tracer provider may have been configured since
     if tracing.active is not None:  # the trace context to keep if the run is new
         ctx_fields["trace_root"] = tracing.active.before_begin(task, options)
@@ -113,7 +113,8 @@ def execute(task: Task, body: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
                      wait=begin.run.wait, clock=begin.run.updated_at or 0.0,
                      parent=begin.run.parent)
     if not eager:
-        leases.hold(ctx.store, run_id, ctx.token, float(settings.lease_ttl))
+        # The unwrapped store: the heartbeat batches renewals per store object.
+        leases.hold(fields["store"], run_id, ctx.token, float(settings.lease_ttl))
     reset = current_run.set(ctx)
     suspended: Suspend | None = None
     group: str | None = None
@@ -341,5 +342,7 @@ def _reenqueue(ctx: RunContext, body: Any, args: tuple[Any, ...], kwargs: dict[s
     if signal.delay >= 0:
         sig = task.signature_from_request(request, args, kwargs, countdown=signal.delay,
                                           retries=request.retries + 1)
-        sig.apply_async()
+        # Celery's own apply_async: the run is in the store already, so not registered
+        # again (DurableTask.apply_async would spend a store round trip on it).
+        Task.apply_async(task, sig.args, sig.kwargs, **sig.options)
     raise Retry(exc=signal.cause, when=max(signal.delay, 0)) from None

@@ -41,8 +41,8 @@ def _guard(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
     def call(*args: Any, **kwargs: Any) -> Any:
         try:
             return method(*args, **kwargs)
-        except DurableError:
-            raise
+        except (DurableError, NotImplementedError):
+            raise  # ours, or a store without this feature: not an outage
         except Exception as exc:
             raise StoreUnavailableError(
                 f"the checkpoint store failed in {name}: {type(exc).__name__}: {exc}") from exc
