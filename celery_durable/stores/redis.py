@@ -57,39 +57,43 @@ def _text(value: Any) -> str:
 
 
 def parse_run(run_id: str, flat: list[Any]) -> RunRecord:
-    """Build a RunRecord (with checkpoints) from a flat HGETALL reply.
+    """Build a RunRecord (with its checkpoints, all decoded) from a flat HGETALL reply.
 
     Raises :class:`CorruptCheckpointError` naming the run if the hash holds
     something the store never writes (a truncated or edited field).
     """
+    run, checkpoints = parse_begin(run_id, flat)
+    run.steps = [checkpoints[position] for position in checkpoints]
+    return run
+
+
+#: The run fields of a run hash (everything but the checkpoints ``c:<pos>`` / ``v:<pos>``).
+RUN_FIELDS = ("task", "status", "args", "kwargs", "options", "created", "updated", "started",
+              "finished", "token", "owner", "lease", "nb", "due", "rec", "result", "error",
+              "fstep", "ikey", "wkind", "wstep", "wpos", "wid", "wuntil", "wname", "wkey",
+              "wafter", "wres", "parent")
+_RUN_FIELDS_BYTES = tuple(name.encode() for name in RUN_FIELDS)
+
+
+def parse_begin(run_id: str, flat: list[Any]) -> tuple[RunRecord, LazyCheckpoints]:
+    """The run (without steps) and its lazily decoded checkpoints, from a flat HGETALL reply.
+
+    Only the run fields are read now; see :mod:`.redis_checkpoints`.
+    """
+    raw = dict(zip(flat[0::2], flat[1::2], strict=True))
+    names = _RUN_FIELDS_BYTES if raw and isinstance(next(iter(raw)), bytes) else RUN_FIELDS
     try:
-        return _parse_run(run_id, flat)
+        fields = {name: _text(raw[key]) for name, key in zip(RUN_FIELDS, names, strict=True)
+                  if key in raw}
+        run = _run_record(run_id, fields)
     except (ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError) as exc:
         raise CorruptCheckpointError(
-            f"run {run_id}: the stored run or one of its checkpoints is corrupt and cannot "
-            f"be read ({type(exc).__name__}: {str(exc)[:200]})", run_id=run_id) from exc
+            f"run {run_id}: the stored run is corrupt and cannot be read "
+            f"({type(exc).__name__}: {str(exc)[:200]})", run_id=run_id) from exc
+    return run, LazyCheckpoints(run_id, raw)
 
 
-def _parse_run(run_id: str, flat: list[Any]) -> RunRecord:
-    fields: dict[str, str] = {}
-    positions: list[int] = []
-    meta_texts: list[str] = []
-    values: dict[int, str] = {}
-    for i in range(0, len(flat), 2):
-        name, value = _text(flat[i]), _text(flat[i + 1])
-        if name.startswith("c:"):
-            positions.append(int(name[2:]))
-            meta_texts.append(value)
-        elif name.startswith("v:"):
-            values[int(name[2:])] = value
-        else:
-            fields[name] = value
-    # Every step meta is a JSON object written by _step_args: decode them as one
-    # array, one decoder pass instead of one json.loads per checkpoint (resume
-    # cost at 1,000 steps; see docs/BENCHMARKS.md).
-    metas: dict[int, dict[str, Any]] = (
-        dict(zip(positions, json.loads("[" + ",".join(meta_texts) + "]"), strict=True))
-        if meta_texts else {})
+def _run_record(run_id: str, fields: dict[str, str]) -> RunRecord:
     error = json.loads(fields["error"]) if fields.get("error") else None
     wait = None
     if fields.get("wkind"):
@@ -111,33 +115,8 @@ def _parse_run(run_id: str, flat: list[Any]) -> RunRecord:
         due_at=_f(fields.get("due")), recoveries=int(fields.get("rec") or 0),
         result=fields.get("result") or None, error=ErrorInfo(*error) if error else None,
         failed_step=fields.get("fstep") or None, idempotency_key=fields.get("ikey") or None,
-        steps=[StepRecord.from_meta(pos, metas[pos], values.get(pos) or None)
-               for pos in sorted(metas)],
         wait=wait, parent=fields.get("parent") or None,
     )
-
-
-#: The run fields :func:`parse_run` reads (everything in a run hash but checkpoints).
-RUN_FIELDS = ("task", "status", "args", "kwargs", "options", "created", "updated", "started",
-              "finished", "token", "owner", "lease", "nb", "due", "rec", "result", "error",
-              "fstep", "ikey", "wkind", "wstep", "wpos", "wid", "wuntil", "wname", "wkey",
-              "wafter", "wres", "parent")
-_RUN_FIELDS_BYTES = tuple(name.encode() for name in RUN_FIELDS)
-
-
-def parse_begin(run_id: str, flat: list[Any]) -> tuple[RunRecord, LazyCheckpoints]:
-    """The run (without steps) and its lazily decoded checkpoints, from a flat HGETALL reply.
-
-    Only the run fields are read now; see :mod:`.redis_checkpoints`.
-    """
-    raw = dict(zip(flat[0::2], flat[1::2], strict=True))
-    names = _RUN_FIELDS_BYTES if raw and isinstance(next(iter(raw)), bytes) else RUN_FIELDS
-    run_flat: list[Any] = []
-    for name in names:
-        value = raw.get(name)
-        if value is not None:
-            run_flat += (name, value)
-    return parse_run(run_id, run_flat), LazyCheckpoints(run_id, raw)
 
 
 #: ``json.dumps(..., separators=(",", ":"))`` builds an encoder per call; this one is reused.
@@ -190,10 +169,13 @@ class RedisStore(RedisControls, CheckpointStore):
 
         Over the fast lane (:mod:`.redis_lane`) when it can; else, or when its
         connection failed or Redis lost a script, as a client pipeline
-        (:meth:`_pipeline`: redis-py's reconnects, scripts loaded again). Every
-        command sent this way is idempotent or refused under the lease, so
-        sending it again is safe. Any other error reply is raised, as the
-        client path would.
+        (:meth:`_pipeline`: redis-py's reconnects, scripts loaded again); one
+        command alone goes without a pipeline. A command the lane sent may run
+        again on the client path if the connection broke after Redis ran it, as
+        with redis-py's own retries: checkpoints are idempotent, a repeated
+        ``begin`` answers ``busy`` (the run resumes after its lease expires) and
+        a repeated ``finish`` answers that the lease is gone. Any other error
+        reply is raised, as the client path would.
         """
         if self._lane.enabled:
             try:
@@ -206,6 +188,12 @@ class RedisStore(RedisControls, CheckpointStore):
                     return replies
                 if not any(isinstance(e, redis_lib.exceptions.NoScriptError) for e in errors):
                     raise errors[0]
+        if len(commands) == 1:
+            try:
+                return [self.client.execute_command(*commands[0])]
+            except redis_lib.exceptions.NoScriptError:
+                self._load_scripts()
+                return [self.client.execute_command(*commands[0])]
         return self._pipeline(lambda pipe: [pipe.execute_command(*c) for c in commands])
 
     def _script(self, name: str, key: str, *args: Any) -> tuple[Any, ...]:
@@ -228,9 +216,13 @@ class RedisStore(RedisControls, CheckpointStore):
             except redis_lib.exceptions.NoScriptError:
                 if attempt == 2:
                     raise
-                for script in self._scripts.values():
-                    script.sha = self.client.script_load(script.script)
+                self._load_scripts()
         raise AssertionError("unreachable")
+
+    def _load_scripts(self) -> None:
+        """Load every script again (after a restart or ``SCRIPT FLUSH``)."""
+        for script in self._scripts.values():
+            script.sha = self.client.script_load(script.script)
 
     def _eval(self, pipe: Any, name: str, key: str, *args: Any) -> None:
         pipe.evalsha(self._scripts[name].sha, 1, key, *args)

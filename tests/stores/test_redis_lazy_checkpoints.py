@@ -34,10 +34,10 @@ def _flat(store: RedisStore, run_id: str) -> list[object]:
 def test_begin_reads_what_get_run_reads(store: RedisStore) -> None:
     run_id = uuid.uuid4().hex
     b = store.begin(run_id, **COMMON)
-    for pos in range(3):
-        assert store.save_step(run_id, b.token, StepRecord(
-            pos, f"s#{pos}", "s", StepStatus.SUCCEEDED, value=f'"é{pos}"', started_at=1.5,
-            finished_at=2.5))
+    written = [StepRecord(pos, f"s#{pos}", "s", StepStatus.SUCCEEDED, value=f'"é{pos}"',
+                          started_at=1.5, finished_at=2.5) for pos in range(3)]
+    for record in written:
+        assert store.save_step(run_id, b.token, record)
     failed = StepRecord(3, "f#0", "f", StepStatus.RETRYING, 2,
                         error=ErrorInfo("ValueError", "no <b>", "tb", ["a log line"]))
     assert store.park(run_id, b.token, status=RunStatus.RETRYING, delay=0, due_in=60,
@@ -52,7 +52,7 @@ def test_begin_reads_what_get_run_reads(store: RedisStore) -> None:
     assert run == dataclasses.replace(eager, steps=[])
     assert run.wait is not None and run.wait.event == "approval" and run.options == {"queue": "q"}
     assert len(lazy) == 4 and list(lazy) == [0, 1, 2, 3]
-    assert [lazy[p] for p in lazy] == eager.steps
+    assert [lazy[p] for p in lazy] == eager.steps == [*written, failed]
     assert lazy.get(9) is None and 9 not in lazy and 3 in lazy
 
 
