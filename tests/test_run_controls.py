@@ -305,6 +305,9 @@ def test_cancelling_a_parent_cancels_its_children(start_worker, tag, redis_clien
     assert statuses == {f"{result.id}~0.0": RunStatus.CANCELLED,
                         f"{result.id}~0.1": RunStatus.CANCELLED}
     assert AsyncResult(f"{result.id}~0.0", app=app).state == "REVOKED"
+    # Waking a cancelled child is refused, so its step after the sleep never runs.
+    assert wake_run(f"{result.id}~0.0", app=app) is False
+    time.sleep(1.0)
     assert count(redis_client, f"{tag}-a", "before") == 1
     assert count(redis_client, f"{tag}-a", "after") == 0
 

@@ -34,7 +34,14 @@ def test_admin_cancel_of_a_sleeping_run_uses_cancel_run(django_worker, tag, make
     assert response.status_code == 302
     assert run_status(result.id) == "CANCELLED"
     assert result.state == "REVOKED"
+    # A cancelled run cannot be woken: its 10-day sleep is over for good.
+    from django_project.celery import app
+
+    from celery_durable import wake_run
+
+    assert wake_run(result.id, app=app) is False
     time.sleep(1.0)
+    assert run_status(result.id) == "CANCELLED"
     counts = redis.Redis.from_url(os.environ["TEST_REDIS_URL"])
     assert int(counts.get(f"{tag}:note")) == 1  # the step after the sleep never ran
 
