@@ -22,9 +22,9 @@ from django.utils.translation import ngettext
 
 from celery_durable.api import retry_run
 from celery_durable.cancel import cancel_run
-from celery_durable.config import settings_for
 from celery_durable.errors import DurableError
 from celery_durable.records import RunStatus
+from celery_durable.stores import get_store
 
 from .models import Run
 from .store import DjangoStore
@@ -47,11 +47,11 @@ RETRIABLE = (RunStatus.FAILED.value, RunStatus.CANCELLED.value)
 
 
 def _uses_django_store(app: Celery) -> bool:
-    """True if ``app`` keeps its durable runs in the Django database."""
-    spec = settings_for(app).store
-    if spec is not None:
-        return isinstance(spec, DjangoStore) or str(spec).startswith("django")
-    return "django" in str(app.conf.result_backend or "")
+    """True if ``app`` keeps its durable runs in the Django database (asks ``get_store``)."""
+    try:
+        return isinstance(get_store(app), DjangoStore)
+    except DurableError:  # no store this app can use
+        return False
 
 
 def celery_app(task_name: str | None = None) -> Celery:

@@ -363,8 +363,9 @@ class RunAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                     return HttpResponseRedirect(page)
         else:
             form = RetryWithArgumentsForm(initial={
-                "args": pretty_json(redact_json_text(obj.args, redact_names())),
-                "kwargs": pretty_json(redact_json_text(obj.kwargs, redact_names())),
+                # Uncut: the form submits this text back as the new arguments.
+                "args": pretty_json(redact_json_text(obj.args, redact_names()), cut=False),
+                "kwargs": pretty_json(redact_json_text(obj.kwargs, redact_names()), cut=False),
                 "from_step": "failed"}, may_restart=may_restart)
         obj.error_message = redact_text(obj.error_message, redact_names())  # shown, not saved
         context = {**self.admin_site.each_context(request), "opts": self.opts, "run": obj,

@@ -163,15 +163,15 @@ def status_badge(status: str) -> str:
                        status.title())
 
 
-def pretty_json(text: str | None) -> str:
-    """Stored JSON text indented for reading; other text unchanged; long text cut."""
+def pretty_json(text: str | None, *, cut: bool = True) -> str:
+    """Stored JSON text indented for reading; other text unchanged; long text cut (``cut``)."""
     if text is None:
         return ""
     try:
         shown = json.dumps(json.loads(text), indent=2, ensure_ascii=False, sort_keys=False)
     except (ValueError, TypeError):
         shown = text
-    if len(shown) > MAX_SHOWN:
+    if cut and len(shown) > MAX_SHOWN:
         shown = f"{shown[:MAX_SHOWN]}\n… ({len(shown) - MAX_SHOWN} more characters)"
     return shown
 

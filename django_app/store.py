@@ -127,8 +127,7 @@ class DjangoStore(ControlsMixin, WaitsMixin, CheckpointStore):
                 run = self._locked(run_id)
                 assert run is not None
             elif not run.options and options:
-                run.options = dict(options)  # created before its first delivery
-                run.save(using=self.using, update_fields=["options"])
+                run.options = dict(options)  # created before its first delivery (saved below)
             status = RunStatus(run.status)
             if status.finished:
                 return Begin("finished", self._snapshot(run))
@@ -152,7 +151,7 @@ class DjangoStore(ControlsMixin, WaitsMixin, CheckpointStore):
             run.updated_at = rows.to_datetime(now)
             run.save(using=self.using, update_fields=[
                 "recoveries", "token", "owner", "lease_expires", "status", "not_before",
-                "due_at", "started_at", "updated_at", "current_step", "attempts"])
+                "due_at", "started_at", "updated_at", "current_step", "attempts", "options"])
             return Begin("acquired", rows.run_record(run, steps), run.token)
 
     def _dead_letter(self, run: Run, max_recoveries: int, now: float) -> None:

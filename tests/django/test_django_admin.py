@@ -189,3 +189,17 @@ def test_retry_with_arguments_form_stores_new_arguments(make_run, make_user, cli
     assert run.steps.count() == 1
     entry = LogEntry.objects.get(object_id=run.pk)
     assert "edited arguments" in entry.get_change_message()
+
+
+def test_retry_with_arguments_form_holds_long_arguments_whole(make_run, make_user, client_for):
+    """Arguments longer than the page's display cut are pre-filled whole, so they can be posted."""
+    import html
+    import json
+
+    from django_app.changelist import MAX_SHOWN
+
+    long_text = "x" * (MAX_SHOWN + 500)
+    run = make_run("FAILED", args=json.dumps(["tag", long_text]))
+    client = client_for(make_user("retry_run_with_arguments"))
+    form = html.unescape(client.get(f"{RUNS}{run.pk}/retry-with-arguments/").content.decode())
+    assert long_text in form and "more characters" not in form
