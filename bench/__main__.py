@@ -232,9 +232,8 @@ def main() -> None:
     meta["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     meta["seconds"] = time.time() - t_start
     if others or load_before > 0.7:
-        meta["shared"] = (f"yes — {len(others)} other test/worker process(es) seen during the "
-                          f"run, 1-minute load {load_before:.2f} before it started; other "
-                          "engineers' test suites were using the 2 cores, so figures are noisy")
+        meta["shared"] = (f"possibly — {len(others)} other test/worker process(es) seen during "
+                          f"the run, 1-minute load {load_before:.2f} before it started")
     else:
         meta["shared"] = "no other test or worker processes were seen during the run"
     out_dir.mkdir(parents=True, exist_ok=True)

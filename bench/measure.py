@@ -104,10 +104,12 @@ def paired(app: Celery, queue: str, task: str, reference: str, steps: int, jobs:
     """
     a = Contender("a", "a", task)
     b = Contender("b", "b", reference)
-    mine, ref = [], []
-    for _ in range(rounds):
-        ref.append(per_step(app, b, queue, steps, jobs))
-        mine.append(per_step(app, a, queue, steps, jobs))
+    mine: list[float] = []
+    ref: list[float] = []
+    pair = [(b, ref), (a, mine)]
+    for i in range(rounds):  # the order flips every round, so a steady drift cancels too
+        for contender, values in (pair if i % 2 == 0 else pair[::-1]):
+            values.append(per_step(app, contender, queue, steps, jobs))
     return {"self": summary(mine), "reference": summary(ref),
             "ratio": summary([m / r for m, r in zip(mine, ref, strict=True)])}
 
@@ -122,10 +124,10 @@ def paired_throughput(app: Celery, queue: str, contender: Contender,
     """
     mine: list[float] = []
     refs: dict[str, list[float]] = {key: [] for key in references}
-    for _ in range(rounds):
-        mine.append(throughput(app, contender, queue, contender.throughput_jobs))
-        for key, ref in references.items():
-            refs[key].append(throughput(app, ref, queue, ref.throughput_jobs))
+    order = [(contender, mine), *((ref, refs[key]) for key, ref in references.items())]
+    for i in range(rounds):  # the order flips every round, so a steady drift cancels too
+        for job, values in (order if i % 2 == 0 else order[::-1]):
+            values.append(throughput(app, job, queue, job.throughput_jobs))
     out: dict[str, Any] = {"self": summary(mine)}
     for key, values in refs.items():
         out[key] = {"throughput": summary(values),

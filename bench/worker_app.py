@@ -49,7 +49,7 @@ if STORE:
 if STORE.startswith("django"):
     # Celery's Django fixup closes every DB connection before and after each task
     # unless CELERY_DB_REUSE_MAX is set (celery#9824); without it CONN_MAX_AGE has no
-    # effect and every job pays a new PostgreSQL connection. docs/deployment.md.
+    # effect and every job pays a new PostgreSQL connection. docs/django-admin.md.
     app.conf.CELERY_DB_REUSE_MAX = 1000
 
 _client: redis.Redis | None = None
