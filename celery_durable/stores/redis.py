@@ -266,8 +266,15 @@ class RedisStore(RedisControls, CheckpointStore):
             # Dead-letter it under the lease just taken: retrying cannot repair bytes.
             error = ErrorInfo(type(exc).__name__, str(exc))
             self.finish(run_id, int(token), status=RunStatus.FAILED, error=error)
+            # The parent (of a child run) is told by the runner, if its id is readable.
+            raw = dict(zip(flat[0::2], flat[1::2], strict=True))
+            found = raw.get(b"parent", raw.get("parent"))
+            try:
+                parent = _text(found) or None if found is not None else None
+            except UnicodeDecodeError:
+                parent = None
             return Begin("dead", RunRecord(id=run_id, task=task, status=RunStatus.FAILED,
-                                           error=error), int(token))
+                                           error=error, parent=parent), int(token))
 
     def save_step(self, run_id: str, token: int, step: StepRecord) -> bool:
         """See :meth:`CheckpointStore.save_step`: one EVALSHA.

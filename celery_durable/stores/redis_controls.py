@@ -46,9 +46,10 @@ class RedisControls:
         for name in lua.NAMES:
             self._scripts[name] = self.client.register_script(getattr(lua, name))
 
-    def _run(self, run_id: str, flat: Any) -> RunRecord:
-        from .redis import parse_run
-        return parse_run(run_id, flat)
+    def _run(self, run_id: str, flat: Any, *, steps: bool = True) -> RunRecord:
+        """The run in ``flat`` (an HGETALL reply), its checkpoints decoded only if ``steps``."""
+        from .redis import parse_begin, parse_run
+        return parse_run(run_id, flat) if steps else parse_begin(run_id, flat)[0]
 
     def create_runs(self, runs: Sequence[NewRun], *, grace: float) -> list[bool]:
         """See :meth:`CheckpointStore.create_runs`: one pipeline (two if any is new)."""
@@ -85,9 +86,7 @@ class RedisControls:
             if not flat:
                 out.append(None)
                 continue
-            run = self._run(run_id, flat)
-            run.steps = []
-            out.append(run)
+            out.append(self._run(run_id, flat, steps=False))
         return out
 
     def cancel(self, run_id: str, *, create_missing: bool = False) -> RunRecord | None:
