@@ -59,7 +59,7 @@ def trigger(task: Task, args: Any, kwargs: Any, task_id: str | None, key: Any, t
                  kwargs=encode(serializer, dict(kwargs or {}), max_bytes=max_bytes,
                                what="task keyword arguments", run_id=bound))
     created = store.create_runs([new], grace=float(settings.requeue_grace))[0]
-    if bound != run_id and not created:
+    if not created:  # another trigger made the run and publishes it (or the sweeper will)
         logger.info("%s: idempotency key %r already started run %s", task.name, key_text,
                     bound)
         return task.AsyncResult(bound)

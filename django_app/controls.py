@@ -16,7 +16,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from django.db import transaction
+from django.db import connections, transaction
 from django.db.models import QuerySet
 
 from celery_durable.records import NewRun, RunRecord, RunStatus, StepRecord, WaitInfo
@@ -39,21 +39,29 @@ class ControlsMixin:
     def _snapshot(self, run: Run) -> RunRecord: ...  # pragma: no cover
 
     def create_runs(self, runs: Sequence[NewRun], *, grace: float) -> list[bool]:
-        """See :meth:`CheckpointStore.create_runs`: one INSERT … ON CONFLICT DO NOTHING."""
+        """See :meth:`CheckpointStore.create_runs`: one INSERT … ON CONFLICT DO NOTHING.
+
+        Concurrent creators of one run are told ``True`` exactly once (the
+        database says which rows the statement inserted).
+        """
         if not runs:
             return []
         now = time.time()
         stamp = rows.to_datetime(now)
-        ids = [new.id for new in runs]
+        fresh = [Run(id=new.id, task=new.task, args=new.args, kwargs=new.kwargs,
+                     options=dict(new.options), status=RunStatus.PENDING.value,
+                     created_at=stamp, updated_at=stamp, due_at=now + grace,
+                     parent=new.parent, idempotency_key=new.idempotency_key)
+                 for new in runs]
         with transaction.atomic(using=self.using):
-            existing = set(self._runs().filter(pk__in=ids).values_list("id", flat=True))
-            self._runs().bulk_create([Run(
-                id=new.id, task=new.task, args=new.args, kwargs=new.kwargs,
-                options=dict(new.options), status=RunStatus.PENDING.value, created_at=stamp,
-                updated_at=stamp, due_at=now + grace, parent=new.parent,
-                idempotency_key=new.idempotency_key) for new in runs if new.id not in existing],
-                ignore_conflicts=True)
-        return [new.id not in existing for new in runs]
+            inserted = rows.insert_new_runs(connections[self.using], fresh)
+            if inserted is None:  # no RETURNING here: read first (not exact under a race)
+                existing = set(self._runs().filter(pk__in=[r.id for r in fresh])
+                               .values_list("id", flat=True))
+                self._runs().bulk_create([r for r in fresh if r.id not in existing],
+                                         ignore_conflicts=True)
+                inserted = {r.id for r in fresh} - existing
+        return [new.id in inserted for new in runs]
 
     def get_runs(self, run_ids: Sequence[str]) -> list[RunRecord | None]:
         """See :meth:`CheckpointStore.get_runs`: one query."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from django.conf import settings
@@ -217,3 +217,32 @@ def _save_step_sql(vendor: str, q: Callable[[str], str]) -> str:
         f"WHERE EXISTS (SELECT 1 FROM {run_t} WHERE {q('id')} = %s AND {q('token')} = %s "
         f"AND {q('owner')} <> '') "
         f"ON CONFLICT ({q('run_id')}, {q('position')}) DO UPDATE SET {updates}")
+
+
+def insert_new_runs(connection: BaseDatabaseWrapper, runs: Sequence[Run]) -> set[str] | None:
+    """``INSERT … ON CONFLICT DO NOTHING RETURNING id``: the ids this call inserted.
+
+    Exact under concurrency: of two transactions inserting one id, the second
+    waits for the first and gets no row back. None where the database cannot
+    return rows from such an insert (the caller falls back).
+    """
+    if not runs:
+        return set()
+    if not connection.features.can_return_rows_from_bulk_insert:
+        return None
+    fields = list(Run._meta.concrete_fields)
+    q = connection.ops.quote_name
+    head = (f"INSERT INTO {q(Run._meta.db_table)} ({', '.join(q(f.column) for f in fields)}) "
+            "VALUES ")
+    row = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    tail = f" ON CONFLICT DO NOTHING RETURNING {q(Run._meta.pk.column)}"
+    batch = max(1, connection.ops.bulk_batch_size(fields, runs))
+    inserted: set[str] = set()
+    with connection.cursor() as cursor:
+        for start in range(0, len(runs), batch):
+            chunk = runs[start:start + batch]
+            params = [f.get_db_prep_save(f.pre_save(run, True), connection)
+                      for run in chunk for f in fields]
+            cursor.execute(head + ", ".join([row] * len(chunk)) + tail, params)
+            inserted.update(str(found) for (found,) in cursor.fetchall())
+    return inserted

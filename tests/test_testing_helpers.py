@@ -44,6 +44,20 @@ def test_a_deterministic_task_passes_with_a_crash_after_every_step(worker) -> No
         "exited" in worker.log())
 
 
+def test_a_crash_before_the_children_exist_starts_each_child_once(worker) -> None:
+    """Crashed right after a map's child ids are checkpointed, the resumed run starts them."""
+    from apps.resumable_app import fans_out
+
+    report = testing.assert_resumable(fans_out, 5)
+    assert report.result == {"a": 10, "children": [21, 23, 25]}
+    assert report.steps == ["double#0", "map:apps.resumable_app.plus_one_doubled#0"]
+    assert report.boundaries == 2 and len(report.crashed_runs) == 2
+    for run_id in report.crashed_runs:
+        assert worker.executions(run_id) == {"double#0": 1}
+        for i in range(3):
+            assert worker.executions(f"{run_id}~1.{i}") == {"double#0": 1}, (run_id, i)
+
+
 def test_a_non_deterministic_task_is_caught(worker, tag) -> None:
     """A body that branches on something outside a step fails the check after the crash."""
     from apps.resumable_app import branches_on_the_outside_world

@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import current_task
 
 from apps.common import counters, make_app
-from celery_durable import durable_task, step
+from celery_durable import durable_task, map, step
 
 app = make_app("resumable_app")
 r = counters()
@@ -54,3 +54,16 @@ def emails_from_the_body(tag: str, x: int) -> int:
     a = double(x)
     r.incr(f"{tag}:emails")
     return add(a, 1)
+
+
+@durable_task(app=app)
+def plus_one_doubled(x: int) -> int:
+    """A child run of :func:`fans_out`: one step."""
+    return double(x) + 1
+
+
+@durable_task(app=app)
+def fans_out(x: int) -> dict[str, object]:
+    """A step, then a map over three child runs: resumable, children included."""
+    a = double(x)
+    return {"a": a, "children": map(plus_one_doubled, [a, a + 1, a + 2])}

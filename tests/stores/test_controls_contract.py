@@ -63,6 +63,46 @@ def test_create_runs_creates_pending_runs_once(store: CheckpointStore) -> None:
     assert run_a.steps == []
 
 
+def test_concurrent_creators_of_one_run_are_told_once(store: CheckpointStore) -> None:
+    """Of eight threads creating the same runs at once, exactly one is told it created each.
+
+    The caller told "created" publishes the run's message; two told so would
+    send it twice (the idempotent trigger and child starts rely on this).
+    """
+    ids = [new_id() for _ in range(10)]
+    barrier, told, errors = threading.Barrier(8), [], []
+
+    def create() -> None:
+        try:
+            for run_id in ids:
+                barrier.wait()
+                told.append((run_id, store.create_runs([NewRun(run_id, "tasks.x")], grace=60)))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+        finally:
+            _close_django_connection(store)
+
+    threads = [threading.Thread(target=create) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert len(told) == 80
+    for run_id in ids:
+        answers = [made for rid, (made,) in told if rid == run_id]
+        assert answers.count(True) == 1, (run_id, answers)
+    assert all(run is not None for run in store.get_runs(ids))
+
+
+def _close_django_connection(store: CheckpointStore) -> None:
+    """A thread's own Django connection is closed when the thread is done with it."""
+    if type(store).__module__.startswith("django_app"):
+        from django.db import connections
+
+        connections.close_all()
+
+
 def test_a_created_run_is_due_after_its_grace(store: CheckpointStore) -> None:
     """A created run whose message never comes is due after the grace and claimed for publish."""
     run_id = new_id()
