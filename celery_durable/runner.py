@@ -18,6 +18,7 @@ from ._signals import LeaseLost, Reenqueue, Suspend
 from .children import notify_parent
 from .config import settings_for
 from .context import RunContext, current_run
+from .deadletter import announce_dead_letter
 from .errors import (
     CorruptCheckpointError,
     DurableError,
@@ -80,11 +81,9 @@ def execute(task: Task, body: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     if begin.outcome == "dead":
         message = begin.run.error.message if begin.run.error else "worker lost"
         logger.error("run %s dead-lettered: %s", run_id, message)
-        notify_parent(app, fields["store"], begin.run.parent)
-        if signals.run_dead_lettered.receivers:
-            signals.run_dead_lettered.send(sender=task, run_id=run_id, task=task.name,
-                                           error=begin.run.error,
-                                           failed_step=begin.run.failed_step)
+        announce_dead_letter(app, fields["store"], run_id=run_id, task=task.name,
+                             parent=begin.run.parent, error=begin.run.error,
+                             failed_step=begin.run.failed_step)
         if begin.run.error is not None and begin.run.error.type == "CorruptCheckpointError":
             raise CorruptCheckpointError(message, run_id=run_id)
         raise WorkerLostError(f"run {run_id}: {message}", run_id=run_id)
@@ -193,7 +192,8 @@ def _corrupt_arguments(app: Any, store: Any, begin: Begin, exc: SerializationErr
     error = ErrorInfo("CorruptCheckpointError", str(exc))
     if not store.finish(run.id, begin.token, status=RunStatus.FAILED, error=error):
         raise Ignore() from exc
-    notify_parent(app, store, run.parent)
+    announce_dead_letter(app, store, run_id=run.id, task=run.task, parent=run.parent,
+                         error=error, failed_step=None)
     raise CorruptCheckpointError(str(exc), run_id=run.id) from exc
 
 
@@ -324,10 +324,8 @@ def _fail(ctx: RunContext, exc: Exception) -> None:
     if not ctx.store.finish(ctx.run_id, ctx.token, status=RunStatus.FAILED, error=error,
                             failed_step=failed_step):
         raise LeaseLost() from exc
-    notify_parent(ctx.task.app, ctx.store, ctx.parent)
-    if signals.run_dead_lettered.receivers:
-        signals.run_dead_lettered.send(sender=ctx.task, run_id=ctx.run_id, task=ctx.task.name,
-                                       error=error, failed_step=failed_step)
+    announce_dead_letter(ctx.task.app, ctx.store, run_id=ctx.run_id, task=ctx.task.name,
+                         parent=ctx.parent, error=error, failed_step=failed_step)
 
 
 def _reenqueue(ctx: RunContext, body: Any, args: tuple[Any, ...], kwargs: dict[str, Any],

@@ -15,9 +15,8 @@ from typing import Any
 
 from celery import Celery, bootsteps, signals
 
-from . import signals as durable_signals
-from .children import notify_parent
 from .config import settings_for
+from .deadletter import announce_dead_letter
 from .errors import WorkerLostError
 from .publish import publish_run
 from .stores import get_store
@@ -41,11 +40,9 @@ def sweep(app: Celery, limit: int = 100) -> int:
             message = claim.run.error.message if claim.run.error else "worker lost"
             logger.error("run %s dead-lettered: %s", run_id, message)
             app.backend.mark_as_failure(run_id, WorkerLostError(message, run_id=run_id))
-            notify_parent(app, store, claim.run.parent)
-            if durable_signals.run_dead_lettered.receivers:
-                durable_signals.run_dead_lettered.send(
-                    sender=app.tasks.get(claim.run.task), run_id=run_id, task=claim.run.task,
-                    error=claim.run.error, failed_step=claim.run.failed_step)
+            announce_dead_letter(app, store, run_id=run_id, task=claim.run.task,
+                                 parent=claim.run.parent, error=claim.run.error,
+                                 failed_step=claim.run.failed_step)
             acted += 1
     return acted
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from celery import Celery
 
-from celery_durable import RunStatus, SerializationError, durable_task, get_run, step
+from celery_durable import RunStatus, SerializationError, durable_task, get_run, signals, step
 from celery_durable.errors import CorruptCheckpointError
 from celery_durable.records import StepRecord, StepStatus
 from celery_durable.stores import get_store
@@ -89,7 +89,17 @@ def test_corrupt_checkpoint_dead_letters_the_run_instead_of_looping(app, redis_c
     task = two_steps(app)
     run_id, store = parked_run(app, task, [10])
     redis_client.hset(store.run_key(run_id), field, corrupt)
-    error = deliver(task, run_id, [10])
+    dead: list[str] = []
+
+    def on_dead(sender: Any = None, run_id: str = "", **kwargs: Any) -> None:
+        dead.append(run_id)
+
+    signals.run_dead_lettered.connect(on_dead)
+    try:
+        error = deliver(task, run_id, [10])
+    finally:
+        signals.run_dead_lettered.disconnect(on_dead)
+    assert dead == [run_id], "a dead letter is announced once, whatever was corrupt"
     assert isinstance(error, SerializationError), error
     assert "corrupt" in str(error) or "cannot be decoded" in str(error)
     assert CALLS == [], "no step may run on top of a corrupt checkpoint"
