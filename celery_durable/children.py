@@ -32,11 +32,11 @@ from typing import Any
 from celery import Celery
 from celery.canvas import Signature
 
-from . import _testhooks
+from . import _testhooks, tracing
 from ._signals import LeaseLost, Suspend
 from .context import RunContext, body_context
 from .errors import ChildCancelledError, ChildRunError, InvalidRunStateError
-from .publish import publish_run
+from .publish import ROUTING, publish_run
 from .records import ErrorInfo, NewRun, RunRecord, RunStatus, StepRecord, StepStatus, WaitInfo
 from .serialization import decode, encode
 from .steps import _failed, _on_error, _replay
@@ -94,8 +94,7 @@ def _start(ctx: RunContext, specs: Sequence[Signature], ids: Sequence[str]) -> N
                               what="child arguments", run_id=run_id),
                   kwargs=encode(ctx.serializer, dict(spec.kwargs), max_bytes=max_bytes,
                                 what="child keyword arguments", run_id=run_id),
-                  options={k: v for k, v in (spec.options or {}).items()
-                           if k in ("queue", "exchange", "routing_key", "priority")})
+                  options=_child_options(spec))
            for spec, run_id in zip(specs, ids, strict=True)]
     created = ctx.store.create_runs(new, grace=float(ctx.settings.requeue_grace))
     fresh = [n for n, made in zip(new, created, strict=True) if made]
@@ -104,6 +103,15 @@ def _start(ctx: RunContext, specs: Sequence[Signature], ids: Sequence[str]) -> N
     for n in fresh:
         publish_run(app, RunRecord(id=n.id, task=n.task, status=RunStatus.PENDING, args=n.args,
                                    kwargs=n.kwargs, options=n.options))
+
+
+def _child_options(spec: Signature) -> dict[str, Any]:
+    """A child's stored options: its routing, and the parent's trace (so it joins it)."""
+    options = {k: v for k, v in (spec.options or {}).items()
+               if k in ROUTING}
+    if tracing.active is not None:
+        tracing.active.inject(str(spec.task), options)
+    return options
 
 
 def _retrigger(ctx: RunContext, runs: Sequence[RunRecord | None]) -> None:

@@ -21,9 +21,11 @@ from celery import Task, uuid
 from celery.result import AsyncResult
 
 from .config import settings_for
+from .publish import ROUTING
 from .records import NewRun
 from .serialization import encode, get_serializer
 from .stores import get_store
+from .tracing import HEADER as TRACE_HEADER
 
 logger = logging.getLogger(__name__)
 
@@ -49,25 +51,14 @@ def trigger(task: Task, args: Any, kwargs: Any, task_id: str | None, key: Any, t
     if not key_text:
         raise ValueError("idempotency_key must not be empty")
     store = get_store(app)
-    run_id = task_id or uuid()
-    bound = store.claim_idempotency_key(task.name, key_text, run_id, ttl=seconds)
-    serializer = get_serializer(settings.serializer)
-    max_bytes = settings.max_checkpoint_bytes
-    new = NewRun(id=bound, task=task.name, idempotency_key=key_text,
-                 args=encode(serializer, list(args or ()), max_bytes=max_bytes,
-                             what="task arguments", run_id=bound),
-                 kwargs=encode(serializer, dict(kwargs or {}), max_bytes=max_bytes,
-                               what="task keyword arguments", run_id=bound))
+    bound = store.claim_idempotency_key(task.name, key_text, task_id or uuid(), ttl=seconds)
+    new = _new_run(task, bound, args, kwargs, options, idempotency_key=key_text)
     created = store.create_runs([new], grace=float(settings.requeue_grace))[0]
     if not created:  # another trigger made the run and publishes it (or the sweeper will)
         logger.info("%s: idempotency key %r already started run %s", task.name, key_text,
                     bound)
         return task.AsyncResult(bound)
     return Task.apply_async(task, args, kwargs, task_id=bound, **options)
-
-
-#: apply_async options that decide where a run's message goes; kept for republishing.
-ROUTING = ("queue", "exchange", "routing_key", "priority")
 
 
 def register(task: Task, args: Any, kwargs: Any, task_id: str | None,
@@ -80,18 +71,31 @@ def register(task: Task, args: Any, kwargs: Any, task_id: str | None,
     whose message never starts is published again by the sweeper once
     ``durable_requeue_grace`` passes, so it is never lost. Returns the run id.
     """
-    settings = settings_for(task.app)
     run_id = task_id or uuid()
+    get_store(task.app).create_runs([_new_run(task, run_id, args, kwargs, options)],
+                                    grace=float(settings_for(task.app).requeue_grace))
+    return run_id
+
+
+def _new_run(task: Task, run_id: str, args: Any, kwargs: Any, options: dict[str, Any],
+             idempotency_key: str | None = None) -> NewRun:
+    """The run a trigger is about to publish: its arguments, routing and trace context.
+
+    The routing lets the sweeper re-send a lost first message where it was
+    going; the trace header keeps every delivery in the trace that sent it.
+    """
+    settings = settings_for(task.app)
     serializer = get_serializer(settings.serializer)
     max_bytes = settings.max_checkpoint_bytes
-    routing = {k: options[k] for k in ROUTING if options.get(k) is not None}
-    new = NewRun(id=run_id, task=task.name, options=routing,
-                 args=encode(serializer, list(args or ()), max_bytes=max_bytes,
-                             what="task arguments", run_id=run_id),
-                 kwargs=encode(serializer, dict(kwargs or {}), max_bytes=max_bytes,
-                               what="task keyword arguments", run_id=run_id))
-    get_store(task.app).create_runs([new], grace=float(settings.requeue_grace))
-    return run_id
+    stored: dict[str, Any] = {k: options[k] for k in ROUTING if options.get(k) is not None}
+    traceparent = (options.get("headers") or {}).get(TRACE_HEADER)
+    if traceparent:
+        stored["headers"] = {TRACE_HEADER: traceparent}
+    return NewRun(id=run_id, task=task.name, options=stored, idempotency_key=idempotency_key,
+                  args=encode(serializer, list(args or ()), max_bytes=max_bytes,
+                              what="task arguments", run_id=run_id),
+                  kwargs=encode(serializer, dict(kwargs or {}), max_bytes=max_bytes,
+                                what="task keyword arguments", run_id=run_id))
 
 
 __all__ = ["register", "trigger"]

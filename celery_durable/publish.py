@@ -11,6 +11,9 @@ from .config import settings_for
 from .records import RunRecord
 from .serialization import decode, get_serializer
 
+#: apply_async options that decide where a run's message goes; kept for republishing.
+ROUTING = ("queue", "exchange", "routing_key", "priority")
+
 
 def delivery_options(delivery_info: dict[str, Any] | None) -> dict[str, Any]:
     """The routing of a received message, kept so every re-publish goes the same way."""

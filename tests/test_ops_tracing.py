@@ -94,3 +94,62 @@ def test_a_run_with_two_retries_is_one_trace_with_its_step_spans_in_order(
     assert {s["trace_id"] for s in spans} == {root["trace_id"]} != {trace_id}
     assert {s["parent_id"] for s in spans if s["name"].startswith("durable.delivery")} == {
         root["span_id"]}
+
+
+def test_a_routed_run_keeps_its_trace_across_a_retry(start_worker, tag, redis_client):
+    """A run sent with ``queue=`` (registered with its routing before the message goes) is
+    still one trace under its enqueue span, first delivery and retry alike."""
+    import os
+
+    from apps.ops_app import SPANS_KEY, checkout
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from celery_durable import tracing
+
+    start_worker("apps.ops_app", env={"TEST_OTEL": "1", "TEST_RECORD_SIGNALS": "0",
+                                      "TEST_APP_CONF": json.dumps({"durable_max_countdown": 0.1})})
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.enable(tracer_provider=provider)
+    try:
+        result = checkout.apply_async((tag, 1), queue=os.environ["TEST_QUEUE"])
+    finally:
+        tracing.disable()
+    assert result.get(timeout=30) == "done ch-2"
+    (enqueue,) = exporter.get_finished_spans()
+
+    def mine() -> list[dict[str, Any]]:
+        return [s for s in worker_spans(redis_client, SPANS_KEY)
+                if s["attributes"].get("durable.run_id") == result.id]
+
+    wait_for(lambda: sum(s["name"].startswith("durable.delivery") for s in mine()) == 2, 10,
+             message="two delivery spans")
+    deliveries = [s for s in mine() if s["name"].startswith("durable.delivery")]
+    assert {d["trace_id"] for d in deliveries} == {f"{enqueue.context.trace_id:032x}"}
+    assert {d["parent_id"] for d in deliveries} == {f"{enqueue.context.span_id:016x}"}
+
+
+def test_child_runs_join_their_parents_trace(start_worker, tag, redis_client):
+    """A parent's ``gather`` children (one of them retried) run in the parent's trace."""
+    from apps.ops_app import SPANS_KEY, two_checkouts
+
+    start_worker("apps.ops_app", concurrency=2,
+                 env={"TEST_OTEL": "1", "TEST_RECORD_SIGNALS": "0",
+                      "TEST_APP_CONF": json.dumps({"durable_max_countdown": 0.1})})
+    result = two_checkouts.delay(tag)  # no tracer here: the parent's first delivery roots it
+    assert result.get(timeout=30) == ["done ch-1", "done ch-2"]
+    children = [f"{result.id}~0.0", f"{result.id}~0.1"]
+
+    def deliveries(run_id: str) -> list[dict[str, Any]]:
+        return [s for s in worker_spans(redis_client, SPANS_KEY)
+                if s["attributes"].get("durable.run_id") == run_id
+                and s["name"].startswith("durable.delivery")]
+
+    wait_for(lambda: len(deliveries(children[1])) == 2 and len(deliveries(result.id)) >= 2,
+             10, message="the child's two deliveries and the parent's")
+    (trace_id,) = {s["trace_id"] for s in deliveries(result.id)}
+    for child in children:
+        assert {s["trace_id"] for s in deliveries(child)} == {trace_id}, child

@@ -13,7 +13,15 @@ import os
 from celery.utils.log import get_task_logger
 
 from apps.common import counters, make_app
-from celery_durable import PermanentError, durable_task, signals, sleep, step, wait_for_event
+from celery_durable import (
+    PermanentError,
+    durable_task,
+    gather,
+    signals,
+    sleep,
+    step,
+    wait_for_event,
+)
 
 app = make_app("ops_app", **json.loads(os.environ.get("TEST_APP_CONF", "{}")))
 r = counters()
@@ -129,6 +137,12 @@ def approver(tag: str) -> object:
 # -- tracing (TEST_OTEL=1): each pool process exports its spans in memory and to Redis -------
 
 SPANS_KEY = f"{PREFIX}spans"
+
+
+@durable_task(app=app)
+def two_checkouts(tag: str) -> list[str]:
+    """A parent: two child checkout runs (each joins the parent's trace)."""
+    return gather(checkout.s(f"{tag}-a", 0), checkout.s(f"{tag}-b", 1))
 
 
 def _export_spans_to_redis() -> None:

@@ -6,6 +6,7 @@ import pytest
 from celery import Celery
 
 from celery_durable import call, cancel_run, durable_task, gather, get_run, map
+from celery_durable.stores import get_store
 
 
 @pytest.fixture
@@ -69,9 +70,13 @@ def test_idempotency_key_and_cancel_in_eager_mode(app: Celery) -> None:
         runs.append(order)
         return order
 
-    first = app.tasks["eager.charge"].apply_async((7,), idempotency_key="o-7")
+    first = app.tasks["eager.charge"].apply_async((7,), idempotency_key="o-7",
+                                                   queue="payments", priority=3)
     again = app.tasks["eager.charge"].apply_async((7,), idempotency_key="o-7")
     assert again.id == first.id and runs == [7]
+    # The routing is stored with the run, so a lost first message is re-sent to its queue.
+    (stored,) = get_store(app).get_runs([first.id])
+    assert stored is not None and stored.options == {"queue": "payments", "priority": 3}
     assert cancel_run("not-started-yet", app=app) is True
     assert get_run("not-started-yet", app=app).status == "CANCELLED"
     assert cancel_run(first.id, app=app) is False  # already succeeded
