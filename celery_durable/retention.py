@@ -102,11 +102,18 @@ def purge_runs(*, finished_before: dt.datetime | dt.timedelta | float,
 
 
 def purge_expired(app: Celery) -> int:
-    """Purge SUCCEEDED and CANCELLED runs older than ``durable_result_retention``."""
+    """Purge SUCCEEDED and CANCELLED runs older than ``durable_result_retention``.
+
+    Expired idempotency keys go too (whatever the retention). Returns how
+    many runs were purged.
+    """
+    store, now = get_store(app), time.time()
+    while store.purge_idempotency_keys(expired_before=now, limit=1000) == 1000:
+        pass
     retention = float(settings_for(app).result_retention)
     if retention <= 0:
         return 0
-    return purge_runs(finished_before=time.time() - retention, app=app)
+    return purge_runs(finished_before=now - retention, app=app)
 
 
 __all__ = ["DEFAULT_PURGE_STATUSES", "parse_age", "purge_expired", "purge_runs"]

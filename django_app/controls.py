@@ -78,6 +78,16 @@ class ControlsMixin:
                                              expires_at=now + ttl)], ignore_conflicts=True)
             return str(keys.filter(task=task, key=key).values_list("run_id", flat=True)[0])
 
+    def purge_idempotency_keys(self, *, expired_before: float, limit: int = 1000) -> int:
+        """See :meth:`CheckpointStore.purge_idempotency_keys`: one indexed batch."""
+        keys = IdempotencyKey.objects.using(self.using)
+        with transaction.atomic(using=self.using):
+            ids = list(keys.filter(expires_at__lte=expired_before)
+                       .values_list("pk", flat=True)[:limit])
+            if ids:
+                keys.filter(pk__in=ids, expires_at__lte=expired_before).delete()
+        return len(ids)
+
     def notify_parent(self, parent_id: str, *, grace: float) -> RunRecord | None:
         """See :meth:`CheckpointStore.notify_parent`."""
         with transaction.atomic(using=self.using):

@@ -214,6 +214,7 @@ class IdempotencyKey(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["task", "key"], name="cd_ikey_task_key_uniq"),
         ]
+        indexes = [models.Index(fields=["expires_at"], name="cd_ikey_expires_idx")]
 
     def __str__(self) -> str:
         return f"{self.task}[{self.key}] -> {self.run_id}"

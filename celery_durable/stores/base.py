@@ -299,5 +299,13 @@ class CheckpointStore(ABC):
         """
         raise NotImplementedError(f"{type(self).__name__} does not support purge_runs yet")
 
+    def purge_idempotency_keys(self, *, expired_before: float, limit: int = 1000) -> int:
+        """Delete up to ``limit`` idempotency keys that expired before ``expired_before``.
+
+        Returns how many went. The default does nothing: a store whose keys
+        expire by themselves (Redis TTLs) has none to delete.
+        """
+        return 0
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections (optional)."""

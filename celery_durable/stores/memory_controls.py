@@ -90,6 +90,15 @@ class MemoryControls:
             keys[(task, key)] = (run_id, now + ttl)
             return run_id
 
+    def purge_idempotency_keys(self, *, expired_before: float, limit: int = 1000) -> int:
+        """See :meth:`CheckpointStore.purge_idempotency_keys`."""
+        with self._lock:
+            keys = self._controls()["keys"]
+            gone = [k for k, (_, expires) in keys.items() if expires <= expired_before][:limit]
+            for k in gone:
+                del keys[k]
+            return len(gone)
+
     def notify_parent(self, parent_id: str, *, grace: float) -> RunRecord | None:
         """See :meth:`CheckpointStore.notify_parent`."""
         now = time.time()

@@ -205,6 +205,28 @@ def test_idempotency_key_binds_once_until_it_expires(store: CheckpointStore) -> 
     assert store.claim_idempotency_key("t.a", key, "run-4", ttl=60) == "run-4"
 
 
+def test_expired_idempotency_keys_are_purged_and_live_ones_kept(store: CheckpointStore) -> None:
+    """Purging drops only expired keys; a live key still binds to its run afterwards."""
+    expired, live = f"old-{uuid.uuid4().hex[:6]}", f"new-{uuid.uuid4().hex[:6]}"
+    for i in range(3):
+        store.claim_idempotency_key("t.a", f"{expired}-{i}", f"run-{i}", ttl=TTL)
+    store.claim_idempotency_key("t.a", live, "run-live", ttl=60)
+    time.sleep(EXPIRED)
+    first = store.purge_idempotency_keys(expired_before=time.time(), limit=2)
+    rest = store.purge_idempotency_keys(expired_before=time.time())
+    if type(store).__name__ == "RedisStore":  # its keys expire by themselves (TTL)
+        assert (first, rest) == (0, 0)
+    else:  # (a shared test database may hold other tests' expired keys too)
+        assert first == 2 and first + rest >= 3
+    assert store.purge_idempotency_keys(expired_before=time.time()) == 0
+    assert store.claim_idempotency_key("t.a", live, "run-other", ttl=60) == "run-live"
+    if type(store).__module__.startswith("django_app"):
+        from django_app.models import IdempotencyKey
+
+        left = IdempotencyKey.objects.using(store.using).filter(key__startswith=expired)
+        assert not left.exists()
+
+
 def test_concurrent_claims_of_one_key_agree(store: CheckpointStore) -> None:
     """Eight threads claiming one key at once all get the same run id, one of theirs."""
     key = f"order-{uuid.uuid4().hex[:6]}"

@@ -100,3 +100,26 @@ def test_concurrency_options_are_checked() -> None:
     from celery_durable.concurrency import group_of
 
     assert group_of(task, ("ann",), {}) == "opts.limited:ann"
+
+
+def test_the_periodic_purge_drops_expired_keys_and_old_runs(app: Celery) -> None:
+    """``purge_expired`` (the worker's periodic purge) drops expired idempotency keys and
+    runs past ``durable_result_retention``; a key past its TTL then starts a new run."""
+    import time
+
+    from celery_durable.retention import purge_expired
+
+    app.conf.durable_result_retention = 0.05
+
+    @durable_task(app=app, name="eager.once")
+    def once(order: int) -> int:
+        return order
+
+    first = app.tasks["eager.once"].apply_async((1,), idempotency_key="k", idempotency_ttl=0.05)
+    store = get_store(app)
+    time.sleep(0.1)
+    assert purge_expired(app) == 1
+    assert store.get_runs([first.id]) == [None]
+    assert store.purge_idempotency_keys(expired_before=time.time()) == 0  # already gone
+    second = app.tasks["eager.once"].apply_async((1,), idempotency_key="k")
+    assert second.id != first.id
