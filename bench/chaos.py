@@ -144,7 +144,8 @@ def monkey(args: argparse.Namespace, fleet: Fleet, redis_srv: Any, pg: Any,
     """Until ``stop``: kill a worker every 2-5 s; crash Redis and PostgreSQL every 10-20 s."""
     now = time.monotonic()
     next_kill = now + rng.uniform(1, 3)
-    next_redis = now + rng.uniform(5, 12)
+    next_redis = now + (args.first_redis_crash if args.first_redis_crash is not None
+                        else rng.uniform(5, 12))
     next_pg = now + rng.uniform(5, 12)
     while not stop.wait(0.1):
         now = time.monotonic()
@@ -287,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chaos-seconds", type=float, default=90.0)
     parser.add_argument("--drain-timeout", type=float, default=150.0)
     parser.add_argument("--no-redis-restarts", dest="redis_restarts", action="store_false")
+    parser.add_argument("--first-redis-crash", type=float, default=None,
+                        help="seconds into the chaos of the first Redis crash (default 5-12)")
     parser.add_argument("--json", type=Path, help="append the report to this JSON-lines file")
     parser.add_argument("--keep", action="store_true", help="keep worker logs and the ledger")
     args = parser.parse_args(argv)

@@ -108,6 +108,8 @@ def test_permission_matrix_for_every_page_form_and_action(role, client_as, make_
             assert run.status == "PENDING", (role, action, run.status)
         elif action == "cancel_runs":
             assert run.status == "CANCELLED", role
+        elif action == "wake_now":  # woken: due at once, its sleep resolved as "woken"
+            assert run.status == "PENDING" and '"woken"' in (run.wait_resolution or ""), role
 
 
 def test_actions_and_forms_enforce_csrf(make_user, make_run) -> None:
