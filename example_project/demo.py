@@ -279,8 +279,9 @@ class Demo:
         statuses = self.statuses()
         print("\nruns of this demo:")
         for run in self.runs:
-            print(f"  {statuses.get(run.run_id, '?'):<10} {run.kind:<9} {run.run_id}  "
-                  f"{run.label}")
+            status = statuses.get(run.run_id, "?")
+            surprise = "" if status == run.expect else f"  (the demo expected {run.expect})"
+            print(f"  {status:<10} {run.kind:<9} {run.run_id}  {run.label}{surprise}")
 
     # -- teardown --------------------------------------------------------------------------
 

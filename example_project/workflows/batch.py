@@ -9,6 +9,8 @@ import random
 from dataclasses import dataclass
 from decimal import Decimal
 
+from django.conf import settings
+
 from .models import Document, Order
 from .tasks import approval_flow, process_order, research
 
@@ -56,10 +58,16 @@ def question(text: str) -> Submitted:
     return Submitted("research", result.id, text, "SUCCEEDED")
 
 
-def document(title: str, *, will_be_approved: bool, timeout_hours: float = 72.0) -> Submitted:
-    """Create a document and start its approval flow."""
+def document(title: str, *, will_be_approved: bool,
+             timeout_hours: float | None = None) -> Submitted:
+    """Create a document and start its approval flow.
+
+    The flow waits ``timeout_hours`` for a decision (default: the
+    ``APPROVAL_TIMEOUT_HOURS`` setting, env ``DEMO_APPROVAL_TIMEOUT_HOURS``, 72).
+    """
     doc = Document.objects.create(title=title)
-    result = approval_flow.delay(doc.pk, timeout_hours=timeout_hours)
+    hours = settings.APPROVAL_TIMEOUT_HOURS if timeout_hours is None else timeout_hours
+    result = approval_flow.delay(doc.pk, timeout_hours=hours)
     Document.objects.filter(pk=doc.pk).update(run_id=result.id)
     return Submitted("approval", result.id, f"document #{doc.pk}: {title}",
                      "SUCCEEDED" if will_be_approved else "WAITING", doc.pk)
