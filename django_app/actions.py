@@ -9,6 +9,7 @@ reported with ``message_user``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from celery import Celery, _state
@@ -29,13 +30,6 @@ from celery_durable.stores import get_store
 from .models import Run
 from .store import DjangoStore
 
-#: Action name → the ``has_<perm>_permission`` it needs.
-ACTION_PERMISSIONS = {
-    "retry_from_failed_step": "retry",
-    "restart_from_scratch": "restart",
-    "retry_with_edited_arguments": "retry_with_arguments",
-    "cancel_runs": "cancel",
-}
 #: ``has_<perm>_permission`` → the Django permission it checks.
 PERMISSIONS = {
     "retry": "celery_durable.retry_run",
@@ -106,21 +100,36 @@ def retrigger(modeladmin: admin.ModelAdmin[Any], request: HttpRequest, run: Run,
     modeladmin.log_change(request, run, f"Re-triggered {what}{extra}.")
 
 
-def _retry_all(modeladmin: admin.ModelAdmin[Any], request: HttpRequest,
-               queryset: QuerySet[Run], from_step: str, verb: str) -> HttpResponse | None:
+def each_run(modeladmin: admin.ModelAdmin[Any], request: HttpRequest, queryset: QuerySet[Run],
+             verb: str, act: Callable[[Run], str | None]) -> HttpResponse | None:
+    """Apply ``act`` to every selected run, report, go back.
+
+    ``act`` returns None when it changed the run, else why it did not; a
+    ``DurableError`` it raises is reported for that run.
+    """
     done, errors = 0, []
     for run in queryset.only("id", "task", "status").iterator():
-        if run.status not in RETRIABLE:
-            errors.append(f"{run.pk} is {run.status.lower()}")
-            continue
         try:
-            retrigger(modeladmin, request, run, from_step)
+            why = act(run)
         except DurableError as exc:
-            errors.append(f"{run.pk}: {exc}")
-        else:
+            why = f"{run.pk}: {exc}"
+        if why is None:
             done += 1
+        else:
+            errors.append(why)
     report(modeladmin, request, done, verb, errors)
     return back(request)
+
+
+def _retry_all(modeladmin: admin.ModelAdmin[Any], request: HttpRequest,
+               queryset: QuerySet[Run], from_step: str, verb: str) -> HttpResponse | None:
+    def retry(run: Run) -> str | None:
+        if run.status not in RETRIABLE:
+            return f"{run.pk} is {run.status.lower()}"
+        retrigger(modeladmin, request, run, from_step)
+        return None
+
+    return each_run(modeladmin, request, queryset, verb, retry)
 
 
 @admin.action(permissions=["retry"], description="Retry selected runs from the failed step")
@@ -170,22 +179,15 @@ def cancel_runs(modeladmin: admin.ModelAdmin[Any], request: HttpRequest,
     ``cancel_run`` also records REVOKED in the result backend, so
     ``AsyncResult`` is truthful.
     """
-    done, errors = 0, []
-    for run in queryset.only("id", "task", "status").iterator():
+    def cancel(run: Run) -> str | None:
         if run.status in (RunStatus.SUCCEEDED.value, RunStatus.CANCELLED.value):
-            errors.append(f"run {run.pk} is {run.status}; it cannot be cancelled")
-            continue
-        try:
-            if not cancel_run(run.pk, app=celery_app(run.task)):
-                errors.append(f"run {run.pk} finished before it could be cancelled")
-                continue
-        except DurableError as exc:
-            errors.append(str(exc))
-            continue
+            return f"{run.pk} is {run.status.lower()}; it cannot be cancelled"
+        if not cancel_run(run.pk, app=celery_app(run.task)):
+            return f"{run.pk} finished before it could be cancelled"
         modeladmin.log_change(request, run, "Cancelled.")
-        done += 1
-    report(modeladmin, request, done, "cancelled", errors)
-    return back(request)
+        return None
+
+    return each_run(modeladmin, request, queryset, "cancelled", cancel)
 
 
 ACTIONS = [retry_from_failed_step, restart_from_scratch, retry_with_edited_arguments,
@@ -201,8 +203,9 @@ def check_posted_action(modeladmin: admin.ModelAdmin[Any], request: HttpRequest)
         name = names[int(request.POST.get("index", 0))]
     except (IndexError, ValueError):
         return
-    from .wait_actions import ACTION_PERMISSIONS as WAIT_ACTION_PERMISSIONS
+    from .wait_actions import ACTIONS as WAIT_ACTIONS
 
-    guarded = ACTION_PERMISSIONS.keys() | WAIT_ACTION_PERMISSIONS.keys()
+    guarded = {fn.__name__ for fn in ACTIONS + WAIT_ACTIONS
+               if getattr(fn, "allowed_permissions", ())}  # set by @admin.action
     if name in guarded and name not in modeladmin.get_actions(request):
         raise PermissionDenied(f"you may not run the action {name!r}")

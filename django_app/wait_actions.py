@@ -23,7 +23,7 @@ from celery_durable.errors import DurableError
 from celery_durable.records import RunStatus
 from celery_durable.waits import send_event, wake_run
 
-from .actions import back, celery_app, open_run_form, report
+from .actions import celery_app, each_run, open_run_form
 from .models import Run
 
 PAUSED = (RunStatus.SLEEPING.value, RunStatus.WAITING.value)
@@ -33,23 +33,15 @@ PAUSED = (RunStatus.SLEEPING.value, RunStatus.WAITING.value)
 def wake_now(modeladmin: admin.ModelAdmin[Any], request: HttpRequest,
              queryset: QuerySet[Run]) -> HttpResponse | None:
     """Resume each sleeping run now; a waiting run resumes as if its wait timed out."""
-    done, errors = 0, []
-    for run in queryset.only("id", "task", "status").iterator():
+    def wake(run: Run) -> str | None:
         if run.status not in PAUSED:
-            errors.append(f"{run.pk} is {run.status.lower()}, not sleeping or waiting")
-            continue
-        try:
-            woken = wake_run(run.pk, app=celery_app(run.task))
-        except DurableError as exc:
-            errors.append(f"{run.pk}: {exc}")
-            continue
-        if not woken:
-            errors.append(f"{run.pk} was no longer paused")
-            continue
+            return f"{run.pk} is {run.status.lower()}, not sleeping or waiting"
+        if not wake_run(run.pk, app=celery_app(run.task)):
+            return f"{run.pk} was no longer paused"
         modeladmin.log_change(request, run, "Woken now.")
-        done += 1
-    report(modeladmin, request, done, "woken", errors)
-    return back(request)
+        return None
+
+    return each_run(modeladmin, request, queryset, "woken", wake)
 
 
 @admin.action(permissions=["send_event"], description="Send the awaited event…")
@@ -117,5 +109,4 @@ def send_event_view(modeladmin: Any, request: HttpRequest, object_id: str) -> Ht
 
 
 ACTIONS = [wake_now, send_awaited_event]
-ACTION_PERMISSIONS = {"wake_now": "wake", "send_awaited_event": "send_event"}
 PERMISSIONS = {"wake": "celery_durable.wake_run", "send_event": "celery_durable.send_event"}
