@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -20,8 +22,34 @@ except ImportError:  # pragma: no cover - a fresh machine without the dev extras
 pytestmark = pytest.mark.worker
 
 
+#: A worker exporting its spans to Redis; retries longer than durable_max_countdown are
+#: timers in the store, not broker countdowns.
+TRACED_WORKER = {"TEST_OTEL": "1", "TEST_RECORD_SIGNALS": "0",
+                 "TEST_APP_CONF": json.dumps({"durable_max_countdown": 0.1})}
+
+
 def worker_spans(redis_client: Any, key: str) -> list[dict[str, Any]]:
     return [json.loads(s) for s in redis_client.lrange(key, 0, -1)]
+
+
+def send_traced(send: Callable[[], Any]) -> tuple[Any, Any]:
+    """Call ``send()`` with tracing on in this process; its result and the enqueue span."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from celery_durable import tracing
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.enable(tracer_provider=provider)
+    try:
+        result = send()
+    finally:
+        tracing.disable()
+    (enqueue,) = exporter.get_finished_spans()
+    return result, enqueue
 
 
 def test_a_run_with_two_retries_is_one_trace_with_its_step_spans_in_order(
@@ -29,26 +57,10 @@ def test_a_run_with_two_retries_is_one_trace_with_its_step_spans_in_order(
     """Two retries (published again by the sweeper from the store's timers) and three
     deliveries on a real worker: one trace under the enqueue span, step spans in order."""
     from apps.ops_app import SPANS_KEY, app, checkout
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    from celery_durable import tracing
-
-    # retries longer than durable_max_countdown are timers in the store, not broker countdowns
-    start_worker("apps.ops_app", env={"TEST_OTEL": "1", "TEST_RECORD_SIGNALS": "0",
-                                      "TEST_APP_CONF": json.dumps({"durable_max_countdown": 0.1})})
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.enable(tracer_provider=provider)
-    try:
-        result = checkout.delay(tag, 2)
-    finally:
-        tracing.disable()
+    start_worker("apps.ops_app", env=TRACED_WORKER)
+    result, enqueue = send_traced(lambda: checkout.delay(tag, 2))
     assert result.get(timeout=30) == "done ch-3"
-
-    (enqueue,) = exporter.get_finished_spans()
     assert enqueue.name == "durable.enqueue apps.ops_app.checkout"
     trace_id = f"{enqueue.context.trace_id:032x}"
 
@@ -99,27 +111,12 @@ def test_a_run_with_two_retries_is_one_trace_with_its_step_spans_in_order(
 def test_a_routed_run_keeps_its_trace_across_a_retry(start_worker, tag, redis_client):
     """A run sent with ``queue=`` (registered with its routing before the message goes) is
     still one trace under its enqueue span, first delivery and retry alike."""
-    import os
-
     from apps.ops_app import SPANS_KEY, checkout
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    from celery_durable import tracing
-
-    start_worker("apps.ops_app", env={"TEST_OTEL": "1", "TEST_RECORD_SIGNALS": "0",
-                                      "TEST_APP_CONF": json.dumps({"durable_max_countdown": 0.1})})
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.enable(tracer_provider=provider)
-    try:
-        result = checkout.apply_async((tag, 1), queue=os.environ["TEST_QUEUE"])
-    finally:
-        tracing.disable()
+    start_worker("apps.ops_app", env=TRACED_WORKER)
+    result, enqueue = send_traced(
+        lambda: checkout.apply_async((tag, 1), queue=os.environ["TEST_QUEUE"]))
     assert result.get(timeout=30) == "done ch-2"
-    (enqueue,) = exporter.get_finished_spans()
 
     def mine() -> list[dict[str, Any]]:
         return [s for s in worker_spans(redis_client, SPANS_KEY)
@@ -136,9 +133,7 @@ def test_child_runs_join_their_parents_trace(start_worker, tag, redis_client):
     """A parent's ``gather`` children (one of them retried) run in the parent's trace."""
     from apps.ops_app import SPANS_KEY, two_checkouts
 
-    start_worker("apps.ops_app", concurrency=2,
-                 env={"TEST_OTEL": "1", "TEST_RECORD_SIGNALS": "0",
-                      "TEST_APP_CONF": json.dumps({"durable_max_countdown": 0.1})})
+    start_worker("apps.ops_app", concurrency=2, env=TRACED_WORKER)
     result = two_checkouts.delay(tag)  # no tracer here: the parent's first delivery roots it
     assert result.get(timeout=30) == ["done ch-1", "done ch-2"]
     children = [f"{result.id}~0.0", f"{result.id}~0.1"]
