@@ -15,6 +15,7 @@ from typing import Any
 from django.conf import settings
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.utils import CursorWrapper
+from django.db.models import QuerySet
 
 from celery_durable.records import (
     ErrorInfo,
@@ -65,18 +66,29 @@ def step_logs(text: str) -> list[str]:
     return [str(line) for line in lines] if isinstance(lines, list) else [str(lines)]
 
 
-def step_record(row: Step) -> StepRecord:
-    """A Step row as the engine's StepRecord."""
-    error = error_of(row.error_type, row.error_message, row.error_traceback)
-    if error is not None:
-        error.logs = step_logs(row.error_logs)
-    return StepRecord(position=row.position, key=row.key, name=row.name,
-                      status=StepStatus(row.status), attempts=row.attempts, value=row.value,
-                      error=error, started_at=row.started_at, finished_at=row.finished_at)
+_STEP_STATUS = {status.value: status for status in StepStatus}
 
 
-def run_record(row: Run, steps: list[Step] | None = None) -> RunRecord:
-    """A Run row (and its Step rows) as the engine's RunRecord."""
+def step_records(steps: QuerySet[Step]) -> list[StepRecord]:
+    """The checkpoints of ``steps`` in position order, read as plain rows.
+
+    ``values_list`` instead of model instances: a run with 1,000 checkpoints
+    loads in about a third of the time (measured in ``bench/NOTES.md``).
+    """
+    out = []
+    for (position, key, name, status, attempts, value, error_type, error_message,
+         error_traceback, started_at, finished_at, logs) in (
+            steps.order_by("position").values_list(*STEP_COLUMNS)):
+        error = None
+        if error_type:
+            error = ErrorInfo(error_type, error_message, error_traceback, step_logs(logs))
+        out.append(StepRecord(position, key, name, _STEP_STATUS[status], attempts, value, error,
+                              started_at, finished_at))
+    return out
+
+
+def run_record(row: Run, steps: list[StepRecord] | None = None) -> RunRecord:
+    """A Run row (and its checkpoints, from :func:`step_records`) as the engine's RunRecord."""
     return RunRecord(
         id=row.id, task=row.task, status=RunStatus(row.status), args=row.args,
         kwargs=row.kwargs, options=dict(row.options or {}),
@@ -87,7 +99,7 @@ def run_record(row: Run, steps: list[Step] | None = None) -> RunRecord:
         result=row.result,
         error=error_of(row.error_type, row.error_message, row.error_traceback),
         failed_step=row.failed_step, idempotency_key=row.idempotency_key,
-        steps=[step_record(s) for s in steps or ()], wait=wait_record(row), parent=row.parent)
+        steps=list(steps or ()), wait=wait_record(row), parent=row.parent)
 
 
 def wait_record(row: Run) -> WaitInfo | None:
