@@ -41,6 +41,8 @@ class RedisControls:
         def run_key(self, run_id: str) -> str: ...
         def _pipeline(self, build: Callable[[Any], None]) -> list[Any]: ...
         def _eval(self, pipe: Any, name: str, key: str, *args: Any) -> None: ...
+        def _send(self, *commands: tuple[Any, ...]) -> list[Any]: ...
+        def _script(self, name: str, key: str, *args: Any) -> tuple[Any, ...]: ...
 
     def _register_control_scripts(self) -> None:
         for name in lua.NAMES:
@@ -52,25 +54,23 @@ class RedisControls:
         return parse_run(run_id, flat) if steps else parse_begin(run_id, flat)[0]
 
     def create_runs(self, runs: Sequence[NewRun], *, grace: float) -> list[bool]:
-        """See :meth:`CheckpointStore.create_runs`: one pipeline (two if any is new)."""
+        """See :meth:`CheckpointStore.create_runs`: one round trip.
+
+        The due-set and index entries are added with ``NX``, so a run that
+        already exists keeps its own; a stray due entry (for an existing run
+        that had none) is dropped by the sweeper's ``claim_due``.
+        """
         if not runs:
             return []
-
-        def build(pipe: Any) -> None:
-            for new in runs:
-                self._eval(pipe, "CREATE", self.run_key(new.id), new.task, new.args, new.kwargs,
-                           json.dumps(new.options), new.parent or "",
-                           new.idempotency_key or "", grace)
-
-        created = [bool(x) for x in self._pipeline(build)]
         now = time.time()
-        fresh = [new.id for new, made in zip(runs, created, strict=True) if made]
-        if fresh:
-            pipe = self.client.pipeline(transaction=False)
-            pipe.zadd(self._due_key, {run_id: now + grace for run_id in fresh})
-            pipe.zadd(self._runs_key, {run_id: now for run_id in fresh}, nx=True)
-            pipe.execute()
-        return created
+        commands: list[tuple[Any, ...]] = []
+        for new in runs:
+            commands += [self._script("CREATE", self.run_key(new.id), new.task, new.args,
+                                      new.kwargs, json.dumps(new.options), new.parent or "",
+                                      new.idempotency_key or "", grace),
+                         ("ZADD", self._due_key, "NX", now + grace, new.id),
+                         ("ZADD", self._runs_key, "NX", now, new.id)]
+        return [bool(made) for made in self._send(*commands)[0::3]]
 
     def get_runs(self, run_ids: Sequence[str]) -> list[RunRecord | None]:
         """See :meth:`CheckpointStore.get_runs`: one pipeline of HGETALLs."""
