@@ -36,7 +36,7 @@ from ..records import (
 )
 from . import redis_scripts as lua
 from .base import CheckpointStore
-from .redis_checkpoints import LazyCheckpoints
+from .redis_codec import checkpoint_args, parse_begin, parse_run, text
 from .redis_controls import RedisControls
 
 redis_lib: Any
@@ -46,105 +46,6 @@ try:
     from .redis_lane import FastLane, LaneUnavailable, pack
 except ImportError:  # pragma: no cover - depends on the installed extras
     redis_lib = None
-
-
-def _f(value: Any) -> float | None:
-    return float(value) if value not in (None, "", b"") else None
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def parse_run(run_id: str, flat: list[Any]) -> RunRecord:
-    """Build a RunRecord (with its checkpoints, all decoded) from a flat HGETALL reply.
-
-    Raises :class:`CorruptCheckpointError` naming the run if the hash holds
-    something the store never writes (a truncated or edited field).
-    """
-    run, checkpoints = parse_begin(run_id, flat)
-    run.steps = [checkpoints[position] for position in checkpoints]
-    return run
-
-
-#: The run fields of a run hash (everything but the checkpoints ``c:<pos>`` / ``v:<pos>``).
-RUN_FIELDS = ("task", "status", "args", "kwargs", "options", "created", "updated", "started",
-              "finished", "token", "owner", "lease", "nb", "due", "rec", "result", "error",
-              "fstep", "ikey", "wkind", "wstep", "wpos", "wid", "wuntil", "wname", "wkey",
-              "wafter", "wres", "parent")
-_RUN_FIELDS_BYTES = tuple(name.encode() for name in RUN_FIELDS)
-
-
-def parse_begin(run_id: str, flat: list[Any]) -> tuple[RunRecord, LazyCheckpoints]:
-    """The run (without steps) and its lazily decoded checkpoints, from a flat HGETALL reply.
-
-    Only the run fields are read now; see :mod:`.redis_checkpoints`.
-    """
-    raw = dict(zip(flat[0::2], flat[1::2], strict=True))
-    names = _RUN_FIELDS_BYTES if raw and isinstance(next(iter(raw)), bytes) else RUN_FIELDS
-    try:
-        fields = {name: _text(raw[key]) for name, key in zip(RUN_FIELDS, names, strict=True)
-                  if key in raw}
-        run = _run_record(run_id, fields)
-    except (ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError) as exc:
-        raise CorruptCheckpointError(
-            f"run {run_id}: the stored run is corrupt and cannot be read "
-            f"({type(exc).__name__}: {str(exc)[:200]})", run_id=run_id) from exc
-    return run, LazyCheckpoints(run_id, raw)
-
-
-def _run_record(run_id: str, fields: dict[str, str]) -> RunRecord:
-    error = json.loads(fields["error"]) if fields.get("error") else None
-    wait = None
-    if fields.get("wkind"):
-        wait = WaitInfo(kind=fields["wkind"], step=fields.get("wstep", ""),
-                        position=int(fields.get("wpos") or 0),
-                        wait_id=int(fields.get("wid") or 0), until=_f(fields.get("wuntil")),
-                        event=fields.get("wname") or None,
-                        key=fields.get("wkey") if fields["wkind"] == "event" else None,
-                        after=int(fields.get("wafter") or 0),
-                        resolution=fields.get("wres") or None)
-    return RunRecord(
-        id=run_id, task=fields.get("task", ""), status=RunStatus(fields.get("status", "PENDING")),
-        args=fields.get("args", "[]"), kwargs=fields.get("kwargs", "{}"),
-        options=json.loads(fields["options"]) if fields.get("options") else {},
-        created_at=_f(fields.get("created")), updated_at=_f(fields.get("updated")),
-        started_at=_f(fields.get("started")), finished_at=_f(fields.get("finished")),
-        token=int(fields.get("token") or 0), owner=fields.get("owner", ""),
-        lease_expires=_f(fields.get("lease")), not_before=_f(fields.get("nb")),
-        due_at=_f(fields.get("due")), recoveries=int(fields.get("rec") or 0),
-        result=fields.get("result") or None, error=ErrorInfo(*error) if error else None,
-        failed_step=fields.get("fstep") or None, idempotency_key=fields.get("ikey") or None,
-        wait=wait, parent=fields.get("parent") or None,
-    )
-
-
-#: ``json.dumps(..., separators=(",", ":"))`` builds an encoder per call; this one is reused.
-_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
-
-
-_quoted = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
-
-
-def _number(value: float | None) -> str:
-    return "null" if value is None else repr(value)
-
-
-def meta_text(step: StepRecord) -> str:
-    """The stored JSON of ``step`` without its value: ``_COMPACT_JSON.encode(step.to_meta())``.
-
-    A step without an error (every successful checkpoint) is formatted
-    directly, byte for byte the same, in a third of the time.
-    """
-    if step.error is not None:
-        return _COMPACT_JSON.encode(step.to_meta())
-    return (f'{{"k":{_quoted(step.key)},"n":{_quoted(step.name)},'
-            f'"s":{_quoted(step.status.value)},"a":{int(step.attempts)},'
-            f'"t0":{_number(step.started_at)},"t1":{_number(step.finished_at)}}}')
-
-
-def _step_args(step: StepRecord) -> list[Any]:
-    return [step.position, meta_text(step), step.value or ""]
 
 
 class RedisStore(RedisControls, CheckpointStore):
@@ -259,9 +160,9 @@ class RedisStore(RedisControls, CheckpointStore):
             ("ZADD", self._runs_key, "NX", now, run_id))
         try:
             run, checkpoints = parse_begin(run_id, flat)
-            return Begin(_text(outcome), run, int(token), checkpoints)
+            return Begin(text(outcome), run, int(token), checkpoints)
         except CorruptCheckpointError as exc:
-            if _text(outcome) != "acquired":
+            if text(outcome) != "acquired":
                 raise
             # Dead-letter it under the lease just taken: retrying cannot repair bytes.
             error = ErrorInfo(type(exc).__name__, str(exc))
@@ -270,7 +171,7 @@ class RedisStore(RedisControls, CheckpointStore):
             raw = dict(zip(flat[0::2], flat[1::2], strict=True))
             found = raw.get(b"parent", raw.get("parent"))
             try:
-                parent = _text(found) or None if found is not None else None
+                parent = text(found) or None if found is not None else None
             except UnicodeDecodeError:
                 parent = None
             return Begin("dead", RunRecord(id=run_id, task=task, status=RunStatus.FAILED,
@@ -283,12 +184,12 @@ class RedisStore(RedisControls, CheckpointStore):
         when it can.
         """
         return bool(self._send(
-            self._script("SAVE_STEP", self.run_key(run_id), token, *_step_args(step)))[0])
+            self._script("SAVE_STEP", self.run_key(run_id), token, *checkpoint_args(step)))[0])
 
     def park(self, run_id: str, token: int, *, status: RunStatus, delay: float,
              due_in: float, step: StepRecord | None = None) -> bool:
         """See :meth:`CheckpointStore.park`."""
-        step_args = _step_args(step) if step is not None else ["", "", ""]
+        step_args = checkpoint_args(step) if step is not None else ["", "", ""]
         ok, _ = self._send(
             self._script("PARK", self.run_key(run_id), token, status.value, delay, due_in,
                          *step_args),
@@ -327,13 +228,13 @@ class RedisStore(RedisControls, CheckpointStore):
     def due_runs(self, limit: int = 100) -> list[str]:
         """See :meth:`CheckpointStore.due_runs`."""
         ids = self.client.zrangebyscore(self._due_key, "-inf", time.time(), start=0, num=limit)
-        return [_text(i) for i in ids]
+        return [text(i) for i in ids]
 
     def claim_due(self, run_id: str, *, grace: float, max_recoveries: int) -> Claim:
         """See :meth:`CheckpointStore.claim_due`."""
         reply = self._scripts["CLAIM_DUE"](keys=[self.run_key(run_id)],
                                            args=[grace, max_recoveries])
-        action = _text(reply[0])
+        action = text(reply[0])
         if action == "gone":
             self.client.zrem(self._due_key, run_id)
             return Claim("gone")
@@ -366,7 +267,7 @@ class RedisStore(RedisControls, CheckpointStore):
                   "fstep", "error", "ikey", "rec", "wkind", "wstep", "wpos", "wid", "wuntil",
                   "wname", "wkey", "wafter", "wres", "parent"]
         while len(out) < limit:
-            ids = [_text(i) for i in
+            ids = [text(i) for i in
                    self.client.zrevrange(self._runs_key, start, start + batch - 1)]
             if not ids:
                 break
@@ -393,11 +294,11 @@ class RedisStore(RedisControls, CheckpointStore):
         """See :meth:`CheckpointStore.reset_run`."""
         reply = self._scripts["RESET"](keys=[self.run_key(run_id)], args=[
             "1" if from_start else "0", args or "", kwargs or "", grace])
-        action = _text(reply[0])
+        action = text(reply[0])
         if action == "missing":
             return None
         if action == "state":
-            raise InvalidRunStateError(f"run {run_id} is {_text(reply[1])}, not failed or "
+            raise InvalidRunStateError(f"run {run_id} is {text(reply[1])}, not failed or "
                                        "cancelled", run_id=run_id)
         run = parse_run(run_id, reply[1])
         self.client.zadd(self._due_key, {run_id: time.time() + grace})
@@ -418,7 +319,7 @@ class RedisStore(RedisControls, CheckpointStore):
     def suspend(self, run_id: str, token: int, *, status: RunStatus, wait: WaitInfo,
                 step: StepRecord | None = None) -> bool:
         """See :meth:`CheckpointStore.suspend`: one pipelined round trip."""
-        step_args = _step_args(step) if step is not None else ["", "", ""]
+        step_args = checkpoint_args(step) if step is not None else ["", "", ""]
         until = "" if wait.until is None else repr(float(wait.until))
 
         commands = [self._script("SUSPEND", self.run_key(run_id), token, status.value,
@@ -432,7 +333,7 @@ class RedisStore(RedisControls, CheckpointStore):
         return bool(self._send(*commands)[0])
 
     def _event(self, name: str, key: str, member: Any) -> EventRecord:
-        seq, event_id, payload = _text(member).split(":", 2)
+        seq, event_id, payload = text(member).split(":", 2)
         return EventRecord(event_id, name, key, payload, int(seq), int(seq) / 1_000_000)
 
     def register_waiter(self, run_id: str, name: str, key: str, *, after: int,
@@ -453,9 +354,9 @@ class RedisStore(RedisControls, CheckpointStore):
         seq, waiters = self._scripts["POST"](keys=list(self.event_keys(name, key)),
                                              args=[event_id, payload,
                                                    int(max(buffer, 0) * 1_000_000)])
-        seq = int(_text(seq))
+        seq = int(text(seq))
         return (EventRecord(event_id, name, key, payload, seq, seq / 1_000_000),
-                sorted(_text(w) for w in waiters))
+                sorted(text(w) for w in waiters))
 
     def deliver_event(self, event: EventRecord, run_ids: Sequence[str], *,
                       grace: float) -> list[RunRecord]:
@@ -471,7 +372,7 @@ class RedisStore(RedisControls, CheckpointStore):
 
         runs, gone = [], []
         for run_id, reply in zip(ids, self._pipeline(build), strict=True):
-            action = _text(reply[0])
+            action = text(reply[0])
             if action == "publish":
                 runs.append(parse_run(run_id, reply[1]))
             elif action == "gone":
@@ -488,7 +389,7 @@ class RedisStore(RedisControls, CheckpointStore):
     def wake(self, run_id: str, *, grace: float) -> RunRecord | None:
         """See :meth:`CheckpointStore.wake`."""
         reply = self._scripts["WAKE"](keys=[self.run_key(run_id)], args=[grace])
-        if _text(reply[0]) != "publish":
+        if text(reply[0]) != "publish":
             return None
         run = parse_run(run_id, reply[1])
         if run.due_at is not None:

@@ -22,10 +22,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import InvalidRunStateError
 from ..records import NewRun, RunRecord, RunStatus, StepRecord, WaitInfo
 from . import redis_control_scripts as lua
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+from .redis_codec import checkpoint_args, parse_begin, parse_run, text
 
 
 class RedisControls:
@@ -50,7 +47,6 @@ class RedisControls:
 
     def _run(self, run_id: str, flat: Any, *, steps: bool = True) -> RunRecord:
         """The run in ``flat`` (an HGETALL reply), its checkpoints decoded only if ``steps``."""
-        from .redis import parse_begin, parse_run
         return parse_run(run_id, flat) if steps else parse_begin(run_id, flat)[0]
 
     def create_runs(self, runs: Sequence[NewRun], *, grace: float) -> list[bool]:
@@ -93,11 +89,11 @@ class RedisControls:
         """See :meth:`CheckpointStore.cancel`."""
         reply = self._scripts["CANCEL"](keys=[self.run_key(run_id)],
                                         args=["1" if create_missing else "0"])
-        action = _text(reply[0])
+        action = text(reply[0])
         if action == "missing":
             return None
         if action == "state":
-            raise InvalidRunStateError(f"run {run_id} is {_text(reply[1])}; it cannot be "
+            raise InvalidRunStateError(f"run {run_id} is {text(reply[1])}; it cannot be "
                                        "cancelled", run_id=run_id)
         pipe = self.client.pipeline(transaction=False)
         pipe.zrem(self._due_key, run_id)
@@ -111,12 +107,12 @@ class RedisControls:
         """See :meth:`CheckpointStore.claim_idempotency_key`: ``SET NX`` on one global key."""
         bound = self._scripts["IDEMPOTENCY"](keys=[f"{self.prefix}idem:{task}:{key}"],
                                              args=[run_id, max(int(ttl * 1000), 1)])
-        return _text(bound)
+        return text(bound)
 
     def notify_parent(self, parent_id: str, *, grace: float) -> RunRecord | None:
         """See :meth:`CheckpointStore.notify_parent`."""
         reply = self._scripts["NOTIFY"](keys=[self.run_key(parent_id)], args=[grace])
-        if _text(reply[0]) != "publish":
+        if text(reply[0]) != "publish":
             return None
         run = self._run(parent_id, reply[1])
         if run.due_at is not None:
@@ -126,15 +122,14 @@ class RedisControls:
     def suspend_children(self, run_id: str, token: int, *, wait: WaitInfo, recheck: float,
                          step: StepRecord | None = None) -> str:
         """See :meth:`CheckpointStore.suspend_children`: one pipelined round trip."""
-        from .redis import _step_args
-        step_args = _step_args(step) if step is not None else ["", "", ""]
+        step_args = checkpoint_args(step) if step is not None else ["", "", ""]
 
         def build(pipe: Any) -> None:
             self._eval(pipe, "SUSPEND_CHILDREN", self.run_key(run_id), token, *step_args,
                        wait.step, wait.position, wait.wait_id, recheck)
             pipe.zadd(self._due_key, {run_id: time.time() + recheck})
 
-        return _text(self._pipeline(build)[0])
+        return text(self._pipeline(build)[0])
 
     def slot_keys(self, group: str) -> list[str]:
         """The holders, queue and queue-expiry keys of a concurrency group (one hash tag)."""
@@ -149,7 +144,7 @@ class RedisControls:
     def release_slot(self, group: str, run_id: str, *, limit: int) -> list[str]:
         """See :meth:`CheckpointStore.release_slot`: one EVALSHA."""
         ids = self._scripts["RELEASE"](keys=self.slot_keys(group), args=[run_id, limit])
-        return [_text(i) for i in ids]
+        return [text(i) for i in ids]
 
     def purge_runs(self, *, finished_before: float, statuses: Collection[RunStatus],
                    limit: int = 1000) -> list[str]:
@@ -163,7 +158,7 @@ class RedisControls:
         deleted: list[str] = []
         offset, page = 0, 200
         while len(deleted) < limit and wanted:
-            ids = [_text(i) for i in self.client.zrangebyscore(
+            ids = [text(i) for i in self.client.zrangebyscore(
                 self._runs_key, "-inf", finished_before, start=offset,
                 num=min(page, limit - len(deleted)))]
             if not ids:

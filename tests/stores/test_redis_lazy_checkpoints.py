@@ -13,7 +13,8 @@ from redis_stores import redis_store
 
 from celery_durable.errors import CorruptCheckpointError
 from celery_durable.records import ErrorInfo, RunStatus, StepRecord, StepStatus, WaitInfo
-from celery_durable.stores.redis import RedisStore, parse_begin, parse_run
+from celery_durable.stores.redis import RedisStore
+from celery_durable.stores.redis_codec import parse_begin, parse_run
 
 COMMON = {"task": "t", "args": "[1]", "kwargs": '{"a": 2}', "options": {"queue": "q"},
           "owner": "h:1:1", "lease_ttl": 30.0}
