@@ -125,9 +125,6 @@ class RedisStore(RedisControls, CheckpointStore):
         for script in self._scripts.values():
             script.sha = self.client.script_load(script.script)
 
-    def _eval(self, pipe: Any, name: str, key: str, *args: Any) -> None:
-        pipe.evalsha(self._scripts[name].sha, 1, key, *args)
-
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "durable:", **options: Any) -> RedisStore:
         """Connect to the Redis at ``url``."""
@@ -212,12 +209,8 @@ class RedisStore(RedisControls, CheckpointStore):
         if not leases:
             return set()
         ids = list(leases)
-
-        def build(pipe: Any) -> None:
-            for run_id in ids:
-                self._eval(pipe, "RENEW", self.run_key(run_id), leases[run_id], lease_ttl)
-
-        replies = self._pipeline(build)
+        replies = self._send(*(self._script("RENEW", self.run_key(run_id), leases[run_id],
+                                            lease_ttl) for run_id in ids))
         lost = {run_id for run_id, lease in zip(ids, replies, strict=True) if not lease}
         alive = {run_id: float(lease) for run_id, lease in zip(ids, replies, strict=True)
                  if lease}
@@ -364,14 +357,11 @@ class RedisStore(RedisControls, CheckpointStore):
         ids = list(run_ids)
         if not ids:
             return []
-
-        def build(pipe: Any) -> None:
-            for run_id in ids:
-                self._eval(pipe, "DELIVER", self.run_key(run_id), event.name, event.key,
-                           event.id, event.seq, event.payload, grace)
-
+        replies = self._send(*(self._script("DELIVER", self.run_key(run_id), event.name,
+                                            event.key, event.id, event.seq, event.payload,
+                                            grace) for run_id in ids))
         runs, gone = [], []
-        for run_id, reply in zip(ids, self._pipeline(build), strict=True):
+        for run_id, reply in zip(ids, replies, strict=True):
             action = text(reply[0])
             if action == "publish":
                 runs.append(parse_run(run_id, reply[1]))

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidRunStateError
@@ -36,8 +36,6 @@ class RedisControls:
 
     if TYPE_CHECKING:  # provided by RedisStore
         def run_key(self, run_id: str) -> str: ...
-        def _pipeline(self, build: Callable[[Any], None]) -> list[Any]: ...
-        def _eval(self, pipe: Any, name: str, key: str, *args: Any) -> None: ...
         def _send(self, *commands: tuple[Any, ...]) -> list[Any]: ...
         def _script(self, name: str, key: str, *args: Any) -> tuple[Any, ...]: ...
 
@@ -123,13 +121,11 @@ class RedisControls:
                          step: StepRecord | None = None) -> str:
         """See :meth:`CheckpointStore.suspend_children`: one pipelined round trip."""
         step_args = checkpoint_args(step) if step is not None else ["", "", ""]
-
-        def build(pipe: Any) -> None:
-            self._eval(pipe, "SUSPEND_CHILDREN", self.run_key(run_id), token, *step_args,
-                       wait.step, wait.position, wait.wait_id, recheck)
-            pipe.zadd(self._due_key, {run_id: time.time() + recheck})
-
-        return text(self._pipeline(build)[0])
+        outcome, _ = self._send(
+            self._script("SUSPEND_CHILDREN", self.run_key(run_id), token, *step_args, wait.step,
+                         wait.position, wait.wait_id, recheck),
+            ("ZADD", self._due_key, time.time() + recheck, run_id))
+        return text(outcome)
 
     def slot_keys(self, group: str) -> list[str]:
         """The holders, queue and queue-expiry keys of a concurrency group (one hash tag)."""
@@ -163,17 +159,12 @@ class RedisControls:
                 num=min(page, limit - len(deleted)))]
             if not ids:
                 break
-
-            def build(pipe: Any, ids: list[str] = ids) -> None:
-                for run_id in ids:
-                    self._eval(pipe, "PURGE", self.run_key(run_id), finished_before, *wanted)
-
-            replies = self._pipeline(build)
+            replies = self._send(*(self._script("PURGE", self.run_key(run_id), finished_before,
+                                                *wanted) for run_id in ids))
             removed = [i for i, r in zip(ids, replies, strict=True) if int(r) != 0]
             deleted += [i for i, r in zip(ids, replies, strict=True) if int(r) == 1]
             if removed:
-                self.client.zrem(self._runs_key, *removed)
-                self.client.zrem(self._due_key, *removed)
+                self._send(("ZREM", self._runs_key, *removed), ("ZREM", self._due_key, *removed))
             offset += len(ids) - len(removed)
         return deleted
 
@@ -182,9 +173,5 @@ class RedisControls:
         groups = [(g, ids) for g, ids in slots.items() if ids]
         if not groups:
             return
-
-        def build(pipe: Any) -> None:
-            for group, ids in groups:
-                self._eval(pipe, "RENEW_SLOTS", self.slot_keys(group)[0], ttl, *ids)
-
-        self._pipeline(build)
+        self._send(*(self._script("RENEW_SLOTS", self.slot_keys(group)[0], ttl, *ids)
+                     for group, ids in groups))
