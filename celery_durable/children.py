@@ -254,13 +254,13 @@ def _run(specs: Sequence[Signature], single: bool, name: str) -> Any:
     return _children(ctx, name, specs, single)
 
 
-def _signature(app: Celery | None, task: Any, args: Iterable[Any] = (),
+def _signature(task: Any, args: Iterable[Any] = (),
                kwargs: dict[str, Any] | None = None) -> Signature:
     if isinstance(task, Signature):
         return task
     if hasattr(task, "s"):
         return task.s(*args, **(kwargs or {}))
-    return Signature(task, args=tuple(args), kwargs=kwargs or {}, app=app)
+    return Signature(task, args=tuple(args), kwargs=kwargs or {})
 
 
 def call(task: Any, /, *args: Any, **kwargs: Any) -> Any:
@@ -272,7 +272,7 @@ def call(task: Any, /, *args: Any, **kwargs: Any) -> Any:
     underneath) after the parent's retry policy is exhausted. Outside a run
     the task's body is called directly. ``task`` is a durable task or its name.
     """
-    return _run([_signature(None, task, args, kwargs)], True, f"{CALL_STEP}{_name(task)}")
+    return _run([_signature(task, args, kwargs)], True, f"{CALL_STEP}{_name(task)}")
 
 
 def gather(*signatures: Signature) -> list[Any]:
@@ -282,7 +282,7 @@ def gather(*signatures: Signature) -> list[Any]:
     child has finished. If any failed, the step fails with
     :class:`ChildRunError` (see :func:`call`).
     """
-    specs = [_signature(None, s) for s in signatures]
+    specs = [_signature(s) for s in signatures]
     return list(_run(specs, False, GATHER_STEP)) if specs else []
 
 
@@ -292,7 +292,7 @@ def map(task: Any, items: Iterable[Any], /) -> list[Any]:
     Like :func:`gather` with ``task.s(item)`` for each item (a tuple item is
     one argument, as in Celery's ``task.map``).
     """
-    specs = [_signature(None, task, (item,)) for item in items]
+    specs = [_signature(task, (item,)) for item in items]
     return list(_run(specs, False, f"{MAP_STEP}{_name(task)}")) if specs else []
 
 

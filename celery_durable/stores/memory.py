@@ -36,6 +36,7 @@ class MemoryStore(MemoryControls, CheckpointStore):
         self._boxes: dict[tuple[str, str], list[EventRecord]] = {}
         self._waiters: dict[tuple[str, str], set[str]] = {}
         self._lock = threading.RLock()
+        self._init_controls()
 
     def ping(self) -> None:
         """Always reachable."""

@@ -31,12 +31,15 @@ class MemoryControls:
         def _snapshot(self, run: RunRecord) -> RunRecord: ...
         def _holds(self, run_id: str, token: int) -> RunRecord | None: ...
 
-    def _controls(self) -> dict[str, dict]:  # type: ignore[type-arg]
-        state: dict[str, dict] | None = self.__dict__.get("_control_state")  # type: ignore[type-arg]
-        if state is None:
-            state = {"keys": {}, "notices": {}, "slots": {}, "queues": {}}
-            self.__dict__["_control_state"] = state
-        return state
+    def _init_controls(self) -> None:
+        """The control state (called by ``MemoryStore.__init__``)."""
+        #: (task, key) -> (run id, expiry) of idempotency keys.
+        self._keys: dict[tuple[str, str], tuple[str, float]] = {}
+        #: Runs a child finished for while they were not parked at their children wait.
+        self._notices: dict[str, bool] = {}
+        #: group -> {run id: slot expiry} and group -> {run id: [FIFO order, queue expiry]}.
+        self._slots: dict[str, dict[str, float]] = {}
+        self._queues: dict[str, dict[str, list[float]]] = {}
 
     def create_runs(self, runs: Sequence[NewRun], *, grace: float) -> list[bool]:
         """See :meth:`CheckpointStore.create_runs`."""
@@ -83,7 +86,7 @@ class MemoryControls:
         """See :meth:`CheckpointStore.claim_idempotency_key`."""
         now = time.time()
         with self._lock:
-            keys = self._controls()["keys"]
+            keys = self._keys
             bound = keys.get((task, key))
             if bound is not None and bound[1] > now:
                 return str(bound[0])
@@ -93,7 +96,7 @@ class MemoryControls:
     def purge_idempotency_keys(self, *, expired_before: float, limit: int = 1000) -> int:
         """See :meth:`CheckpointStore.purge_idempotency_keys`."""
         with self._lock:
-            keys = self._controls()["keys"]
+            keys = self._keys
             gone = [k for k, (_, expires) in keys.items() if expires <= expired_before][:limit]
             for k in gone:
                 del keys[k]
@@ -113,7 +116,7 @@ class MemoryControls:
                 run.status, run.not_before, run.due_at, run.updated_at = (
                     RunStatus.PENDING, None, now + grace, now)
                 return self._snapshot(run)
-            self._controls()["notices"][parent_id] = True
+            self._notices[parent_id] = True
             return None
 
     def suspend_children(self, run_id: str, token: int, *, wait: WaitInfo, recheck: float,
@@ -126,7 +129,7 @@ class MemoryControls:
                 return "lost"
             if step is not None:
                 self._steps[run_id][step.position] = copy.deepcopy(step)
-            if self._controls()["notices"].pop(run_id, None):
+            if self._notices.pop(run_id, None):
                 return "notice"
             run.wait = copy.deepcopy(wait)
             run.wait.resolution = None
@@ -135,9 +138,8 @@ class MemoryControls:
             return "parked"
 
     def _group(self, group: str, now: float) -> tuple[dict[str, float], dict[str, list[float]]]:
-        state = self._controls()
-        slots = state["slots"].setdefault(group, {})
-        queue = state["queues"].setdefault(group, {})
+        slots = self._slots.setdefault(group, {})
+        queue = self._queues.setdefault(group, {})
         for run_id in [r for r, exp in slots.items() if exp <= now]:
             del slots[run_id]
         for run_id in [r for r, entry in queue.items() if entry[1] <= now]:
@@ -175,7 +177,7 @@ class MemoryControls:
         """See :meth:`CheckpointStore.renew_slots`."""
         now = time.time()
         with self._lock:
-            held = self._controls()["slots"]
+            held = self._slots
             for group, run_ids in slots.items():
                 for run_id in run_ids:
                     if run_id in held.get(group, {}):
