@@ -131,8 +131,18 @@ class JSONSerializer:
         return self._encoder.encode(value)
 
     def loads(self, data: str) -> Any:
-        """Decode JSON text produced by :meth:`dumps`."""
-        return self._decoder.decode(data)
+        """Decode JSON text produced by :meth:`dumps`.
+
+        ``raw_decode`` first: text written by :meth:`dumps` has no surrounding
+        whitespace, and skipping ``decode``'s two whitespace scans makes a small
+        value ~3x faster to read (every replayed step reads one). Anything else
+        goes through ``decode``, which accepts or rejects it as ``json`` does.
+        """
+        try:
+            value, end = self._decoder.raw_decode(data)
+        except ValueError:
+            return self._decoder.decode(data)
+        return value if end == len(data) else self._decoder.decode(data)
 
 
 class PickleSerializer:

@@ -71,8 +71,7 @@ def run_step(ctx: RunContext, name: str, fn: Callable[..., Any], args: tuple[Any
     position, key = ctx.next_key(name)
     record = _replay(ctx, position, key)
     if record is not None and record.status is StepStatus.SUCCEEDED:
-        return decode(ctx.serializer, record.value or "null", what=f"value of step {key}",
-                      run_id=ctx.run_id, step=key)
+        return _value(ctx, record.value or "null", key)
     if record is not None and record.status is StepStatus.FAILED:
         raise _failed(ctx, record)
     attempt = (record.attempts if record is not None else 0) + 1
@@ -113,7 +112,19 @@ def run_step(ctx: RunContext, name: str, fn: Callable[..., Any], args: tuple[Any
         signals.step_succeeded.send(sender=ctx.task, run_id=ctx.run_id, task=ctx.task.name,
                                     step=key, name=name, attempt=attempt, position=position,
                                     duration=(done.finished_at or started) - started)
-    return decode(ctx.serializer, text, what=f"value of step {key}", run_id=ctx.run_id, step=key)
+    return _value(ctx, text, key)
+
+
+def _value(ctx: RunContext, text: str, key: str) -> Any:
+    """The step's recorded value; a corrupt one raises the error :func:`decode` words.
+
+    The fast path (every replayed step) builds no error text.
+    """
+    try:
+        return ctx.serializer.loads(text)
+    except Exception:
+        return decode(ctx.serializer, text, what=f"value of step {key}", run_id=ctx.run_id,
+                      step=key)
 
 
 def _send_failure(signal: Any, ctx: RunContext, exc: Exception, record: StepRecord,

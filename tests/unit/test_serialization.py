@@ -117,3 +117,18 @@ def test_corrupt_text_raises_serialization_error_on_decode() -> None:
     """Stored text that cannot be decoded raises SerializationError, not a raw JSON error."""
     with pytest.raises(SerializationError, match="run-9"):
         decode(JSON, "{not json", what="value of step s#0", run_id="run-9", step="s#0")
+
+
+@pytest.mark.parametrize("text", ['  {"a": [1, 2]}', '{"a": [1, 2]}\n', ' 7 ', '"x"\t'])
+def test_text_with_surrounding_whitespace_decodes_as_json_does(text: str) -> None:
+    """The fast path (no whitespace scan) falls back for text :meth:`dumps` never writes."""
+    import json
+
+    assert JSON.loads(text) == json.loads(text)
+
+
+@pytest.mark.parametrize("text", ['{"a": 1} {"b": 2}', "7 x", "[1, 2", "", "   "])
+def test_text_with_extra_or_missing_data_is_refused(text: str) -> None:
+    """Trailing data after a complete value, or no value at all, is not silently accepted."""
+    with pytest.raises(SerializationError):
+        decode(JSON, text, what="value of step s#0", run_id="run-9", step="s#0")
