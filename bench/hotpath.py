@@ -25,7 +25,8 @@ import redis
 
 from celery_durable.records import StepRecord, StepStatus
 from celery_durable.steps import run_step
-from celery_durable.stores.redis import RedisStore, _step_args, parse_run
+from celery_durable.stores.redis import RedisStore
+from celery_durable.stores.redis_codec import checkpoint_args, parse_run
 
 from .resume import _begin, _context, work
 
@@ -55,7 +56,7 @@ def main() -> None:
         sha = store._scripts["SAVE_STEP"].sha
         rec = StepRecord(5, "work#5", "work", StepStatus.SUCCEEDED, 1, value="6",
                          started_at=time.time(), finished_at=time.time())
-        args = _step_args(rec)
+        args = checkpoint_args(rec)
         paths: dict[str, Callable[[int], object]] = {
             "hset": lambda i: client.hset(f"{prefix}raw", f"v:{i}", json.dumps(i)),
             "evalsha": lambda i: client.evalsha(sha, 1, key, begin.token, 10**6 + i, args[1],

@@ -162,11 +162,15 @@ def _resolve(ctx: RunContext, record: StepRecord, state: dict[str, Any],
     return _on_error(ctx, exc, failed, {})
 
 
-def _park(ctx: RunContext, record: StepRecord, ids: Sequence[str]) -> str:
-    """Park at the children wait unless a child finished since the last look."""
+def _park(ctx: RunContext, record: StepRecord, changed: StepRecord | None) -> str:
+    """Park at the children wait unless a child finished since the last look.
+
+    ``changed``: the step's checkpoint, saved in the same round trip.
+    """
     wait = WaitInfo("children", record.key, record.position, ctx.token)
     outcome = ctx.store.suspend_children(ctx.run_id, ctx.token, wait=wait,
-                                         recheck=float(ctx.settings.requeue_grace))
+                                         recheck=float(ctx.settings.requeue_grace),
+                                         step=changed)
     if outcome == "lost":
         raise LeaseLost()
     return outcome
@@ -202,9 +206,15 @@ def _children(ctx: RunContext, name: str, specs: Sequence[Signature], single: bo
         _start(ctx, specs, ids)
     runs = ctx.store.get_runs(ids)
     absent = [i for i, r in enumerate(runs) if r is None]
-    if absent:  # the last delivery died between the checkpoint and the start
+    if absent and not state.get("started"):  # the last delivery died before starting them
         _start(ctx, [specs[i] for i in absent], [ids[i] for i in absent])
         runs = ctx.store.get_runs(ids)
+    marked = None
+    if not state.get("started"):
+        # Every child exists now. Parking saves this mark with the checkpoint, so a child
+        # deleted later (retention, purge) is reported as vanished, never run again.
+        state["started"] = True
+        marked = ctx.checkpoints[position] = _encode(ctx, record, state)
     if retry:
         _retrigger(ctx, runs)
         runs = ctx.store.get_runs(ids)
@@ -222,7 +232,7 @@ def _children(ctx: RunContext, name: str, specs: Sequence[Signature], single: bo
             announced = True
             ctx.task.update_state(task_id=ctx.run_id, state=RunStatus.WAITING.value, meta={
                 "run_id": ctx.run_id, "step": key, "children": ids})
-        if _park(ctx, record, ids) == "parked":
+        if _park(ctx, record, marked) == "parked":
             logger.info("run %s: WAITING for %d child run(s) at %s", ctx.run_id,
                         len(ids) - len(finished), key)
             raise Suspend(RunStatus.WAITING.value)

@@ -23,9 +23,10 @@ many deliveries, retries and waits it takes and on whichever workers:
 importable and a tracer provider is configured (checked again at each
 delivery and publish until it is, so a provider set in
 ``worker_process_init`` is picked up); True turns it on regardless; False
-turns it off. Other processes may call :func:`enable`. Child runs started with ``call``/``gather``,
-and runs of an idempotent trigger with routing options, start a trace per
-delivery (their options are written before the first delivery).
+turns it off. Other processes may call :func:`enable`. Runs created in the
+store before their first message (``apply_async``, idempotent triggers,
+child runs) store the trace header with their routing, so every delivery
+joins the trace that sent them; child runs join their parent's.
 """
 
 from __future__ import annotations

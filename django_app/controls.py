@@ -41,8 +41,11 @@ class ControlsMixin:
     def create_runs(self, runs: Sequence[NewRun], *, grace: float) -> list[bool]:
         """See :meth:`CheckpointStore.create_runs`: one INSERT … ON CONFLICT DO NOTHING.
 
-        Concurrent creators of one run are told ``True`` exactly once (the
-        database says which rows the statement inserted).
+        Concurrent creators of one run are told ``True`` exactly once on
+        PostgreSQL and SQLite (the database says which rows the statement
+        inserted). A backend without ``RETURNING`` reads first, so two
+        concurrent creators may both be told ``True`` there (the run's message
+        is then sent twice; the lease keeps it from running twice).
         """
         if not runs:
             return []

@@ -291,6 +291,28 @@ def test_a_failed_child_is_retried_under_the_parents_policy(start_worker, tag, r
     assert step.key == "gather#0" and step.attempts == 2
 
 
+def test_a_finished_child_deleted_while_its_parent_waits_is_not_run_again(
+        start_worker, tag, redis_client):
+    """A child that finished and was then deleted (retention, purge) before its parent
+    resumed fails the parent's step as vanished; the child's steps never run again."""
+    from apps.controls_app import app, quick_and_slow
+
+    from celery_durable.stores import get_store
+
+    start_worker(APP, concurrency=2)
+    result = quick_and_slow.delay(tag)
+    quick = f"{result.id}~0.0"
+    until_status(quick, "SUCCEEDED")
+    until_status(result.id, "WAITING")
+    store = get_store(app)
+    assert store.client.delete(store.run_key(quick)) == 1  # as its retention expiring would
+    with pytest.raises(Exception, match="vanished"):
+        result.get(timeout=30)
+    assert count(redis_client, tag, "square:3") == 1  # the slow child finished
+    assert count(redis_client, tag, "square:2") == 1  # the quick one was not run again
+    assert get_run(result.id, app=app).status is RunStatus.FAILED
+
+
 def test_cancelling_a_parent_cancels_its_children(start_worker, tag, redis_client):
     """Cancelling a parent waiting for two sleeping children cancels them too."""
     from apps.controls_app import app, parent_of_sleepers

@@ -124,6 +124,12 @@ def square(tag: str, x: int, seconds: float = 0.0) -> int:
 
 
 @durable_task(app=app)
+def quick_and_slow(tag: str) -> list[int]:
+    """A parent: a quick child (x=2) and one that takes 2 s (x=3)."""
+    return gather(square.s(tag, 2), square.s(tag, 3, 2.0))
+
+
+@durable_task(app=app)
 def square_item(item: dict[str, Any]) -> int:
     """A child for ``map``: one argument, ``{"tag", "x", "seconds"}``."""
     return int(square(item["tag"], item["x"], item.get("seconds", 0.0)))
