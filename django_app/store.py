@@ -29,6 +29,7 @@ from django.db.models import Q, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 
 from celery_durable.errors import InvalidRunStateError, StoreUnavailableError
+from celery_durable.publish import merged_options
 from celery_durable.records import (
     Begin,
     Claim,
@@ -126,8 +127,8 @@ class DjangoStore(ControlsMixin, WaitsMixin, CheckpointStore):
                     idempotency_key=str(ikey) if ikey else None)], ignore_conflicts=True)
                 run = self._locked(run_id)
                 assert run is not None
-            elif not run.options and options:
-                run.options = dict(options)  # created before its first delivery (saved below)
+            elif (filled := merged_options(run.options or {}, options)) is not None:
+                run.options = filled  # created before its first delivery (saved below)
             status = RunStatus(run.status)
             if status.finished:
                 return Begin("finished", self._snapshot(run))

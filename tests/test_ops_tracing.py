@@ -148,3 +148,25 @@ def test_child_runs_join_their_parents_trace(start_worker, tag, redis_client):
     (trace_id,) = {s["trace_id"] for s in deliveries(result.id)}
     for child in children:
         assert {s["trace_id"] for s in deliveries(child)} == {trace_id}, child
+
+
+def test_a_routed_run_from_an_untraced_process_is_one_trace(start_worker, tag, redis_client):
+    """Sent with ``queue=`` by a process that does not trace (the run stores its routing
+    only), the run's first delivery roots the trace and its retry joins it."""
+    from apps.ops_app import SPANS_KEY, checkout
+
+    start_worker("apps.ops_app", env=TRACED_WORKER)
+    result = checkout.apply_async((tag, 1), queue=os.environ["TEST_QUEUE"])
+    assert result.get(timeout=30) == "done ch-2"
+
+    def mine() -> list[dict[str, Any]]:
+        return [s for s in worker_spans(redis_client, SPANS_KEY)
+                if s["attributes"].get("durable.run_id") == result.id]
+
+    wait_for(lambda: sum(s["name"].startswith("durable.delivery") for s in mine()) == 2, 10,
+             message="two delivery spans")
+    spans = mine()
+    (root,) = [s for s in spans if s["name"] == "durable.run apps.ops_app.checkout"]
+    deliveries = [s for s in spans if s["name"].startswith("durable.delivery")]
+    assert {d["trace_id"] for d in deliveries} == {root["trace_id"]}
+    assert {d["parent_id"] for d in deliveries} == {root["span_id"]}

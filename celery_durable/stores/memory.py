@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Collection, Mapping, Sequence
 
 from ..errors import InvalidRunStateError
+from ..publish import merged_options
 from ..records import (
     Begin,
     Claim,
@@ -64,8 +65,8 @@ class MemoryStore(MemoryControls, CheckpointStore):
                                 kwargs=kwargs, options=dict(options), created_at=now)
                 self._runs[run_id] = run
                 self._steps[run_id] = {}
-            elif not run.options and options:
-                run.options = dict(options)  # created before its first delivery
+            elif (filled := merged_options(run.options, options)) is not None:
+                run.options = filled  # created before its first delivery
             if run.status.finished:
                 return Begin("finished", self._snapshot(run))
             if run.not_before and run.not_before > now:

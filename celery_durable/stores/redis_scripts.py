@@ -42,6 +42,13 @@ elseif v[3] and v[3] ~= '' and v[4] and v[4] ~= '' and tonumber(v[4]) > now
 end
 if v[1] and (not v[5] or v[5] == '' or v[5] == '{}') then
   redis.call('HSET', h, 'options', ARGV[4])  -- created before its first delivery
+elseif v[1] and string.find(ARGV[4], '"headers"', 1, true)
+       and not string.find(v[5], '"headers"', 1, true) then
+  -- created with its routing only: keep it, add this delivery's trace header
+  -- (publish.merged_options is the same rule for the other stores)
+  local stored = cjson.decode(v[5])
+  stored['headers'] = cjson.decode(ARGV[4])['headers']
+  redis.call('HSET', h, 'options', cjson.encode(stored))
 end
 if status == 'RUNNING' then
   -- the previous holder died (its lease expired, or it was seen dead): a recovery

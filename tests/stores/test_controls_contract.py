@@ -127,6 +127,23 @@ def test_first_delivery_of_a_created_run_fills_in_its_options(store: CheckpointS
     assert run is not None and run.options == {"priority": 9, "routing_key": "q"}
 
 
+def test_a_routed_run_keeps_its_routing_and_gains_the_first_trace_header(
+        store: CheckpointStore) -> None:
+    """A run created with its routing only keeps it; a delivery adds the trace header once."""
+    run_id = new_id()
+    store.create_runs([NewRun(run_id, "tasks.example", options={"queue": "q"})], grace=60)
+    header = {"durable_traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+    first = begin(store, run_id, options={"routing_key": "q", "headers": header})
+    assert first.outcome == "acquired"
+    assert first.run.options == {"queue": "q", "headers": header}
+    assert store.park(run_id, first.token, status=RunStatus.RETRYING, delay=0, due_in=60)
+    other = {"durable_traceparent": "00-11111111111111111111111111111111-2222222222222222-01"}
+    second = begin(store, run_id, options={"routing_key": "q", "headers": other})
+    assert second.run.options == {"queue": "q", "headers": header}  # the first one stays
+    run = store.get_run(run_id)
+    assert run is not None and run.options == {"queue": "q", "headers": header}
+
+
 # -- cancel -----------------------------------------------------------------------------------
 
 
