@@ -35,7 +35,7 @@ def merged_options(stored: Mapping[str, Any],
     """
     if not stored:
         return dict(delivered) if delivered else None
-    if "headers" in delivered and "headers" not in stored:
+    if "headers" in delivered and isinstance(stored, Mapping) and "headers" not in stored:
         return {**stored, "headers": delivered["headers"]}
     return None
 

@@ -113,6 +113,23 @@ def test_corrupt_checkpoint_dead_letters_the_run_instead_of_looping(app, redis_c
     assert store.claim_due(run_id, grace=0, max_recoveries=5).action == "gone"
 
 
+def test_corrupt_options_of_a_routed_run_dead_letter_it_when_a_traced_delivery_begins(
+        app, redis_client) -> None:
+    """BEGIN merges a trace header into stored routing; corrupt routing is not merged but
+    reported (the run is dead-lettered with CorruptCheckpointError), never a script error."""
+    from celery_durable.records import NewRun
+
+    store = get_store(app)
+    run_id = str(uuid.uuid4())
+    store.create_runs([NewRun(run_id, "hostile.t", options={"queue": "q"})], grace=60)
+    redis_client.hset(store.run_key(run_id), "options", '{"queue": ')
+    begin = store.begin(run_id, task="hostile.t", args="[]", kwargs="{}",
+                        options={"headers": {"durable_traceparent": "00-ab-cd-01"}},
+                        owner="host:1:1", lease_ttl=30.0)
+    assert begin.outcome == "dead"
+    assert begin.run.error is not None and begin.run.error.type == "CorruptCheckpointError"
+
+
 def test_get_run_of_a_corrupt_run_names_the_run(app, redis_client) -> None:
     """Reading a run whose step record is corrupt raises CorruptCheckpointError naming it."""
     task = two_steps(app)

@@ -46,9 +46,11 @@ elseif v[1] and string.find(ARGV[4], '"headers"', 1, true)
        and not string.find(v[5], '"headers"', 1, true) then
   -- created with its routing only: keep it, add this delivery's trace header
   -- (publish.merged_options is the same rule for the other stores)
-  local stored = cjson.decode(v[5])
-  stored['headers'] = cjson.decode(ARGV[4])['headers']
-  redis.call('HSET', h, 'options', cjson.encode(stored))
+  local ok, stored = pcall(cjson.decode, v[5])  -- corrupt: left for parse_begin to report
+  if ok and type(stored) == 'table' then
+    stored['headers'] = cjson.decode(ARGV[4])['headers']
+    redis.call('HSET', h, 'options', cjson.encode(stored))
+  end
 end
 if status == 'RUNNING' then
   -- the previous holder died (its lease expired, or it was seen dead): a recovery
