@@ -109,10 +109,14 @@ def test_operator_fixes_a_dead_letter_in_the_browser(django_worker, live_server,
     shot(driver, "admin-run-failed")
 
     driver.find_element(By.ID, "cd-edit-arguments").click()
+    wait_for(lambda: driver.find_elements(By.NAME, "args"), 10, 0.1, "the arguments form")
     args = driver.find_element(By.NAME, "args")
     args.clear()
     args.send_keys(json.dumps([tag, 5])[:-1])  # a typo: the closing bracket is missing
     driver.find_element(By.ID, "cd-retry-submit").click()
+    # (the click returns before the answer has loaded: wait for it, as below)
+    wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, ".errorlist"), 10, 0.1,
+             "the form's error")
     error = driver.find_element(By.CSS_SELECTOR, ".errorlist").text
     assert "Arguments must be valid JSON" in error
     args = driver.find_element(By.NAME, "args")
