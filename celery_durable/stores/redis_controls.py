@@ -22,7 +22,10 @@ from typing import TYPE_CHECKING, Any
 from ..errors import InvalidRunStateError
 from ..records import NewRun, RunRecord, RunStatus, StepRecord, WaitInfo
 from . import redis_control_scripts as lua
-from .redis_codec import checkpoint_args, parse_begin, parse_run, text
+from .redis_codec import RUN_FIELDS, checkpoint_args, parse_begin, parse_run, text
+
+#: Where ``status`` is among :data:`RUN_FIELDS` (every stored run has one).
+_STATUS = RUN_FIELDS.index("status")
 
 
 class RedisControls:
@@ -67,19 +70,22 @@ class RedisControls:
         return [bool(made) for made in self._send(*commands)[0::3]]
 
     def get_runs(self, run_ids: Sequence[str]) -> list[RunRecord | None]:
-        """See :meth:`CheckpointStore.get_runs`: one pipeline of HGETALLs."""
+        """See :meth:`CheckpointStore.get_runs`: one round trip of HMGETs.
+
+        Only the run fields are read, not the checkpoints: a parent waiting
+        for N children reads this on every wake.
+        """
         if not run_ids:
             return []
-        pipe = self.client.pipeline(transaction=False)
-        for run_id in run_ids:
-            pipe.execute_command("HGETALL", self.run_key(run_id))
+        replies = self._send(*(("HMGET", self.run_key(run_id), *RUN_FIELDS)
+                               for run_id in run_ids))
         out: list[RunRecord | None] = []
-        for run_id, flat in zip(run_ids, pipe.execute(), strict=True):
-            if isinstance(flat, dict):
-                flat = [x for kv in flat.items() for x in kv]
-            if not flat:
+        for run_id, values in zip(run_ids, replies, strict=True):
+            if values[_STATUS] is None:  # no such run
                 out.append(None)
                 continue
+            flat = [x for name, value in zip(RUN_FIELDS, values, strict=True)
+                    if value is not None for x in (name, value)]
             out.append(self._run(run_id, flat, steps=False))
         return out
 
