@@ -43,7 +43,9 @@ class StepStatus(str, enum.Enum):
         return self.value
 
 
-_STEP_STATUS = {status.value: status for status in StepStatus}
+#: ``StepStatus`` by stored value: a dict lookup, cheaper than ``StepStatus(value)`` for
+#: the one record per checkpoint that loading a run builds.
+STEP_STATUS_BY_VALUE = {status.value: status for status in StepStatus}
 
 
 @dataclass
@@ -101,7 +103,7 @@ class StepRecord:
         """Rebuild a record from :meth:`to_meta` output and the stored value."""
         err = meta.get("e")
         # Positional: replay rebuilds one record per checkpoint (3x cheaper than keywords).
-        return cls(position, meta["k"], meta["n"], _STEP_STATUS[meta["s"]],
+        return cls(position, meta["k"], meta["n"], STEP_STATUS_BY_VALUE[meta["s"]],
                    int(meta.get("a", 1)), value, ErrorInfo(*err) if err else None,
                    meta.get("t0"), meta.get("t1"))
 

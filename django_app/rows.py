@@ -18,11 +18,11 @@ from django.db.backends.utils import CursorWrapper
 from django.db.models import QuerySet
 
 from celery_durable.records import (
+    STEP_STATUS_BY_VALUE,
     ErrorInfo,
     RunRecord,
     RunStatus,
     StepRecord,
-    StepStatus,
     WaitInfo,
 )
 
@@ -66,9 +66,6 @@ def step_logs(text: str) -> list[str]:
     return [str(line) for line in lines] if isinstance(lines, list) else [str(lines)]
 
 
-_STEP_STATUS = {status.value: status for status in StepStatus}
-
-
 def step_records(steps: QuerySet[Step]) -> list[StepRecord]:
     """The checkpoints of ``steps`` in position order, read as plain rows.
 
@@ -82,8 +79,8 @@ def step_records(steps: QuerySet[Step]) -> list[StepRecord]:
         error = None
         if error_type:
             error = ErrorInfo(error_type, error_message, error_traceback, step_logs(logs))
-        out.append(StepRecord(position, key, name, _STEP_STATUS[status], attempts, value, error,
-                              started_at, finished_at))
+        out.append(StepRecord(position, key, name, STEP_STATUS_BY_VALUE[status], attempts,
+                              value, error, started_at, finished_at))
     return out
 
 

@@ -265,18 +265,12 @@ class RedisStore(RedisControls, CheckpointStore):
             if not ids:
                 break
             start += batch
-            pipe = self.client.pipeline(transaction=False)
-            for run_id in ids:
-                pipe.hmget(self.run_key(run_id), wanted)
             gone = []
-            for run_id, values in zip(ids, pipe.execute(), strict=True):
-                if values[1] is None:
+            for run_id, run in zip(ids, self._read_runs(ids, wanted), strict=True):
+                if run is None:
                     gone.append(run_id)
-                    continue
-                flat = [x for pair in zip(wanted, values, strict=True) for x in pair
-                        if pair[1] is not None]
-                run = parse_run(run_id, flat)
-                if (status is None or run.status is status) and (task is None or run.task == task):
+                elif (status is None or run.status is status) and (task is None
+                                                                   or run.task == task):
                     out.append(run)
             if gone:
                 self.client.zrem(self._runs_key, *gone)

@@ -24,9 +24,6 @@ from ..records import NewRun, RunRecord, RunStatus, StepRecord, WaitInfo
 from . import redis_control_scripts as lua
 from .redis_codec import RUN_FIELDS, checkpoint_args, parse_begin, parse_run, text
 
-#: Where ``status`` is among :data:`RUN_FIELDS` (every stored run has one).
-_STATUS = RUN_FIELDS.index("status")
-
 
 class RedisControls:
     """Run controls for RedisStore (mixed into it)."""
@@ -75,16 +72,24 @@ class RedisControls:
         Only the run fields are read, not the checkpoints: a parent waiting
         for N children reads this on every wake.
         """
+        return self._read_runs(run_ids, RUN_FIELDS)
+
+    def _read_runs(self, run_ids: Sequence[str],
+                   fields: Sequence[str]) -> list[RunRecord | None]:
+        """``fields`` (which include ``status``) of each run, in one round trip.
+
+        None for a run that does not exist. Checkpoints are never read.
+        """
         if not run_ids:
             return []
-        replies = self._send(*(("HMGET", self.run_key(run_id), *RUN_FIELDS)
-                               for run_id in run_ids))
+        status_at = list(fields).index("status")
+        replies = self._send(*(("HMGET", self.run_key(run_id), *fields) for run_id in run_ids))
         out: list[RunRecord | None] = []
         for run_id, values in zip(run_ids, replies, strict=True):
-            if values[_STATUS] is None:  # no such run
+            if values[status_at] is None:  # no such run
                 out.append(None)
                 continue
-            flat = [x for name, value in zip(RUN_FIELDS, values, strict=True)
+            flat = [x for name, value in zip(fields, values, strict=True)
                     if value is not None for x in (name, value)]
             out.append(self._run(run_id, flat, steps=False))
         return out
