@@ -205,14 +205,14 @@ def _children(ctx: RunContext, name: str, specs: Sequence[Signature], single: bo
             _testhooks.active.checkpointed(ctx.run_id, position)
         _start(ctx, specs, ids)
     runs = ctx.store.get_runs(ids)
-    absent = [i for i, r in enumerate(runs) if r is None]
-    if absent and not state.get("started"):  # the last delivery died before starting them
-        _start(ctx, [specs[i] for i in absent], [ids[i] for i in absent])
-        runs = ctx.store.get_runs(ids)
-    marked = None
+    marked = None  # the checkpoint, when it changed: saved by the next park
     if not state.get("started"):
-        # Every child exists now. Parking saves this mark with the checkpoint, so a child
-        # deleted later (retention, purge) is reported as vanished, never run again.
+        absent = [i for i, r in enumerate(runs) if r is None]
+        if absent:  # the last delivery died before starting them
+            _start(ctx, [specs[i] for i in absent], [ids[i] for i in absent])
+            runs = ctx.store.get_runs(ids)
+        # Every child exists now. Once this mark is saved, a child deleted later
+        # (retention, purge) is reported as vanished, never run again.
         state["started"] = True
         marked = ctx.checkpoints[position] = _encode(ctx, record, state)
     if retry:
@@ -232,7 +232,9 @@ def _children(ctx: RunContext, name: str, specs: Sequence[Signature], single: bo
             announced = True
             ctx.task.update_state(task_id=ctx.run_id, state=RunStatus.WAITING.value, meta={
                 "run_id": ctx.run_id, "step": key, "children": ids})
-        if _park(ctx, record, marked) == "parked":
+        parked = _park(ctx, record, marked)
+        marked = None  # saved, whatever the outcome
+        if parked == "parked":
             logger.info("run %s: WAITING for %d child run(s) at %s", ctx.run_id,
                         len(ids) - len(finished), key)
             raise Suspend(RunStatus.WAITING.value)
