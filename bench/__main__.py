@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import plots, reference, report, suspended, system
+from . import plots, reference, report, resume_worker, suspended, system
 from .measure import Contender, measure_contender, summary
 from .servers import ROOT, Servers, create_database, servers_for
 from .worker import BenchWorker
@@ -110,9 +110,18 @@ def run_celery(app: Any, c: Contender, ns: argparse.Namespace, base_env: dict[st
     with BenchWorker(c.key, queue, {**base_env, **c.env}, log_dir) as worker:
         try:
             worker.wait_ready(app)
-            return measure_contender(app, c, queue, n_trials=ns.trials,
-                                     latency_jobs=ns.latency_jobs, step_counts=STEP_COUNTS,
-                                     quick=ns.quick, log=log)
+            result = measure_contender(app, c, queue, n_trials=ns.trials,
+                                       latency_jobs=ns.latency_jobs, step_counts=STEP_COUNTS,
+                                       quick=ns.quick, log=log)
+            if c.task == "bench.durable":
+                result["resume_worker"] = _guard("resume in the worker", lambda: (
+                    resume_worker.measure(app, queue, STEP_COUNTS, ns.trials,
+                                          base_env["BENCH_REDIS_URL"], base_env["BENCH_PREFIX"])))
+                for n in map(str, STEP_COUNTS):
+                    if n in result["resume_worker"]:
+                        total = result["resume_worker"][n]["total"]["median"]
+                        log(f"  resume in the worker @{n}: {total * 1e3:.2f} ms")
+            return result
         except Exception:
             log(f"  worker log tail:\n{worker.log()[-2000:]}")
             raise

@@ -22,6 +22,7 @@ from typing import Any
 
 import redis
 from celery import Celery
+from celery.signals import task_prerun
 
 from celery_durable import durable_task, step
 
@@ -139,6 +140,45 @@ def durable(n: int) -> dict[str, Any]:
     for _ in range(n):
         x = work_step(x)
     return {"n": n, "body": time.perf_counter() - t0, "x": x}
+
+
+_delivered: dict[str, float] = {}
+
+
+@task_prerun.connect
+def _note_delivery(task_id: str, task: Any, args: Any = (), **_: Any) -> None:
+    """When a redelivered ``bench.resumer`` run reached its pool process (kept in memory)."""
+    if task.name == "bench.resumer" and task.request.retries:
+        _delivered[args[1]] = time.time()
+
+
+@step(name="flaky", max_attempts=3, backoff=0)
+def flaky(probe: str) -> float:
+    """Fails on its first attempt (after noting the time), succeeds on the next.
+
+    The times go to the ``probe`` hash in Redis, outside the store, so the
+    driver reads them for every store: ``fail`` just before the first attempt
+    raises; ``delivered`` (the redelivery reached a pool process, before the
+    engine's ``begin``) and ``resumed`` (the second attempt starts, after the
+    replay) in one write after the second attempt has taken its time.
+    """
+    now = time.time()
+    if step.context().attempt == 1:
+        client().hset(probe, "fail", repr(time.time()))
+        raise ConnectionError("injected failure (bench.resumer)")
+    client().hset(probe, mapping={"delivered": repr(_delivered.pop(probe, 0.0)),
+                                  "resumed": repr(now)})
+    return now
+
+
+@durable_task(app=app, name="bench.resumer")
+def resumer(n: int, probe: str) -> int:
+    """n steps, then a step that fails once: resumed by a new delivery after n checkpoints."""
+    x = 0
+    for _ in range(n):
+        x = work_step(x)
+    flaky(probe)
+    return x
 
 
 try:  # sleep() lands with the waits module (another engineer's work)

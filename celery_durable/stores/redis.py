@@ -36,7 +36,7 @@ from ..records import (
 )
 from . import redis_scripts as lua
 from .base import CheckpointStore
-from .redis_codec import checkpoint_args, parse_begin, parse_run, text
+from .redis_codec import as_dict, checkpoint_args, parse_begin, parse_run, text
 from .redis_controls import RedisControls
 
 redis_lib: Any
@@ -147,32 +147,42 @@ class RedisStore(RedisControls, CheckpointStore):
     def begin(self, run_id: str, *, task: str, args: str, kwargs: str,
               options: Mapping[str, object], owner: str, lease_ttl: float,
               max_recoveries: int = 5, steal_from: str | None = None) -> Begin:
-        """See :meth:`CheckpointStore.begin`: one pipelined round trip."""
+        """See :meth:`CheckpointStore.begin`: one pipelined round trip.
+
+        The BEGIN script decides and takes the lease; the ``HGETALL`` right
+        behind it reads the run and its checkpoints. A write landing between
+        the two (another delivery stealing the lease, a deletion) shows as a
+        token other than the one just taken, and the delivery is told
+        ``busy`` instead of running on a state it does not hold.
+        """
         now = time.time()
-        (outcome, token, flat), _, _ = self._send(
-            self._script("BEGIN", self.run_key(run_id), task, args, kwargs,
-                         json.dumps(dict(options)), owner, lease_ttl, steal_from or "",
-                         max_recoveries),
+        key = self.run_key(run_id)
+        (outcome, token), flat, _, _ = self._send(
+            self._script("BEGIN", key, task, args, kwargs, json.dumps(dict(options)), owner,
+                         lease_ttl, steal_from or "", max_recoveries),
+            ("HGETALL", key),
             ("ZADD", self._due_key, now + lease_ttl, run_id),
             ("ZADD", self._runs_key, "NX", now, run_id))
+        outcome, token, raw = text(outcome), int(token), as_dict(flat)
         try:
-            run, checkpoints = parse_begin(run_id, flat)
-            return Begin(text(outcome), run, int(token), checkpoints)
+            run, checkpoints = parse_begin(run_id, raw)
         except CorruptCheckpointError as exc:
-            if text(outcome) != "acquired":
+            if outcome != "acquired":
                 raise
             # Dead-letter it under the lease just taken: retrying cannot repair bytes.
             error = ErrorInfo(type(exc).__name__, str(exc))
-            self.finish(run_id, int(token), status=RunStatus.FAILED, error=error)
+            self.finish(run_id, token, status=RunStatus.FAILED, error=error)
             # The parent (of a child run) is told by the runner, if its id is readable.
-            raw = dict(zip(flat[0::2], flat[1::2], strict=True))
             found = raw.get(b"parent", raw.get("parent"))
             try:
                 parent = text(found) or None if found is not None else None
             except UnicodeDecodeError:
                 parent = None
             return Begin("dead", RunRecord(id=run_id, task=task, status=RunStatus.FAILED,
-                                           error=error, parent=parent), int(token))
+                                           error=error, parent=parent), token)
+        if outcome == "acquired" and run.token != token:
+            return Begin("busy", run)
+        return Begin(outcome, run, token, checkpoints)
 
     def save_step(self, run_id: str, token: int, step: StepRecord) -> bool:
         """See :meth:`CheckpointStore.save_step`: one EVALSHA.
@@ -244,12 +254,8 @@ class RedisStore(RedisControls, CheckpointStore):
 
     def get_run(self, run_id: str) -> RunRecord | None:
         """See :meth:`CheckpointStore.get_run`."""
-        flat = self.client.execute_command("HGETALL", self.run_key(run_id))
-        if not flat:
-            return None
-        if isinstance(flat, dict):
-            flat = [x for kv in flat.items() for x in kv]
-        return parse_run(run_id, flat)
+        raw = as_dict(self.client.execute_command("HGETALL", self.run_key(run_id)))
+        return parse_run(run_id, raw) if raw else None
 
     def list_runs(self, *, status: RunStatus | None = None, task: str | None = None,
                   limit: int = 100) -> list[RunRecord]:

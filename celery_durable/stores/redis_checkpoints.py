@@ -72,24 +72,27 @@ class LazyCheckpoints(MutableMapping[int, StepRecord]):
         Replay reads positions in order, so one ``json`` call per chunk costs
         about what decoding the whole run at once did, without doing it up front.
         """
-        fields, positions, metas, values = self._fields, [], [], []
+        get, meta_name, value_name = self._fields.get, self._meta_name, self._value_name
+        decoded, metas, values = self._decoded, [], []
         for pos in range(position, position + CHUNK):
-            meta = fields.get(self._meta_name % pos)
-            if meta is None or pos in self._decoded:
+            meta = get(meta_name % pos)
+            if meta is None or pos in decoded:
                 break
-            positions.append(pos)
             metas.append(meta)
-            values.append(fields.get(self._value_name % pos))
+            values.append(get(value_name % pos))
         try:
             if self._bytes:
-                metas = [m.decode() for m in metas]
-                values = [v.decode() if v is not None else None for v in values]
-            decoded = _JSON.decode("[" + ",".join(metas) + "]")
-            records = [StepRecord.from_meta(pos, meta, value or None)
-                       for pos, meta, value in zip(positions, decoded, values, strict=True)]
+                text = (b"[" + b",".join(metas) + b"]").decode()
+                values = [v.decode() if v else None for v in values]
+            else:
+                text = "[" + ",".join(metas) + "]"
+                values = [v or None for v in values]
+            positions = range(position, position + len(metas))
+            records = [StepRecord.from_meta(pos, meta, value) for pos, meta, value
+                       in zip(positions, _JSON.decode(text), values, strict=True)]
         except (ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError):
             return
-        self._decoded.update(zip(positions, records, strict=True))
+        decoded.update(zip(positions, records, strict=True))
 
     def __getitem__(self, position: int) -> StepRecord:
         record: StepRecord | None = self.get(position)

@@ -24,8 +24,15 @@ def text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def parse_run(run_id: str, flat: list[Any]) -> RunRecord:
-    """Build a RunRecord (with its checkpoints, all decoded) from a flat HGETALL reply.
+def as_dict(reply: Any) -> dict[Any, Any]:
+    """An ``HGETALL`` reply as a dict: redis-py's client path gives one, a raw reply a flat list."""
+    if isinstance(reply, dict):
+        return reply
+    return dict(zip(reply[0::2], reply[1::2], strict=True))
+
+
+def parse_run(run_id: str, flat: list[Any] | dict[Any, Any]) -> RunRecord:
+    """Build a RunRecord (with its checkpoints, all decoded) from an HGETALL reply.
 
     Raises :class:`CorruptCheckpointError` naming the run if the hash holds
     something the store never writes (a truncated or edited field).
@@ -43,12 +50,13 @@ RUN_FIELDS = ("task", "status", "args", "kwargs", "options", "created", "updated
 _RUN_FIELDS_BYTES = tuple(name.encode() for name in RUN_FIELDS)
 
 
-def parse_begin(run_id: str, flat: list[Any]) -> tuple[RunRecord, LazyCheckpoints]:
-    """The run (without steps) and its lazily decoded checkpoints, from a flat HGETALL reply.
+def parse_begin(run_id: str, flat: list[Any] | dict[Any, Any]
+                ) -> tuple[RunRecord, LazyCheckpoints]:
+    """The run (without steps) and its lazily decoded checkpoints, from an HGETALL reply.
 
     Only the run fields are read now; see :mod:`.redis_checkpoints`.
     """
-    raw = dict(zip(flat[0::2], flat[1::2], strict=True))
+    raw = as_dict(flat)
     names = _RUN_FIELDS_BYTES if raw and isinstance(next(iter(raw)), bytes) else RUN_FIELDS
     try:
         fields = {name: text(raw[key]) for name, key in zip(RUN_FIELDS, names, strict=True)

@@ -84,3 +84,36 @@ def test_new_records_join_the_mapping(store: RedisStore) -> None:
     assert list(cps) == [0, 1] and cps[1].value == "2"
     del cps[0]
     assert list(cps) == [1] and cps.get(0) is None
+
+
+@pytest.mark.parametrize("competing_write", ["steal", "delete"])
+def test_a_write_between_the_begin_script_and_its_read_is_told_busy(
+        store: RedisStore, monkeypatch: pytest.MonkeyPatch, competing_write: str) -> None:
+    """begin() reads the hash with an HGETALL sent behind the BEGIN script; another
+    client's write can land between the two. The delivery must not run on a state
+    whose lease it does not hold: it is told ``busy`` and gets no checkpoints."""
+    run_id = uuid.uuid4().hex
+    first = store.begin(run_id, **COMMON)
+    assert store.save_step(run_id, first.token, StepRecord(0, "s#0", "s", StepStatus.SUCCEEDED,
+                                                           value='"done"'))
+    assert store.park(run_id, first.token, status=RunStatus.RETRYING, delay=0, due_in=60)
+    rival = RedisStore(redis.Redis(connection_pool=store.client.connection_pool),
+                       prefix=store.prefix)
+    send = store._send
+
+    def interleaved(*commands: tuple[object, ...]) -> list[object]:
+        script_reply = send(commands[0])       # BEGIN runs and takes the lease ...
+        if competing_write == "steal":         # ... then another delivery takes it over
+            assert rival.begin(run_id, **{**COMMON, "owner": "h:9:9",
+                                          "steal_from": "h:2:2"}).outcome == "acquired"
+        else:                                  # ... or the run is deleted
+            store.client.delete(store.run_key(run_id))
+        return script_reply + send(*commands[1:])
+
+    monkeypatch.setattr(store, "_send", interleaved)
+    late = store.begin(run_id, **{**COMMON, "owner": "h:2:2"})
+    assert late.outcome == "busy" and late.token == 0 and len(late.checkpoints) == 0
+    monkeypatch.undo()
+    if competing_write == "steal":  # the rival's lease stands, the checkpoint is intact
+        run = store.get_run(run_id)
+        assert run is not None and run.owner == "h:9:9" and run.steps[0].value == '"done"'
