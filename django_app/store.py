@@ -94,7 +94,7 @@ class DjangoStore(ControlsMixin, WaitsMixin, CheckpointStore):
 
     def _snapshot(self, run: Run) -> RunRecord:
         """The run with its checkpoints: one query for all of them."""
-        return rows.run_record(run, rows.step_records(self._steps(run.pk)))
+        return rows.run_record(run, rows.step_records(self.using, run.pk))
 
     @_db_call
     def ping(self) -> None:
@@ -142,7 +142,7 @@ class DjangoStore(ControlsMixin, WaitsMixin, CheckpointStore):
                 if run.recoveries > max_recoveries:
                     self._dead_letter(run, max_recoveries, now)
                     return Begin("dead", self._snapshot(run))
-            steps = rows.step_records(self._steps(run_id))
+            steps = rows.step_records(self.using, run_id)
             run.current_step = steps[-1].key if steps else ""
             run.attempts = steps[-1].attempts if steps else 0
             run.token += 1

@@ -1,0 +1,86 @@
+"""DjangoStore reads a run's checkpoints on a plain cursor (binary on psycopg 3).
+
+``begin`` and ``get_run`` load every checkpoint of a run in one query. On
+PostgreSQL and SQLite that query runs on a plain cursor past ``values_list``
+(binary results on psycopg 3); while Django logs queries it goes through
+``values_list``. Both must give the same records, and Django's
+``execute_wrapper()`` must see the query either way.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django_support import make_django_store
+
+from celery_durable.records import ErrorInfo, RunStatus, StepRecord, StepStatus
+
+
+@pytest.fixture(params=["postgres", "sqlite"])
+def store(request: pytest.FixtureRequest) -> Iterator[Any]:
+    made = make_django_store(request.param)
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+def _written(store: Any) -> tuple[str, list[StepRecord]]:
+    """A run with succeeded checkpoints (odd values and times) and a retrying one."""
+    run_id = str(uuid.uuid4())
+    began = store.begin(run_id, task="t", args="[]", kwargs="{}", options={}, owner="w1",
+                        lease_ttl=60)
+    steps = [StepRecord(pos, f"work#{pos}", "work", StepStatus.SUCCEEDED, 1,
+                        value=f'"é{pos} <b>"', started_at=1763793000.123456 + pos,
+                        finished_at=1763793000.654321 + pos) for pos in range(3)]
+    steps.append(StepRecord(3, "flaky#0", "flaky", StepStatus.RETRYING, 2, value=None,
+                            started_at=5.5, finished_at=6.25,
+                            error=ErrorInfo("ValueError", "bad ✓", "Traceback …",
+                                            ["a log line", "another"])))
+    for record in steps[:3]:
+        assert store.save_step(run_id, began.token, record)
+    assert store.park(run_id, began.token, status=RunStatus.RETRYING, delay=0, due_in=60,
+                      step=steps[3])
+    return run_id, steps
+
+
+def test_the_plain_cursor_and_values_list_read_the_same_records(
+        store: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from django.db import connections
+    from django.test.utils import CaptureQueriesContext
+
+    from django_app import rows
+
+    run_id, steps = _written(store)
+    cursors: list[Any] = []
+    real = rows._reading_cursor
+    monkeypatch.setattr(rows, "_reading_cursor", lambda c: cursors.append(real(c)) or cursors[-1])
+    conn = connections[store.using]
+    seen: list[str] = []
+
+    def wrapper(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        seen.append(sql)
+        return execute(sql, params, many, context)
+
+    with conn.execute_wrapper(wrapper):
+        fast = store.get_run(run_id).steps
+    assert fast == steps
+    assert any('FROM "celery_durable_step"' in sql for sql in seen)
+    assert len(cursors) == 1  # the plain cursor read them
+    if store.using == "default":  # PostgreSQL (psycopg 3): in binary
+        import psycopg
+
+        assert cursors[0].cursor.format == psycopg.pq.Format.BINARY
+    with CaptureQueriesContext(conn) as captured:  # Django logs: values_list
+        logged = store.get_run(run_id).steps
+    assert logged == steps
+    assert len(cursors) == 1  # values_list read them
+    assert any(run_id in q["sql"] and 'FROM "celery_durable_step"' in q["sql"]
+               for q in captured.captured_queries)
+    again = store.begin(run_id, task="t", args="[]", kwargs="{}", options={}, owner="w2",
+                        lease_ttl=60)
+    assert again.outcome == "acquired"
+    assert [again.checkpoints[p] for p in sorted(again.checkpoints)] == steps
