@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 from redis.exceptions import ResponseError
 
@@ -40,7 +40,7 @@ class LaneUnavailable(Exception):
     """The fast lane could not complete a call; use the client path instead."""
 
 
-def pack(*args: bytes | str | int | float) -> bytes:
+def pack_python(*args: bytes | str | int | float) -> bytes:
     """One RESP command from ``args`` (str as UTF-8, numbers as ``repr``, as redis-py does)."""
     out = [b"*%d\r\n" % len(args)]
     for arg in args:
@@ -48,6 +48,25 @@ def pack(*args: bytes | str | int | float) -> bytes:
             arg if isinstance(arg, str) else repr(arg)).encode()
         out.append(b"$%d\r\n%b\r\n" % (len(data), data))
     return b"".join(out)
+
+
+_pack_c: Callable[[tuple[Any, ...]], Any] | None
+try:  # hiredis (the ``redis`` extra) packs the same bytes in C, ~3x faster
+    import hiredis
+
+    _pack_c = cast(Callable[[tuple[Any, ...]], Any], hiredis.pack_command)
+except ImportError:  # pragma: no cover - depends on the environment
+    _pack_c = None
+
+
+def pack(*args: bytes | str | int | float) -> bytes:
+    """:func:`pack_python`, done by hiredis when it is installed and takes the arguments."""
+    if _pack_c is not None:
+        try:
+            return bytes(_pack_c(args))
+        except TypeError:  # an argument hiredis does not pack (None, bool): as redis-py would
+            pass
+    return pack_python(*args)
 
 
 class FastLane:

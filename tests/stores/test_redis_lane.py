@@ -173,13 +173,25 @@ def test_a_forked_child_never_shares_the_parents_connection(store: RedisStore) -
     ("ZADD", "due", 1763780000.123456, "run-1"),
     ("ZADD", "runs", "NX", 1e-7, b"\x00\xff raw bytes"),
     ("SET", "k", -3, "line\r\nbreak"),
+    ("SET", "k", 2**70, -0.0, 1e300),
 ])
 def test_pack_matches_redis_py(args: tuple[Any, ...]) -> None:
-    """The lane's packer writes exactly what redis-py would send for the same arguments."""
-    from celery_durable.stores.redis_lane import pack
+    """The lane's packer (hiredis's, and the pure-Python one without it) writes exactly what
+    redis-py would send for the same arguments."""
+    from celery_durable.stores.redis_lane import pack, pack_python
 
     conn = redis.Connection()
-    assert pack(*args) == b"".join(conn.pack_command(*args))
+    expected = b"".join(conn.pack_command(*args))
+    assert pack(*args) == expected
+    assert pack_python(*args) == expected
+
+
+def test_pack_takes_what_hiredis_refuses() -> None:
+    """An argument hiredis does not pack (a bool) is packed as its repr, as before."""
+    from celery_durable.stores.redis_lane import pack, pack_python
+
+    assert pack("SET", "k", True) == pack_python("SET", "k", True) == (
+        b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$4\r\nTrue\r\n")
 
 
 def test_threads_never_share_a_connection_mid_call(store: RedisStore) -> None:
