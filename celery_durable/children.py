@@ -11,7 +11,9 @@ The first time the step is reached its pending state (the child ids) is
 checkpointed, the children are created in the store and published, and the
 parent is parked (``WAITING``, wait kind ``children``) without holding a
 worker. Every child that finishes notifies its parent
-(:meth:`~celery_durable.stores.base.CheckpointStore.notify_parent`); the
+(:meth:`~celery_durable.stores.base.CheckpointStore.notify_parent`), which
+counts the notices and resumes the parent once all the children it waits
+for have reported (one wake for a whole ``map``, not one per child); the
 parent's next delivery replays up to the step, reads the children's records
 in one round trip and either parks again or checkpoints their results (in
 order) and returns them.
@@ -162,15 +164,34 @@ def _resolve(ctx: RunContext, record: StepRecord, state: dict[str, Any],
     return _on_error(ctx, exc, failed, {})
 
 
-def _park(ctx: RunContext, record: StepRecord, changed: StepRecord | None) -> str:
-    """Park at the children wait unless a child finished since the last look.
+def _look(ctx: RunContext, ids: Sequence[str]) -> list[RunRecord | None]:
+    """The children's records, and (read just before them) the run's count of child notices.
 
-    ``changed``: the step's checkpoint, saved in the same round trip.
+    One :meth:`~celery_durable.stores.base.CheckpointStore.get_runs` round trip
+    for the run and its children; the count goes to ``ctx.children_done``.
+    """
+    me, *runs = ctx.store.get_runs([ctx.run_id, *ids])
+    if me is not None:
+        ctx.children_done = me.children_done
+    return runs
+
+
+def _park(ctx: RunContext, record: StepRecord, changed: StepRecord | None,
+          unfinished: int) -> str:
+    """Park at the children wait until the ``unfinished`` children have all reported.
+
+    ``ctx.children_done`` is the run's count of child notices, read just before
+    the children (:func:`_look`). A child that was unfinished then reports after
+    it, so the run resumes once the count reaches ``children_done +
+    unfinished``: one wake for a whole ``map``, not one per child. A repeated
+    notice, or a child that finished between the two reads, only makes the run
+    look sooner (it looks, and parks again). ``changed``: the step's checkpoint,
+    saved in the same round trip.
     """
     wait = WaitInfo("children", record.key, record.position, ctx.token)
-    outcome = ctx.store.suspend_children(ctx.run_id, ctx.token, wait=wait,
-                                         recheck=float(ctx.settings.requeue_grace),
-                                         step=changed)
+    outcome = ctx.store.suspend_children(
+        ctx.run_id, ctx.token, wait=wait, recheck=float(ctx.settings.requeue_grace),
+        need=ctx.children_done + unfinished, step=changed)
     if outcome == "lost":
         raise LeaseLost()
     return outcome
@@ -204,20 +225,20 @@ def _children(ctx: RunContext, name: str, specs: Sequence[Signature], single: bo
         if _testhooks.active is not None:  # a planned crash here leaves no child created
             _testhooks.active.checkpointed(ctx.run_id, position)
         _start(ctx, specs, ids)
-    runs = ctx.store.get_runs(ids)
+    runs = _look(ctx, ids)
     marked = None  # the checkpoint, when it changed: saved by the next park
     if not state.get("started"):
         absent = [i for i, r in enumerate(runs) if r is None]
         if absent:  # the last delivery died before starting them
             _start(ctx, [specs[i] for i in absent], [ids[i] for i in absent])
-            runs = ctx.store.get_runs(ids)
+            runs = _look(ctx, ids)
         # Every child exists now. Once this mark is saved, a child deleted later
         # (retention, purge) is reported as vanished, never run again.
         state["started"] = True
         marked = ctx.checkpoints[position] = _encode(ctx, record, state)
     if retry:
         _retrigger(ctx, runs)
-        runs = ctx.store.get_runs(ids)
+        runs = _look(ctx, ids)
     announced = False
     while True:
         missing = [i for i, r in zip(ids, runs, strict=True) if r is None]
@@ -232,13 +253,13 @@ def _children(ctx: RunContext, name: str, specs: Sequence[Signature], single: bo
             announced = True
             ctx.task.update_state(task_id=ctx.run_id, state=RunStatus.WAITING.value, meta={
                 "run_id": ctx.run_id, "step": key, "children": ids})
-        parked = _park(ctx, record, marked)
+        parked = _park(ctx, record, marked, len(ids) - len(finished))
         marked = None  # saved, whatever the outcome
         if parked == "parked":
             logger.info("run %s: WAITING for %d child run(s) at %s", ctx.run_id,
                         len(ids) - len(finished), key)
             raise Suspend(RunStatus.WAITING.value)
-        runs = ctx.store.get_runs(ids)  # a child finished meanwhile: look again
+        runs = _look(ctx, ids)  # a child finished meanwhile: look again
 
 
 def _eager_children(ctx: RunContext, specs: Sequence[Signature], single: bool,

@@ -179,6 +179,9 @@ class RunRecord:
     wait: WaitInfo | None = None
     #: The run that started this one with ``call``/``gather``/``map`` (None: a top-level run).
     parent: str | None = None
+    #: How many times a child of this run reported that it finished (every notice counts,
+    #: repeats included); see :meth:`~celery_durable.stores.base.CheckpointStore.notify_parent`.
+    children_done: int = 0
 
 
 @dataclass

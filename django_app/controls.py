@@ -97,23 +97,23 @@ class ControlsMixin:
             run = self._locked(parent_id)
             if run is None or RunStatus(run.status).finished:
                 return None
+            run.children_done += 1
             if (run.status == RunStatus.WAITING.value and run.wait_kind == "children"
-                    and run.wait_resolution is None):
+                    and run.wait_resolution is None
+                    and run.children_done >= run.children_needed):
                 now = time.time()
                 run.wait_resolution = json.dumps({"how": "child", "wid": run.wait_id})
                 run.status, run.not_before, run.due_at = RunStatus.PENDING.value, None, now + grace
-                run.updated_at, run.child_notice = rows.to_datetime(now), False
+                run.updated_at = rows.to_datetime(now)
                 run.save(using=self.using, update_fields=[
                     "wait_resolution", "status", "not_before", "due_at", "updated_at",
-                    "child_notice"])
+                    "children_done"])
                 return self._snapshot(run)
-            if not run.child_notice:
-                run.child_notice = True
-                run.save(using=self.using, update_fields=["child_notice"])
+            run.save(using=self.using, update_fields=["children_done"])
             return None
 
     def suspend_children(self, run_id: str, token: int, *, wait: WaitInfo, recheck: float,
-                         step: StepRecord | None = None) -> str:
+                         need: int, step: StepRecord | None = None) -> str:
         """See :meth:`CheckpointStore.suspend_children`."""
         now = time.time()
         with transaction.atomic(using=self.using):
@@ -122,14 +122,12 @@ class ControlsMixin:
                 return "lost"
             if step is not None:
                 self._upsert(run_id, step)
-            if run.child_notice:
-                run.child_notice = False
-                run.save(using=self.using, update_fields=["child_notice"])
+            if run.children_done >= need:
                 return "notice"
             fields: dict[str, Any] = {
                 "status": RunStatus.WAITING.value, "owner": "", "lease_expires": None,
                 "not_before": None, "due_at": now + recheck, "updated_at": rows.to_datetime(now),
-                **wait_fields(wait)}
+                "children_needed": need, **wait_fields(wait)}
             if step is not None:
                 fields.update(current_step=step.key, attempts=step.attempts)
             self._holding(run_id, token).update(**fields)

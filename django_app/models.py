@@ -65,10 +65,11 @@ class Run(models.Model):
     wait_key = models.CharField(max_length=255, null=True, blank=True)
     wait_after = models.BigIntegerField(default=0)
     wait_resolution = models.TextField(null=True, blank=True)
-    # Run controls: the run that started this one (call/gather/map), and whether a
-    # child finished while this run was not parked at its children wait.
+    # Run controls: the run that started this one (call/gather/map); how many times its
+    # children reported that they finished, and the count its children wait resumes at.
     parent = models.CharField("parent run", max_length=255, null=True, blank=True)
-    child_notice = models.BooleanField(default=False)
+    children_done = models.IntegerField(default=0)
+    children_needed = models.IntegerField(default=0)
 
     class Meta:
         db_table = "celery_durable_run"

@@ -148,7 +148,8 @@ def run_record(row: Run, steps: list[StepRecord] | None = None) -> RunRecord:
         result=row.result,
         error=error_of(row.error_type, row.error_message, row.error_traceback),
         failed_step=row.failed_step, idempotency_key=row.idempotency_key,
-        steps=list(steps or ()), wait=wait_record(row), parent=row.parent)
+        steps=list(steps or ()), wait=wait_record(row), parent=row.parent,
+        children_done=row.children_done)
 
 
 def wait_record(row: Run) -> WaitInfo | None:

@@ -277,6 +277,22 @@ def test_fan_out_survives_a_sigkill_with_exactly_one_run_per_child(start_worker,
                                           "mark#0"]
 
 
+def test_a_parent_is_resumed_once_for_a_whole_map(start_worker, tag, redis_client):
+    """Six children finishing one at a time (0.3 s apart) resume their parent once, not six
+    times: the store counts the children's notices and wakes the parent when every child it
+    waits for has reported. Its deliveries are counted from outside the worker."""
+    from apps.controls_app import staggered_map
+
+    start_worker(APP, concurrency=4)
+    result = staggered_map.delay(tag, 6, 0.3)
+    assert result.get(timeout=60) == [x * x for x in range(6)]
+    assert all(count(redis_client, tag, f"square:{x}") == 1 for x in range(6))
+    deliveries = count(redis_client, tag, "staggered_map:delivery")
+    # 2 = the first delivery and the one wake; 3 allows one early look (a child whose
+    # notice raced the parent's read); one wake per child would be 7.
+    assert 2 <= deliveries <= 3, deliveries
+
+
 def test_a_failed_child_is_retried_under_the_parents_policy(start_worker, tag, redis_client):
     """A child failing for good fails the parent's step; the parent's retry re-triggers it."""
     from apps.controls_app import app, parent_retrying

@@ -240,25 +240,29 @@ class CheckpointStore(ABC):
         raise self._no_controls()
 
     def notify_parent(self, parent_id: str, *, grace: float) -> RunRecord | None:
-        """A child of ``parent_id`` finished: resume the parent if it waits for its children.
+        """A child of ``parent_id`` finished: count it, and resume the parent once all have.
 
-        Atomically: if the parent is WAITING at a ``children`` wait with no
-        resolution, the resolution becomes ``{"how": "child"}`` and the run
-        PENDING (due in ``grace`` seconds); the run is returned to be published.
-        Otherwise a notice is left for :meth:`suspend_children` and None returned.
+        Atomically: the parent's :attr:`~celery_durable.records.RunRecord.children_done`
+        grows by one. If the parent is WAITING at a ``children`` wait with no
+        resolution and the count has reached the ``need`` it parked with (see
+        :meth:`suspend_children`; a wait parked without one counts as 0), the
+        resolution becomes ``{"how": "child"}`` and the run PENDING (due in
+        ``grace`` seconds); the run is returned to be published. Otherwise None.
+        A missing or finished parent is left alone (nothing created, no count).
         """
         raise self._no_controls()
 
     def suspend_children(self, run_id: str, token: int, *, wait: WaitInfo, recheck: float,
-                         step: StepRecord | None = None) -> str:
-        """Park the run under ``token`` at a ``children`` wait, unless a child finished meanwhile.
+                         need: int, step: StepRecord | None = None) -> str:
+        """Park the run at a ``children`` wait until its ``children_done`` reaches ``need``.
 
         Atomically: ``lost`` if the token no longer holds the lease; ``notice``
-        if :meth:`notify_parent` left a notice since the last call (the notice
-        is cleared, ``step`` is written, and the run stays RUNNING: look at the
-        children again); else as :meth:`suspend` with status WAITING
-        (``parked``), except that the run is due for the sweeper in ``recheck``
-        seconds: a safety net should a child's notice be lost.
+        if ``children_done`` has reached ``need`` already (the children the
+        caller waits for have all reported since it counted them: ``step`` is
+        written, the run stays RUNNING, look at the children again); else
+        ``parked``, as :meth:`suspend` with status WAITING, except that the run
+        is due for the sweeper in ``recheck`` seconds: a safety net should a
+        child's notice be lost.
         """
         raise self._no_controls()
 

@@ -203,6 +203,7 @@ class MemoryStore(MemoryControls, CheckpointStore):
             for run_id in ids:
                 del self._runs[run_id]
                 self._steps.pop(run_id, None)
+                self._children_needed.pop(run_id, None)
         return ids
 
     def reset_run(self, run_id: str, *, from_start: bool, args: str | None = None,

@@ -35,8 +35,8 @@ class MemoryControls:
         """The control state (called by ``MemoryStore.__init__``)."""
         #: (task, key) -> (run id, expiry) of idempotency keys.
         self._keys: dict[tuple[str, str], tuple[str, float]] = {}
-        #: Runs a child finished for while they were not parked at their children wait.
-        self._notices: dict[str, bool] = {}
+        #: The ``need`` each run last parked at its children wait with.
+        self._children_needed: dict[str, int] = {}
         #: group -> {run id: slot expiry} and group -> {run id: [FIFO order, queue expiry]}.
         self._slots: dict[str, dict[str, float]] = {}
         self._queues: dict[str, dict[str, list[float]]] = {}
@@ -109,18 +109,19 @@ class MemoryControls:
             run = self._runs.get(parent_id)
             if run is None or run.status.finished:
                 return None
+            run.children_done += 1
             w = run.wait
             if (run.status is RunStatus.WAITING and w is not None and w.kind == "children"
-                    and w.resolution is None):
+                    and w.resolution is None
+                    and run.children_done >= self._children_needed.get(parent_id, 0)):
                 w.resolution = json.dumps({"how": "child", "wid": w.wait_id})
                 run.status, run.not_before, run.due_at, run.updated_at = (
                     RunStatus.PENDING, None, now + grace, now)
                 return self._snapshot(run)
-            self._notices[parent_id] = True
             return None
 
     def suspend_children(self, run_id: str, token: int, *, wait: WaitInfo, recheck: float,
-                         step: StepRecord | None = None) -> str:
+                         need: int, step: StepRecord | None = None) -> str:
         """See :meth:`CheckpointStore.suspend_children`."""
         now = time.time()
         with self._lock:
@@ -129,8 +130,9 @@ class MemoryControls:
                 return "lost"
             if step is not None:
                 self._steps[run_id][step.position] = copy.deepcopy(step)
-            if self._notices.pop(run_id, None):
+            if run.children_done >= need:
                 return "notice"
+            self._children_needed[run_id] = need
             run.wait = copy.deepcopy(wait)
             run.wait.resolution = None
             run.status, run.owner, run.lease_expires = RunStatus.WAITING, "", None

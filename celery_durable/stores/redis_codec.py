@@ -46,7 +46,7 @@ def parse_run(run_id: str, flat: list[Any] | dict[Any, Any]) -> RunRecord:
 RUN_FIELDS = ("task", "status", "args", "kwargs", "options", "created", "updated", "started",
               "finished", "token", "owner", "lease", "nb", "due", "rec", "result", "error",
               "fstep", "ikey", "wkind", "wstep", "wpos", "wid", "wuntil", "wname", "wkey",
-              "wafter", "wres", "parent")
+              "wafter", "wres", "parent", "cdone")
 _RUN_FIELDS_BYTES = tuple(name.encode() for name in RUN_FIELDS)
 
 
@@ -92,6 +92,7 @@ def _run_record(run_id: str, fields: dict[str, str]) -> RunRecord:
         result=fields.get("result") or None, error=ErrorInfo(*error) if error else None,
         failed_step=fields.get("fstep") or None, idempotency_key=fields.get("ikey") or None,
         wait=wait, parent=fields.get("parent") or None,
+        children_done=int(fields.get("cdone") or 0),
     )
 
 

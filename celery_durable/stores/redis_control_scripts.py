@@ -49,36 +49,37 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return ARGV[1]
 """
 
-# KEYS[1] parent run hash. ARGV: grace.
+# KEYS[1] parent run hash. ARGV: grace. Counts the notice ('cdone'); resumes a parent
+# parked at its children once the count reaches the 'cneed' it parked with.
 NOTIFY = NOW + FMT + FINISHED + """
 local h = KEYS[1]
-local v = redis.call('HMGET', h, 'status', 'wkind', 'wres', 'wid')
+local v = redis.call('HMGET', h, 'status', 'wkind', 'wres', 'wid', 'cneed')
 if not v[1] or finished[v[1]] then return {'no'} end
-if v[1] == 'WAITING' and v[2] == 'children' and (not v[3] or v[3] == '') then
+local done = redis.call('HINCRBY', h, 'cdone', 1)
+if v[1] == 'WAITING' and v[2] == 'children' and (not v[3] or v[3] == '')
+   and done >= (tonumber(v[5] or '') or 0) then
   redis.call('HSET', h, 'wres', cjson.encode({how='child', wid=v[4]}), 'status', 'PENDING',
-             'nb', '', 'due', fmt(now + tonumber(ARGV[1])), 'updated', fmt(now), 'cnote', '')
+             'nb', '', 'due', fmt(now + tonumber(ARGV[1])), 'updated', fmt(now))
   return {'publish', redis.call('HGETALL', h)}
 end
-redis.call('HSET', h, 'cnote', '1')
 return {'no'}
 """
 
 # KEYS[1] run hash. ARGV: token, position ('' = no step), meta, value,
-# wait step key, wait position, wait id, recheck (seconds).
+# wait step key, wait position, wait id, recheck (seconds), need.
 SUSPEND_CHILDREN = NOW + FMT + HOLDS + """
 local h = KEYS[1]
 if not holds(h, ARGV[1]) then return 'lost' end
 if ARGV[2] ~= '' then
   redis.call('HSET', h, 'c:' .. ARGV[2], ARGV[3], 'v:' .. ARGV[2], ARGV[4])
 end
-if redis.call('HGET', h, 'cnote') == '1' then
-  redis.call('HSET', h, 'cnote', '')
+if (tonumber(redis.call('HGET', h, 'cdone') or '') or 0) >= tonumber(ARGV[9]) then
   return 'notice'
 end
 redis.call('HSET', h, 'status', 'WAITING', 'owner', '', 'lease', '', 'nb', '',
            'due', fmt(now + tonumber(ARGV[8])), 'updated', fmt(now),
            'wkind', 'children', 'wstep', ARGV[5], 'wpos', ARGV[6], 'wid', ARGV[7],
-           'wuntil', '', 'wname', '', 'wkey', '', 'wafter', '0', 'wres', '')
+           'wuntil', '', 'wname', '', 'wkey', '', 'wafter', '0', 'wres', '', 'cneed', ARGV[9])
 return 'parked'
 """
 

@@ -8,8 +8,8 @@ Layout, beside the run hashes (``P`` is the store's key prefix)::
     P conc:{<group>}:qx        sorted set: run id -> expiry of its queue entry
 
 A run hash gains ``parent`` (the run that started it), ``ikey`` (its
-idempotency key) and ``cnote`` (a child finished while the run was not
-parked at its children wait).
+idempotency key), ``cdone`` (how many times its children reported that they
+finished) and ``cneed`` (the count its children wait resumes at).
 """
 
 from __future__ import annotations
@@ -129,12 +129,12 @@ class RedisControls:
         return run
 
     def suspend_children(self, run_id: str, token: int, *, wait: WaitInfo, recheck: float,
-                         step: StepRecord | None = None) -> str:
+                         need: int, step: StepRecord | None = None) -> str:
         """See :meth:`CheckpointStore.suspend_children`: one pipelined round trip."""
         step_args = checkpoint_args(step) if step is not None else ["", "", ""]
         outcome, _ = self._send(
             self._script("SUSPEND_CHILDREN", self.run_key(run_id), token, *step_args, wait.step,
-                         wait.position, wait.wait_id, recheck),
+                         wait.position, wait.wait_id, recheck, need),
             ("ZADD", self._due_key, time.time() + recheck, run_id))
         return text(outcome)
 

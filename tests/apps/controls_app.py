@@ -145,6 +145,16 @@ def fan_out(tag: str, n: int, seconds: float) -> dict[str, Any]:
     return {"first": first, "sum": sum(squares), "squares": squares, "pair": pair}
 
 
+@durable_task(app=app)
+def staggered_map(tag: str, n: int, gap: float) -> list[int]:
+    """A parent mapping over n children that finish one at a time, ``gap`` s apart.
+
+    ``hit`` is not a step, so it counts every delivery of the parent.
+    """
+    hit(tag, "staggered_map:delivery")
+    return map(square_item, [{"tag": tag, "x": x, "seconds": gap * (x + 1)} for x in range(n)])
+
+
 @step
 def maybe_fail(tag: str, x: int) -> int:
     """Fails permanently the first time for x == 3 (the parent's retry re-triggers it)."""

@@ -273,31 +273,55 @@ def test_notify_resumes_a_parent_parked_at_its_children(store: CheckpointStore) 
     parent = new_id()
     b = begin(store, parent)
     assert store.suspend_children(parent, b.token, wait=children_wait(b.token), recheck=60,
-                                  step=step(1)) == "parked"
+                                  need=1, step=step(1)) == "parked"
     run = store.get_run(parent)
     assert run is not None and run.status is RunStatus.WAITING
     assert run.wait is not None and run.wait.kind == "children" and run.wait.position == 1
     assert [s.position for s in run.steps] == [1]
     resumed = store.notify_parent(parent, grace=60)
     assert resumed is not None and resumed.status is RunStatus.PENDING
-    assert resumed.wait is not None
+    assert resumed.wait is not None and resumed.children_done == 1
     assert json.loads(resumed.wait.resolution or "{}")["how"] == "child"
     assert store.notify_parent(parent, grace=60) is None  # not parked any more
-    assert begin(store, parent).outcome == "acquired"
+    again = begin(store, parent)
+    assert again.outcome == "acquired" and again.run.children_done == 2
+
+
+def test_a_parent_resumes_only_when_every_awaited_child_reported(
+        store: CheckpointStore) -> None:
+    """Parked with ``need`` = its count + 3, the parent sleeps through two notices and is
+    resumed by the third: one wake for three children, not three."""
+    parent = new_id()
+    b = begin(store, parent)
+    assert store.notify_parent(parent, grace=60) is None  # an earlier step's child
+    assert store.suspend_children(parent, b.token, wait=children_wait(b.token), recheck=60,
+                                  need=1 + 3) == "parked"
+    for count in (2, 3):
+        assert store.notify_parent(parent, grace=60) is None
+        run, = store.get_runs([parent])  # (what a parent reads with its children)
+        assert run is not None and run.status is RunStatus.WAITING
+        assert run.children_done == count
+    resumed = store.notify_parent(parent, grace=60)
+    assert resumed is not None and resumed.status is RunStatus.PENDING
+    assert resumed.children_done == 4
 
 
 def test_a_notice_before_parking_keeps_the_parent_running(store: CheckpointStore) -> None:
-    """A child finishing before the parent parks makes the next park say ``notice``, once."""
+    """Children that reported before the parent parks (the count reached ``need``) make the
+    park say ``notice``; a park with a higher ``need`` then parks."""
     parent = new_id()
     b = begin(store, parent)
     assert store.notify_parent(parent, grace=60) is None
     wait = children_wait(b.token)
-    assert store.suspend_children(parent, b.token, wait=wait, recheck=60) == "notice"
+    assert store.suspend_children(parent, b.token, wait=wait, recheck=60,
+                                  need=1) == "notice"
     run = store.get_run(parent)
     assert run is not None and run.status is RunStatus.RUNNING
     assert store.save_step(parent, b.token, step(0))  # still holds the lease
-    assert store.suspend_children(parent, b.token, wait=wait, recheck=60) == "parked"
-    assert store.suspend_children(parent, b.token, wait=wait, recheck=60) == "lost"
+    assert store.suspend_children(parent, b.token, wait=wait, recheck=60,
+                                  need=2) == "parked"
+    assert store.suspend_children(parent, b.token, wait=wait, recheck=60,
+                                  need=2) == "lost"
 
 
 def test_a_parked_parent_is_rechecked_by_the_sweeper(store: CheckpointStore) -> None:
@@ -305,7 +329,7 @@ def test_a_parked_parent_is_rechecked_by_the_sweeper(store: CheckpointStore) -> 
     parent = new_id()
     b = begin(store, parent)
     assert store.suspend_children(parent, b.token, wait=children_wait(b.token),
-                                  recheck=TTL) == "parked"
+                                  recheck=TTL, need=1) == "parked"
     time.sleep(EXPIRED)
     assert parent in store.due_runs()
     assert store.claim_due(parent, grace=60, max_recoveries=5).action == "publish"
@@ -319,6 +343,8 @@ def test_notify_a_missing_or_finished_parent_does_nothing(store: CheckpointStore
     b = begin(store, done)
     assert store.finish(done, b.token, status=RunStatus.SUCCEEDED, result="1")
     assert store.notify_parent(done, grace=60) is None
+    finished = store.get_run(done)
+    assert finished is not None and finished.children_done == 0
 
 
 # -- concurrency slots ------------------------------------------------------------------------
