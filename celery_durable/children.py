@@ -165,15 +165,18 @@ def _resolve(ctx: RunContext, record: StepRecord, state: dict[str, Any],
 
 
 def _look(ctx: RunContext, ids: Sequence[str]) -> list[RunRecord | None]:
-    """The children's records, and (read just before them) the run's count of child notices.
+    """The children's records, after reading the run's count of child notices.
 
-    One :meth:`~celery_durable.stores.base.CheckpointStore.get_runs` round trip
-    for the run and its children; the count goes to ``ctx.children_done``.
+    The count goes to ``ctx.children_done`` and must be read before the
+    children (see :func:`_park`), so it is its own round trip: one
+    :meth:`~celery_durable.stores.base.CheckpointStore.get_runs` call for
+    several keys promises no order (Redis Cluster reads the nodes of a
+    pipeline in any order).
     """
-    me, *runs = ctx.store.get_runs([ctx.run_id, *ids])
+    me = ctx.store.get_runs([ctx.run_id])[0]
     if me is not None:
         ctx.children_done = me.children_done
-    return runs
+    return ctx.store.get_runs(ids)
 
 
 def _park(ctx: RunContext, record: StepRecord, changed: StepRecord | None,

@@ -114,7 +114,8 @@ def _step_query(using: str, vendor: str) -> str:
 
     (``vendor`` is part of the key: a test may point an alias at another database.)
     """
-    sql, params = _steps_by_position(using, "").query.sql_with_params()
+    # (get_compiler(using=...): Query.sql_with_params() compiles for the default database)
+    sql, params = _steps_by_position(using, "").query.get_compiler(using=using).as_sql()
     if list(params) != [""]:
         raise RuntimeError(f"unexpected parameters in the checkpoint query: {params!r}")
     return str(sql)
@@ -131,8 +132,8 @@ def _reading_cursor(connection: BaseDatabaseWrapper) -> CursorWrapper:
     connection.close_if_health_check_failed()  # as connection.cursor() does
     connection.ensure_connection()
     connection.validate_thread_sharing()
-    cursor = psycopg.Cursor(connection.connection)  # server-side binding: binary results
-    cursor.format = psycopg.pq.Format.BINARY
+    cursor = _unprepared_cursor_class()(connection.connection)  # binary needs server-side
+    cursor.format = psycopg.pq.Format.BINARY                     # binding; never prepared
     return connection.make_cursor(cursor)
 
 
@@ -250,6 +251,25 @@ def _preparing_cursor_class() -> type[Any]:
                     conn.prepare_threshold = None
 
     return PreparingCursor
+
+
+@functools.cache
+def _unprepared_cursor_class() -> type[Any]:
+    """A psycopg 3 cursor (server-side binding) that never prepares what it executes."""
+    import psycopg
+
+    class UnpreparedCursor(psycopg.Cursor):  # type: ignore[type-arg]
+        """Executes with ``prepare=False``, whatever the connection's ``prepare_threshold``.
+
+        (A pooler in transaction mode may be behind the connection; see
+        :func:`prepares_checkpoint`.)
+        """
+
+        def execute(self, query: Any, params: Any = None, *, prepare: bool | None = None,
+                    binary: bool | None = None) -> Any:
+            return super().execute(query, params, prepare=False, binary=binary)
+
+    return UnpreparedCursor
 
 
 def save_step_sql(connection: BaseDatabaseWrapper) -> str:

@@ -150,10 +150,11 @@ class RedisStore(RedisControls, CheckpointStore):
         """See :meth:`CheckpointStore.begin`: one pipelined round trip.
 
         The BEGIN script decides and takes the lease; the ``HGETALL`` right
-        behind it reads the run and its checkpoints. A write landing between
-        the two (another delivery stealing the lease, a deletion) shows as a
-        token other than the one just taken, and the delivery is told
-        ``busy`` instead of running on a state it does not hold.
+        behind it reads the run and its checkpoints. A write can land between
+        the two (another delivery stealing the lease, a cancel, a deletion):
+        when the hash read is not the state the script decided on (see
+        :func:`_read_as_decided`) the delivery is told ``busy`` instead of
+        running on a state it does not hold.
         """
         now = time.time()
         key = self.run_key(run_id)
@@ -169,20 +170,30 @@ class RedisStore(RedisControls, CheckpointStore):
         except CorruptCheckpointError as exc:
             if outcome != "acquired":
                 raise
-            # Dead-letter it under the lease just taken: retrying cannot repair bytes.
-            error = ErrorInfo(type(exc).__name__, str(exc))
-            self.finish(run_id, token, status=RunStatus.FAILED, error=error)
-            # The parent (of a child run) is told by the runner, if its id is readable.
-            found = raw.get(b"parent", raw.get("parent"))
-            try:
-                parent = text(found) or None if found is not None else None
-            except UnicodeDecodeError:
-                parent = None
-            return Begin("dead", RunRecord(id=run_id, task=task, status=RunStatus.FAILED,
-                                           error=error, parent=parent), token)
-        if outcome == "acquired" and run.token != token:
+            return self._dead_letter_corrupt(run_id, task, token, raw, exc)
+        if not _read_as_decided(outcome, token, owner, run):
             return Begin("busy", run)
         return Begin(outcome, run, token, checkpoints)
+
+    def _dead_letter_corrupt(self, run_id: str, task: str, token: int, raw: dict[Any, Any],
+                             exc: CorruptCheckpointError) -> Begin:
+        """Dead-letter a run whose hash cannot be read, under the lease just taken.
+
+        Retrying cannot repair bytes. If the lease was lost before the hash was
+        read, nothing is written and the delivery is told ``busy``: the holder
+        dead-letters it.
+        """
+        error = ErrorInfo(type(exc).__name__, str(exc))
+        if not self.finish(run_id, token, status=RunStatus.FAILED, error=error):
+            return Begin("busy", RunRecord(id=run_id, task=task, status=RunStatus.RUNNING))
+        # The parent (of a child run) is told by the runner, if its id is readable.
+        found = raw.get(b"parent", raw.get("parent"))
+        try:
+            parent = text(found) or None if found is not None else None
+        except UnicodeDecodeError:
+            parent = None
+        return Begin("dead", RunRecord(id=run_id, task=task, status=RunStatus.FAILED,
+                                       error=error, parent=parent), token)
 
     def save_step(self, run_id: str, token: int, step: StepRecord) -> bool:
         """See :meth:`CheckpointStore.save_step`: one EVALSHA.
@@ -385,3 +396,19 @@ class RedisStore(RedisControls, CheckpointStore):
         if run.due_at is not None:
             self.client.zadd(self._due_key, {run_id: run.due_at})
         return run
+
+
+def _read_as_decided(outcome: str, token: int, owner: str, run: RunRecord) -> bool:
+    """Whether the hash read behind the BEGIN script shows the state the script decided on.
+
+    ``acquired``: the run still holds this delivery's token and owner (a
+    steal bumps the token; a cancel, purge and re-creation could bring the
+    same token back, not the same owner). ``finished`` and ``dead``: the run
+    is still finished (not deleted, nor reset by ``retry_run``). ``busy`` and
+    ``early`` change nothing, so any later state is as good.
+    """
+    if outcome == "acquired":
+        return run.token == token and run.owner == owner
+    if outcome in ("finished", "dead"):
+        return run.status.finished
+    return True

@@ -22,6 +22,8 @@ class _Rollback(Exception):
 
 
 CHECKPOINT = "%INSERT INTO \"celery_durable_step\"%WHERE EXISTS%"
+#: The query that loads a run's checkpoints (``rows.step_records``): never prepared.
+READ = "SELECT%FROM \"celery_durable_step\"%"
 
 
 def _step(position: int, value: str = "1") -> Any:
@@ -40,13 +42,13 @@ def _begin(store: Any) -> tuple[str, int]:
     return run_id, began.token
 
 
-def _prepared(alias: str) -> int:
-    """How many checkpoint statements the connection of ``alias`` has prepared."""
+def _prepared(alias: str, pattern: str = CHECKPOINT) -> int:
+    """How many statements like ``pattern`` the connection of ``alias`` has prepared."""
     from django.db import connections
 
     with connections[alias].cursor() as cursor:
         cursor.execute("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s",
-                       [CHECKPOINT])
+                       [pattern])
         return int(cursor.fetchone()[0])
 
 
@@ -142,11 +144,14 @@ def test_execute_wrappers_and_the_query_log_see_the_checkpoint(store):
     ({"OPTIONS": {"prepare_threshold": None}}, 0),
     ({"DISABLE_SERVER_SIDE_CURSORS": True}, 0),
     ({"OPTIONS": {"prepare_threshold": 100}}, 1),
-], ids=["prepare_threshold-None", "disable-server-side-cursors", "prepare_threshold-100"])
+    ({"DISABLE_SERVER_SIDE_CURSORS": True, "OPTIONS": {"prepare_threshold": 0}}, 0),
+], ids=["prepare_threshold-None", "disable-server-side-cursors", "prepare_threshold-100",
+        "pooler-with-threshold-0"])
 def test_settings_that_forbid_prepared_statements_are_respected(store, extra, prepared):
     """``OPTIONS["prepare_threshold"] = None`` or ``DISABLE_SERVER_SIDE_CURSORS`` (a pooler
     in transaction mode) keeps the statement unprepared; a numeric threshold prepares it at
-    once. The token is checked either way."""
+    once. The token is checked either way. The query loading the checkpoints is never
+    prepared, whatever the threshold (psycopg would prepare it at ``0``)."""
     from django.db import connections
 
     from django_app.store import DjangoStore
@@ -161,6 +166,7 @@ def test_settings_that_forbid_prepared_statements_are_respected(store, extra, pr
         assert not other.save_step(run_id, token + 1, _step(7))
         assert _prepared(alias) == prepared
         assert len(_values(other, run_id)) == 7
+        assert _prepared(alias, READ) == 0
         threshold = extra.get("OPTIONS", {}).get("prepare_threshold")
         assert connections[alias].connection.prepare_threshold == threshold
     finally:

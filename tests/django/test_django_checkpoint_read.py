@@ -84,3 +84,37 @@ def test_the_plain_cursor_and_values_list_read_the_same_records(
                         lease_ttl=60)
     assert again.outcome == "acquired"
     assert [again.checkpoints[p] for p in sorted(again.checkpoints)] == steps
+
+
+def test_a_store_on_a_non_default_database_reads_its_checkpoints(tmp_path: Any) -> None:
+    """The checkpoint query is compiled for the store's own database: a DjangoStore on an
+    alias other than ``default`` works even when ``default`` is not configured at all."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    code = f"""
+import django
+from django.conf import settings
+settings.configure(
+    DATABASES={{"default": {{}}, "durable": {{"ENGINE": "django.db.backends.sqlite3",
+                                             "NAME": {str(tmp_path / "durable.sqlite3")!r}}}}},
+    INSTALLED_APPS=["django.contrib.contenttypes", "django_app"], USE_TZ=True)
+django.setup()
+from django.core.management import call_command
+call_command("migrate", database="durable", verbosity=0)
+from celery_durable.records import StepRecord, StepStatus, RunStatus
+from django_app.store import DjangoStore
+store = DjangoStore(using="durable")
+b = store.begin("r1", task="t", args="[]", kwargs="{{}}", options={{}}, owner="w", lease_ttl=60)
+assert store.save_step("r1", b.token, StepRecord(0, "s#0", "s", StepStatus.SUCCEEDED,
+                                                 value='"v"'))
+assert store.park("r1", b.token, status=RunStatus.RETRYING, delay=0, due_in=60)
+again = store.begin("r1", task="t", args="[]", kwargs="{{}}", options={{}}, owner="w2",
+                    lease_ttl=60)
+print(again.outcome, again.checkpoints[0].value)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=root, timeout=120, check=False)
+    assert out.stdout.split() == ["acquired", '"v"'], out.stderr[-2000:]

@@ -324,6 +324,58 @@ def test_a_notice_before_parking_keeps_the_parent_running(store: CheckpointStore
                                   need=2) == "lost"
 
 
+def test_a_child_finishing_between_the_parents_two_reads_never_strands_it(
+        store: CheckpointStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The parent reads its notice count, then its children (``children._look``), and parks
+    with need = count + unfinished. A child that finishes and notifies between the two reads
+    is seen finished, so the last unfinished child's notice still resumes the parent. (Read
+    in the other order, that child would be counted twice and the parent left parked until
+    the sweeper's recheck.)"""
+    from celery_durable.children import _look
+    from celery_durable.config import DurableSettings
+    from celery_durable.context import RunContext
+    from celery_durable.retry import RetryPolicy
+    from celery_durable.serialization import get_serializer
+
+    parent = new_id()
+    b = begin(store, parent)
+    ids = [f"{parent}~1.{i}" for i in range(2)]
+    assert store.create_runs([NewRun(id=i, task="t", parent=parent) for i in ids],
+                             grace=60) == [True, True]
+
+    def finish_child(child: str) -> None:
+        c = begin(store, child, owner="host:2:2")
+        assert store.finish(child, c.token, status=RunStatus.SUCCEEDED, result="1")
+        assert store.notify_parent(parent, grace=60) is None  # the parent is running
+
+    reads: list[list[str]] = []
+    real = store.get_runs
+
+    def get_runs(run_ids: list[str]) -> list[object]:
+        reads.append(list(run_ids))
+        out = real(run_ids)
+        if len(reads) == 1:
+            finish_child(ids[0])  # lands between the two reads
+        return out
+
+    monkeypatch.setattr(store, "get_runs", get_runs)
+    ctx = RunContext(task=None, run_id=parent, token=b.token, store=store,  # type: ignore[arg-type]
+                     settings=DurableSettings(), serializer=get_serializer("json"),
+                     policy=RetryPolicy(), checkpoints={})
+    outcome = "notice"
+    while outcome == "notice":  # children._children: look, park; on notice look again
+        runs = _look(ctx, ids)
+        monkeypatch.undo()
+        unfinished = sum(1 for r in runs if r is None or not r.status.finished)
+        outcome = store.suspend_children(parent, b.token, wait=children_wait(b.token),
+                                         recheck=60, need=ctx.children_done + unfinished)
+    assert reads[:2] == [[parent], ids] and outcome == "parked"
+    c = begin(store, ids[1], owner="host:3:3")
+    assert store.finish(ids[1], c.token, status=RunStatus.SUCCEEDED, result="1")
+    resumed = store.notify_parent(parent, grace=60)
+    assert resumed is not None and resumed.status is RunStatus.PENDING
+
+
 def test_a_parked_parent_is_rechecked_by_the_sweeper(store: CheckpointStore) -> None:
     """A parent at a children wait is due after ``recheck`` (should a notice be lost)."""
     parent = new_id()

@@ -220,3 +220,18 @@ def test_threads_never_share_a_connection_mid_call(store: RedisStore) -> None:
     for run_id in runs:
         assert _values(store, run_id) == [f'"v{p}"' for p in range(150)]
     assert 1 <= len(store._lane._idle) <= len(runs)
+
+
+def test_a_hiredis_without_pack_command_falls_back_to_the_python_packer() -> None:
+    """hiredis before 2.2 has no ``pack_command``: the lane still imports and packs."""
+    import subprocess
+    import sys
+
+    code = ("import hiredis; delattr(hiredis, 'pack_command'); "
+            "from celery_durable.stores import redis_lane as lane, redis as store; "
+            "assert lane._pack_c is None; "
+            "assert lane.pack('SET', 'k', 1.5) == lane.pack_python('SET', 'k', 1.5); "
+            "print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=False)
+    assert out.stdout.strip() == "ok", out.stderr[-2000:]

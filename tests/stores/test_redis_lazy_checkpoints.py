@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import redis
@@ -86,34 +86,94 @@ def test_new_records_join_the_mapping(store: RedisStore) -> None:
     assert list(cps) == [1] and cps.get(0) is None
 
 
-@pytest.mark.parametrize("competing_write", ["steal", "delete"])
-def test_a_write_between_the_begin_script_and_its_read_is_told_busy(
-        store: RedisStore, monkeypatch: pytest.MonkeyPatch, competing_write: str) -> None:
-    """begin() reads the hash with an HGETALL sent behind the BEGIN script; another
-    client's write can land between the two. The delivery must not run on a state
-    whose lease it does not hold: it is told ``busy`` and gets no checkpoints."""
+def _interleave(store: RedisStore, monkeypatch: pytest.MonkeyPatch,
+                write: Callable[[], None]) -> None:
+    """Make the next begin() run ``write`` between its BEGIN script and its HGETALL."""
+    send = store._send
+
+    def interleaved(*commands: tuple[object, ...]) -> list[object]:
+        monkeypatch.setattr(store, "_send", send)  # once: later calls go straight through
+        script_reply = send(commands[0])
+        write()
+        return script_reply + send(*commands[1:])
+
+    monkeypatch.setattr(store, "_send", interleaved)
+
+
+def _parked(store: RedisStore) -> str:
     run_id = uuid.uuid4().hex
     first = store.begin(run_id, **COMMON)
     assert store.save_step(run_id, first.token, StepRecord(0, "s#0", "s", StepStatus.SUCCEEDED,
                                                            value='"done"'))
     assert store.park(run_id, first.token, status=RunStatus.RETRYING, delay=0, due_in=60)
+    return run_id
+
+
+@pytest.mark.parametrize("competing_write", ["steal", "delete", "same-token-other-owner"])
+def test_a_write_between_the_begin_script_and_its_read_is_told_busy(
+        store: RedisStore, monkeypatch: pytest.MonkeyPatch, competing_write: str) -> None:
+    """begin() reads the hash with an HGETALL sent behind the BEGIN script; another
+    client's write can land between the two. The delivery must not run on a state
+    whose lease it does not hold: it is told ``busy`` and gets no checkpoints."""
+    run_id = _parked(store)
+    key = store.run_key(run_id)
     rival = RedisStore(redis.Redis(connection_pool=store.client.connection_pool),
                        prefix=store.prefix)
-    send = store._send
 
-    def interleaved(*commands: tuple[object, ...]) -> list[object]:
-        script_reply = send(commands[0])       # BEGIN runs and takes the lease ...
-        if competing_write == "steal":         # ... then another delivery takes it over
+    def write() -> None:
+        if competing_write == "steal":  # another delivery takes the lease over
             assert rival.begin(run_id, **{**COMMON, "owner": "h:9:9",
                                           "steal_from": "h:2:2"}).outcome == "acquired"
-        else:                                  # ... or the run is deleted
-            store.client.delete(store.run_key(run_id))
-        return script_reply + send(*commands[1:])
+        elif competing_write == "delete":
+            store.client.delete(key)
+        else:  # cancel, purge, re-created by another delivery: the token comes back
+            store.client.hset(key, "owner", "h:9:9")
 
-    monkeypatch.setattr(store, "_send", interleaved)
+    _interleave(store, monkeypatch, write)
     late = store.begin(run_id, **{**COMMON, "owner": "h:2:2"})
     assert late.outcome == "busy" and late.token == 0 and len(late.checkpoints) == 0
     monkeypatch.undo()
     if competing_write == "steal":  # the rival's lease stands, the checkpoint is intact
         run = store.get_run(run_id)
         assert run is not None and run.owner == "h:9:9" and run.steps[0].value == '"done"'
+
+
+@pytest.mark.parametrize("competing_write", ["delete", "retry_run"])
+def test_a_finished_run_changed_before_its_read_is_told_busy(
+        store: RedisStore, monkeypatch: pytest.MonkeyPatch, competing_write: str) -> None:
+    """The script found the run finished; if it is deleted (retention, purge) or reset
+    (``retry_run``) before the hash is read, the delivery is told ``busy``, not handed
+    an empty or PENDING record as a finished one."""
+    run_id = uuid.uuid4().hex
+    b = store.begin(run_id, **COMMON)
+    assert store.finish(run_id, b.token, status=RunStatus.FAILED,
+                        error=ErrorInfo("ValueError", "boom"))
+
+    def write() -> None:
+        if competing_write == "delete":
+            store.client.delete(store.run_key(run_id))
+        else:
+            assert store.reset_run(run_id, from_start=False) is not None
+
+    _interleave(store, monkeypatch, write)
+    assert store.begin(run_id, **{**COMMON, "owner": "h:2:2"}).outcome == "busy"
+
+
+def test_a_corrupt_run_whose_lease_was_lost_before_the_read_is_not_dead_lettered(
+        store: RedisStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the lease holder dead-letters a corrupt run: if another delivery took the lease
+    between the script and the read, this one writes nothing and is told ``busy``."""
+    run_id = _parked(store)
+    rival = RedisStore(redis.Redis(connection_pool=store.client.connection_pool),
+                       prefix=store.prefix)
+
+    def write() -> None:
+        assert rival.begin(run_id, **{**COMMON, "owner": "h:9:9",
+                                      "steal_from": "h:2:2"}).outcome == "acquired"
+        store.client.hset(store.run_key(run_id), "created", "not a number")
+
+    _interleave(store, monkeypatch, write)
+    assert store.begin(run_id, **{**COMMON, "owner": "h:2:2"}).outcome == "busy"
+    monkeypatch.undo()
+    status, owner = store.client.hmget(store.run_key(run_id), "status", "owner")
+    assert (status, owner) in ((b"RUNNING", b"h:9:9"), ("RUNNING", "h:9:9"))
