@@ -75,3 +75,19 @@ def test_concurrent_idempotent_triggers_make_one_row(django_worker, tag):
     wait_for(lambda: run_status(ids[0]) == "SUCCEEDED", 30, 0.1, "the run to succeed")
     counts = redis.Redis.from_url(os.environ["TEST_REDIS_URL"])
     assert int(counts.get(f"{tag}:charge")) == 1
+
+
+def test_a_gather_on_the_django_store_resumes_its_parent_once(django_worker, tag):
+    """Two children on the Django store finishing at 0.3 and 0.6 s (the worker has two
+    processes, so the parent is free to run between them): each child runs once, the parent
+    gets their results in order and is delivered twice, its start and one wake, counted from
+    outside the worker. A wake per child notice would be three deliveries. (An early look
+    needs a child to finish between the parent's two reads, a millisecond apart: here the
+    children are just published at the first look and both done at the second.)"""
+    from django_project.tasks import fan_out
+
+    result = fan_out.delay(tag, 2, 0.3)
+    assert result.get(timeout=60) == [0, 1]
+    counts = redis.Redis.from_url(os.environ["TEST_REDIS_URL"])
+    assert all(int(counts.get(f"{tag}:square:{x}")) == 1 for x in range(2))
+    assert int(counts.get(f"{tag}:fan_out:delivery")) == 2

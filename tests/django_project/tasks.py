@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import time
 
 import redis
 
-from celery_durable import PermanentError, durable_task, sleep, step, wait_for_event
+from celery_durable import PermanentError, durable_task, gather, sleep, step, wait_for_event
 
 from .celery import app
 
@@ -82,3 +83,18 @@ def noisy_order(tag: str, lines: int = 3) -> int:
     """Note, then a step that logs and fails: a dead letter with log lines."""
     note(tag, "noisy")
     return noisy_charge(tag, lines)
+
+
+@durable_task(app=app)
+def slow_square(tag: str, x: int, seconds: float) -> int:
+    """A child: takes ``seconds``, counts its runs, returns x * x."""
+    hit(tag, f"square:{x}")
+    time.sleep(seconds)
+    return x * x
+
+
+@durable_task(app=app)
+def fan_out(tag: str, n: int, gap: float) -> list[int]:
+    """A parent gathering n children that finish ``gap`` s apart (counts its deliveries)."""
+    hit(tag, "fan_out:delivery")
+    return gather(*(slow_square.s(tag, x, gap * (x + 1)) for x in range(n)))
