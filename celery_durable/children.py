@@ -164,37 +164,35 @@ def _resolve(ctx: RunContext, record: StepRecord, state: dict[str, Any],
     return _on_error(ctx, exc, failed, {})
 
 
-def _look(ctx: RunContext, ids: Sequence[str]) -> list[RunRecord | None]:
-    """The children's records, after reading the run's count of child notices.
+def _look(ctx: RunContext, ids: Sequence[str]) -> tuple[int, list[RunRecord | None]]:
+    """The run's count of child notices, then its children's records.
 
-    The count goes to ``ctx.children_done`` and must be read before the
-    children (see :func:`_park`), so it is its own round trip: one
+    The count must be read before the children (see :func:`_park`), so it is
+    its own round trip: one
     :meth:`~celery_durable.stores.base.CheckpointStore.get_runs` call for
     several keys promises no order (Redis Cluster reads the nodes of a
     pipeline in any order).
     """
     me = ctx.store.get_runs([ctx.run_id])[0]
-    if me is not None:
-        ctx.children_done = me.children_done
-    return ctx.store.get_runs(ids)
+    return (me.children_done if me is not None else 0), ctx.store.get_runs(ids)
 
 
 def _park(ctx: RunContext, record: StepRecord, changed: StepRecord | None,
-          unfinished: int) -> str:
+          counted: int, unfinished: int) -> str:
     """Park at the children wait until the ``unfinished`` children have all reported.
 
-    ``ctx.children_done`` is the run's count of child notices, read just before
-    the children (:func:`_look`). A child that was unfinished then reports after
-    it, so the run resumes once the count reaches ``children_done +
-    unfinished``: one wake for a whole ``map``, not one per child. A repeated
-    notice, or a child that finished between the two reads, only makes the run
-    look sooner (it looks, and parks again). ``changed``: the step's checkpoint,
-    saved in the same round trip.
+    ``counted`` is the run's count of child notices, read just before the
+    children (:func:`_look`). A child that was unfinished then reports after
+    it, so the run resumes once the count reaches ``counted + unfinished``: one
+    wake for a whole ``map``, not one per child. A repeated notice, or a child
+    that finished between the two reads, only makes the run look sooner (it
+    looks, and parks again). ``changed``: the step's checkpoint, saved in the
+    same round trip.
     """
     wait = WaitInfo("children", record.key, record.position, ctx.token)
     outcome = ctx.store.suspend_children(
         ctx.run_id, ctx.token, wait=wait, recheck=float(ctx.settings.requeue_grace),
-        need=ctx.children_done + unfinished, step=changed)
+        need=counted + unfinished, step=changed)
     if outcome == "lost":
         raise LeaseLost()
     return outcome
@@ -228,20 +226,20 @@ def _children(ctx: RunContext, name: str, specs: Sequence[Signature], single: bo
         if _testhooks.active is not None:  # a planned crash here leaves no child created
             _testhooks.active.checkpointed(ctx.run_id, position)
         _start(ctx, specs, ids)
-    runs = _look(ctx, ids)
+    counted, runs = _look(ctx, ids)
     marked = None  # the checkpoint, when it changed: saved by the next park
     if not state.get("started"):
         absent = [i for i, r in enumerate(runs) if r is None]
         if absent:  # the last delivery died before starting them
             _start(ctx, [specs[i] for i in absent], [ids[i] for i in absent])
-            runs = _look(ctx, ids)
+            counted, runs = _look(ctx, ids)
         # Every child exists now. Once this mark is saved, a child deleted later
         # (retention, purge) is reported as vanished, never run again.
         state["started"] = True
         marked = ctx.checkpoints[position] = _encode(ctx, record, state)
     if retry:
         _retrigger(ctx, runs)
-        runs = _look(ctx, ids)
+        counted, runs = _look(ctx, ids)
     announced = False
     while True:
         missing = [i for i, r in zip(ids, runs, strict=True) if r is None]
@@ -256,13 +254,13 @@ def _children(ctx: RunContext, name: str, specs: Sequence[Signature], single: bo
             announced = True
             ctx.task.update_state(task_id=ctx.run_id, state=RunStatus.WAITING.value, meta={
                 "run_id": ctx.run_id, "step": key, "children": ids})
-        parked = _park(ctx, record, marked, len(ids) - len(finished))
+        parked = _park(ctx, record, marked, counted, len(ids) - len(finished))
         marked = None  # saved, whatever the outcome
         if parked == "parked":
             logger.info("run %s: WAITING for %d child run(s) at %s", ctx.run_id,
                         len(ids) - len(finished), key)
             raise Suspend(RunStatus.WAITING.value)
-        runs = _look(ctx, ids)  # a child finished meanwhile: look again
+        counted, runs = _look(ctx, ids)  # a child finished meanwhile: look again
 
 
 def _eager_children(ctx: RunContext, specs: Sequence[Signature], single: bool,

@@ -60,8 +60,6 @@ class RunContext:
     clock: float = 0.0
     #: The run that started this one as a child (call/gather/map), if any.
     parent: str | None = None
-    #: The run's count of child notices, as last read with its children (children.py).
-    children_done: int = 0
 
     def next_key(self, name: str) -> tuple[int, str]:
         """Allocate the position and the ``name#n`` key of the next step call."""

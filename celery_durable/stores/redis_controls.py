@@ -89,9 +89,9 @@ class RedisControls:
             if values[status_at] is None:  # no such run
                 out.append(None)
                 continue
-            flat = [x for name, value in zip(fields, values, strict=True)
-                    if value is not None for x in (name, value)]
-            out.append(self._run(run_id, flat, steps=False))
+            found = {name: value for name, value in zip(fields, values, strict=True)
+                     if value is not None}
+            out.append(self._run(run_id, found, steps=False))
         return out
 
     def cancel(self, run_id: str, *, create_missing: bool = False) -> RunRecord | None:

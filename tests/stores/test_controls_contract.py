@@ -364,11 +364,11 @@ def test_a_child_finishing_between_the_parents_two_reads_never_strands_it(
                      policy=RetryPolicy(), checkpoints={})
     outcome = "notice"
     while outcome == "notice":  # children._children: look, park; on notice look again
-        runs = _look(ctx, ids)
+        counted, runs = _look(ctx, ids)
         monkeypatch.undo()
         unfinished = sum(1 for r in runs if r is None or not r.status.finished)
         outcome = store.suspend_children(parent, b.token, wait=children_wait(b.token),
-                                         recheck=60, need=ctx.children_done + unfinished)
+                                         recheck=60, need=counted + unfinished)
     assert reads[:2] == [[parent], ids] and outcome == "parked"
     c = begin(store, ids[1], owner="host:3:3")
     assert store.finish(ids[1], c.token, status=RunStatus.SUCCEEDED, result="1")
