@@ -164,7 +164,7 @@ def flaky(probe: str) -> float:
     """
     now = time.time()
     if step.context().attempt == 1:
-        client().hset(probe, "fail", repr(time.time()))
+        client().hset(probe, "fail", repr(now))
         raise ConnectionError("injected failure (bench.resumer)")
     client().hset(probe, mapping={"delivered": repr(_delivered.pop(probe, 0.0)),
                                   "resumed": repr(now)})
