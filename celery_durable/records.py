@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,6 +106,21 @@ class StepRecord:
         return cls(position, meta["k"], meta["n"], STEP_STATUS_BY_VALUE[meta["s"]],
                    int(meta.get("a", 1)), value, ErrorInfo(*err) if err else None,
                    meta.get("t0"), meta.get("t1"))
+
+
+def succeeded_value(checkpoints: Mapping[int, StepRecord], position: int,
+                    key: str) -> str | None:
+    """The stored value of a success of step ``key`` at ``position``; None for anything else.
+
+    The replay shortcut of plain mappings. Stores that decode lazily give
+    their checkpoint mapping its own ``succeeded_value`` that answers without
+    building a record. None (no checkpoint, another step, a failure) sends the
+    caller to the record itself, which decides what to do.
+    """
+    record = checkpoints.get(position)
+    if record is not None and record.key == key and record.status is StepStatus.SUCCEEDED:
+        return record.value or "null"
+    return None
 
 
 @dataclass

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequence
 from typing import Any
 
 from django.conf import settings
@@ -24,7 +24,9 @@ from celery_durable.records import (
     RunRecord,
     RunStatus,
     StepRecord,
+    StepStatus,
     WaitInfo,
+    succeeded_value,
 )
 
 from .models import Run, Step
@@ -73,15 +75,87 @@ def step_records(using: str, run_id: str) -> list[StepRecord]:
     Read as plain rows, not model instances: a run with 1,000 checkpoints
     loads in about a third of the time (measured in ``bench/NOTES.md``).
     """
-    out = []
-    for (position, key, name, status, attempts, value, error_type, error_message,
-         error_traceback, started_at, finished_at, logs) in _step_rows(using, run_id):
-        error = None
-        if error_type:
-            error = ErrorInfo(error_type, error_message, error_traceback, step_logs(logs))
-        out.append(StepRecord(position, key, name, STEP_STATUS_BY_VALUE[status], attempts,
-                              value, error, started_at, finished_at))
-    return out
+    return [_step_record(row) for row in _step_rows(using, run_id)]
+
+
+def _step_record(row: Sequence[Any]) -> StepRecord:
+    """One :data:`STEP_COLUMNS` row as a record."""
+    (position, key, name, status, attempts, value, error_type, error_message,
+     error_traceback, started_at, finished_at, logs) = row
+    error = None
+    if error_type:
+        error = ErrorInfo(error_type, error_message, error_traceback, step_logs(logs))
+    return StepRecord(position, key, name, STEP_STATUS_BY_VALUE[status], attempts, value,
+                      error, started_at, finished_at)
+
+
+def checkpoints(using: str, run_id: str) -> RowCheckpoints:
+    """The checkpoints of ``run_id`` as ``begin`` hands them to a delivery (see below)."""
+    return RowCheckpoints(_step_rows(using, run_id))
+
+
+_SUCCEEDED = StepStatus.SUCCEEDED.value
+
+
+class RowCheckpoints(MutableMapping[int, StepRecord]):
+    """Checkpoints by position over their rows: a record is built when it is asked for.
+
+    Replaying a success needs only its key, status and value
+    (:meth:`succeeded_value`), read from the row; building a record for every
+    checkpoint of a long run cost about a third of loading it.
+    """
+
+    def __init__(self, rows: Iterable[Sequence[Any]]) -> None:
+        # (rows come in position order, so the last key is the last position)
+        self._rows: dict[int, Sequence[Any] | None] = {row[0]: row for row in rows}
+        self._records: dict[int, StepRecord] = {}
+
+    def get(self, position: int, default: Any = None) -> Any:
+        """The record at ``position`` (built now if it was not yet), else ``default``."""
+        record = self._records.get(position)
+        if record is not None:
+            return record
+        row = self._rows.get(position)
+        if row is None:
+            return default
+        record = self._records[position] = _step_record(row)
+        return record
+
+    def succeeded_value(self, position: int, key: str) -> str | None:
+        """The stored value of a success of step ``key`` at ``position``; None for anything else."""
+        if position in self._records:
+            return succeeded_value(self._records, position, key)
+        row = self._rows.get(position)
+        if row is not None and row[1] == key and row[3] == _SUCCEEDED:
+            return row[5] or "null"
+        return None
+
+    def last(self) -> StepRecord | None:
+        """The record at the highest position when loaded, or None if there is none."""
+        return self.get(next(reversed(self._rows))) if self._rows else None
+
+    def __getitem__(self, position: int) -> StepRecord:
+        record: StepRecord | None = self.get(position)
+        if record is None:
+            raise KeyError(position)
+        return record
+
+    def __setitem__(self, position: int, record: StepRecord) -> None:
+        self._records[position] = record
+        self._rows.setdefault(position, None)
+
+    def __delitem__(self, position: int) -> None:
+        del self._rows[position]
+        self._records.pop(position, None)
+
+    def __contains__(self, position: object) -> bool:
+        return position in self._rows
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(sorted(self._rows))
+
+    def __len__(self) -> int:
+        return len(self._rows)
 
 
 def _step_rows(using: str, run_id: str) -> Sequence[tuple[Any, ...]] | QuerySet[Any]:

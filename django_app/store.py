@@ -142,9 +142,10 @@ class DjangoStore(ControlsMixin, WaitsMixin, CheckpointStore):
                 if run.recoveries > max_recoveries:
                     self._dead_letter(run, max_recoveries, now)
                     return Begin("dead", self._snapshot(run))
-            steps = rows.step_records(self.using, run_id)
-            run.current_step = steps[-1].key if steps else ""
-            run.attempts = steps[-1].attempts if steps else 0
+            checkpoints = rows.checkpoints(self.using, run_id)
+            last = checkpoints.last()
+            run.current_step = last.key if last else ""
+            run.attempts = last.attempts if last else 0
             run.token += 1
             run.owner, run.lease_expires = owner, now + lease_ttl
             run.status, run.not_before, run.due_at = RunStatus.RUNNING.value, None, now + lease_ttl
@@ -153,7 +154,7 @@ class DjangoStore(ControlsMixin, WaitsMixin, CheckpointStore):
             run.save(using=self.using, update_fields=[
                 "recoveries", "token", "owner", "lease_expires", "status", "not_before",
                 "due_at", "started_at", "updated_at", "current_step", "attempts", "options"])
-            return Begin("acquired", rows.run_record(run, steps), run.token)
+            return Begin("acquired", rows.run_record(run), run.token, checkpoints)
 
     def _dead_letter(self, run: Run, max_recoveries: int, now: float) -> None:
         """FAILED with a WorkerLostError: the run lost its worker too often."""

@@ -15,9 +15,13 @@ from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 from ..errors import CorruptCheckpointError
-from ..records import StepRecord
+from ..records import StepRecord, StepStatus, succeeded_value
 
 _JSON = json.JSONDecoder()
+_quoted = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+#: How a success's status appears in its stored record. Only the status field can
+#: hold it: inside a JSON string a quote is escaped.
+_SUCCEEDED = f',"s":"{StepStatus.SUCCEEDED.value}",'
 #: Positions decoded per JSON pass as replay advances.
 CHUNK = 64
 
@@ -36,6 +40,8 @@ class LazyCheckpoints(MutableMapping[int, StepRecord]):
         self._bytes = isinstance(next(iter(fields), b""), bytes)
         self._meta_name = b"c:%d" if self._bytes else "c:%d"
         self._value_name = b"v:%d" if self._bytes else "v:%d"
+        self._succeeded: Any = _SUCCEEDED.encode() if self._bytes else _SUCCEEDED
+        self._closing: Any = b"}" if self._bytes else "}"
         self._decoded: dict[int, StepRecord] = {}
         self._positions: set[int] | None = None
 
@@ -65,6 +71,35 @@ class LazyCheckpoints(MutableMapping[int, StepRecord]):
         if record is None:  # the batch was unreadable: decode this one alone (names it)
             record = self._decoded[position] = self._decode(position, meta)
         return record
+
+    def succeeded_value(self, position: int, key: str) -> str | None:
+        """The stored value of a success of step ``key`` at ``position``; None for anything else.
+
+        The replay shortcut: the stored record is recognised as that step's
+        success from its bytes (:func:`~.redis_codec.meta_text` writes the key
+        first and the status third), so replaying it builds no record and parses
+        no JSON. Anything else, a record this does not recognise included,
+        answers None, and the caller reads the record, which decodes it (or
+        names the corruption).
+        """
+        record = self._decoded.get(position)
+        if record is not None:
+            return succeeded_value(self._decoded, position, key)
+        meta = self._fields.get(self._meta_name % position)
+        if meta is None:
+            return None
+        text = '{"k":' + _quoted(key) + ","
+        head = text.encode() if self._bytes else text
+        if not (meta.startswith(head) and meta.endswith(self._closing)
+                and self._succeeded in meta):
+            return None
+        value = self._fields.get(self._value_name % position)
+        if not value:
+            return "null"
+        try:
+            return value.decode() if self._bytes else value  # type: ignore[no-any-return]
+        except UnicodeDecodeError:
+            return None
 
     def _decode_ahead(self, position: int) -> None:
         """Decode the next :data:`CHUNK` positions from ``position`` in one JSON pass.

@@ -118,3 +118,30 @@ print(again.outcome, again.checkpoints[0].value)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=root, timeout=120, check=False)
     assert out.stdout.split() == ["acquired", '"v"'], out.stderr[-2000:]
+
+
+def test_begin_hands_over_rows_that_become_the_same_records(store: Any) -> None:
+    """``begin`` keeps the rows and builds a record only when asked (``RowCheckpoints``):
+    the records, the replay shortcut and the mapping behave as the eager list does."""
+    from celery_durable.records import succeeded_value
+
+    run_id, steps = _written(store)
+    again = store.begin(run_id, task="t", args="[]", kwargs="{}", options={}, owner="w2",
+                        lease_ttl=60)
+    cps = again.checkpoints
+    assert again.outcome == "acquired" and again.run.steps == []
+    eager = {s.position: s for s in store.get_run(run_id).steps}
+    keys = [s.key for s in steps] + ["other#0"]
+    assert {(p, k): cps.succeeded_value(p, k) for p in range(5) for k in keys} == {
+        (p, k): succeeded_value(eager, p, k) for p in range(5) for k in keys}
+    assert cps.succeeded_value(1, "work#1") == '"é1 <b>"'
+    assert cps.last() == steps[3] and cps[3].error == steps[3].error
+    assert list(cps) == [0, 1, 2, 3] and len(cps) == 4 and 3 in cps and 4 not in cps
+    assert [cps[p] for p in cps] == steps and cps.get(4) is None
+    added = StepRecord(4, "next#0", "next", StepStatus.SUCCEEDED, 1, value="7")
+    cps[4] = added
+    assert cps.succeeded_value(4, "next#0") == "7" and list(cps) == [0, 1, 2, 3, 4]
+    del cps[0]
+    assert 0 not in cps and cps.get(0) is None and cps.succeeded_value(0, "work#0") is None
+    with pytest.raises(KeyError):
+        del cps[0]

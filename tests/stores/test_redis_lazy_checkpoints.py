@@ -12,7 +12,14 @@ import redis
 from redis_stores import redis_store
 
 from celery_durable.errors import CorruptCheckpointError
-from celery_durable.records import ErrorInfo, RunStatus, StepRecord, StepStatus, WaitInfo
+from celery_durable.records import (
+    ErrorInfo,
+    RunStatus,
+    StepRecord,
+    StepStatus,
+    WaitInfo,
+    succeeded_value,
+)
 from celery_durable.stores.redis import RedisStore
 from celery_durable.stores.redis_codec import parse_begin, parse_run
 
@@ -84,6 +91,50 @@ def test_new_records_join_the_mapping(store: RedisStore) -> None:
     assert list(cps) == [0, 1] and cps[1].value == "2"
     del cps[0]
     assert list(cps) == [1] and cps.get(0) is None
+
+
+#: Names a byte comparison could get wrong: JSON escapes, non-ASCII, '#', a status word.
+ODD_NAMES = ["s", 'quo"te', "back\\slash", "naïve ✓", "a#b", ',"s":"succeeded",']
+
+
+def test_the_replay_shortcut_answers_as_the_records_do(store: RedisStore) -> None:
+    """``succeeded_value`` (bytes compared, nothing decoded) agrees with the decoded records."""
+    run_id = uuid.uuid4().hex
+    b = store.begin(run_id, **COMMON)
+    written = [StepRecord(pos, f"{name}#0", name, StepStatus.SUCCEEDED, value=f'"v{pos}"',
+                          started_at=1.5, finished_at=2.5) for pos, name in enumerate(ODD_NAMES)]
+    written.append(StepRecord(len(written), "empty#0", "empty", StepStatus.SUCCEEDED, value=""))
+    written.append(StepRecord(len(written), "oops#0", "oops", StepStatus.FAILED, 3,
+                              error=ErrorInfo("ValueError", ',"s":"succeeded",', "tb")))
+    for record in written:
+        assert store.save_step(run_id, b.token, record)
+    retrying = StepRecord(len(written), "flaky#0", "flaky", StepStatus.RETRYING, 2,
+                          error=ErrorInfo("OSError", "later", "tb"))
+    assert store.park(run_id, b.token, status=RunStatus.RETRYING, delay=0, due_in=60,
+                      step=retrying)
+    again = store.begin(run_id, **{**COMMON, "owner": "h:2:2"})
+    records = {r.position: r for r in [*written, retrying]}
+    keys = [r.key for r in records.values()] + ["s#1", "other#0"]
+    answers = {(pos, key): again.checkpoints.succeeded_value(pos, key)
+               for pos in [*records, 99] for key in keys}
+    assert answers == {(pos, key): succeeded_value(records, pos, key)
+                       for pos in [*records, 99] for key in keys}
+    assert answers[(0, "s#0")] == '"v0"' and answers[(len(ODD_NAMES), "empty#0")] == "null"
+    assert sum(answer is not None for answer in answers.values()) == len(ODD_NAMES) + 1
+
+
+def test_a_success_whose_record_is_cut_short_is_not_replayed_by_the_shortcut(
+        store: RedisStore) -> None:
+    run_id = uuid.uuid4().hex
+    b = store.begin(run_id, **COMMON)
+    assert store.save_step(run_id, b.token, StepRecord(0, "s#0", "s", StepStatus.SUCCEEDED,
+                                                       value="1", started_at=1.5))
+    store.client.hset(store.run_key(run_id), "c:0", '{"k":"s#0","n":"s","s":"succeeded","a":1')
+    assert store.park(run_id, b.token, status=RunStatus.RETRYING, delay=0, due_in=60)
+    again = store.begin(run_id, **{**COMMON, "owner": "h:2:2"})
+    assert again.checkpoints.succeeded_value(0, "s#0") is None
+    with pytest.raises(CorruptCheckpointError, match=f"run {run_id}: .*position 0"):
+        again.checkpoints.get(0)
 
 
 def _interleave(store: RedisStore, monkeypatch: pytest.MonkeyPatch,
