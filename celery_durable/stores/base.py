@@ -46,7 +46,9 @@ class CheckpointStore(ABC):
         the lease for ``owner`` (incrementing the fencing token) and returns
         the run with all its checkpoints: in ``run.steps``, or (a store that
         decodes them lazily) in ``Begin.checkpoints`` with ``run.steps`` empty.
-        Taking over a run that was RUNNING
+        Such a mapping may also answer ``succeeded_value(position, key)`` (as
+        :func:`~celery_durable.records.succeeded_value` does for a dict), so
+        replaying a success builds no record. Taking over a run that was RUNNING
         (its holder died) counts a recovery; past ``max_recoveries`` the run
         becomes FAILED with a WorkerLostError and the outcome is ``dead``.
         """
