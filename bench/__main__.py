@@ -130,7 +130,8 @@ def run_celery(app: Any, c: Contender, ns: argparse.Namespace, base_env: dict[st
 def run_resume(key: str, label: str, env: dict[str, str], trials: int) -> dict[str, Any]:
     """The resume benchmark for one store, in a subprocess."""
     store = "redis" if key == "redis" else "django"
-    out = json_line(run_module("bench.resume", ["--store", store, "--trials", str(trials),
+    # A trial is a few milliseconds: four times the suite's trials, interleaved over N.
+    out = json_line(run_module("bench.resume", ["--store", store, "--trials", str(4 * trials),
                                                 "--counts", ",".join(map(str, STEP_COUNTS))],
                                env, timeout=600))
     counts = {n: {"load": summary(v["load"]), "replay": summary(v["replay"]),

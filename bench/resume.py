@@ -105,33 +105,53 @@ def _fail_at_end(ctx: RunContext) -> None:
     raise RuntimeError("the injected failure did not park the run")
 
 
-def measure(store: CheckpointStore, n: int, trials: int) -> dict[str, Any]:
-    """Trials of (begin + replay of n steps) for a run that failed at step n + 1."""
+def _prepared(store: CheckpointStore, n: int) -> str:
+    """A run that did ``n`` steps and then failed at step n + 1 (parked for a retry)."""
     run_id = f"resume-{n}-{uuid.uuid4().hex[:8]}"
     ctx = _context(store, run_id, _begin(store, run_id))
     for i in range(n):
         run_step(ctx, "work", work, (i,), {}, {})
     _fail_at_end(ctx)
-    load, replay, total, trips = [], [], [], []
-    for _ in range(trials + 1):           # the first trial warms up and is dropped
-        ROUND_TRIPS[0] = 0
-        t0 = time.perf_counter()
-        begin = _begin(store, run_id)
-        ctx = _context(store, run_id, begin)
-        t1 = time.perf_counter()
-        for i in range(n):
-            run_step(ctx, "work", work, (i,), {}, {})
-        t2 = time.perf_counter()
-        trips.append(ROUND_TRIPS[0])
-        if len(begin.checkpoints) != n + 1:
-            raise RuntimeError(f"begin() loaded {len(begin.checkpoints)} checkpoints, "
-                               f"expected {n + 1}")
-        load.append(t1 - t0)
-        replay.append(t2 - t1)
-        total.append(t2 - t0)
-        _fail_at_end(ctx)
-    return {"load": load[1:], "replay": replay[1:], "total": total[1:],
-            "round_trips": max(trips[1:])}
+    return run_id
+
+
+def _trial(store: CheckpointStore, run_id: str, n: int) -> tuple[float, float, int]:
+    """One resumed delivery: (load seconds, replay seconds, round trips); parks the run again."""
+    ROUND_TRIPS[0] = 0
+    t0 = time.perf_counter()
+    begin = _begin(store, run_id)
+    ctx = _context(store, run_id, begin)
+    t1 = time.perf_counter()
+    for i in range(n):
+        run_step(ctx, "work", work, (i,), {}, {})
+    t2 = time.perf_counter()
+    trips = ROUND_TRIPS[0]
+    if len(begin.checkpoints) != n + 1:
+        raise RuntimeError(f"begin() loaded {len(begin.checkpoints)} checkpoints, "
+                           f"expected {n + 1}")
+    _fail_at_end(ctx)
+    return t1 - t0, t2 - t1, trips
+
+
+def measure(store: CheckpointStore, counts: list[int], trials: int) -> dict[int, Any]:
+    """Trials of (begin + replay of n steps) for runs that failed at step n + 1.
+
+    The trials of the step counts are interleaved (one of each per round), so
+    the machine's drift lands on every count alike; the first round warms up
+    and is dropped.
+    """
+    runs = {n: _prepared(store, n) for n in counts}
+    out: dict[int, dict[str, list[Any]]] = {
+        n: {"load": [], "replay": [], "total": [], "trips": []} for n in counts}
+    for round_ in range(trials + 1):
+        for n in counts:
+            load, replay, trips = _trial(store, runs[n], n)
+            if round_:
+                for name, value in (("load", load), ("replay", replay),
+                                    ("total", load + replay), ("trips", trips)):
+                    out[n][name].append(value)
+    return {n: {"load": v["load"], "replay": v["replay"], "total": v["total"],
+                "round_trips": max(v["trips"])} for n, v in out.items()}
 
 
 def main() -> None:
@@ -144,7 +164,7 @@ def main() -> None:
     ns = parser.parse_args()
     store, close = _redis_store(ns.prefix) if ns.store == "redis" else _django_store()
     try:
-        out = {n: measure(store, int(n), ns.trials) for n in ns.counts.split(",")}
+        out = measure(store, [int(n) for n in ns.counts.split(",")], ns.trials)
     finally:
         close()
     print("BENCH-JSON " + json.dumps(out))
