@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .config import DurableSettings
-from .records import StepRecord, WaitInfo, succeeded_value
+from .records import OnDemandCheckpoints, StepRecord, WaitInfo, succeeded_value
 from .retry import RetryPolicy
 from .serialization import Serializer
 from .stores.base import CheckpointStore
@@ -62,13 +62,14 @@ class RunContext:
     #: The run that started this one as a child (call/gather/map), if any.
     parent: str | None = None
     #: ``replayed(position, key)``: the stored value of a success of step ``key`` at
-    #: ``position``, else None (the checkpoints' own ``succeeded_value`` when they have one).
+    #: ``position``, else None (read without building a record from on-demand checkpoints).
     replayed: Callable[[int, str], str | None] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        own = getattr(self.checkpoints, "succeeded_value", None)
-        self.replayed = own if own is not None else functools.partial(succeeded_value,
-                                                                      self.checkpoints)
+        checkpoints = self.checkpoints
+        self.replayed = (checkpoints.succeeded_value
+                         if isinstance(checkpoints, OnDemandCheckpoints)
+                         else functools.partial(succeeded_value, checkpoints))
 
     def next_key(self, name: str) -> tuple[int, str]:
         """Allocate the position and the ``name#n`` key of the next step call."""

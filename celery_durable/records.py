@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import enum
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
@@ -112,15 +113,38 @@ def succeeded_value(checkpoints: Mapping[int, StepRecord], position: int,
                     key: str) -> str | None:
     """The stored value of a success of step ``key`` at ``position``; None for anything else.
 
-    The replay shortcut of plain mappings. Stores that decode lazily give
-    their checkpoint mapping its own ``succeeded_value`` that answers without
-    building a record. None (no checkpoint, another step, a failure) sends the
-    caller to the record itself, which decides what to do.
+    The replay shortcut over a plain mapping of records;
+    :class:`OnDemandCheckpoints` answer it without building one. None (no
+    checkpoint, another step, a failure) sends the caller to the record
+    itself, which decides what to do.
     """
     record = checkpoints.get(position)
     if record is not None and record.key == key and record.status is StepStatus.SUCCEEDED:
         return record.value or "null"
     return None
+
+
+class OnDemandCheckpoints(MutableMapping[int, StepRecord]):
+    """Checkpoints by position that build a record only when one is asked for.
+
+    What a store that loads lazily hands over as ``Begin.checkpoints``.
+    Subclasses implement :meth:`get`, :meth:`succeeded_value` (see the
+    function of that name) and the rest of the mapping.
+    """
+
+    @abc.abstractmethod
+    def get(self, position: int, default: Any = None) -> Any:
+        """The record at ``position`` (built now if it was not yet), else ``default``."""
+
+    @abc.abstractmethod
+    def succeeded_value(self, position: int, key: str) -> str | None:
+        """The stored value of a success of step ``key`` at ``position``; None for anything else."""
+
+    def __getitem__(self, position: int) -> StepRecord:
+        record: StepRecord | None = self.get(position)
+        if record is None:
+            raise KeyError(position)
+        return record
 
 
 @dataclass
@@ -229,8 +253,9 @@ class Begin:
     outcome: str
     run: RunRecord
     token: int = 0
-    #: The checkpoints by position. Stores that decode lazily (Redis) fill this
-    #: and leave ``run.steps`` empty; for the others it is built from ``run.steps``.
+    #: The checkpoints by position. Stores that load lazily (Redis, Django) fill this
+    #: with :class:`OnDemandCheckpoints` and leave ``run.steps`` empty; for the others
+    #: it is built from ``run.steps``.
     checkpoints: MutableMapping[int, StepRecord] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
-from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from django.conf import settings
@@ -21,6 +21,7 @@ from django.db.models import QuerySet
 from celery_durable.records import (
     STEP_STATUS_BY_VALUE,
     ErrorInfo,
+    OnDemandCheckpoints,
     RunRecord,
     RunStatus,
     StepRecord,
@@ -97,7 +98,7 @@ def checkpoints(using: str, run_id: str) -> RowCheckpoints:
 _SUCCEEDED = StepStatus.SUCCEEDED.value
 
 
-class RowCheckpoints(MutableMapping[int, StepRecord]):
+class RowCheckpoints(OnDemandCheckpoints):
     """Checkpoints by position over their rows: a record is built when it is asked for.
 
     Replaying a success needs only its key, status and value
@@ -133,12 +134,6 @@ class RowCheckpoints(MutableMapping[int, StepRecord]):
     def last(self) -> StepRecord | None:
         """The record at the highest position when loaded, or None if there is none."""
         return self.get(next(reversed(self._rows))) if self._rows else None
-
-    def __getitem__(self, position: int) -> StepRecord:
-        record: StepRecord | None = self.get(position)
-        if record is None:
-            raise KeyError(position)
-        return record
 
     def __setitem__(self, position: int, record: StepRecord) -> None:
         self._records[position] = record

@@ -45,10 +45,9 @@ class CheckpointStore(ABC):
         until later, or leased by a live owner other than ``steal_from``, takes
         the lease for ``owner`` (incrementing the fencing token) and returns
         the run with all its checkpoints: in ``run.steps``, or (a store that
-        decodes them lazily) in ``Begin.checkpoints`` with ``run.steps`` empty.
-        Such a mapping may also answer ``succeeded_value(position, key)`` (as
-        :func:`~celery_durable.records.succeeded_value` does for a dict), so
-        replaying a success builds no record. Taking over a run that was RUNNING
+        decodes them lazily) in ``Begin.checkpoints`` with ``run.steps`` empty,
+        as an :class:`~celery_durable.records.OnDemandCheckpoints` (replaying a
+        success then builds no record). Taking over a run that was RUNNING
         (its holder died) counts a recovery; past ``max_recoveries`` the run
         becomes FAILED with a WorkerLostError and the outcome is ``dead``.
         """

@@ -11,11 +11,11 @@ of checkpoints and each replayed step pays for its own record.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterator
 from typing import Any
 
 from ..errors import CorruptCheckpointError
-from ..records import StepRecord, StepStatus, succeeded_value
+from ..records import OnDemandCheckpoints, StepRecord, StepStatus, succeeded_value
 
 _JSON = json.JSONDecoder()
 _quoted = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
@@ -26,7 +26,7 @@ _SUCCEEDED = f',"s":"{StepStatus.SUCCEEDED.value}",'
 CHUNK = 64
 
 
-class LazyCheckpoints(MutableMapping[int, StepRecord]):
+class LazyCheckpoints(OnDemandCheckpoints):
     """Checkpoints by position over the raw fields of a run hash (bytes or str names).
 
     A position whose stored record cannot be read raises
@@ -128,12 +128,6 @@ class LazyCheckpoints(MutableMapping[int, StepRecord]):
         except (ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError):
             return
         decoded.update(zip(positions, records, strict=True))
-
-    def __getitem__(self, position: int) -> StepRecord:
-        record: StepRecord | None = self.get(position)
-        if record is None:
-            raise KeyError(position)
-        return record
 
     def __setitem__(self, position: int, record: StepRecord) -> None:
         self._decoded[position] = record
