@@ -17,6 +17,7 @@ in its own process (Django is configured per process); prints JSON.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import time
@@ -136,15 +137,19 @@ def _trial(store: CheckpointStore, run_id: str, n: int) -> tuple[float, float, i
 def measure(store: CheckpointStore, counts: list[int], trials: int) -> dict[int, Any]:
     """Trials of (begin + replay of n steps) for runs that failed at step n + 1.
 
-    The trials of the step counts are interleaved (one of each per round), so
-    the machine's drift lands on every count alike; the first round warms up
-    and is dropped.
+    The trials of the step counts are interleaved (one of each per round, the
+    order rotated every round so no count always follows the same one), so
+    the machine's drift lands on every count alike; a full garbage collection
+    before each trial (untimed) keeps one trial's garbage off the next. The
+    first round warms up and is dropped.
     """
     runs = {n: _prepared(store, n) for n in counts}
     out: dict[int, dict[str, list[Any]]] = {
         n: {"load": [], "replay": [], "total": [], "trips": []} for n in counts}
     for round_ in range(trials + 1):
-        for n in counts:
+        turn = round_ % len(counts)
+        for n in counts[turn:] + counts[:turn]:
+            gc.collect()
             load, replay, trips = _trial(store, runs[n], n)
             if round_:
                 for name, value in (("load", load), ("replay", replay),

@@ -94,8 +94,9 @@ def active_run() -> RunContext | None:
 def body_context(what: str) -> RunContext | None:
     """The run whose *body* is calling ``what()`` (a wait or a child call), or None outside one.
 
-    Raises RuntimeError inside a step (waits and child calls belong in the body)
-    and LeaseLost if another delivery took the run over.
+    Raises RuntimeError inside a step (waits and child calls belong in the body),
+    LeaseLost if another delivery took the run over, and the run's fatal error
+    (a corrupt or foreign checkpoint) if the body caught it and went on.
     """
     from ._signals import LeaseLost
     from .leases import lease_lost
@@ -104,6 +105,8 @@ def body_context(what: str) -> RunContext | None:
     if ctx is not None and current_step.get() is not None:
         raise RuntimeError(f"{what}() cannot be called inside a step; call it from the "
                            "durable task's body")
+    if ctx is not None and ctx.fatal is not None:  # the body caught an error that ends the run
+        raise ctx.fatal
     if ctx is not None and lease_lost(ctx.run_id):
         raise LeaseLost()
     return ctx

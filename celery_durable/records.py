@@ -138,7 +138,8 @@ class OnDemandCheckpoints(MutableMapping[int, StepRecord]):
 
     @abc.abstractmethod
     def succeeded_value(self, position: int, key: str) -> str | None:
-        """The stored value of a success of step ``key`` at ``position``; None for anything else."""
+        """The stored value of a success of step ``key`` at ``position`` (``"null"`` for an
+        empty one); None for anything else, as :func:`succeeded_value` answers."""
 
     def __getitem__(self, position: int) -> StepRecord:
         record: StepRecord | None = self.get(position)

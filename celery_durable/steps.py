@@ -25,7 +25,12 @@ from .context import (
     current_step,
     require_step_context,
 )
-from .errors import NonDeterministicStepError, SerializationError, StepFailedError
+from .errors import (
+    CorruptCheckpointError,
+    NonDeterministicStepError,
+    SerializationError,
+    StepFailedError,
+)
 from .leases import lease_lost
 from .records import ErrorInfo, RunStatus, StepRecord, StepStatus
 from .retry import Backoff, RetryPolicy, as_backoff, merge
@@ -49,8 +54,16 @@ def _failed(ctx: RunContext, record: StepRecord) -> StepFailedError:
 
 
 def _replay(ctx: RunContext, position: int, key: str) -> StepRecord | None:
-    """The recorded outcome at ``position``, after checking it is the same step."""
-    record = ctx.checkpoints.get(position)
+    """The recorded outcome at ``position``, after checking it is the same step.
+
+    An unreadable or foreign record ends the run even if the body catches the
+    error (``ctx.fatal``): nothing may run on top of it.
+    """
+    try:
+        record = ctx.checkpoints.get(position)
+    except CorruptCheckpointError as unreadable:
+        ctx.fatal = unreadable
+        raise
     if record is not None and record.key != key:
         exc = NonDeterministicStepError(
             f"run {ctx.run_id}: at position {position} the run recorded step "
@@ -66,6 +79,8 @@ def _replay(ctx: RunContext, position: int, key: str) -> StepRecord | None:
 def run_step(ctx: RunContext, name: str, fn: Callable[..., Any], args: tuple[Any, ...],
              kwargs: dict[str, Any], options: dict[str, Any]) -> Any:
     """Execute or replay one step call of the run ``ctx``."""
+    if ctx.fatal is not None:  # the body caught an error that ends the run: nothing more runs
+        raise ctx.fatal
     if lease_lost(ctx.run_id):
         raise LeaseLost()
     position, key = ctx.next_key(name)

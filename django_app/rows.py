@@ -18,6 +18,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.utils import CursorWrapper
 from django.db.models import QuerySet
 
+from celery_durable.errors import CorruptCheckpointError
 from celery_durable.records import (
     STEP_STATUS_BY_VALUE,
     ErrorInfo,
@@ -92,7 +93,7 @@ def _step_record(row: Sequence[Any]) -> StepRecord:
 
 def checkpoints(using: str, run_id: str) -> RowCheckpoints:
     """The checkpoints of ``run_id`` as ``begin`` hands them to a delivery (see below)."""
-    return RowCheckpoints(_step_rows(using, run_id))
+    return RowCheckpoints(run_id, _step_rows(using, run_id))
 
 
 _SUCCEEDED = StepStatus.SUCCEEDED.value
@@ -103,10 +104,13 @@ class RowCheckpoints(OnDemandCheckpoints):
 
     Replaying a success needs only its key, status and value
     (:meth:`succeeded_value`), read from the row; building a record for every
-    checkpoint of a long run cost about a third of loading it.
+    checkpoint of a long run cost about a third of loading it. A row that
+    cannot be a record raises :class:`CorruptCheckpointError` naming the run and
+    the position when it is first asked for, and replay stops there.
     """
 
-    def __init__(self, rows: Iterable[Sequence[Any]]) -> None:
+    def __init__(self, run_id: str, rows: Iterable[Sequence[Any]]) -> None:
+        self.run_id = run_id
         # (rows come in position order, so the last key is the last position)
         self._rows: dict[int, Sequence[Any] | None] = {row[0]: row for row in rows}
         self._records: dict[int, StepRecord] = {}
@@ -119,7 +123,13 @@ class RowCheckpoints(OnDemandCheckpoints):
         row = self._rows.get(position)
         if row is None:
             return default
-        record = self._records[position] = _step_record(row)
+        try:
+            record = self._records[position] = _step_record(row)
+        except (KeyError, ValueError, TypeError) as exc:
+            raise CorruptCheckpointError(
+                f"run {self.run_id}: the checkpoint at position {position} is corrupt and "
+                f"cannot be read ({type(exc).__name__}: {str(exc)[:200]})",
+                run_id=self.run_id) from exc
         return record
 
     def succeeded_value(self, position: int, key: str) -> str | None:
@@ -131,9 +141,14 @@ class RowCheckpoints(OnDemandCheckpoints):
             return row[5] or "null"
         return None
 
-    def last(self) -> StepRecord | None:
-        """The record at the highest position when loaded, or None if there is none."""
-        return self.get(next(reversed(self._rows))) if self._rows else None
+    def last_step(self) -> tuple[str, int]:
+        """The key and attempts of the checkpoint at the highest position, ``("", 0)`` if none.
+
+        Read from the row as loaded (no record is built, so a corrupt row is
+        reported by replay, naming its position, not by ``begin``).
+        """
+        row = self._rows[next(reversed(self._rows))] if self._rows else None
+        return (str(row[1]), int(row[4])) if row is not None else ("", 0)
 
     def __setitem__(self, position: int, record: StepRecord) -> None:
         self._records[position] = record

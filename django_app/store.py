@@ -143,9 +143,7 @@ class DjangoStore(ControlsMixin, WaitsMixin, CheckpointStore):
                     self._dead_letter(run, max_recoveries, now)
                     return Begin("dead", self._snapshot(run))
             checkpoints = rows.checkpoints(self.using, run_id)
-            last = checkpoints.last()
-            run.current_step = last.key if last else ""
-            run.attempts = last.attempts if last else 0
+            run.current_step, run.attempts = checkpoints.last_step()
             run.token += 1
             run.owner, run.lease_expires = owner, now + lease_ttl
             run.status, run.not_before, run.due_at = RunStatus.RUNNING.value, None, now + lease_ttl

@@ -20,6 +20,7 @@ from celery_durable import RunStatus, SerializationError, durable_task, get_run,
 from celery_durable.errors import CorruptCheckpointError
 from celery_durable.records import StepRecord, StepStatus
 from celery_durable.stores import get_store
+from celery_durable.waits import sleep as durable_sleep
 
 CALLS: list[str] = []
 
@@ -80,6 +81,11 @@ def deliver(task: Any, run_id: str, args: list[Any]) -> BaseException | None:
     ("v:0", b"\xff\xfe\x00garbage"),           # not UTF-8 at all
     ("c:0", '{"k":"double#0","n":"dou'),       # a truncated step record
     ("c:0", b"\xc3\x28"),                      # an invalid UTF-8 sequence
+    # success records of a shape the store never writes (the replay shortcut must not
+    # take them for a success: the full decode names them)
+    ("c:0", '{"k":"double#0","s":"succeeded","a":1}'),
+    ("c:0", '{"k":"double#0","n":"double","s":"succeeded","a":"x","t0":null,"t1":null}'),
+    ("c:0", '{"k":"double#0","n":"double","s":"succeeded","a":1,"t0":null,"t1":null}junk}'),
     ("args", "[10, "),                         # truncated arguments
     ("options", "{\"queue\": "),               # truncated delivery options
 ])
@@ -111,6 +117,32 @@ def test_corrupt_checkpoint_dead_letters_the_run_instead_of_looping(app, redis_c
     assert CALLS == [] and redis_client.hget(store.run_key(run_id), "status") == b"FAILED"
     # Nothing left to loop on: the sweeper drops the run instead of republishing it.
     assert store.claim_due(run_id, grace=0, max_recoveries=5).action == "gone"
+
+
+@pytest.mark.parametrize("then", ["step", "sleep"])
+def test_a_body_that_catches_the_corruption_error_still_dead_letters_the_run(
+        app, redis_client, then) -> None:
+    """A step call wrapped in ``except Exception`` cannot run the body on past a corrupt
+    checkpoint (neither a step nor a wait): the run ends FAILED with
+    CorruptCheckpointError all the same."""
+    @durable_task(app=app, name=f"hostile.swallow.{uuid.uuid4().hex[:6]}")
+    def task(x: int) -> int:
+        try:
+            x = double(x)
+        except Exception:
+            x = -1
+        if then == "sleep":
+            durable_sleep(3600)  # (skipped in eager mode, but checkpointed)
+            return x
+        return double(x)
+
+    run_id, store = parked_run(app, task, [10])
+    redis_client.hset(store.run_key(run_id), "c:0", '{"k":"double#0","n":"dou')
+    error = deliver(task, run_id, [10])
+    assert isinstance(error, CorruptCheckpointError), error
+    assert CALLS == [], "no step may run on top of a corrupt checkpoint"
+    assert redis_client.hget(store.run_key(run_id), "c:1") is None, "nor a wait"
+    assert redis_client.hget(store.run_key(run_id), "status") == b"FAILED"
 
 
 def test_corrupt_options_of_a_routed_run_dead_letter_it_when_a_traced_delivery_begins(

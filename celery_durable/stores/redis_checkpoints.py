@@ -11,6 +11,7 @@ of checkpoints and each replayed step pays for its own record.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,9 +20,15 @@ from ..records import OnDemandCheckpoints, StepRecord, StepStatus, succeeded_val
 
 _JSON = json.JSONDecoder()
 _quoted = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
-#: How a success's status appears in its stored record. Only the status field can
-#: hold it: inside a JSON string a quote is escaped.
-_SUCCEEDED = f',"s":"{StepStatus.SUCCEEDED.value}",'
+
+_STRING = r'"(?:[^"\\\x00-\x1f\x7f-\xff]|\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4}))*"'
+_NUMBER = r"(?:null|-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?)"
+#: The rest of a success's stored record after its key, exactly as
+#: :func:`~.redis_codec.meta_text` writes it (ASCII JSON, fields in this order).
+_SUCCESS_TAIL = (f'"n":{_STRING},"s":"{StepStatus.SUCCEEDED.value}",'
+                 f'"a":-?\\d+,"t0":{_NUMBER},"t1":{_NUMBER}}}')
+_SUCCESS_TAIL_TEXT = re.compile(_SUCCESS_TAIL)
+_SUCCESS_TAIL_BYTES = re.compile(_SUCCESS_TAIL.encode())
 #: Positions decoded per JSON pass as replay advances.
 CHUNK = 64
 
@@ -40,8 +47,7 @@ class LazyCheckpoints(OnDemandCheckpoints):
         self._bytes = isinstance(next(iter(fields), b""), bytes)
         self._meta_name = b"c:%d" if self._bytes else "c:%d"
         self._value_name = b"v:%d" if self._bytes else "v:%d"
-        self._succeeded: Any = _SUCCEEDED.encode() if self._bytes else _SUCCEEDED
-        self._closing: Any = b"}" if self._bytes else "}"
+        self._success_tail: Any = _SUCCESS_TAIL_BYTES if self._bytes else _SUCCESS_TAIL_TEXT
         self._decoded: dict[int, StepRecord] = {}
         self._positions: set[int] | None = None
 
@@ -76,11 +82,11 @@ class LazyCheckpoints(OnDemandCheckpoints):
         """The stored value of a success of step ``key`` at ``position``; None for anything else.
 
         The replay shortcut: the stored record is recognised as that step's
-        success from its bytes (:func:`~.redis_codec.meta_text` writes the key
-        first and the status third), so replaying it builds no record and parses
-        no JSON. Anything else, a record this does not recognise included,
-        answers None, and the caller reads the record, which decodes it (or
-        names the corruption).
+        success by its shape (the key, then exactly the fields
+        :func:`~.redis_codec.meta_text` writes for a success), so replaying it
+        builds no record and parses no JSON. Anything else, a record of another
+        shape or a damaged one included, answers None, and the caller reads the
+        record, which decodes it (or names the corruption).
         """
         record = self._decoded.get(position)
         if record is not None:
@@ -90,8 +96,7 @@ class LazyCheckpoints(OnDemandCheckpoints):
             return None
         text = '{"k":' + _quoted(key) + ","
         head = text.encode() if self._bytes else text
-        if not (meta.startswith(head) and meta.endswith(self._closing)
-                and self._succeeded in meta):
+        if not meta.startswith(head) or self._success_tail.fullmatch(meta, len(head)) is None:
             return None
         value = self._fields.get(self._value_name % position)
         if not value:

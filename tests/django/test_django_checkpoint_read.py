@@ -135,13 +135,28 @@ def test_begin_hands_over_rows_that_become_the_same_records(store: Any) -> None:
     assert {(p, k): cps.succeeded_value(p, k) for p in range(5) for k in keys} == {
         (p, k): succeeded_value(eager, p, k) for p in range(5) for k in keys}
     assert cps.succeeded_value(1, "work#1") == '"é1 <b>"'
-    assert cps.last() == steps[3] and cps[3].error == steps[3].error
+    assert cps.last_step() == ("flaky#0", 2) and cps[3].error == steps[3].error
     assert list(cps) == [0, 1, 2, 3] and len(cps) == 4 and 3 in cps and 4 not in cps
     assert [cps[p] for p in cps] == steps and cps.get(4) is None
     added = StepRecord(4, "next#0", "next", StepStatus.SUCCEEDED, 1, value="7")
     cps[4] = added
     assert cps.succeeded_value(4, "next#0") == "7" and list(cps) == [0, 1, 2, 3, 4]
+    cps[1] = StepRecord(1, "work#1", "work", StepStatus.FAILED, 3, error=ErrorInfo("E", "m", ""))
+    assert cps.succeeded_value(1, "work#1") is None and len(cps) == 5  # replaced, not added
     del cps[0]
     assert 0 not in cps and cps.get(0) is None and cps.succeeded_value(0, "work#0") is None
     with pytest.raises(KeyError):
         del cps[0]
+
+
+def test_an_empty_stored_value_replays_as_null(store: Any) -> None:
+    run_id = str(uuid.uuid4())
+    began = store.begin(run_id, task="t", args="[]", kwargs="{}", options={}, owner="w1",
+                        lease_ttl=60)
+    assert store.save_step(run_id, began.token, StepRecord(0, "nothing#0", "nothing",
+                                                           StepStatus.SUCCEEDED, 1, value=""))
+    assert store.park(run_id, began.token, status=RunStatus.RETRYING, delay=0, due_in=60)
+    again = store.begin(run_id, task="t", args="[]", kwargs="{}", options={}, owner="w2",
+                        lease_ttl=60)
+    assert again.checkpoints.succeeded_value(0, "nothing#0") == "null"
+    assert again.checkpoints.last_step() == ("nothing#0", 1)

@@ -84,3 +84,18 @@ def test_intact_row_resumes(app) -> None:
     task, run_id = parked(app)
     assert task.apply(args=[2], task_id=run_id).result == 18
     assert CALLS == ["triple"]
+
+
+def test_a_corrupt_step_row_dead_letters_the_run_naming_its_position(app) -> None:
+    """A step row the store never writes (an unknown status) is reported when replay
+    reaches it, as CorruptCheckpointError naming the run and the position; no step runs."""
+    from celery_durable.errors import CorruptCheckpointError
+    from django_app.models import Run, Step
+
+    task, run_id = parked(app)
+    Step.objects.filter(run_id=run_id).update(status="bogus")
+    result = task.apply(args=[2], task_id=run_id)
+    assert isinstance(result.result, CorruptCheckpointError), result.result
+    assert f"run {run_id}: the checkpoint at position 0 is corrupt" in str(result.result)
+    assert CALLS == []
+    assert Run.objects.get(pk=run_id).status == "FAILED"

@@ -107,6 +107,45 @@ def test_begin_returns_every_checkpoint(store: CheckpointStore) -> None:
     assert again.run.recoveries == 0  # resuming a parked run is not a recovery
 
 
+def test_a_resumed_delivery_replays_its_successes_without_building_their_records(
+        store: CheckpointStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Replay through ``run_step``: each success returns its value and its function does not
+    run; on-demand checkpoints answer through ``succeeded_value`` and build no record
+    (only the retried step, a RETRYING record, is read in full)."""
+    from celery_durable.config import DurableSettings
+    from celery_durable.context import RunContext
+    from celery_durable.records import OnDemandCheckpoints
+    from celery_durable.retry import RetryPolicy
+    from celery_durable.serialization import get_serializer
+    from celery_durable.steps import run_step
+
+    run_id = new_id()
+    first = begin(store, run_id)
+    for pos in range(4):
+        assert store.save_step(run_id, first.token,
+                               succeeded(pos, key=f"w#{pos}", value=str(pos * 10)))
+    assert store.park(run_id, first.token, status=RunStatus.RETRYING, delay=0, due_in=60,
+                      step=failed(4, key="flaky#0", status=StepStatus.RETRYING, attempts=1))
+    again = begin(store, run_id, "host:2:2")
+    ctx = RunContext(task=None, run_id=run_id, token=again.token, store=store,  # type: ignore[arg-type]
+                     settings=DurableSettings(), serializer=get_serializer("json"),
+                     policy=RetryPolicy(), checkpoints=again.checkpoints)
+    built: list[int] = []
+    if isinstance(again.checkpoints, OnDemandCheckpoints):
+        real_get = again.checkpoints.get
+        monkeypatch.setattr(again.checkpoints, "get",
+                            lambda position, default=None: built.append(position) or real_get(
+                                position, default))
+
+    def must_not_run() -> None:
+        raise AssertionError("a completed step ran again")
+
+    assert [run_step(ctx, "w", must_not_run, (), {}, {}) for _ in range(4)] == [0, 10, 20, 30]
+    assert run_step(ctx, "flaky", lambda: "ran", (), {}, {}) == "ran"
+    if isinstance(again.checkpoints, OnDemandCheckpoints):
+        assert built == [4]
+
+
 def test_begin_on_a_parked_run_is_early_until_its_delay_passes(store: CheckpointStore) -> None:
     """A run parked for a retry refuses deliveries (``early``) until the delay has passed."""
     run_id = new_id()

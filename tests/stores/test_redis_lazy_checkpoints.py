@@ -94,7 +94,8 @@ def test_new_records_join_the_mapping(store: RedisStore) -> None:
 
 
 #: Names a byte comparison could get wrong: JSON escapes, non-ASCII, '#', a status word.
-ODD_NAMES = ["s", 'quo"te', "back\\slash", "naïve ✓", "a#b", ',"s":"succeeded",']
+ODD_NAMES = ["s", 'quo"te', "back\\slash", "naïve ✓", "a#b", ',"s":"succeeded",', "tab\tnl\n",
+             "sl/ash", "lone\ud800"]
 
 
 def test_the_replay_shortcut_answers_as_the_records_do(store: RedisStore) -> None:
@@ -121,6 +122,23 @@ def test_the_replay_shortcut_answers_as_the_records_do(store: RedisStore) -> Non
                        for pos in [*records, 99] for key in keys}
     assert answers[(0, "s#0")] == '"v0"' and answers[(len(ODD_NAMES), "empty#0")] == "null"
     assert sum(answer is not None for answer in answers.values()) == len(ODD_NAMES) + 1
+
+
+def test_the_replay_shortcut_follows_records_already_in_memory(store: RedisStore) -> None:
+    """Once a position is decoded (a read, the chunk decoded ahead) or replaced in memory,
+    the shortcut answers from that record, not from the stored bytes."""
+    run_id = uuid.uuid4().hex
+    b = store.begin(run_id, **COMMON)
+    for pos in range(4):
+        assert store.save_step(run_id, b.token, StepRecord(pos, f"s#{pos}", "s",
+                                                           StepStatus.SUCCEEDED, value=str(pos)))
+    assert store.park(run_id, b.token, status=RunStatus.RETRYING, delay=0, due_in=60)
+    cps = store.begin(run_id, **{**COMMON, "owner": "h:2:2"}).checkpoints
+    cps[1] = StepRecord(1, "s#1", "s", StepStatus.FAILED, 3, error=ErrorInfo("E", "m", "tb"))
+    assert cps.succeeded_value(1, "s#1") is None
+    assert cps.get(0).value == "0"  # decodes ahead from 0, up to the replaced position 1
+    cps[2] = StepRecord(2, "s#2", "s", StepStatus.SUCCEEDED, value="99")
+    assert [cps.succeeded_value(p, f"s#{p}") for p in range(4)] == ["0", None, "99", "3"]
 
 
 def test_a_success_whose_record_is_cut_short_is_not_replayed_by_the_shortcut(
