@@ -276,9 +276,9 @@ def render(results: dict[str, Any], images: list[Path], notes: str | None) -> st
             "The real resume path in-process: `store.begin()` (lease + all checkpoints in one "
             "round trip) and the replay of the N completed steps through "
             "`celery_durable.steps.run_step`. Four times the suite's trials, the step counts "
-            "interleaved round by round in a rotating order, each trial after a full garbage "
-            "collection (a trial takes milliseconds; interleaving lands the machine's drift "
-            "on every N alike).", "", *_resume_table(results), "",
+            "interleaved round by round in a rotating order (a trial takes milliseconds; "
+            "interleaving lands the machine's drift on every N alike).", "",
+            *_resume_table(results), "",
             f"![resume cost]({'images/' + images[1].name})", "",
             *_resume_worker_table(results),
             "## Reference figures (same run)", "", *_reference_table(results["reference"]), "",

@@ -17,7 +17,6 @@ in its own process (Django is configured per process); prints JSON.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import time
@@ -139,9 +138,9 @@ def measure(store: CheckpointStore, counts: list[int], trials: int) -> dict[int,
 
     The trials of the step counts are interleaved (one of each per round, the
     order rotated every round so no count always follows the same one), so
-    the machine's drift lands on every count alike; a full garbage collection
-    before each trial (untimed) keeps one trial's garbage off the next. The
-    first round warms up and is dropped.
+    the machine's drift lands on every count alike. The first round warms up
+    and is dropped. (A full garbage collection before each trial was tried:
+    freeing arenas made every trial pay for fresh memory, ~0.2 ms at N = 10.)
     """
     runs = {n: _prepared(store, n) for n in counts}
     out: dict[int, dict[str, list[Any]]] = {
@@ -149,7 +148,6 @@ def measure(store: CheckpointStore, counts: list[int], trials: int) -> dict[int,
     for round_ in range(trials + 1):
         turn = round_ % len(counts)
         for n in counts[turn:] + counts[:turn]:
-            gc.collect()
             load, replay, trips = _trial(store, runs[n], n)
             if round_:
                 for name, value in (("load", load), ("replay", replay),

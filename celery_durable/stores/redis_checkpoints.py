@@ -21,7 +21,8 @@ from ..records import OnDemandCheckpoints, StepRecord, StepStatus, succeeded_val
 _JSON = json.JSONDecoder()
 _quoted = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
 
-_STRING = r'"(?:[^"\\\x00-\x1f\x7f-\xff]|\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4}))*"'
+_PLAIN = r'[^"\\\x00-\x1f\x7f-\xff]'  # a character JSON (ASCII) writes as itself
+_STRING = rf'"{_PLAIN}*(?:\\(?:["\\/bfnrt]|u[0-9a-fA-F]{{4}}){_PLAIN}*)*"'
 _NUMBER = r"(?:null|-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?)"
 #: The rest of a success's stored record after its key, exactly as
 #: :func:`~.redis_codec.meta_text` writes it (ASCII JSON, fields in this order).
