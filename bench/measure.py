@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -133,6 +133,19 @@ def paired_throughput(app: Celery, queue: str, contender: Contender,
         out[key] = {"throughput": summary(values),
                     "ratio": summary([m / r for m, r in zip(mine, values, strict=True)])}
     return out
+
+
+def interleaved(counts: Sequence[int], trials: int) -> Iterator[tuple[int, bool]]:
+    """``(N, kept)`` for ``trials + 1`` rounds of one trial per N in ``counts``.
+
+    The order rotates every round, so no N always follows the same one and a
+    machine's drift lands on every N alike; the first round warms up
+    (``kept`` is False).
+    """
+    for round_ in range(trials + 1):
+        turn = round_ % len(counts)
+        for n in [*counts[turn:], *counts[:turn]]:
+            yield n, round_ > 0
 
 
 def jobs_for(steps: int, quick: bool) -> int:

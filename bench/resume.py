@@ -33,6 +33,8 @@ from celery_durable.serialization import get_serializer
 from celery_durable.steps import run_step
 from celery_durable.stores.base import CheckpointStore
 
+from .measure import interleaved
+
 ROUND_TRIPS = [0]
 
 
@@ -136,25 +138,22 @@ def _trial(store: CheckpointStore, run_id: str, n: int) -> tuple[float, float, i
 def measure(store: CheckpointStore, counts: list[int], trials: int) -> dict[int, Any]:
     """Trials of (begin + replay of n steps) for runs that failed at step n + 1.
 
-    The trials of the step counts are interleaved (one of each per round, the
-    order rotated every round so no count always follows the same one), so
-    the machine's drift lands on every count alike. The first round warms up
-    and is dropped. (A full garbage collection before each trial was tried:
-    freeing arenas made every trial pay for fresh memory, ~0.2 ms at N = 10.)
+    The step counts' trials are interleaved (:func:`~bench.measure.interleaved`).
+    (A full garbage collection before each trial was tried: freeing arenas made
+    every trial pay for fresh memory, ~0.2 ms at N = 10.)
     """
     runs = {n: _prepared(store, n) for n in counts}
-    out: dict[int, dict[str, list[Any]]] = {
-        n: {"load": [], "replay": [], "total": [], "trips": []} for n in counts}
-    for round_ in range(trials + 1):
-        turn = round_ % len(counts)
-        for n in counts[turn:] + counts[:turn]:
-            load, replay, trips = _trial(store, runs[n], n)
-            if round_:
-                for name, value in (("load", load), ("replay", replay),
-                                    ("total", load + replay), ("trips", trips)):
-                    out[n][name].append(value)
-    return {n: {"load": v["load"], "replay": v["replay"], "total": v["total"],
-                "round_trips": max(v["trips"])} for n, v in out.items()}
+    out: dict[int, dict[str, Any]] = {
+        n: {"load": [], "replay": [], "total": [], "round_trips": 0} for n in counts}
+    for n, kept in interleaved(counts, trials):
+        load, replay, trips = _trial(store, runs[n], n)
+        if kept:
+            figures = out[n]
+            figures["load"].append(load)
+            figures["replay"].append(replay)
+            figures["total"].append(load + replay)
+            figures["round_trips"] = max(figures["round_trips"], trips)
+    return out
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ from typing import Any
 import redis
 from celery import Celery
 
-from .measure import summary
+from .measure import interleaved, summary
 
 
 def _one(app: Celery, client: redis.Redis, queue: str, n: int,
@@ -39,7 +39,7 @@ def _one(app: Celery, client: redis.Redis, queue: str, n: int,
 
 def measure(app: Celery, queue: str, counts: tuple[int, ...], trials: int, redis_url: str,
             prefix: str) -> dict[str, Any]:
-    """Resume cost per N, trials interleaved over the counts.
+    """Resume cost per N, trials interleaved over the counts (:func:`.measure.interleaved`).
 
     ``{N: {"total": summary, "delivery": summary}}`` in seconds: ``total``
     from the failure to the step's second attempt, ``delivery`` the part up to
@@ -50,12 +50,11 @@ def measure(app: Celery, queue: str, counts: tuple[int, ...], trials: int, redis
     total: dict[int, list[float]] = {n: [] for n in counts}
     delivery: dict[int, list[float]] = {n: [] for n in counts}
     try:
-        for trial in range(trials + 1):
-            for n in counts:
-                whole, part = _one(app, client, queue, n, prefix)
-                if trial:
-                    total[n].append(whole)
-                    delivery[n].append(part)
+        for n, kept in interleaved(counts, trials):
+            whole, part = _one(app, client, queue, n, prefix)
+            if kept:
+                total[n].append(whole)
+                delivery[n].append(part)
     finally:
         client.close()
     return {str(n): {"total": summary(total[n]), "delivery": summary(delivery[n])}

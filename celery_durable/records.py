@@ -8,6 +8,8 @@ from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import CorruptCheckpointError
+
 
 class RunStatus(str, enum.Enum):
     """Where a run is in its life: ``PENDING → RUNNING → … → SUCCEEDED | FAILED | CANCELLED``."""
@@ -127,19 +129,45 @@ def succeeded_value(checkpoints: Mapping[int, StepRecord], position: int,
 class OnDemandCheckpoints(MutableMapping[int, StepRecord]):
     """Checkpoints by position that build a record only when one is asked for.
 
-    What a store that loads lazily hands over as ``Begin.checkpoints``.
-    Subclasses implement :meth:`get`, :meth:`succeeded_value` (see the
-    function of that name) and the rest of the mapping.
+    What a store that loads lazily hands over as ``Begin.checkpoints``. A
+    record built (or set) here takes precedence over the stored one.
+    Subclasses implement :meth:`_build` and :meth:`_stored_success` over what
+    they loaded, and the rest of the mapping; a stored record that cannot be
+    read raises :class:`~celery_durable.errors.CorruptCheckpointError` naming
+    the run and the position when it is first asked for.
     """
 
-    @abc.abstractmethod
-    def get(self, position: int, default: Any = None) -> Any:
-        """The record at ``position`` (built now if it was not yet), else ``default``."""
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self._built: dict[int, StepRecord] = {}
 
     @abc.abstractmethod
+    def _build(self, position: int) -> StepRecord | None:
+        """Build the stored record at ``position`` into ``_built``; None if none is stored."""
+
+    @abc.abstractmethod
+    def _stored_success(self, position: int, key: str) -> str | None:
+        """:meth:`succeeded_value` for a position not built yet, from what was loaded."""
+
+    def get(self, position: int, default: Any = None) -> Any:
+        """The record at ``position`` (built now if it was not yet), else ``default``."""
+        record = self._built.get(position)
+        if record is None:
+            record = self._build(position)
+        return default if record is None else record
+
     def succeeded_value(self, position: int, key: str) -> str | None:
         """The stored value of a success of step ``key`` at ``position`` (``"null"`` for an
         empty one); None for anything else, as :func:`succeeded_value` answers."""
+        if position in self._built:
+            return succeeded_value(self._built, position, key)
+        return self._stored_success(position, key)
+
+    def _corrupt(self, position: int, exc: Exception) -> Exception:
+        """The error for the unreadable stored record at ``position``."""
+        return CorruptCheckpointError(
+            f"run {self.run_id}: the checkpoint at position {position} is corrupt and "
+            f"cannot be read ({type(exc).__name__}: {str(exc)[:200]})", run_id=self.run_id)
 
     def __getitem__(self, position: int) -> StepRecord:
         record: StepRecord | None = self.get(position)

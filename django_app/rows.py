@@ -18,7 +18,6 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.utils import CursorWrapper
 from django.db.models import QuerySet
 
-from celery_durable.errors import CorruptCheckpointError
 from celery_durable.records import (
     STEP_STATUS_BY_VALUE,
     ErrorInfo,
@@ -28,7 +27,6 @@ from celery_durable.records import (
     StepRecord,
     StepStatus,
     WaitInfo,
-    succeeded_value,
 )
 
 from .models import Run, Step
@@ -97,6 +95,8 @@ def checkpoints(using: str, run_id: str) -> RowCheckpoints:
 
 
 _SUCCEEDED = StepStatus.SUCCEEDED.value
+_KEY, _STATUS, _ATTEMPTS, _VALUE = (STEP_COLUMNS.index(c)
+                                    for c in ("key", "status", "attempts", "value"))
 
 
 class RowCheckpoints(OnDemandCheckpoints):
@@ -110,35 +110,24 @@ class RowCheckpoints(OnDemandCheckpoints):
     """
 
     def __init__(self, run_id: str, rows: Iterable[Sequence[Any]]) -> None:
-        self.run_id = run_id
+        super().__init__(run_id)
         # (rows come in position order, so the last key is the last position)
         self._rows: dict[int, Sequence[Any] | None] = {row[0]: row for row in rows}
-        self._records: dict[int, StepRecord] = {}
 
-    def get(self, position: int, default: Any = None) -> Any:
-        """The record at ``position`` (built now if it was not yet), else ``default``."""
-        record = self._records.get(position)
-        if record is not None:
-            return record
+    def _build(self, position: int) -> StepRecord | None:
         row = self._rows.get(position)
         if row is None:
-            return default
+            return None
         try:
-            record = self._records[position] = _step_record(row)
+            record = self._built[position] = _step_record(row)
         except (KeyError, ValueError, TypeError) as exc:
-            raise CorruptCheckpointError(
-                f"run {self.run_id}: the checkpoint at position {position} is corrupt and "
-                f"cannot be read ({type(exc).__name__}: {str(exc)[:200]})",
-                run_id=self.run_id) from exc
+            raise self._corrupt(position, exc) from exc
         return record
 
-    def succeeded_value(self, position: int, key: str) -> str | None:
-        """The stored value of a success of step ``key`` at ``position``; None for anything else."""
-        if position in self._records:
-            return succeeded_value(self._records, position, key)
+    def _stored_success(self, position: int, key: str) -> str | None:
         row = self._rows.get(position)
-        if row is not None and row[1] == key and row[3] == _SUCCEEDED:
-            return row[5] or "null"
+        if row is not None and row[_KEY] == key and row[_STATUS] == _SUCCEEDED:
+            return row[_VALUE] or "null"
         return None
 
     def last_step(self) -> tuple[str, int]:
@@ -148,15 +137,15 @@ class RowCheckpoints(OnDemandCheckpoints):
         reported by replay, naming its position, not by ``begin``).
         """
         row = self._rows[next(reversed(self._rows))] if self._rows else None
-        return (str(row[1]), int(row[4])) if row is not None else ("", 0)
+        return (str(row[_KEY]), int(row[_ATTEMPTS])) if row is not None else ("", 0)
 
     def __setitem__(self, position: int, record: StepRecord) -> None:
-        self._records[position] = record
+        self._built[position] = record
         self._rows.setdefault(position, None)
 
     def __delitem__(self, position: int) -> None:
         del self._rows[position]
-        self._records.pop(position, None)
+        self._built.pop(position, None)
 
     def __contains__(self, position: object) -> bool:
         return position in self._rows

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..errors import CorruptCheckpointError
-from ..records import OnDemandCheckpoints, StepRecord, StepStatus, succeeded_value
+from ..records import OnDemandCheckpoints, StepRecord, StepStatus
 
 _JSON = json.JSONDecoder()
 _quoted = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
@@ -43,13 +43,12 @@ class LazyCheckpoints(OnDemandCheckpoints):
     """
 
     def __init__(self, run_id: str, fields: dict[Any, Any]) -> None:
-        self.run_id = run_id
+        super().__init__(run_id)
         self._fields = fields
         self._bytes = isinstance(next(iter(fields), b""), bytes)
         self._meta_name = b"c:%d" if self._bytes else "c:%d"
         self._value_name = b"v:%d" if self._bytes else "v:%d"
         self._success_tail: Any = _SUCCESS_TAIL_BYTES if self._bytes else _SUCCESS_TAIL_TEXT
-        self._decoded: dict[int, StepRecord] = {}
         self._positions: set[int] | None = None
 
     def _decode(self, position: int, meta: Any) -> StepRecord:
@@ -60,38 +59,28 @@ class LazyCheckpoints(OnDemandCheckpoints):
                 value = value.decode() if value is not None else None
             return StepRecord.from_meta(position, _JSON.decode(meta), value or None)
         except (ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError) as exc:
-            raise CorruptCheckpointError(
-                f"run {self.run_id}: the checkpoint at position {position} is corrupt and "
-                f"cannot be read ({type(exc).__name__}: {str(exc)[:200]})",
-                run_id=self.run_id) from exc
+            raise self._corrupt(position, exc) from exc
 
-    def get(self, position: int, default: Any = None) -> Any:
-        """The record at ``position`` (decoded now if it was not yet), else ``default``."""
-        record = self._decoded.get(position)
-        if record is not None:
-            return record
+    def _build(self, position: int) -> StepRecord | None:
         meta = self._fields.get(self._meta_name % position)
         if meta is None:
-            return default
+            return None
         self._decode_ahead(position)
-        record = self._decoded.get(position)
+        record = self._built.get(position)
         if record is None:  # the batch was unreadable: decode this one alone (names it)
-            record = self._decoded[position] = self._decode(position, meta)
+            record = self._built[position] = self._decode(position, meta)
         return record
 
-    def succeeded_value(self, position: int, key: str) -> str | None:
-        """The stored value of a success of step ``key`` at ``position``; None for anything else.
+    def _stored_success(self, position: int, key: str) -> str | None:
+        """The replay shortcut over the stored bytes.
 
-        The replay shortcut: the stored record is recognised as that step's
-        success by its shape (the key, then exactly the fields
-        :func:`~.redis_codec.meta_text` writes for a success), so replaying it
-        builds no record and parses no JSON. Anything else, a record of another
-        shape or a damaged one included, answers None, and the caller reads the
-        record, which decodes it (or names the corruption).
+        The stored record is recognised as that step's success by its shape
+        (the key, then exactly the fields :func:`~.redis_codec.meta_text` writes
+        for a success), so replaying it builds no record and parses no JSON.
+        Anything else, a record of another shape or a damaged one included,
+        answers None, and the caller reads the record, which decodes it (or
+        names the corruption).
         """
-        record = self._decoded.get(position)
-        if record is not None:
-            return succeeded_value(self._decoded, position, key)
         meta = self._fields.get(self._meta_name % position)
         if meta is None:
             return None
@@ -114,7 +103,7 @@ class LazyCheckpoints(OnDemandCheckpoints):
         about what decoding the whole run at once did, without doing it up front.
         """
         get, meta_name, value_name = self._fields.get, self._meta_name, self._value_name
-        decoded, metas, values = self._decoded, [], []
+        decoded, metas, values = self._built, [], []
         for pos in range(position, position + CHUNK):
             meta = get(meta_name % pos)
             if meta is None or pos in decoded:
@@ -136,14 +125,14 @@ class LazyCheckpoints(OnDemandCheckpoints):
         decoded.update(zip(positions, records, strict=True))
 
     def __setitem__(self, position: int, record: StepRecord) -> None:
-        self._decoded[position] = record
+        self._built[position] = record
         if self._positions is not None:
             self._positions.add(position)
 
     def __delitem__(self, position: int) -> None:
         if position not in self:
             raise KeyError(position)
-        self._decoded.pop(position, None)
+        self._built.pop(position, None)
         self._fields.pop(self._meta_name % position, None)
         self._fields.pop(self._value_name % position, None)
         if self._positions is not None:
@@ -151,7 +140,7 @@ class LazyCheckpoints(OnDemandCheckpoints):
 
     def __contains__(self, position: object) -> bool:
         return isinstance(position, int) and (
-            position in self._decoded or self._meta_name % position in self._fields)
+            position in self._built or self._meta_name % position in self._fields)
 
     def _all(self) -> set[int]:
         if self._positions is None:
@@ -162,7 +151,7 @@ class LazyCheckpoints(OnDemandCheckpoints):
                 raise CorruptCheckpointError(
                     f"run {self.run_id}: a checkpoint field name is corrupt ({exc})",
                     run_id=self.run_id) from exc
-            self._positions = found | set(self._decoded)
+            self._positions = found | set(self._built)
         return self._positions
 
     def __iter__(self) -> Iterator[int]:
