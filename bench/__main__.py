@@ -97,8 +97,8 @@ def _prepare_django(env: dict[str, str]) -> str | None:
         run_module("bench.djangodb", [], env, timeout=300)
     except RuntimeError as exc:
         text = str(exc)
-        if "No module named 'django_app.store'" in text:
-            return "not available yet (django_app.store does not exist)"
+        if "No module named 'celery_durable_django.store.django_store'" in text:
+            return "not available yet (celery_durable_django.store.django_store does not exist)"
         return f"could not prepare the database: {text[-300:]}"
     return None
 

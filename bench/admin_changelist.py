@@ -53,7 +53,7 @@ def _fill_sql() -> tuple[str, list[object]]:
     Django's field defaults are not database defaults, so columns added to the
     model after this benchmark was written must be filled explicitly.
     """
-    from django_app.models import Run
+    from celery_durable_django.models import Run
 
     head, rest = FILL.split(")\nSELECT", 1)
     listed = {c.strip() for c in head.split("(", 1)[1].replace("\n", " ").split(",")}
@@ -121,7 +121,7 @@ def main() -> None:
     user = User.objects.create_superuser("bench", password="bench")
     client = Client()
     client.force_login(user)
-    some_id = __import__("django_app.models", fromlist=["Run"]).Run.objects.values_list(
+    some_id = __import__("celery_durable_django.models", fromlist=["Run"]).Run.objects.values_list(
         "id", flat=True).order_by("-created_at")[500]
     pages = [
         ("runs, first page", "/admin/celery_durable/run/"),

@@ -40,7 +40,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.admin",
     "django_celery_results",
-    "django_app",
+    "celery_durable_django",
 ]
 MIDDLEWARE: list[str] = []
 TEMPLATES = [{"BACKEND": "django.template.backends.django.DjangoTemplates", "APP_DIRS": True,

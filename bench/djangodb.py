@@ -17,7 +17,7 @@ def migrate() -> None:
     from django.core.management import call_command
 
     django.setup()
-    from django_app.store import DjangoStore  # noqa: F401 - fails early if missing
+    from celery_durable_django.store import DjangoStore  # noqa: F401 - fails early if missing
 
     call_command("migrate", run_syncdb=True, verbosity=0, interactive=False)
 

@@ -7,7 +7,7 @@ per operation, best of several rounds:
 * ``hset``      — a bare redis-py ``HSET`` (the raw ideal's step);
 * ``evalsha``   — a bare ``EVALSHA`` of the SAVE_STEP script;
 * ``save_step`` — ``RedisStore.save_step`` (record → args → EVALSHA);
-* ``run_step``  — ``celery_durable.steps.run_step`` (a whole checkpointed step);
+* ``run_step``  — ``celery_durable.engine.steps.run_step`` (a whole checkpointed step);
 * ``parse_run`` — building the RunRecord of a run with 1,000 checkpoints.
 
     .venv/bin/python -m bench.hotpath [--redis URL] [--ops 2000] [--rounds 7]
@@ -23,10 +23,10 @@ from collections.abc import Callable
 
 import redis
 
+from celery_durable.engine.steps import run_step
 from celery_durable.records import StepRecord, StepStatus
-from celery_durable.steps import run_step
 from celery_durable.stores.redis import RedisStore
-from celery_durable.stores.redis_codec import checkpoint_args, parse_run
+from celery_durable.stores.redis._codec import checkpoint_args, parse_run
 
 from .resume import _begin, _context, work
 

@@ -275,8 +275,8 @@ def render(results: dict[str, Any], images: list[Path], notes: str | None) -> st
             "", "## Resume cost after a failure at step N", "",
             "The real resume path in-process: `store.begin()` (lease + all checkpoints in one "
             "round trip) and the replay of the N completed steps through "
-            "`celery_durable.steps.run_step`. Four times the suite's trials, the step counts "
-            "interleaved round by round in a rotating order (a trial takes milliseconds; "
+            "`celery_durable.engine.steps.run_step`. Four times the suite's trials, the step "
+            "counts interleaved round by round in a rotating order (a trial takes milliseconds; "
             "interleaving lands the machine's drift on every N alike).", "",
             *_resume_table(results), "",
             f"![resume cost]({'images/' + images[1].name})", "",

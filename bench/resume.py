@@ -1,6 +1,6 @@
 """Resume cost after a failure at step N, through the engine's real resume path.
 
-A run does N successful steps through :func:`celery_durable.steps.run_step`
+A run does N successful steps through :func:`celery_durable.engine.steps.run_step`
 (every checkpoint written by the store), then step N+1 raises a retryable
 error, which parks the run (``RETRYING``) exactly as in a worker. Each trial
 then is one resumed delivery: ``store.begin()`` (takes the lease and loads all
@@ -24,13 +24,13 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from celery_durable._signals import Reenqueue
 from celery_durable.config import DurableSettings
-from celery_durable.context import RunContext
-from celery_durable.leases import owner_id
+from celery_durable.engine._flow import Reenqueue
+from celery_durable.engine.context import RunContext
+from celery_durable.engine.leases import owner_id
+from celery_durable.engine.steps import run_step
 from celery_durable.retry import RetryPolicy, fixed
 from celery_durable.serialization import get_serializer
-from celery_durable.steps import run_step
 from celery_durable.stores.base import CheckpointStore
 
 from .measure import interleaved
@@ -70,9 +70,8 @@ def _django_store() -> tuple[CheckpointStore, Callable[[], None]]:
     import django
 
     django.setup()
+    from celery_durable_django.store import DjangoStore
     from django.db import connection
-
-    from django_app.store import DjangoStore
 
     def count(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
         ROUND_TRIPS[0] += 1

@@ -1,4 +1,4 @@
-"""Worker memory with many suspended runs (``sleep()`` from ``celery_durable.waits``).
+"""Worker memory with many suspended runs (``sleep()`` from ``celery_durable.controls.waits``).
 
 Sends ``count`` runs of ``bench.sleeper`` (one step, then a one-day durable
 sleep) to a running RedisStore worker, waits until the store reports them
@@ -21,11 +21,11 @@ from .worker import BenchWorker
 
 
 def available() -> str | None:
-    """None if ``celery_durable.waits.sleep`` exists, else why not."""
+    """None if ``celery_durable.controls.waits.sleep`` exists, else why not."""
     try:
-        from celery_durable.waits import sleep  # noqa: F401
+        from celery_durable.controls.waits import sleep  # noqa: F401
     except ImportError as exc:
-        return f"celery_durable.waits.sleep is not available yet ({exc})"
+        return f"celery_durable.controls.waits.sleep is not available yet ({exc})"
     return None
 
 

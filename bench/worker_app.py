@@ -182,7 +182,7 @@ def resumer(n: int, probe: str) -> int:
 
 
 try:  # sleep() lands with the waits module (another engineer's work)
-    from celery_durable.waits import sleep as durable_sleep
+    from celery_durable.controls.waits import sleep as durable_sleep
 except ImportError:  # pragma: no cover - depends on the state of the tree
     durable_sleep = None
 

@@ -11,10 +11,13 @@ are for operating them.
 """
 
 from . import signals
-from .api import RunInfo, StepInfo, get_run, list_runs, retry_run
-from .cancel import cancel_run
-from .children import call, gather, map
-from .deterministic import now, random, uuid4
+from ._version import __version__ as __version__
+from .controls.cancel import cancel_run
+from .controls.children import call, gather, map
+from .controls.deterministic import now, random, uuid4
+from .controls.waits import send_event, sleep, sleep_until, wait_for_event, wake_run
+from .engine.steps import StepContext, step
+from .engine.task import DurableTask, durable_task
 from .errors import (
     CheckpointTooLargeError,
     ChildCancelledError,
@@ -30,15 +33,11 @@ from .errors import (
     StoreUnavailableError,
     WorkerLostError,
 )
+from .ops.inspection import RunInfo, StepInfo, get_run, list_runs, retry_run
+from .ops.retention import purge_runs
+from .ops.steplogs import StepLogFilter, step_logger
 from .records import RunStatus, StepStatus
-from .retention import purge_runs
 from .retry import RetryPolicy, exponential, fixed
-from .steplogs import StepLogFilter, step_logger
-from .steps import StepContext, step
-from .task import DurableTask, durable_task
-from .waits import send_event, sleep, sleep_until, wait_for_event, wake_run
-
-__version__ = "0.1.0"
 
 __all__ = [  # noqa: RUF022 - grouped by purpose
     # declaring tasks and steps

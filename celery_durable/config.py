@@ -9,7 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
-from celery import Celery
+from celery import Celery, current_app
+
+from .redact import normalize
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,11 @@ class DurableSettings:
     serializer: str = "json"
     #: Prefix of every Redis key the RedisStore writes.
     key_prefix: str = "durable:"
+    #: Send the Redis store's hot-path commands (``begin``, each checkpoint, ``finish``)
+    #: over connections of its own, packed once, instead of through redis-py's client
+    #: layer (about half the client CPU per checkpoint; see
+    #: celery_durable/stores/redis/_lane.py). ``False`` uses redis-py only.
+    redis_fast_lane: bool = True
     #: Seconds an event is kept in its mailbox for runs that reach their
     #: ``wait_for_event`` after it was sent (0: deliver to current waiters only).
     event_buffer: float = 3600.0
@@ -60,15 +67,14 @@ class DurableSettings:
     @property
     def redact_names(self) -> frozenset[str]:
         """``redact`` as normalized names."""
-        from .redact import normalize
         return normalize(self.redact)
     #: Log lines of a failed step kept with its error (the last N; 0: none).
     step_log_lines: int = 50
     #: Seconds between two purges of runs past ``result_retention`` by the worker's
-    #: sweeper (0: never; see celery_durable/retention.py).
+    #: sweeper (0: never; see celery_durable/ops/retention.py).
     purge_interval: float = 3600.0
     #: OpenTelemetry spans per run, delivery and step: None (on when opentelemetry is
-    #: installed), True or False (see celery_durable/tracing.py).
+    #: installed), True or False (see celery_durable/ops/tracing.py).
     tracing: Any = None
 
     @classmethod
@@ -93,3 +99,11 @@ def settings_for(app: Celery) -> DurableSettings:
         cached = DurableSettings.from_app(app)
         app._durable_settings = cached  # type: ignore[attr-defined]
     return cached
+
+
+def app_or_current(app: Celery | None) -> Celery:
+    """``app``, else the current Celery app (``celery.current_app``)."""
+    if app is not None:
+        return app
+    resolved: Celery = current_app._get_current_object()
+    return resolved

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import CorruptCheckpointError
+from .redact import redact_text
 
 
 class RunStatus(str, enum.Enum):
@@ -70,7 +71,6 @@ class ErrorInfo:
         """A copy with the values of ``durable_redact`` fields masked (message, traceback, logs)."""
         if not names:
             return self
-        from .redact import redact_text
         return ErrorInfo(self.type, redact_text(self.message, names),
                          redact_text(self.traceback, names),
                          [redact_text(line, names) for line in self.logs])

@@ -38,9 +38,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._testhooks import ENV
-from .api import RunInfo, get_run
+from .engine._testhooks import ENV
 from .errors import RunNotFoundError
+from .ops.inspection import RunInfo, get_run
 from .records import RunStatus, StepStatus
 
 __all__ = ["DurableTestWorker", "ResumableReport", "assert_resumable", "durable_worker",

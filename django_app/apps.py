@@ -22,9 +22,9 @@ def _close_old_connections(sender: Any = None, **kwargs: Any) -> None:
 
 
 class DurableConfig(AppConfig):
-    """``django_app``: durable runs and their checkpoints in the Django database."""
+    """``celery_durable_django``: durable runs and their checkpoints in the Django database."""
 
-    name = "django_app"
+    name = "celery_durable_django"
     label = "celery_durable"
     verbose_name = "Durable runs"
     default_auto_field = "django.db.models.BigAutoField"

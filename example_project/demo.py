@@ -209,16 +209,15 @@ class Demo:
 
     def statuses(self) -> dict[str, str]:
         """Run id → status for the submitted runs (one query)."""
-        from django_app.models import Run
+        from celery_durable_django.models import Run
 
         ids = [r.run_id for r in self.runs]
         return dict(Run.objects.filter(pk__in=ids).values_list("pk", "status"))
 
     def line(self, statuses: dict[str, str]) -> str:
         """One summary line: counts per status, step retries, stand-in failures."""
+        from celery_durable_django.models import Step
         from django.db.models import F, Sum
-
-        from django_app.models import Step
 
         counts = {s: 0 for s in ORDER}
         for run in self.runs:

@@ -8,7 +8,7 @@ Both are migrated on first use. Worker and live-server processes started by
 the tests inherit the same environment, so they see the same databases.
 
 ``make_django_store("django-sqlite" | "django-postgres")`` returns a fresh,
-empty, ready :class:`~django_app.store.DjangoStore` on one of them.
+empty, ready :class:`~celery_durable_django.store.django_store.DjangoStore` on one of them.
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def make_django_store(kind: str) -> Any:
         require_postgres()
     else:
         setup()
-    from django_app.store import DjangoStore
+    from celery_durable_django.store import DjangoStore
 
     alias = KINDS[kind]
     truncate(alias)

@@ -39,7 +39,7 @@ DROP_ENV = ("REDIS_URL", "DATABASE_URL", "DJANGO_SETTINGS_MODULE", "PYTHONPATH",
 
 ORM_REPORT = """
 import json
-from django_app.models import DeadLetter, Run, Step
+from celery_durable_django.models import DeadLetter, Run, Step
 from workflows.models import Document, Order
 print("ORM-REPORT " + json.dumps({
     "runs": list(Run.objects.values("id", "task", "status", "error_message")),

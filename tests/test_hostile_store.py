@@ -17,10 +17,10 @@ import pytest
 from celery import Celery
 
 from celery_durable import RunStatus, SerializationError, durable_task, get_run, signals, step
+from celery_durable.controls.waits import sleep as durable_sleep
 from celery_durable.errors import CorruptCheckpointError
 from celery_durable.records import StepRecord, StepStatus
 from celery_durable.stores import get_store
-from celery_durable.waits import sleep as durable_sleep
 
 CALLS: list[str] = []
 

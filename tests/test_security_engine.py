@@ -80,7 +80,7 @@ def test_redaction_helpers() -> None:
 def test_pickle_appears_only_in_the_opt_in_serializer() -> None:
     """No module of the engine, the Django app or the examples imports pickle but serialization."""
     offenders = []
-    for folder in ("celery_durable", "django_app", "example_project", "examples"):
+    for folder in ("celery_durable", "celery_durable_django", "example_project", "examples"):
         for path in (ROOT / folder).rglob("*.py"):
             text = path.read_text()
             if re.search(r"^\s*(import|from)\s+(c?pickle|dill|cloudpickle)\b", text, re.M):

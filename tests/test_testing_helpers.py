@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from celery_durable import _testhooks, testing
+from celery_durable import testing
+from celery_durable.engine import _testhooks
 
 pytestmark = pytest.mark.worker
 

@@ -1,96 +1,16 @@
-"""Checkpoint stores and the choice of one for an app.
+"""Checkpoint stores: where runs, their checkpoints, leases and timers live.
 
-The store is derived from the app's result backend (Redis backend →
-:class:`RedisStore`, django-celery-results' ``django-db`` → ``DjangoStore``,
-eager mode → :class:`MemoryStore`) unless ``durable_store`` names one.
+* :mod:`.base`: the contract, :class:`CheckpointStore` (read it to write a store);
+* :mod:`.transitions`: the decisions every store makes, written once;
+* :mod:`.memory`: :class:`MemoryStore`, in-process (eager mode, unit tests);
+* :mod:`.redis`: ``RedisStore`` (imported on use: it needs redis-py);
+* :mod:`.selection`: which store an app uses (:func:`get_store`).
+
+The Django store lives in the Django app: ``celery_durable_django.store.DjangoStore``.
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import Any
-
-from celery import Celery
-
-from ..config import settings_for
-from ..errors import StoreUnavailableError
 from .base import CheckpointStore
 from .memory import MemoryStore
+from .selection import get_store, store_from_spec
 
 __all__ = ["CheckpointStore", "MemoryStore", "get_store", "store_from_spec"]
-
-
-def _import(path: str) -> Any:
-    module_name, _, attr = path.replace(":", ".").rpartition(".")
-    return getattr(importlib.import_module(module_name), attr)
-
-
-def _redis_store(url: str, prefix: str) -> CheckpointStore:
-    try:
-        from .redis import RedisStore
-    except ImportError as exc:  # pragma: no cover - depends on extras
-        raise StoreUnavailableError("the Redis store needs redis-py: "
-                                    "pip install 'celery-durable[redis]'") from exc
-    return RedisStore.from_url(url, prefix=prefix)
-
-
-def _django_store() -> CheckpointStore:
-    try:
-        from django_app.store import DjangoStore
-    except ImportError as exc:
-        raise StoreUnavailableError("the Django store needs the Django app: pip install "
-                                    "'celery-durable[django]' and add 'django_app' to "
-                                    "INSTALLED_APPS") from exc
-    store: CheckpointStore = DjangoStore()
-    return store
-
-
-def store_from_spec(app: Celery, spec: Any) -> CheckpointStore:
-    """Build a store from a ``durable_store`` value (instance, URL, dotted path or factory)."""
-    prefix = settings_for(app).key_prefix
-    if isinstance(spec, CheckpointStore):
-        return spec
-    if isinstance(spec, str):
-        if spec.startswith(("redis://", "rediss://", "unix://")):
-            return _redis_store(spec, prefix)
-        if spec.startswith("memory:"):
-            return MemoryStore()
-        if spec.startswith("django"):
-            return _django_store()
-        spec = _import(spec)
-    if callable(spec):
-        store = spec(app)
-        if isinstance(store, CheckpointStore):
-            return store
-    raise StoreUnavailableError(f"durable_store={spec!r} is not a store, a store URL "
-                                "(redis://, memory://, django://) or a factory of one")
-
-
-def _derive(app: Celery) -> CheckpointStore:
-    """Pick the store that matches the app's result backend."""
-    settings = settings_for(app)
-    if app.conf.task_always_eager:
-        return MemoryStore()
-    backend_name = type(app.backend).__name__
-    module = type(app.backend).__module__
-    if module.startswith("celery.backends.redis"):
-        from .redis import RedisStore
-        options = app.conf.result_backend_transport_options or {}
-        prefix = str(options.get("global_keyprefix", "")) + settings.key_prefix
-        return RedisStore(app.backend.client, prefix=prefix)
-    if module.startswith("django_celery_results"):
-        return _django_store()
-    raise StoreUnavailableError(
-        f"celery_durable cannot keep checkpoints in the {backend_name} result backend: "
-        "use a Redis result backend, django-celery-results ('django-db') with "
-        "'django_app' installed, or set durable_store")
-
-
-def get_store(app: Celery) -> CheckpointStore:
-    """The store of ``app``, built once per app."""
-    store: CheckpointStore | None = app.__dict__.get("_durable_store")
-    if store is None:
-        spec = settings_for(app).store
-        store = store_from_spec(app, spec) if spec is not None else _derive(app)
-        app.__dict__["_durable_store"] = store
-    return store

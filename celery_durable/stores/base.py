@@ -7,7 +7,7 @@ not depend on the workers' clocks agreeing.
 
 Implementations: :class:`~celery_durable.stores.redis.RedisStore`,
 :class:`~celery_durable.stores.memory.MemoryStore` and, in the Django app,
-``django_app.store.DjangoStore``. They all pass ``tests/stores/test_contract.py``.
+``celery_durable_django.store.DjangoStore``. They all pass ``tests/stores/test_contract.py``.
 """
 
 from __future__ import annotations

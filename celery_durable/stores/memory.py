@@ -9,8 +9,6 @@ import time
 import uuid
 from collections.abc import Collection, Mapping, Sequence
 
-from ..errors import InvalidRunStateError
-from ..publish import merged_options
 from ..records import (
     Begin,
     Claim,
@@ -19,11 +17,11 @@ from ..records import (
     RunRecord,
     RunStatus,
     StepRecord,
-    StepStatus,
     WaitInfo,
 )
+from . import transitions
+from ._memory_controls import MemoryControls
 from .base import CheckpointStore
-from .memory_controls import MemoryControls
 
 _PARKED = (RunStatus.SLEEPING, RunStatus.WAITING)
 
@@ -53,6 +51,17 @@ class MemoryStore(MemoryControls, CheckpointStore):
             return None
         return run
 
+    @staticmethod
+    def _control(run: RunRecord) -> transitions.Control:
+        return transitions.Control(run.status, run.owner, run.lease_expires, run.not_before,
+                                   run.due_at, run.recoveries, run.token,
+                                   run.started_at is not None)
+
+    @staticmethod
+    def _apply(run: RunRecord, changes: transitions.Changes) -> None:
+        for name, value in changes.items():
+            setattr(run, name, value)
+
     def begin(self, run_id: str, *, task: str, args: str, kwargs: str,
               options: Mapping[str, object], owner: str, lease_ttl: float,
               max_recoveries: int = 5, steal_from: str | None = None) -> Begin:
@@ -65,35 +74,13 @@ class MemoryStore(MemoryControls, CheckpointStore):
                                 kwargs=kwargs, options=dict(options), created_at=now)
                 self._runs[run_id] = run
                 self._steps[run_id] = {}
-            elif (filled := merged_options(run.options, options)) is not None:
+            elif (filled := transitions.merged_options(run.options, options)) is not None:
                 run.options = filled  # created before its first delivery
-            if run.status.finished:
-                return Begin("finished", self._snapshot(run))
-            if run.not_before and run.not_before > now:
-                return Begin("early", self._snapshot(run))
-            if (run.owner and run.lease_expires and run.lease_expires > now
-                    and run.owner != steal_from):
-                return Begin("busy", self._snapshot(run))
-            if run.status is RunStatus.RUNNING:
-                run.recoveries += 1
-                if run.recoveries > max_recoveries:
-                    self._dead_letter(run, max_recoveries, now)
-                    return Begin("dead", self._snapshot(run))
-            run.token += 1
-            run.owner, run.lease_expires = owner, now + lease_ttl
-            run.status, run.not_before, run.due_at = RunStatus.RUNNING, None, now + lease_ttl
-            run.started_at = run.started_at or now
-            run.updated_at = now
-            return Begin("acquired", self._snapshot(run), run.token)
-
-    @staticmethod
-    def _dead_letter(run: RunRecord, max_recoveries: int, now: float) -> None:
-        run.token += 1
-        run.status, run.owner, run.lease_expires = RunStatus.FAILED, "", None
-        run.due_at, run.finished_at, run.updated_at = None, now, now
-        run.error = ErrorInfo("celery_durable.errors.WorkerLostError",
-                              f"worker lost {run.recoveries} times "
-                              f"(durable_max_recoveries={max_recoveries})")
+            outcome, changes = transitions.begin(
+                self._control(run), now=now, owner=owner, lease_ttl=lease_ttl,
+                max_recoveries=max_recoveries, steal_from=steal_from)
+            self._apply(run, changes)
+            return Begin(outcome, self._snapshot(run), run.token if outcome == "acquired" else 0)
 
     def save_step(self, run_id: str, token: int, step: StepRecord) -> bool:
         """See :meth:`CheckpointStore.save_step`."""
@@ -156,25 +143,15 @@ class MemoryStore(MemoryControls, CheckpointStore):
         now = time.time()
         with self._lock:
             run = self._runs.get(run_id)
-            if run is None or run.status.finished:
+            action, changes = transitions.claim_due(
+                None if run is None else self._control(run), now=now, grace=grace,
+                max_recoveries=max_recoveries)
+            if run is None or action == "gone":
                 return Claim("gone")
-            if run.due_at is None or run.due_at > now:
+            self._apply(run, changes)
+            if action == "later":
                 return Claim("later", due_at=run.due_at)
-            if run.status is RunStatus.RUNNING:
-                if run.owner and run.lease_expires and run.lease_expires > now:
-                    run.due_at = run.lease_expires
-                    return Claim("later", due_at=run.due_at)
-                run.recoveries += 1
-                run.token += 1
-                run.owner, run.lease_expires = "", None
-                if run.recoveries > max_recoveries:
-                    self._dead_letter(run, max_recoveries, now)
-                    return Claim("dead", self._snapshot(run))
-                run.status = RunStatus.PENDING
-            elif run.status in (RunStatus.SLEEPING, RunStatus.WAITING):
-                run.status = RunStatus.PENDING
-            run.due_at, run.not_before, run.updated_at = now + grace, None, now
-            return Claim("publish", self._snapshot(run))
+            return Claim(action, self._snapshot(run))
 
     def get_run(self, run_id: str) -> RunRecord | None:
         """See :meth:`CheckpointStore.get_run`."""
@@ -214,19 +191,13 @@ class MemoryStore(MemoryControls, CheckpointStore):
             run = self._runs.get(run_id)
             if run is None:
                 return None
-            if run.status not in (RunStatus.FAILED, RunStatus.CANCELLED):
-                raise InvalidRunStateError(f"run {run_id} is {run.status}, not failed or "
-                                           "cancelled", run_id=run_id)
+            changes = transitions.reset(run_id, self._control(run), now=now, grace=grace,
+                                        args=args, kwargs=kwargs)
             steps = self._steps[run_id]
             for pos in list(steps):
-                if from_start or steps[pos].status is not StepStatus.SUCCEEDED:
+                if not transitions.keeps_step(steps[pos].status, from_start=from_start):
                     del steps[pos]
-            run.args = args if args is not None else run.args
-            run.kwargs = kwargs if kwargs is not None else run.kwargs
-            run.status, run.error, run.failed_step, run.result = RunStatus.PENDING, None, None, None
-            run.recoveries, run.finished_at, run.not_before = 0, None, None
-            run.token += 1
-            run.updated_at, run.due_at = now, now + grace
+            self._apply(run, changes)
             return self._snapshot(run)
 
     # -- durable waits ---------------------------------------------------------

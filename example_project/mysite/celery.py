@@ -2,7 +2,7 @@
 
 This is the layout of Celery's "First steps with Django" guide: nothing in
 it is specific to celery_durable. Durable tasks are ordinary tasks of this
-app; with ``CELERY_RESULT_BACKEND = "django-db"`` and ``django_app``
+app; with ``CELERY_RESULT_BACKEND = "django-db"`` and ``celery_durable_django``
 installed their runs and checkpoints are stored in the Django database.
 """
 

@@ -35,7 +35,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_celery_results",   # CELERY_RESULT_BACKEND = "django-db"
-    "django_app",              # celery_durable: runs in the database, and their admin
+    "celery_durable_django",   # celery_durable: runs in the database, and their admin
     "workflows",               # the example durable tasks
 ]
 MIDDLEWARE = [
@@ -101,7 +101,7 @@ else:
 # -- Celery (read by mysite/celery.py with namespace="CELERY") -------------------------
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
 CELERY_BROKER_URL = REDIS_URL if urlparse(REDIS_URL).path.strip("/") else f"{REDIS_URL}/0"
-CELERY_RESULT_BACKEND = "django-db"         # django-celery-results; runs go to django_app
+CELERY_RESULT_BACKEND = "django-db"         # django-celery-results; durable runs go there too
 CELERY_RESULT_EXTENDED = True               # task name and arguments in the TaskResult admin
 CELERY_TASK_DEFAULT_QUEUE = os.environ.get("CELERY_QUEUE", "durable-example")
 CELERY_TASK_SEND_SENT_EVENT = True          # Flower shows queued runs as RECEIVED/PENDING

@@ -16,7 +16,7 @@ from apps.common import counters, make_app
 from celery_durable import durable_task, sleep, sleep_until, step, wait_for_event
 
 app = make_app("waits_app", durable_sweeper=os.environ.get("WAITS_SWEEPER", "1") == "1",
-               include=["celery_durable.tasks"])
+               include=["celery_durable.ops.periodic"])
 r = counters()
 
 

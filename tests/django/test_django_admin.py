@@ -196,7 +196,7 @@ def test_retry_with_arguments_form_holds_long_arguments_whole(make_run, make_use
     import html
     import json
 
-    from django_app.changelist import MAX_SHOWN
+    from celery_durable_django.admin.changelist import MAX_SHOWN
 
     long_text = "x" * (MAX_SHOWN + 500)
     run = make_run("FAILED", args=json.dumps(["tag", long_text]))

@@ -49,10 +49,9 @@ def _written(store: Any) -> tuple[str, list[StepRecord]]:
 
 def test_the_plain_cursor_and_values_list_read_the_same_records(
         store: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from celery_durable_django import rows
     from django.db import connections
     from django.test.utils import CaptureQueriesContext
-
-    from django_app import rows
 
     run_id, steps = _written(store)
     cursors: list[Any] = []
@@ -100,12 +99,12 @@ from django.conf import settings
 settings.configure(
     DATABASES={{"default": {{}}, "durable": {{"ENGINE": "django.db.backends.sqlite3",
                                              "NAME": {str(tmp_path / "durable.sqlite3")!r}}}}},
-    INSTALLED_APPS=["django.contrib.contenttypes", "django_app"], USE_TZ=True)
+    INSTALLED_APPS=["django.contrib.contenttypes", "celery_durable_django"], USE_TZ=True)
 django.setup()
 from django.core.management import call_command
 call_command("migrate", database="durable", verbosity=0)
 from celery_durable.records import StepRecord, StepStatus, RunStatus
-from django_app.store import DjangoStore
+from celery_durable_django.store import DjangoStore
 store = DjangoStore(using="durable")
 b = store.begin("r1", task="t", args="[]", kwargs="{{}}", options={{}}, owner="w", lease_ttl=60)
 assert store.save_step("r1", b.token, StepRecord(0, "s#0", "s", StepStatus.SUCCEEDED,

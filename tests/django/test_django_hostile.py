@@ -60,7 +60,7 @@ def parked(app: Celery) -> tuple[Any, str]:
 ])
 def test_corrupt_row_dead_letters_the_run_once(app, column, corrupt) -> None:
     """A truncated/garbled value or argument column ends the run FAILED with a clear error."""
-    from django_app.models import Run, Step
+    from celery_durable_django.models import Run, Step
 
     task, run_id = parked(app)
     if column == "value":
@@ -89,8 +89,9 @@ def test_intact_row_resumes(app) -> None:
 def test_a_corrupt_step_row_dead_letters_the_run_naming_its_position(app) -> None:
     """A step row the store never writes (an unknown status) is reported when replay
     reaches it, as CorruptCheckpointError naming the run and the position; no step runs."""
+    from celery_durable_django.models import Run, Step
+
     from celery_durable.errors import CorruptCheckpointError
-    from django_app.models import Run, Step
 
     task, run_id = parked(app)
     Step.objects.filter(run_id=run_id).update(status="bogus")

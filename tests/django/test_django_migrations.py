@@ -16,7 +16,7 @@ def test_makemigrations_check_finds_no_changes():
 def test_every_index_is_explicitly_named():
     """Every index of the app's tables has a name chosen in models.py (cd_...)."""
     setup()
-    from django_app.models import Run, Step
+    from celery_durable_django.models import Run, Step
 
     for model in (Run, Step):
         for index in model._meta.indexes:

@@ -191,7 +191,7 @@ def test_stored_payloads_are_escaped_on_every_page(make_run, make_user, client_f
 @pytest.fixture
 def redacting() -> Iterator[None]:
     """``durable_redact = ["card_number", "api_key"]`` on the app the admin uses."""
-    from django_app.actions import celery_app
+    from celery_durable_django.admin.actions import celery_app
 
     app = celery_app()
     old = app.conf.get("durable_redact")

@@ -14,7 +14,7 @@ pytestmark = [pytest.mark.worker, pytest.mark.usefixtures("db")]
 
 def run_status(run_id: str) -> str | None:
     """The run's status in the Django database, or None before the worker created it."""
-    from django_app.models import Run
+    from celery_durable_django.models import Run
 
     return Run.objects.filter(pk=run_id).values_list("status", flat=True).first()
 

@@ -29,7 +29,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_celery_results",
-    "django_app",
+    "celery_durable_django",
 ]
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",

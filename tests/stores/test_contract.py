@@ -113,11 +113,11 @@ def test_a_resumed_delivery_replays_its_successes_without_building_their_records
     run; on-demand checkpoints answer through ``succeeded_value`` and build no record
     (only the retried step, a RETRYING record, is read in full)."""
     from celery_durable.config import DurableSettings
-    from celery_durable.context import RunContext
+    from celery_durable.engine.context import RunContext
+    from celery_durable.engine.steps import run_step
     from celery_durable.records import OnDemandCheckpoints
     from celery_durable.retry import RetryPolicy
     from celery_durable.serialization import get_serializer
-    from celery_durable.steps import run_step
 
     run_id = new_id()
     first = begin(store, run_id)

@@ -97,7 +97,7 @@ def test_concurrent_creators_of_one_run_are_told_once(store: CheckpointStore) ->
 
 def _close_django_connection(store: CheckpointStore) -> None:
     """A thread's own Django connection is closed when the thread is done with it."""
-    if type(store).__module__.startswith("django_app"):
+    if type(store).__module__.startswith("celery_durable_django"):
         from django.db import connections
 
         connections.close_all()
@@ -237,8 +237,8 @@ def test_expired_idempotency_keys_are_purged_and_live_ones_kept(store: Checkpoin
         assert first == 2 and first + rest >= 3
     assert store.purge_idempotency_keys(expired_before=time.time()) == 0
     assert store.claim_idempotency_key("t.a", live, "run-other", ttl=60) == "run-live"
-    if type(store).__module__.startswith("django_app"):
-        from django_app.models import IdempotencyKey
+    if type(store).__module__.startswith("celery_durable_django"):
+        from celery_durable_django.models import IdempotencyKey
 
         left = IdempotencyKey.objects.using(store.using).filter(key__startswith=expired)
         assert not left.exists()
@@ -331,9 +331,9 @@ def test_a_child_finishing_between_the_parents_two_reads_never_strands_it(
     is seen finished, so the last unfinished child's notice still resumes the parent. (Read
     in the other order, that child would be counted twice and the parent left parked until
     the sweeper's recheck.)"""
-    from celery_durable.children import _look
     from celery_durable.config import DurableSettings
-    from celery_durable.context import RunContext
+    from celery_durable.controls.children import _look
+    from celery_durable.engine.context import RunContext
     from celery_durable.retry import RetryPolicy
     from celery_durable.serialization import get_serializer
 

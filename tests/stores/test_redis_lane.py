@@ -178,7 +178,7 @@ def test_a_forked_child_never_shares_the_parents_connection(store: RedisStore) -
 def test_pack_matches_redis_py(args: tuple[Any, ...]) -> None:
     """The lane's packer (hiredis's, and the pure-Python one without it) writes exactly what
     redis-py would send for the same arguments."""
-    from celery_durable.stores.redis_lane import pack, pack_python
+    from celery_durable.stores.redis._lane import pack, pack_python
 
     conn = redis.Connection()
     expected = b"".join(conn.pack_command(*args))
@@ -188,7 +188,7 @@ def test_pack_matches_redis_py(args: tuple[Any, ...]) -> None:
 
 def test_pack_takes_what_hiredis_refuses() -> None:
     """An argument hiredis does not pack (a bool) is packed as its repr, as before."""
-    from celery_durable.stores.redis_lane import pack, pack_python
+    from celery_durable.stores.redis._lane import pack, pack_python
 
     assert pack("SET", "k", True) == pack_python("SET", "k", True) == (
         b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$4\r\nTrue\r\n")
@@ -228,7 +228,7 @@ def test_a_hiredis_without_pack_command_falls_back_to_the_python_packer() -> Non
     import sys
 
     code = ("import hiredis; delattr(hiredis, 'pack_command'); "
-            "from celery_durable.stores import redis_lane as lane, redis as store; "
+            "from celery_durable.stores.redis import _lane as lane, store; "
             "assert lane._pack_c is None; "
             "assert lane.pack('SET', 'k', 1.5) == lane.pack_python('SET', 'k', 1.5); "
             "print('ok')")

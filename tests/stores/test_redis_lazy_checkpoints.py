@@ -21,7 +21,7 @@ from celery_durable.records import (
     succeeded_value,
 )
 from celery_durable.stores.redis import RedisStore
-from celery_durable.stores.redis_codec import parse_begin, parse_run
+from celery_durable.stores.redis._codec import parse_begin, parse_run
 
 COMMON = {"task": "t", "args": "[1]", "kwargs": '{"a": 2}', "options": {"queue": "q"},
           "owner": "h:1:1", "lease_ttl": 30.0}

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from celery_durable.records import ErrorInfo, StepRecord, StepStatus
-from celery_durable.stores.redis_codec import meta_text
+from celery_durable.stores.redis._codec import meta_text
 
 RECORDS = [
     StepRecord(0, "charge#0", "charge", StepStatus.SUCCEEDED, 1, value="1",

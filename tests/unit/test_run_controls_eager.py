@@ -97,7 +97,7 @@ def test_concurrency_options_are_checked() -> None:
 
     task = app.tasks["opts.limited"]
     assert (task.concurrency, task.rate_limit) == (3, "10/s")
-    from celery_durable.concurrency import group_of
+    from celery_durable.controls.concurrency import group_of
 
     assert group_of(task, ("ann",), {}) == "opts.limited:ann"
 
@@ -107,7 +107,7 @@ def test_the_periodic_purge_drops_expired_keys_and_old_runs(app: Celery) -> None
     runs past ``durable_result_retention``; a key past its TTL then starts a new run."""
     import time
 
-    from celery_durable.retention import purge_expired
+    from celery_durable.ops.retention import purge_expired
 
     app.conf.durable_result_retention = 0.05
 

@@ -14,7 +14,8 @@ from celery import Celery
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
-from celery_durable import signals, tracing
+from celery_durable import signals
+from celery_durable.ops import tracing
 
 app = Celery("t", set_as_current=False)
 app.conf.durable_tracing = {setting!r}

@@ -153,7 +153,7 @@ def test_an_event_landing_while_the_run_parks_is_not_lost(monkeypatch) -> None:
 
     monkeypatch.setattr(store, "suspend", suspend_after_an_event)
     published: list[str] = []
-    monkeypatch.setattr("celery_durable.runner.publish_run",
+    monkeypatch.setattr("celery_durable.engine.runner.publish_run",
                         lambda _app, run: published.append(run.id))
     assert deliver(waiter, run_id, tag, name, "k")[0] == "ignored"
     assert sent == [0] and published == [run_id]

@@ -1,0 +1,125 @@
+"""The state of one delivery of a durable run, reachable from inside its body."""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+from collections import defaultdict
+from collections.abc import Callable, MutableMapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..config import DurableSettings
+from ..records import OnDemandCheckpoints, StepRecord, WaitInfo, succeeded_value
+from ..retry import RetryPolicy
+from ..serialization import Serializer
+from ..stores.base import CheckpointStore
+from ._flow import LeaseLost
+from .leases import lease_lost
+
+if TYPE_CHECKING:
+    from celery import Task
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What a step can know about itself while it runs (``step.context()``).
+
+    ``idempotency_key`` is the same on every attempt and after every crash,
+    and differs between steps and runs: pass it to payment APIs and other
+    side effects so a repeated attempt is recognised as the same request.
+    """
+
+    run_id: str
+    key: str
+    attempt: int
+    position: int
+
+    @property
+    def idempotency_key(self) -> str:
+        """``<run id>:<step key>``, stable across retries and crashes."""
+        return f"{self.run_id}:{self.key}"
+
+
+@dataclass
+class RunContext:
+    """One delivery of a run: its lease token, its checkpoints and the replay cursor."""
+
+    task: Task
+    run_id: str
+    token: int
+    store: CheckpointStore
+    settings: DurableSettings
+    serializer: Serializer
+    policy: RetryPolicy
+    checkpoints: MutableMapping[int, StepRecord]
+    eager: bool = False
+    position: int = 0
+    counters: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    fatal: BaseException | None = None
+    #: The wait the run was parked at when this delivery began (see waits.py).
+    wait: WaitInfo | None = None
+    #: The store's clock when this delivery began (0: unknown).
+    clock: float = 0.0
+    #: The run that started this one as a child (call/gather/map), if any.
+    parent: str | None = None
+    #: ``replayed(position, key)``: the stored value of a success of step ``key`` at
+    #: ``position``, else None (read without building a record from on-demand checkpoints).
+    replayed: Callable[[int, str], str | None] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        checkpoints = self.checkpoints
+        self.replayed = (checkpoints.succeeded_value
+                         if isinstance(checkpoints, OnDemandCheckpoints)
+                         else functools.partial(succeeded_value, checkpoints))
+
+    def next_key(self, name: str) -> tuple[int, str]:
+        """Allocate the position and the ``name#n`` key of the next step call."""
+        position = self.position
+        self.position += 1
+        occurrence = self.counters[name]
+        self.counters[name] = occurrence + 1
+        return position, f"{name}#{occurrence}"
+
+
+current_run: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar(
+    "celery_durable_run", default=None)
+current_step: contextvars.ContextVar[StepContext | None] = contextvars.ContextVar(
+    "celery_durable_step", default=None)
+
+
+def active_run() -> RunContext | None:
+    """The run whose body is executing in this thread, if any."""
+    return current_run.get()
+
+
+def body_context(what: str) -> RunContext | None:
+    """The run whose *body* is calling ``what()`` (a wait or a child call), or None outside one.
+
+    Raises RuntimeError inside a step (waits and child calls belong in the body),
+    LeaseLost if another delivery took the run over, and the run's fatal error
+    (a corrupt or foreign checkpoint) if the body caught it and went on.
+    """
+    ctx = active_run()
+    if ctx is not None and current_step.get() is not None:
+        raise RuntimeError(f"{what}() cannot be called inside a step; call it from the "
+                           "durable task's body")
+    if ctx is not None and ctx.fatal is not None:  # the body caught an error that ends the run
+        raise ctx.fatal
+    if ctx is not None and lease_lost(ctx.run_id):
+        raise LeaseLost()
+    return ctx
+
+
+def require_step_context() -> StepContext:
+    """The context of the step executing now; RuntimeError outside a step."""
+    ctx = current_step.get()
+    if ctx is None:
+        raise RuntimeError("step.context() is only available while a step runs inside a "
+                           "durable run")
+    return ctx
+
+
+def describe(value: Any) -> str:
+    """A type name for error messages."""
+    return f"{type(value).__module__}.{type(value).__qualname__}"

@@ -1,0 +1,346 @@
+"""One delivery of a durable run: take the lease, replay, run, park or finish."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import sys
+import time
+import traceback
+from typing import Any, NoReturn
+
+from celery import Task
+from celery.backends.base import DisabledBackend
+from celery.exceptions import Ignore, Reject, Retry
+
+from .. import signals
+from ..config import settings_for
+from ..controls import concurrency
+from ..errors import (
+    CorruptCheckpointError,
+    DurableError,
+    SerializationError,
+    StepFailedError,
+    StoreUnavailableError,
+    WorkerLostError,
+)
+from ..ops import tracing
+from ..records import Begin, ErrorInfo, RunRecord, RunStatus, StepStatus
+from ..retry import RetryPolicy, policy_from_task
+from ..serialization import Serializer, decode, encode, get_serializer
+from ..stores import get_store
+from . import leases
+from ._flow import LeaseLost, Reenqueue, Suspend
+from .context import RunContext, current_run
+from .lifecycle import announce_dead_letter, mark_revoked, notify_parent
+from .publish import delivery_options, publish_run
+from .storeguard import guard
+
+logger = logging.getLogger(__name__)
+
+
+def _begin(task: Task, run_id: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+           request: Any, ctx_fields: dict[str, Any]) -> Begin:
+    settings = ctx_fields["settings"]
+    serializer = ctx_fields["serializer"]
+    store = ctx_fields["store"]
+    args_text = encode(serializer, list(args), max_bytes=settings.max_checkpoint_bytes,
+                       what="task arguments", run_id=run_id)
+    kwargs_text = encode(serializer, dict(kwargs), max_bytes=settings.max_checkpoint_bytes,
+                         what="task keyword arguments", run_id=run_id)
+    owner = leases.owner_id()
+    options = delivery_options(getattr(request, "delivery_info", None))
+    if tracing.active is None:
+        tracing.for_app(task.app)  # a tracer provider may have been configured since
+    if tracing.active is not None:  # the trace context to keep if the run is new
+        ctx_fields["trace_root"] = tracing.active.before_begin(task, options)
+    common = {"task": task.name, "args": args_text, "kwargs": kwargs_text,
+              "options": options,
+              "owner": owner, "lease_ttl": float(settings.lease_ttl),
+              "max_recoveries": int(settings.max_recoveries)}
+    begin: Begin = store.begin(run_id, **common)
+    if begin.outcome == "busy" and leases.owner_is_dead(begin.run.owner):
+        logger.info("run %s: previous holder %s is dead; taking over", run_id, begin.run.owner)
+        begin = store.begin(run_id, steal_from=begin.run.owner, **common)
+    return begin
+
+
+def execute(task: Task, body: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Run (or resume) the durable run of the current request; see DESIGN §2-4."""
+    request = task.request
+    run_id: str = request.id
+    app = task.app
+    settings = settings_for(app)
+    fields: dict[str, Any] = {"settings": settings,
+                              "serializer": get_serializer(settings.serializer),
+                              "store": get_store(app)}
+    try:
+        begin = _begin(task, run_id, args, kwargs, request, fields)
+    except DurableError:
+        raise
+    except Exception as exc:
+        _store_down_at_start(task, run_id, exc)
+    if begin.outcome == "dead":
+        message = begin.run.error.message if begin.run.error else "worker lost"
+        logger.error("run %s dead-lettered: %s", run_id, message)
+        announce_dead_letter(app, fields["store"], run_id=run_id, task=task.name,
+                             parent=begin.run.parent, error=begin.run.error,
+                             failed_step=begin.run.failed_step)
+        if begin.run.error is not None and begin.run.error.type == "CorruptCheckpointError":
+            raise CorruptCheckpointError(message, run_id=run_id)
+        raise WorkerLostError(f"run {run_id}: {message}", run_id=run_id)
+    if begin.outcome == "finished":
+        # (Again: the delivery that finished it may have died before telling the parent.)
+        notify_parent(app, fields["store"], begin.run.parent)
+        return _finished(task, begin.run, get_serializer(settings.serializer))
+    if begin.outcome != "acquired":
+        logger.info("run %s: delivery ignored (%s, status %s)", run_id, begin.outcome,
+                    begin.run.status)
+        raise Ignore()
+    # The body gets the run's stored arguments: the same values on every delivery, and
+    # edited ones (retry_run) even when a stale message still carries the old ones.
+    serializer = fields["serializer"]
+    try:
+        args = tuple(decode(serializer, begin.run.args, what="arguments", run_id=run_id))
+        kwargs = decode(serializer, begin.run.kwargs, what="keyword arguments", run_id=run_id)
+    except SerializationError as exc:
+        _corrupt_arguments(app, fields["store"], begin, exc)
+    eager = bool(request.is_eager)
+    ctx = RunContext(task=task, run_id=run_id, token=begin.token,
+                     store=guard(fields["store"]),
+                     settings=settings, serializer=fields["serializer"],
+                     policy=task_policy(task), eager=eager,
+                     checkpoints=begin.checkpoints,
+                     wait=begin.run.wait, clock=begin.run.updated_at or 0.0,
+                     parent=begin.run.parent)
+    if not eager:
+        # The unwrapped store: the heartbeat batches renewals per store object.
+        leases.hold(fields["store"], run_id, ctx.token, float(settings.lease_ttl))
+    reset = current_run.set(ctx)
+    suspended: Suspend | None = None
+    group: str | None = None
+    outer = sys.exc_info()[1]  # (eager retries run inside an exception handler)
+    if tracing.active is not None:
+        tracing.active.start_delivery(ctx, begin.run, fields.get("trace_root"))
+    try:
+        group = concurrency.enter(ctx, args, kwargs)
+        if signals.run_started.receivers or signals.run_resumed.receivers:
+            _announce(ctx, args, kwargs)
+        return _run_body(ctx, body, args, kwargs)
+    except Reenqueue as signal:
+        return _reenqueue(ctx, body, args, kwargs, signal)
+    except Suspend as signal:
+        suspended = signal
+    except LeaseLost:
+        group = None  # a newer delivery (same run id) may hold the slot now
+        _lease_lost(ctx)
+        raise Ignore() from None
+    except StoreUnavailableError as exc:
+        if eager:
+            raise
+        # Not the task's failure: keep the run RUNNING under its (now unrenewed) lease;
+        # the sweeper republishes it when the lease expires and it resumes from the
+        # last checkpoint. No FAILURE goes to the result backend.
+        logger.warning("run %s: %s; it resumes after its lease expires", run_id, exc)
+        raise Ignore() from None
+    finally:
+        current_run.reset(reset)
+        leases.release(run_id)
+        concurrency.leave(ctx, group)
+        if tracing.active is not None:
+            error = sys.exc_info()[1]
+            tracing.active.end_delivery(None if error is outer else error,
+                                        suspended is not None)
+    assert suspended is not None  # every other path returned or raised
+    if signals.run_suspended.receivers and suspended.status in ("SLEEPING", "WAITING"):
+        wait = suspended.wait
+        signals.run_suspended.send(
+            sender=task, run_id=run_id, task=task.name, status=suspended.status,
+            step=wait.step if wait else None, wake_at=wait.until if wait else None,
+            event=wait.event if wait else None, key=wait.key if wait else None)
+    _suspended(app, suspended)
+
+
+def _announce(ctx: RunContext, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Send ``run_started`` (no checkpoints yet) or ``run_resumed``."""
+    if ctx.checkpoints:
+        completed = sum(1 for s in ctx.checkpoints.values() if s.status is StepStatus.SUCCEEDED)
+        signals.run_resumed.send(sender=ctx.task, run_id=ctx.run_id, task=ctx.task.name,
+                                 completed=completed, args=args, kwargs=kwargs)
+    else:
+        signals.run_started.send(sender=ctx.task, run_id=ctx.run_id, task=ctx.task.name,
+                                 args=args, kwargs=kwargs)
+
+
+def _store_down_at_start(task: Task, run_id: str, exc: Exception) -> NoReturn:
+    """The store failed before the run was taken: hand the message back to the broker.
+
+    Acknowledging it (what a plain failure does with ``acks_late``) would lose
+    a run the store may never have recorded. The pause keeps a worker from
+    spinning through the queue while the store is down.
+    """
+    if task.request.is_eager:
+        raise exc
+    logger.warning("run %s: checkpoint store unavailable at start (%s: %s); requeued",
+                   run_id, type(exc).__name__, exc)
+    time.sleep(1.0)
+    raise Reject(exc, requeue=True) from None
+
+
+def _corrupt_arguments(app: Any, store: Any, begin: Begin, exc: SerializationError) -> NoReturn:
+    """Stored arguments cannot be decoded: dead-letter the run now instead of crash-looping."""
+    run = begin.run
+    logger.error("run %s failed: %s", run.id, exc)
+    error = ErrorInfo("CorruptCheckpointError", str(exc))
+    if not store.finish(run.id, begin.token, status=RunStatus.FAILED, error=error):
+        raise Ignore() from exc
+    announce_dead_letter(app, store, run_id=run.id, task=run.task, parent=run.parent,
+                         error=error, failed_step=None)
+    raise CorruptCheckpointError(str(exc), run_id=run.id) from exc
+
+
+def _lease_lost(ctx: RunContext) -> None:
+    """Say why the delivery stops: a cancel, or another delivery took the run over."""
+    try:
+        run = ctx.store.get_runs([ctx.run_id])[0]
+    except Exception:  # a store without run controls, or unreachable
+        run = None
+    if run is not None and run.status is RunStatus.CANCELLED:
+        logger.info("run %s: cancelled; stopping at this step boundary", ctx.run_id)
+        # A paused-state update of this delivery may have overwritten cancel_run's REVOKED.
+        mark_revoked(ctx.task.app, ctx.run_id)
+        return
+    logger.warning("run %s: lease lost to another delivery; stopping", ctx.run_id)
+
+
+def _suspended(app: Any, signal: Suspend) -> NoReturn:
+    """The run is parked at a durable wait (waits.py set the SLEEPING/WAITING state).
+
+    End the task cleanly: no failure, no retry counted. ``Ignore`` is raised
+    outside the ``except`` block and the body's frames are cleared, so no
+    exception chain keeps them alive: thousands of runs suspending must not
+    grow the pool processes' memory.
+    """
+    traceback.clear_frames(signal.__traceback__)
+    signal.__traceback__ = None
+    if signal.publish is not None:
+        publish_run(app, signal.publish)  # the wait ended while it was being parked
+    raise Ignore()
+
+
+def _finished(task: Task, run: RunRecord, serializer: Serializer) -> Any:
+    """A delivery of a finished run: report its outcome if the result backend lacks it.
+
+    The worker that finished the run may have died before Celery stored the
+    result; without this its redelivery would be ignored and
+    ``AsyncResult.get()`` would wait forever. Otherwise the delivery is ignored.
+    """
+    if (run.status is RunStatus.CANCELLED or task.ignore_result
+            or isinstance(task.backend, DisabledBackend) or task.AsyncResult(run.id).ready()):
+        logger.info("run %s: delivery ignored (finished, status %s)", run.id, run.status)
+        raise Ignore()
+    logger.info("run %s: %s in the store but not in the result backend; reporting it",
+                run.id, run.status)
+    if run.status is RunStatus.SUCCEEDED:
+        return decode(serializer, run.result or "null", what="task result", run_id=run.id)
+    err = run.error or ErrorInfo("unknown", "")
+    if err.type.endswith("WorkerLostError"):
+        raise WorkerLostError(f"run {run.id}: {err.message}", run_id=run.id)
+    raise StepFailedError(f"run {run.id} failed: {err.type}: {err.message}", run_id=run.id,
+                          step=run.failed_step, error_type=err.type, error_message=err.message,
+                          traceback=err.traceback)
+
+
+def task_policy(task: Task) -> RetryPolicy:
+    """The task's default step policy (cached on the task)."""
+    policy: RetryPolicy | None = task.__dict__.get("_durable_policy")
+    if policy is None:
+        # Options given to the decorator become attributes of the generated
+        # class; Celery's own defaults live on Task and do not count as choices.
+        explicit = frozenset(type(task).__dict__)
+        policy = policy_from_task(task, settings_for(task.app).default_max_attempts, explicit)
+        task.__dict__["_durable_policy"] = policy
+    return policy
+
+
+def _run_body(ctx: RunContext, body: Any, args: tuple[Any, ...],
+              kwargs: dict[str, Any]) -> Any:
+    try:
+        value = body(*args, **kwargs)
+        if ctx.fatal is not None:
+            raise ctx.fatal
+        text = encode(ctx.serializer, value, max_bytes=ctx.settings.max_checkpoint_bytes,
+                      what="task result", run_id=ctx.run_id)
+    except (Reenqueue, LeaseLost, StoreUnavailableError):
+        raise
+    except Retry as exc:
+        _park_for_celery_retry(ctx, exc)
+    except Exception as exc:
+        _fail(ctx, exc)
+        raise
+    if not ctx.store.finish(ctx.run_id, ctx.token, status=RunStatus.SUCCEEDED, result=text,
+                            retention=ctx.settings.result_retention):
+        raise LeaseLost()
+    notify_parent(ctx.task.app, ctx.store, ctx.parent)
+    result = decode(ctx.serializer, text, what="task result", run_id=ctx.run_id)
+    if signals.run_succeeded.receivers:
+        signals.run_succeeded.send(sender=ctx.task, run_id=ctx.run_id, task=ctx.task.name,
+                                   result=result)
+    return result
+
+
+def _park_for_celery_retry(ctx: RunContext, exc: Retry) -> NoReturn:
+    """The body called Celery's ``self.retry()``: park the run and resume it after the delay.
+
+    Celery has already sent its own retry message; the run is re-published as
+    for a step retry as well, so whichever delivery comes second is ignored.
+    """
+    when = exc.when
+    if isinstance(when, datetime.datetime):
+        now = datetime.datetime.now(when.tzinfo or datetime.timezone.utc)
+        delay = max(0.0, (when - now).total_seconds())
+    else:
+        delay = max(0.0, float(when or 0))
+    wait = 0.0 if ctx.eager else delay
+    broker_countdown = delay <= ctx.settings.max_countdown
+    due_in = wait + ctx.settings.requeue_grace if broker_countdown else wait
+    if not ctx.store.park(ctx.run_id, ctx.token, status=RunStatus.RETRYING, delay=wait,
+                          due_in=due_in):
+        raise LeaseLost() from exc
+    raise Reenqueue(wait if broker_countdown else -1.0, exc.exc or exc)
+
+
+def _fail(ctx: RunContext, exc: Exception) -> None:
+    """Dead-letter the run: FAILED, with its checkpoints, error and traceback kept."""
+    if isinstance(exc, StepFailedError):
+        error = ErrorInfo(exc.error_type, exc.error_message, exc.traceback)
+        failed_step = exc.step
+    else:
+        error = ErrorInfo.from_exception(exc, traceback.format_exc())
+        failed_step = exc.step if isinstance(exc, DurableError) else None
+    error = error.redacted(ctx.settings.redact_names)  # durable_redact
+    if isinstance(exc, SerializationError | StepFailedError):
+        logger.error("run %s failed: %s", ctx.run_id, exc)
+    if not ctx.store.finish(ctx.run_id, ctx.token, status=RunStatus.FAILED, error=error,
+                            failed_step=failed_step):
+        raise LeaseLost() from exc
+    announce_dead_letter(ctx.task.app, ctx.store, run_id=ctx.run_id, task=ctx.task.name,
+                         parent=ctx.parent, error=error, failed_step=failed_step)
+
+
+def _reenqueue(ctx: RunContext, body: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
+               signal: Reenqueue) -> Any:
+    """The run was parked for a retry: publish it again and end this delivery as RETRY."""
+    task, request = ctx.task, ctx.task.request
+    if ctx.eager:
+        # Eager mode has no worker to deliver a retry: run the next attempt now.
+        # (Not a blocking wait on a worker: an eager result is already there.)
+        return task.apply(args=args, kwargs=kwargs, task_id=ctx.run_id).get(
+            disable_sync_subtasks=False)
+    if signal.delay >= 0:
+        sig = task.signature_from_request(request, args, kwargs, countdown=signal.delay,
+                                          retries=request.retries + 1)
+        # Celery's own apply_async: the run is in the store already, so not registered
+        # again (DurableTask.apply_async would spend a store round trip on it).
+        Task.apply_async(task, sig.args, sig.kwargs, **sig.options)
+    raise Retry(exc=signal.cause, when=max(signal.delay, 0)) from None

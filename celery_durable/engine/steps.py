@@ -1,0 +1,256 @@
+"""``@step``: checkpointed calls inside a durable run, and their replay.
+
+Every step call inside a run gets a key (its name plus an occurrence
+counter: ``charge#0``, ``poll#3``) and a position. If the run's checkpoints
+hold that position, the recorded value is returned (or the recorded failure
+raised) without calling the function; otherwise the function runs and its
+outcome is written before the body continues. Outside a run a step is a
+plain function call.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any, TypeVar, overload
+
+from .. import signals
+from ..errors import (
+    CorruptCheckpointError,
+    NonDeterministicStepError,
+    SerializationError,
+    StepFailedError,
+)
+from ..ops import steplogs
+from ..records import ErrorInfo, RunStatus, StepRecord, StepStatus
+from ..retry import Backoff, RetryPolicy, as_backoff, merge
+from ..serialization import decode, encode
+from . import _testhooks
+from ._flow import LeaseLost, Reenqueue
+from .context import (
+    RunContext,
+    StepContext,
+    active_run,
+    current_step,
+    require_step_context,
+)
+from .leases import lease_lost
+
+F = TypeVar("F", bound=Callable[..., Any])
+MAX_TRACEBACK = 32 * 1024
+
+
+def _qualified(fn: Callable[..., Any]) -> str:
+    return getattr(fn, "__name__", None) or type(fn).__name__
+
+
+def _failed(ctx: RunContext, record: StepRecord) -> StepFailedError:
+    err = record.error or ErrorInfo("unknown", "")
+    return StepFailedError(
+        f"run {ctx.run_id}: step {record.key} failed after {record.attempts} attempt(s): "
+        f"{err.type}: {err.message}", run_id=ctx.run_id, step=record.key,
+        error_type=err.type, error_message=err.message, traceback=err.traceback,
+        attempts=record.attempts)
+
+
+def _replay(ctx: RunContext, position: int, key: str) -> StepRecord | None:
+    """The recorded outcome at ``position``, after checking it is the same step.
+
+    An unreadable or foreign record ends the run even if the body catches the
+    error (``ctx.fatal``): nothing may run on top of it.
+    """
+    try:
+        record = ctx.checkpoints.get(position)
+    except CorruptCheckpointError as unreadable:
+        ctx.fatal = unreadable
+        raise
+    if record is not None and record.key != key:
+        exc = NonDeterministicStepError(
+            f"run {ctx.run_id}: at position {position} the run recorded step "
+            f"{record.key!r} but replay met step {key!r}; check that your task is "
+            "deterministic (it must call the same steps in the same order on every "
+            "replay) and that its code did not change under an in-flight run",
+            run_id=ctx.run_id, step=key)
+        ctx.fatal = exc
+        raise exc
+    return record
+
+
+def run_step(ctx: RunContext, name: str, fn: Callable[..., Any], args: tuple[Any, ...],
+             kwargs: dict[str, Any], options: dict[str, Any]) -> Any:
+    """Execute or replay one step call of the run ``ctx``."""
+    if ctx.fatal is not None:  # the body caught an error that ends the run: nothing more runs
+        raise ctx.fatal
+    if lease_lost(ctx.run_id):
+        raise LeaseLost()
+    position, key = ctx.next_key(name)
+    recorded = ctx.replayed(position, key)
+    if recorded is not None:  # the usual replay: a success of this very step
+        return _value(ctx, recorded, key)
+    record = _replay(ctx, position, key)
+    if record is not None and record.status is StepStatus.SUCCEEDED:
+        return _value(ctx, record.value or "null", key)
+    if record is not None and record.status is StepStatus.FAILED:
+        raise _failed(ctx, record)
+    attempt = (record.attempts if record is not None else 0) + 1
+    step_ctx = StepContext(ctx.run_id, key, attempt, position)
+    if signals.step_started.receivers:
+        signals.step_started.send(sender=ctx.task, run_id=ctx.run_id, task=ctx.task.name,
+                                  step=key, name=name, attempt=attempt, position=position)
+    reset = current_step.set(step_ctx)
+    lines = steplogs.start(ctx.settings.step_log_lines)
+    started = time.time()
+    try:
+        value = fn(*args, **kwargs)
+        if _testhooks.active is not None:
+            _testhooks.active.executed(ctx.run_id, position, key)
+        text = encode(ctx.serializer, value, max_bytes=ctx.settings.max_checkpoint_bytes,
+                      what=f"result of step {key}", run_id=ctx.run_id, step=key)
+    except (Reenqueue, LeaseLost):
+        raise
+    except Exception as exc:
+        error = ErrorInfo.from_exception(exc, traceback.format_exc()[-MAX_TRACEBACK:])
+        if lines is not None:
+            error.logs = list(lines)
+        error = error.redacted(ctx.settings.redact_names)  # durable_redact
+        return _on_error(ctx, exc, StepRecord(
+            position, key, name, StepStatus.FAILED, attempt, started_at=started,
+            finished_at=time.time(), error=error), options)
+    finally:
+        current_step.reset(reset)
+        steplogs.stop(lines)
+    done = StepRecord(position, key, name, StepStatus.SUCCEEDED, attempt, value=text,
+                      started_at=started, finished_at=time.time())
+    if not ctx.store.save_step(ctx.run_id, ctx.token, done):
+        raise LeaseLost()
+    if _testhooks.active is not None:
+        _testhooks.active.checkpointed(ctx.run_id, position)
+    ctx.checkpoints[position] = done
+    if signals.step_succeeded.receivers:
+        signals.step_succeeded.send(sender=ctx.task, run_id=ctx.run_id, task=ctx.task.name,
+                                    step=key, name=name, attempt=attempt, position=position,
+                                    duration=(done.finished_at or started) - started)
+    return _value(ctx, text, key)
+
+
+def _value(ctx: RunContext, text: str, key: str) -> Any:
+    """The step's recorded value; a corrupt one raises the error :func:`decode` words.
+
+    The fast path (every replayed step) builds no error text.
+    """
+    try:
+        return ctx.serializer.loads(text)
+    except Exception:
+        return decode(ctx.serializer, text, what=f"value of step {key}", run_id=ctx.run_id,
+                      step=key)
+
+
+def _send_failure(signal: Any, ctx: RunContext, exc: Exception, record: StepRecord,
+                  **extra: Any) -> None:
+    """Send ``step_failed`` / ``step_retrying`` for ``record`` (only called with receivers)."""
+    duration = ((record.finished_at or 0.0) - record.started_at) if record.started_at else 0.0
+    signal.send(sender=ctx.task, run_id=ctx.run_id, task=ctx.task.name, step=record.key,
+                name=record.name, attempt=record.attempts, position=record.position, error=exc,
+                duration=duration, logs=list(record.error.logs) if record.error else [],
+                **extra)
+
+
+def _on_error(ctx: RunContext, exc: Exception, record: StepRecord,
+              options: dict[str, Any]) -> Any:
+    """Retry the step later (re-enqueue the run) or record its failure and raise it."""
+    policy = merge(options, ctx.policy) if options else ctx.policy
+    delay = None if isinstance(exc, SerializationError) else policy.decide(exc, record.attempts)
+    if delay is None:
+        if not ctx.store.save_step(ctx.run_id, ctx.token, record):
+            raise LeaseLost() from exc
+        ctx.checkpoints[record.position] = record
+        if signals.step_failed.receivers:
+            _send_failure(signals.step_failed, ctx, exc, record)
+        raise _failed(ctx, record) from exc
+    record.status = StepStatus.RETRYING
+    broker_countdown = delay <= ctx.settings.max_countdown
+    wait = 0.0 if ctx.eager else delay
+    due_in = wait + ctx.settings.requeue_grace if broker_countdown else wait
+    if not ctx.store.park(ctx.run_id, ctx.token, status=RunStatus.RETRYING, delay=wait,
+                          due_in=due_in, step=record):
+        raise LeaseLost() from exc
+    if signals.step_retrying.receivers:
+        _send_failure(signals.step_retrying, ctx, exc, record, delay=delay)
+    raise Reenqueue(wait if broker_countdown else -1.0, exc)
+
+
+class _StepFunction:
+    """A function wrapped by ``@step``: checkpointed inside a run, plain outside."""
+
+    def __init__(self, fn: Callable[..., Any], name: str | None, options: dict[str, Any]):
+        functools.update_wrapper(self, fn)
+        self.fn = fn
+        self.step_name = name or _qualified(fn)
+        self.options = options
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        ctx = active_run()
+        if ctx is None or current_step.get() is not None:
+            return self.fn(*args, **kwargs)
+        return run_step(ctx, self.step_name, self.fn, args, kwargs, self.options)
+
+    def __get__(self, obj: Any, objtype: Any = None) -> Any:
+        if obj is None:
+            return self
+        return functools.partial(self.__call__, obj)
+
+
+def _options(max_attempts: int | None, retry_on: Any, no_retry_on: Any,
+             backoff: Backoff | float | None) -> dict[str, Any]:
+    opts: dict[str, Any] = {}
+    if max_attempts is not None:
+        opts["max_attempts"] = int(max_attempts)
+    if retry_on is not None:
+        opts["retry_on"] = tuple(retry_on) if isinstance(retry_on, (list, tuple)) else (retry_on,)
+    if no_retry_on is not None:
+        opts["no_retry_on"] = (tuple(no_retry_on) if isinstance(no_retry_on, (list, tuple))
+                               else (no_retry_on,))
+    if backoff is not None:
+        opts["backoff"] = as_backoff(backoff)
+    return opts
+
+
+class _StepAPI:
+    """The ``step`` object: a decorator, plus ``step.run`` and ``step.context``."""
+
+    @overload
+    def __call__(self, fn: F, /) -> F: ...
+
+    @overload
+    def __call__(self, *, name: str | None = ..., max_attempts: int | None = ...,
+                 retry_on: Any = ..., no_retry_on: Any = ...,
+                 backoff: Backoff | float | None = ...) -> Callable[[F], F]: ...
+
+    def __call__(self, fn: Any = None, /, *, name: str | None = None,  # type: ignore[misc]
+                 max_attempts: int | None = None, retry_on: Any = None,
+                 no_retry_on: Any = None, backoff: Backoff | float | None = None) -> Any:
+        """Decorate a function as a step: ``@step`` or ``@step(name=..., max_attempts=...)``."""
+        options = _options(max_attempts, retry_on, no_retry_on, backoff)
+        if fn is not None:
+            return _StepFunction(fn, name, options)
+        return lambda f: _StepFunction(f, name, options)
+
+    def run(self, name: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        """Call ``fn(*args, **kwargs)`` as a step named ``name``."""
+        ctx = active_run()
+        if ctx is None or current_step.get() is not None:
+            return fn(*args, **kwargs)
+        return run_step(ctx, name, fn, args, kwargs, {})
+
+    @staticmethod
+    def context() -> StepContext:
+        """The running step's :class:`StepContext` (run id, key, attempt, idempotency key)."""
+        return require_step_context()
+
+
+step = _StepAPI()
+"""Mark a function as a checkpointed step; see :class:`_StepAPI`."""
+
+__all__ = ["RetryPolicy", "StepContext", "run_step", "step"]

@@ -1,0 +1,189 @@
+"""``DurableTask`` and the ``@durable_task`` decorator."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from celery import Celery, Task, bootsteps, shared_task, signals, states
+from celery.exceptions import Ignore
+
+from ..config import settings_for
+from ..controls import concurrency
+from ..controls.idempotency import register, trigger
+from ..ops import events, tracing
+from ..ops.sweeper import Sweeper
+from ..stores import get_store
+from .runner import execute
+
+#: Options ``@app.task`` accepts beyond the Task class attributes.
+_DECORATOR_OPTIONS = frozenset({
+    "name", "bind", "base", "shared", "lazy", "filter", "autoretry_for", "dont_autoretry_for",
+    "retry_kwargs", "retry_backoff", "retry_backoff_max", "retry_jitter", "queue", "exchange",
+    "routing_key", "pydantic", "pydantic_strict", "pydantic_context", "pydantic_dump_kwargs",
+    "compression", "store_eager_result", "delivery_mode", "shadow_name",
+})
+
+
+def _task_attributes() -> frozenset[str]:
+    """Public, non-callable attributes of Celery's Task: each is a decorator option."""
+    return frozenset(name for name, value in vars(Task).items()
+                     if not name.startswith("_") and not callable(value)
+                     and not isinstance(value, (property, classmethod, staticmethod)))
+
+
+ALLOWED_OPTIONS = _DECORATOR_OPTIONS | _task_attributes() | concurrency.OPTIONS
+
+
+class DurableTask(Task):  # type: ignore[misc]
+    """A Celery task whose steps are checkpointed; use it via ``@durable_task``.
+
+    ``@app.task(base=DurableTask)`` is equivalent to ``@durable_task(app=app)``.
+    Calling the task object directly (``task(1, 2)``) runs the body as a plain
+    function, as Celery does.
+    """
+
+    abstract = True
+    acks_late = True
+    reject_on_worker_lost = True
+    #: Most runs of this task executing at once across all workers (None: no limit).
+    concurrency: int | None = None
+    #: ``fn(*args, **kwargs)`` -> key: apply ``concurrency`` per key (None: per task).
+    concurrency_key: Any = None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        request = self.request_stack.top
+        if request is None or request.called_directly:
+            return super().__call__(*args, **kwargs)
+        # With ``autoretry_for`` Celery wraps ``run``; retries are ours, so call
+        # the user's function unwrapped.
+        body = self.__dict__.get("_orig_run") or self.run
+        return execute(self, body, args, kwargs)
+
+    def apply_async(self, args: Any = None, kwargs: Any = None, task_id: str | None = None,
+                    *more: Any, idempotency_key: Any = None, idempotency_ttl: Any = None,
+                    **options: Any) -> Any:
+        """Celery's ``apply_async``, plus ``idempotency_key`` and ``idempotency_ttl``.
+
+        With an ``idempotency_key`` (per task name), a second trigger within
+        ``idempotency_ttl`` (seconds or a timedelta; default the
+        ``durable_idempotency_ttl`` setting, 24 h) returns the first run's
+        AsyncResult instead of starting a new run. ``delay()`` cannot take a
+        key (its keyword arguments go to the task): use ``apply_async``.
+        """
+        tracer = tracing.for_app(self.app)
+        if tracer is not None:
+            tracer.inject(self.name, options)
+        if idempotency_key is None:
+            if (settings_for(self.app).register_on_publish and not more
+                    and not self.app.conf.task_always_eager):
+                task_id = register(self, args, kwargs, task_id, options)
+            return super().apply_async(args, kwargs, task_id, *more, **options)
+        if more:
+            raise TypeError("pass apply_async options by keyword with an idempotency_key")
+        return trigger(self, args, kwargs, task_id, idempotency_key, idempotency_ttl, options)
+
+    @classmethod
+    def bind(cls, app: Celery) -> Any:
+        """Bind to ``app`` and make sure its workers run the sweeper."""
+        install_worker_step(app)
+        return super().bind(app)
+
+
+@signals.task_postrun.connect(weak=False)  # type: ignore[untyped-decorator]
+def _free_ignored_delivery(sender: Any = None, retval: Any = None, state: Any = None,
+                           **kwargs: Any) -> None:
+    """Let a suspended (or superseded) delivery's frames be freed at once.
+
+    Celery keeps the ``Ignore`` a durable task ends with in a reference cycle
+    (exception → traceback → tracer frame → ExceptionInfo → exception) that
+    only a full garbage collection frees; with thousands of runs going to
+    sleep it grows every pool process by ~100 MB. Dropping the traceback
+    after Celery is done with it breaks the cycle.
+    """
+    if state == states.IGNORED and isinstance(retval, Ignore) and isinstance(sender, DurableTask):
+        retval.__traceback__ = None
+
+
+def _check_options(options: dict[str, Any]) -> None:
+    unknown = sorted(set(options) - ALLOWED_OPTIONS)
+    if unknown:
+        raise ValueError(f"durable_task() got unknown option(s): {', '.join(unknown)}")
+    base = options.get("base")
+    if base is not None and not (isinstance(base, type) and issubclass(base, DurableTask)):
+        raise ValueError("durable_task(base=...) must be a subclass of DurableTask")
+    concurrency.check_options(options)
+
+
+def durable_task(fn: Callable[..., Any] | None = None, /, *, app: Celery | None = None,
+                 **options: Any) -> Any:
+    """Declare a durable task: ``@durable_task``, ``@durable_task(...)`` or ``(app=app)``.
+
+    Accepts every ``@app.task`` option with its Celery meaning; an unknown
+    option raises ValueError. Without ``app`` the task is shared, like
+    ``@shared_task``. Durable tasks default to ``acks_late=True`` and
+    ``reject_on_worker_lost=True``. Durable options: ``concurrency=N`` caps
+    how many runs of the task execute at once across all workers, and
+    ``concurrency_key=fn`` (called with the task's arguments) caps per key;
+    see :mod:`celery_durable.controls.concurrency`.
+    """
+    _check_options(options)
+    options.setdefault("base", DurableTask)
+
+    def decorate(fun: Callable[..., Any]) -> Any:
+        if app is not None:
+            install_worker_step(app)
+            return app.task(**options)(fun)
+        return shared_task(**options)(fun)
+
+    return decorate(fn) if fn is not None else decorate
+
+
+def has_durable_tasks(app: Celery) -> bool:
+    """True if any task registered on ``app`` is durable."""
+    return any(isinstance(t, DurableTask) for t in app.tasks.values())
+
+
+class DurableWorkerStep(bootsteps.StartStopStep):  # type: ignore[misc]
+    """Worker bootstep: checks the store at start, then runs the :class:`Sweeper` thread."""
+
+    label = "celery_durable sweeper"
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        self.sweeper: Sweeper | None = None
+        if getattr(worker, "task_events", False):
+            events.enable()  # before the pool forks, so its processes send step events too
+        tracing.for_app(worker.app)  # durable_tracing: on when opentelemetry is installed
+        super().__init__(worker, **kwargs)
+
+    def start(self, worker: Any) -> None:
+        """Fail the worker start if the store is unreachable; start the sweep thread."""
+        app = worker.app
+        if not has_durable_tasks(app):
+            return
+        get_store(app).ping()
+        settings = settings_for(app)
+        if settings.sweeper:
+            self.sweeper = Sweeper(app, float(settings.sweep_interval))
+            self.sweeper.start()
+
+    def stop(self, worker: Any) -> None:
+        """Stop the sweep thread."""
+        if self.sweeper is not None:
+            self.sweeper.stop()
+
+    shutdown = stop
+
+
+def install_worker_step(app: Celery) -> None:
+    """Add the durable bootstep to ``app``'s workers (idempotent)."""
+    app.steps["worker"].add(DurableWorkerStep)
+
+
+@signals.worker_init.connect(weak=False)  # type: ignore[untyped-decorator]
+def _on_worker_init(sender: Any = None, **kwargs: Any) -> None:
+    # Shared tasks bind to the app only when it is finalized, after the worker
+    # blueprint is built; adding the step here covers them too.
+    app = getattr(sender, "app", None)
+    if app is not None:
+        install_worker_step(app)

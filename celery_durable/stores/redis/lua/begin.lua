@@ -1,0 +1,53 @@
+-- uses: now finished
+-- KEYS[1] run hash. ARGV: task, args, kwargs, options, owner, ttl, steal_from, max_recoveries
+-- Returns {outcome, token}; RedisStore.begin reads the hash with a plain HGETALL sent right
+-- behind it (a hash returned through Lua costs the server ~4x as much: every field becomes
+-- a Lua string and back).
+local h = KEYS[1]
+local ttl = tonumber(ARGV[6])
+local v = redis.call('HMGET', h, 'status', 'nb', 'owner', 'lease', 'options')
+local status = v[1]
+if not status then
+  redis.call('HSET', h, 'task', ARGV[1], 'args', ARGV[2], 'kwargs', ARGV[3],
+             'options', ARGV[4], 'status', 'PENDING', 'created', tostring(now),
+             'token', '0', 'rec', '0')
+  status = 'PENDING'
+elseif finished[status] then
+  return {'finished', '0'}
+elseif v[2] and v[2] ~= '' and tonumber(v[2]) > now then
+  return {'early', '0'}
+elseif v[3] and v[3] ~= '' and v[4] and v[4] ~= '' and tonumber(v[4]) > now
+       and v[3] ~= ARGV[7] then
+  return {'busy', '0'}
+end
+if v[1] and (not v[5] or v[5] == '' or v[5] == '{}') then
+  redis.call('HSET', h, 'options', ARGV[4])  -- created before its first delivery
+elseif v[1] and string.find(ARGV[4], '"headers"', 1, true)
+       and not string.find(v[5], '"headers"', 1, true) then
+  -- created with its routing only: keep it, add this delivery's trace header
+  -- (publish.merged_options is the same rule for the other stores)
+  local ok, stored = pcall(cjson.decode, v[5])  -- corrupt: left for parse_begin to report
+  if ok and type(stored) == 'table' then
+    stored['headers'] = cjson.decode(ARGV[4])['headers']
+    redis.call('HSET', h, 'options', cjson.encode(stored))
+  end
+end
+if status == 'RUNNING' then
+  -- the previous holder died (its lease expired, or it was seen dead): a recovery
+  local rec = redis.call('HINCRBY', h, 'rec', 1)
+  if rec > tonumber(ARGV[8]) then
+    redis.call('HINCRBY', h, 'token', 1)
+    redis.call('HSET', h, 'status', 'FAILED', 'owner', '', 'lease', '', 'due', '',
+               'finished', tostring(now), 'updated', tostring(now), 'error', cjson.encode({
+                 'celery_durable.errors.WorkerLostError',
+                 'worker lost ' .. rec .. ' times (durable_max_recoveries=' .. ARGV[8] .. ')',
+                 ''}))
+    return {'dead', '0'}
+  end
+end
+local token = redis.call('HINCRBY', h, 'token', 1)
+local lease = tostring(now + ttl)
+redis.call('HSET', h, 'status', 'RUNNING', 'owner', ARGV[5], 'lease', lease,
+           'due', lease, 'nb', '', 'updated', tostring(now))
+redis.call('HSETNX', h, 'started', tostring(now))
+return {'acquired', tostring(token)}

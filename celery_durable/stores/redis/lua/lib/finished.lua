@@ -1,0 +1,1 @@
+local finished = {SUCCEEDED=true, FAILED=true, CANCELLED=true}

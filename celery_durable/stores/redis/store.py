@@ -1,0 +1,413 @@
+"""RedisStore: one hash per run, Lua for every check-and-write under the lease.
+
+Layout (``P`` is the result backend's ``global_keyprefix`` plus
+``durable_key_prefix``)::
+
+    P run:{<run id>}   hash: run fields, plus c:<pos> (step meta JSON) and v:<pos> (value)
+    P due              sorted set: run id -> when the sweeper should look at it
+    P runs             sorted set: run id -> creation time (for listing)
+    P ev:{<h>}:box     sorted set: the mailbox of one event name and key (``h`` hashes
+                       both): seq -> "seq:id:payload", kept ``durable_event_buffer`` s
+    P ev:{<h>}:waiters set: ids of the runs waiting (or about to wait) for that event
+
+A run hash also holds its current or last wait: ``wkind wstep wpos wid wuntil
+wname wkey wafter`` and ``wres`` (the resolution, written once).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from ...errors import CorruptCheckpointError, InvalidRunStateError, StoreUnavailableError
+from ...records import (
+    Begin,
+    Claim,
+    ErrorInfo,
+    EventRecord,
+    RunRecord,
+    RunStatus,
+    StepRecord,
+    WaitInfo,
+)
+from ..base import CheckpointStore
+from ._codec import as_dict, checkpoint_args, parse_begin, parse_run, text
+from ._scripts import SCRIPTS
+from .controls import RedisControls
+
+redis_lib: Any
+try:
+    import redis as redis_lib
+
+    from ._lane import FastLane, LaneUnavailable, pack
+except ImportError:  # pragma: no cover - depends on the installed extras
+    redis_lib = None
+
+
+class RedisStore(RedisControls, CheckpointStore):
+    """Checkpoints in Redis (standalone, Sentinel or Cluster)."""
+
+    def __init__(self, client: Any, *, prefix: str = "durable:", fast_lane: bool = True) -> None:
+        if redis_lib is None:
+            raise StoreUnavailableError("RedisStore needs redis-py: pip install "
+                                        "'celery-durable[redis]'")
+        self.client = client
+        self.prefix = prefix
+        self._due_key = f"{prefix}due"
+        self._runs_key = f"{prefix}runs"
+        self._scripts = {name: client.register_script(source)
+                         for name, source in SCRIPTS.items()}
+        self._lane = FastLane(client, enabled=fast_lane)
+
+    def _send(self, *commands: tuple[Any, ...]) -> list[Any]:
+        """The replies to ``commands``, sent in one round trip.
+
+        Over the fast lane (:mod:`.redis_lane`) when it can; else, or when its
+        connection failed or Redis lost a script, as a client pipeline
+        (:meth:`_pipeline`: redis-py's reconnects, scripts loaded again); one
+        command alone goes without a pipeline. A command the lane sent may run
+        again on the client path if the connection broke after Redis ran it, as
+        with redis-py's own retries: checkpoints are idempotent, a repeated
+        ``begin`` answers ``busy`` (the run resumes after its lease expires) and
+        a repeated ``finish`` answers that the lease is gone. Any other error
+        reply is raised, as the client path would.
+        """
+        if self._lane.enabled:
+            try:
+                replies = self._lane.call([pack(*command) for command in commands])
+            except LaneUnavailable:
+                replies = None
+            if replies is not None:
+                errors = [r for r in replies if isinstance(r, redis_lib.exceptions.ResponseError)]
+                if not errors:
+                    return replies
+                if not any(isinstance(e, redis_lib.exceptions.NoScriptError) for e in errors):
+                    raise errors[0]
+        if len(commands) == 1:
+            try:
+                return [self.client.execute_command(*commands[0])]
+            except redis_lib.exceptions.NoScriptError:
+                self._load_scripts()
+                return [self.client.execute_command(*commands[0])]
+        return self._pipeline(lambda pipe: [pipe.execute_command(*c) for c in commands])
+
+    def _script(self, name: str, key: str, *args: Any) -> tuple[Any, ...]:
+        """The EVALSHA command of script ``name`` on ``key`` (for :meth:`_send`)."""
+        return ("EVALSHA", self._scripts[name].sha, 1, key, *args)
+
+    def _pipeline(self, build: Callable[[Any], object]) -> list[Any]:
+        """Run the commands ``build`` queues in one round trip.
+
+        Scripts are sent as EVALSHA; if the server lost them (restart,
+        ``SCRIPT FLUSH``) they are loaded and the pipeline is sent again, which
+        is safe because every queued command is idempotent or refused under the
+        lease. (redis-py's own pipeline would ask ``SCRIPT EXISTS`` every time.)
+        """
+        for attempt in (1, 2):
+            pipe = self.client.pipeline(transaction=False)
+            build(pipe)
+            try:
+                return list(pipe.execute())
+            except redis_lib.exceptions.NoScriptError:
+                if attempt == 2:
+                    raise
+                self._load_scripts()
+        raise AssertionError("unreachable")
+
+    def _load_scripts(self) -> None:
+        """Load every script again (after a restart or ``SCRIPT FLUSH``)."""
+        for script in self._scripts.values():
+            script.sha = self.client.script_load(script.script)
+
+    @classmethod
+    def from_url(cls, url: str, *, prefix: str = "durable:", fast_lane: bool = True,
+                 **options: Any) -> RedisStore:
+        """Connect to the Redis at ``url`` (``options`` go to ``redis.Redis.from_url``)."""
+        if redis_lib is None:
+            raise StoreUnavailableError("RedisStore needs redis-py: pip install "
+                                        "'celery-durable[redis]'")
+        return cls(redis_lib.Redis.from_url(url, **options), prefix=prefix, fast_lane=fast_lane)
+
+    def run_key(self, run_id: str) -> str:
+        """The hash holding ``run_id``; the run id is its Redis Cluster hash tag."""
+        return f"{self.prefix}run:{{{run_id}}}"
+
+    def ping(self) -> None:
+        """Raise StoreUnavailableError when Redis does not answer."""
+        try:
+            self.client.ping()
+        except Exception as exc:
+            raise StoreUnavailableError(f"Redis store unreachable: {exc}") from exc
+
+    def begin(self, run_id: str, *, task: str, args: str, kwargs: str,
+              options: Mapping[str, object], owner: str, lease_ttl: float,
+              max_recoveries: int = 5, steal_from: str | None = None) -> Begin:
+        """See :meth:`CheckpointStore.begin`: one pipelined round trip.
+
+        The BEGIN script decides and takes the lease; the ``HGETALL`` right
+        behind it reads the run and its checkpoints. A write can land between
+        the two (another delivery stealing the lease, a cancel, a deletion):
+        when the hash read is not the state the script decided on (see
+        :func:`_read_as_decided`) the delivery is told ``busy`` instead of
+        running on a state it does not hold.
+        """
+        now = time.time()
+        key = self.run_key(run_id)
+        (outcome, token), flat, _, _ = self._send(
+            self._script("BEGIN", key, task, args, kwargs, json.dumps(dict(options)), owner,
+                         lease_ttl, steal_from or "", max_recoveries),
+            ("HGETALL", key),
+            ("ZADD", self._due_key, now + lease_ttl, run_id),
+            ("ZADD", self._runs_key, "NX", now, run_id))
+        outcome, token, raw = text(outcome), int(token), as_dict(flat)
+        try:
+            run, checkpoints = parse_begin(run_id, raw)
+        except CorruptCheckpointError as exc:
+            if outcome != "acquired":
+                raise
+            return self._dead_letter_corrupt(run_id, task, token, raw, exc)
+        if not _read_as_decided(outcome, token, owner, run):
+            return Begin("busy", run)
+        return Begin(outcome, run, token, checkpoints)
+
+    def _dead_letter_corrupt(self, run_id: str, task: str, token: int, raw: dict[Any, Any],
+                             exc: CorruptCheckpointError) -> Begin:
+        """Dead-letter a run whose hash cannot be read, under the lease just taken.
+
+        Retrying cannot repair bytes. If the lease was lost before the hash was
+        read, nothing is written and the delivery is told ``busy``: the holder
+        dead-letters it.
+        """
+        error = ErrorInfo(type(exc).__name__, str(exc))
+        if not self.finish(run_id, token, status=RunStatus.FAILED, error=error):
+            return Begin("busy", RunRecord(id=run_id, task=task, status=RunStatus.RUNNING))
+        # The parent (of a child run) is told by the runner, if its id is readable.
+        found = raw.get(b"parent", raw.get("parent"))
+        try:
+            parent = text(found) or None if found is not None else None
+        except UnicodeDecodeError:
+            parent = None
+        return Begin("dead", RunRecord(id=run_id, task=task, status=RunStatus.FAILED,
+                                       error=error, parent=parent), token)
+
+    def save_step(self, run_id: str, token: int, step: StepRecord) -> bool:
+        """See :meth:`CheckpointStore.save_step`: one EVALSHA.
+
+        The hot path of every step: sent by :meth:`_send`, over the fast lane
+        when it can.
+        """
+        return bool(self._send(
+            self._script("SAVE_STEP", self.run_key(run_id), token, *checkpoint_args(step)))[0])
+
+    def park(self, run_id: str, token: int, *, status: RunStatus, delay: float,
+             due_in: float, step: StepRecord | None = None) -> bool:
+        """See :meth:`CheckpointStore.park`."""
+        step_args = checkpoint_args(step) if step is not None else ["", "", ""]
+        ok, _ = self._send(
+            self._script("PARK", self.run_key(run_id), token, status.value, delay, due_in,
+                         *step_args),
+            ("ZADD", self._due_key, time.time() + due_in, run_id))
+        return bool(ok)
+
+    def finish(self, run_id: str, token: int, *, status: RunStatus,
+               result: str | None = None, error: ErrorInfo | None = None,
+               failed_step: str | None = None, retention: float = 0) -> bool:
+        """See :meth:`CheckpointStore.finish`."""
+        err = json.dumps([error.type, error.message, error.traceback]) if error else ""
+        ok, _ = self._send(
+            self._script("FINISH", self.run_key(run_id), token, status.value, result or "", err,
+                         failed_step or "", retention),
+            ("ZREM", self._due_key, run_id))
+        return bool(ok)
+
+    def renew(self, leases: Mapping[str, int], lease_ttl: float) -> set[str]:
+        """See :meth:`CheckpointStore.renew`: one pipeline for all leases."""
+        if not leases:
+            return set()
+        ids = list(leases)
+        replies = self._send(*(self._script("RENEW", self.run_key(run_id), leases[run_id],
+                                            lease_ttl) for run_id in ids))
+        lost = {run_id for run_id, lease in zip(ids, replies, strict=True) if not lease}
+        alive = {run_id: float(lease) for run_id, lease in zip(ids, replies, strict=True)
+                 if lease}
+        if alive:
+            self.client.zadd(self._due_key, alive)
+        return lost
+
+    def due_runs(self, limit: int = 100) -> list[str]:
+        """See :meth:`CheckpointStore.due_runs`."""
+        ids = self.client.zrangebyscore(self._due_key, "-inf", time.time(), start=0, num=limit)
+        return [text(i) for i in ids]
+
+    def claim_due(self, run_id: str, *, grace: float, max_recoveries: int) -> Claim:
+        """See :meth:`CheckpointStore.claim_due`."""
+        reply = self._scripts["CLAIM_DUE"](keys=[self.run_key(run_id)],
+                                           args=[grace, max_recoveries])
+        action = text(reply[0])
+        if action == "gone":
+            self.client.zrem(self._due_key, run_id)
+            return Claim("gone")
+        if action == "later":
+            due = float(reply[1])
+            self.client.zadd(self._due_key, {run_id: due})
+            return Claim("later", due_at=due)
+        run = parse_run(run_id, reply[1])
+        if action == "dead":
+            self.client.zrem(self._due_key, run_id)
+        elif run.due_at is not None:
+            self.client.zadd(self._due_key, {run_id: run.due_at})
+        return Claim(action, run)
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        """See :meth:`CheckpointStore.get_run`."""
+        raw = as_dict(self.client.execute_command("HGETALL", self.run_key(run_id)))
+        return parse_run(run_id, raw) if raw else None
+
+    def list_runs(self, *, status: RunStatus | None = None, task: str | None = None,
+                  limit: int = 100) -> list[RunRecord]:
+        """See :meth:`CheckpointStore.list_runs` (scans the index newest first)."""
+        out: list[RunRecord] = []
+        start, batch = 0, max(limit, 200)
+        wanted = ["task", "status", "args", "kwargs", "created", "updated", "finished",
+                  "fstep", "error", "ikey", "rec", "wkind", "wstep", "wpos", "wid", "wuntil",
+                  "wname", "wkey", "wafter", "wres", "parent"]
+        while len(out) < limit:
+            ids = [text(i) for i in
+                   self.client.zrevrange(self._runs_key, start, start + batch - 1)]
+            if not ids:
+                break
+            start += batch
+            gone = []
+            for run_id, run in zip(ids, self._read_runs(ids, wanted), strict=True):
+                if run is None:
+                    gone.append(run_id)
+                elif (status is None or run.status is status) and (task is None
+                                                                   or run.task == task):
+                    out.append(run)
+            if gone:
+                self.client.zrem(self._runs_key, *gone)
+        return out[:limit]
+
+    def reset_run(self, run_id: str, *, from_start: bool, args: str | None = None,
+                  kwargs: str | None = None, grace: float = 300.0) -> RunRecord | None:
+        """See :meth:`CheckpointStore.reset_run`."""
+        reply = self._scripts["RESET"](keys=[self.run_key(run_id)], args=[
+            "1" if from_start else "0", args or "", kwargs or "", grace])
+        action = text(reply[0])
+        if action == "missing":
+            return None
+        if action == "state":
+            raise InvalidRunStateError(f"run {run_id} is {text(reply[1])}, not failed or "
+                                       "cancelled", run_id=run_id)
+        run = parse_run(run_id, reply[1])
+        self.client.zadd(self._due_key, {run_id: time.time() + grace})
+        return run
+
+    def close(self) -> None:
+        """Close the idle fast-lane connections and the connection pool."""
+        self._lane.close()
+        self.client.close()
+
+    # -- durable waits ---------------------------------------------------------
+
+    def event_keys(self, name: str, key: str) -> tuple[str, str]:
+        """The mailbox and waiter-set keys of event ``(name, key)`` (one hash tag)."""
+        tag = hashlib.sha1(f"{name}\x00{key}".encode(), usedforsecurity=False).hexdigest()[:24]
+        return f"{self.prefix}ev:{{{tag}}}:box", f"{self.prefix}ev:{{{tag}}}:waiters"
+
+    def suspend(self, run_id: str, token: int, *, status: RunStatus, wait: WaitInfo,
+                step: StepRecord | None = None) -> bool:
+        """See :meth:`CheckpointStore.suspend`: one pipelined round trip."""
+        step_args = checkpoint_args(step) if step is not None else ["", "", ""]
+        until = "" if wait.until is None else repr(float(wait.until))
+
+        commands = [self._script("SUSPEND", self.run_key(run_id), token, status.value,
+                                 *step_args, wait.kind, wait.step, wait.position,
+                                 wait.wait_id, until, wait.event or "", wait.key or "",
+                                 wait.after)]
+        if wait.until is not None:
+            commands.append(("ZADD", self._due_key, wait.until, run_id))
+        # Without a timeout the run is due for nobody; the sweeper drops the
+        # entry ``begin`` left when it comes up.
+        return bool(self._send(*commands)[0])
+
+    def _event(self, name: str, key: str, member: Any) -> EventRecord:
+        seq, event_id, payload = text(member).split(":", 2)
+        return EventRecord(event_id, name, key, payload, int(seq), int(seq) / 1_000_000)
+
+    def register_waiter(self, run_id: str, name: str, key: str, *, after: int,
+                        buffer: float) -> EventRecord | None:
+        """See :meth:`CheckpointStore.register_waiter`: one EVALSHA."""
+        member = self._scripts["REGISTER"](keys=list(self.event_keys(name, key)),
+                                           args=[run_id, after, int(buffer * 1_000_000)])
+        return self._event(name, key, member) if member else None
+
+    def unregister_waiter(self, run_id: str, name: str, key: str) -> None:
+        """See :meth:`CheckpointStore.unregister_waiter`."""
+        self.client.srem(self.event_keys(name, key)[1], run_id)
+
+    def post_event(self, name: str, key: str, payload: str, *,
+                   buffer: float) -> tuple[EventRecord, list[str]]:
+        """See :meth:`CheckpointStore.post_event`: one EVALSHA."""
+        event_id = uuid.uuid4().hex
+        seq, waiters = self._scripts["POST"](keys=list(self.event_keys(name, key)),
+                                             args=[event_id, payload,
+                                                   int(max(buffer, 0) * 1_000_000)])
+        seq = int(text(seq))
+        return (EventRecord(event_id, name, key, payload, seq, seq / 1_000_000),
+                sorted(text(w) for w in waiters))
+
+    def deliver_event(self, event: EventRecord, run_ids: Sequence[str], *,
+                      grace: float) -> list[RunRecord]:
+        """See :meth:`CheckpointStore.deliver_event`: one pipeline for all runs."""
+        ids = list(run_ids)
+        if not ids:
+            return []
+        replies = self._send(*(self._script("DELIVER", self.run_key(run_id), event.name,
+                                            event.key, event.id, event.seq, event.payload,
+                                            grace) for run_id in ids))
+        runs, gone = [], []
+        for run_id, reply in zip(ids, replies, strict=True):
+            action = text(reply[0])
+            if action == "publish":
+                runs.append(parse_run(run_id, reply[1]))
+            elif action == "gone":
+                gone.append(run_id)
+        pipe = self.client.pipeline(transaction=False)
+        if gone:
+            pipe.srem(self.event_keys(event.name, event.key)[1], *gone)
+        if runs:
+            pipe.zadd(self._due_key, {r.id: r.due_at for r in runs if r.due_at is not None})
+        if gone or runs:
+            pipe.execute()
+        return runs
+
+    def wake(self, run_id: str, *, grace: float) -> RunRecord | None:
+        """See :meth:`CheckpointStore.wake`."""
+        reply = self._scripts["WAKE"](keys=[self.run_key(run_id)], args=[grace])
+        if text(reply[0]) != "publish":
+            return None
+        run = parse_run(run_id, reply[1])
+        if run.due_at is not None:
+            self.client.zadd(self._due_key, {run_id: run.due_at})
+        return run
+
+
+def _read_as_decided(outcome: str, token: int, owner: str, run: RunRecord) -> bool:
+    """Whether the hash read behind the BEGIN script shows the state the script decided on.
+
+    ``acquired``: the run still holds this delivery's token and owner (a
+    steal bumps the token; a cancel, purge and re-creation could bring the
+    same token back, not the same owner). ``finished`` and ``dead``: the run
+    is still finished (not deleted, nor reset by ``retry_run``). ``busy`` and
+    ``early`` change nothing, so any later state is as good.
+    """
+    if outcome == "acquired":
+        return run.token == token and run.owner == owner
+    if outcome in ("finished", "dead"):
+        return run.status.finished
+    return True

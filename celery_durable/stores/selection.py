@@ -1,0 +1,95 @@
+"""Which checkpoint store an app uses.
+
+The store is derived from the app's result backend (Redis backend →
+:class:`RedisStore`, django-celery-results' ``django-db`` → ``DjangoStore``,
+eager mode → :class:`MemoryStore`) unless ``durable_store`` names one.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from celery import Celery
+
+from ..config import DurableSettings, settings_for
+from ..errors import StoreUnavailableError
+from .base import CheckpointStore
+from .memory import MemoryStore
+
+
+def _import(path: str) -> Any:
+    module_name, _, attr = path.replace(":", ".").rpartition(".")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def _redis_store(settings: DurableSettings, *, url: str | None = None, client: Any = None,
+                 prefix: str) -> CheckpointStore:
+    # Deferred: redis-py is an optional dependency (the ``redis`` extra); RedisStore
+    # raises StoreUnavailableError naming the extra when it is missing.
+    from .redis import RedisStore
+
+    if url is not None:
+        return RedisStore.from_url(url, prefix=prefix, fast_lane=settings.redis_fast_lane)
+    return RedisStore(client, prefix=prefix, fast_lane=settings.redis_fast_lane)
+
+
+def _django_store() -> CheckpointStore:
+    try:  # deferred: the Django app is an optional dependency (the ``django`` extra)
+        from celery_durable_django.store import DjangoStore
+    except ImportError as exc:
+        raise StoreUnavailableError("the Django store needs the Django app: pip install "
+                                    "'celery-durable[django]' and add 'celery_durable_django' to "
+                                    "INSTALLED_APPS") from exc
+    store: CheckpointStore = DjangoStore()
+    return store
+
+
+def store_from_spec(app: Celery, spec: Any) -> CheckpointStore:
+    """Build a store from a ``durable_store`` value (instance, URL, dotted path or factory)."""
+    settings = settings_for(app)
+    if isinstance(spec, CheckpointStore):
+        return spec
+    if isinstance(spec, str):
+        if spec.startswith(("redis://", "rediss://", "unix://")):
+            return _redis_store(settings, url=spec, prefix=settings.key_prefix)
+        if spec.startswith("memory:"):
+            return MemoryStore()
+        if spec.startswith("django"):
+            return _django_store()
+        spec = _import(spec)
+    if callable(spec):
+        store = spec(app)
+        if isinstance(store, CheckpointStore):
+            return store
+    raise StoreUnavailableError(f"durable_store={spec!r} is not a store, a store URL "
+                                "(redis://, memory://, django://) or a factory of one")
+
+
+def _derive(app: Celery) -> CheckpointStore:
+    """Pick the store that matches the app's result backend."""
+    settings = settings_for(app)
+    if app.conf.task_always_eager:
+        return MemoryStore()
+    backend_name = type(app.backend).__name__
+    module = type(app.backend).__module__
+    if module.startswith("celery.backends.redis"):
+        options = app.conf.result_backend_transport_options or {}
+        prefix = str(options.get("global_keyprefix", "")) + settings.key_prefix
+        return _redis_store(settings, client=app.backend.client, prefix=prefix)
+    if module.startswith("django_celery_results"):
+        return _django_store()
+    raise StoreUnavailableError(
+        f"celery_durable cannot keep checkpoints in the {backend_name} result backend: "
+        "use a Redis result backend, django-celery-results ('django-db') with "
+        "'celery_durable_django' installed, or set durable_store")
+
+
+def get_store(app: Celery) -> CheckpointStore:
+    """The store of ``app``, built once per app."""
+    store: CheckpointStore | None = app.__dict__.get("_durable_store")
+    if store is None:
+        spec = settings_for(app).store
+        store = store_from_spec(app, spec) if spec is not None else _derive(app)
+        app.__dict__["_durable_store"] = store
+    return store

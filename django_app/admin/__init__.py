@@ -1,0 +1,13 @@
+"""The admin of durable runs: run history, a run page, retry controls, dead letters.
+
+* :mod:`.runs`: the ModelAdmins of runs and dead letters and the run page;
+* :mod:`.actions` and :mod:`.wait_actions`: what an operator can do to a run,
+  each behind its own permission;
+* :mod:`.changelist`: filters and paging; :mod:`.forms`: the argument editor.
+
+Django's admin autodiscovery imports this package, which registers the ModelAdmins.
+"""
+
+from .runs import DeadLetterAdmin, RunAdmin
+
+__all__ = ["DeadLetterAdmin", "RunAdmin"]

@@ -1,0 +1,397 @@
+"""The admin: run history, a run page with its step timeline, retry controls, dead letters.
+
+Everything is read-only: runs change only through the actions (each behind
+its own permission, see :mod:`.actions`). Stored values are shown
+through ``format_html`` and template autoescaping only.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from django.apps import apps
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import NoReverseMatch, URLPattern, path, reverse
+from django.utils.html import format_html
+
+from celery_durable import DurableError, RunStatus
+from celery_durable.config import settings_for
+from celery_durable.redact import redact_json_text, redact_text, unredact
+
+from ..models import DeadLetter, Run
+from ..store.rows import step_logs
+from . import actions, wait_actions
+from .changelist import (
+    CappedPaginator,
+    ProbingQuerySet,
+    StatusFilter,
+    TaskFilter,
+    format_duration,
+    from_epoch,
+    pre,
+    pretty_json,
+    status_badge,
+)
+from .forms import RetryWithArgumentsForm
+
+
+def redact_names() -> frozenset[str]:
+    """``durable_redact`` (``CELERY_DURABLE_REDACT``) of the app that keeps runs in Django."""
+    return settings_for(actions.celery_app()).redact_names
+
+
+def _decoded(text: str | None) -> Any:
+    """Stored JSON text as plain JSON values (tags kept), or None if it is not JSON."""
+    try:
+        return json.loads(text or "null")
+    except ValueError:
+        return None
+
+
+@admin.register(Run)
+class RunAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """Every durable run: newest first, filterable, searchable, read-only."""
+
+    list_display = ("id", "task", "status_display", "step_display", "attempts", "created_at",
+                    "duration_display", "idempotency_key")
+    list_display_links = ("id",)
+    list_filter = (StatusFilter, TaskFilter, "created_at")
+    search_fields = ("args", "kwargs")
+    search_help_text = ("A run id or idempotency key (exact, instant), or text in the "
+                        "arguments (scans the table).")
+    date_hierarchy = "created_at"
+    ordering = ("-created_at", "-id")
+    list_per_page = 50
+    list_max_show_all = 500
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
+    paginator = CappedPaginator
+    actions = actions.ACTIONS + wait_actions.ACTIONS
+    change_form_template = "admin/celery_durable/run/change_form.html"
+    fieldsets = (
+        (None, {"fields": ("id", "task", "status_display", "idempotency_key", "created_at",
+                           "started_at", "finished_at", "duration_display", "recoveries",
+                           "options")}),
+        ("Arguments", {"fields": ("args_display", "kwargs_display")}),
+        ("Outcome", {"fields": ("result_display", "failed_step", "error_display",
+                                "traceback_display", "task_result_link", "wait_display")}),
+    )
+    readonly_fields = ("status_display", "duration_display", "args_display", "kwargs_display",
+                       "result_display", "error_display", "traceback_display",
+                       "task_result_link", "wait_display")
+
+    class Media:
+        css = {"all": ("celery_durable/admin.css",)}
+
+    # -- permissions: read-only, plus one permission per action --------------------------
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        """Runs are created by workers, never in the admin."""
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        """Runs are read-only; they change only through the actions."""
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        """History is kept; finished runs are purged by their retention."""
+        return False
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        """``celery_durable.view_run`` (also for the dead-letter view)."""
+        return request.user.has_perm("celery_durable.view_run")
+
+    def _may(self, request: HttpRequest, perm: str) -> bool:
+        return request.user.has_perm(actions.PERMISSIONS[perm])
+
+    def has_retry_permission(self, request: HttpRequest) -> bool:
+        """``celery_durable.retry_run``: retry from the failed step."""
+        return self._may(request, "retry")
+
+    def has_restart_permission(self, request: HttpRequest) -> bool:
+        """``celery_durable.restart_run``: restart from scratch."""
+        return self._may(request, "restart")
+
+    def has_retry_with_arguments_permission(self, request: HttpRequest) -> bool:
+        """``celery_durable.retry_run_with_arguments``: retry with edited arguments."""
+        return self._may(request, "retry_with_arguments")
+
+    def has_cancel_permission(self, request: HttpRequest) -> bool:
+        """``celery_durable.cancel_run``: cancel."""
+        return self._may(request, "cancel")
+
+    def has_wake_permission(self, request: HttpRequest) -> bool:
+        """``celery_durable.wake_run``: wake a sleeping or waiting run now."""
+        return request.user.has_perm(wait_actions.PERMISSIONS["wake"])
+
+    def has_send_event_permission(self, request: HttpRequest) -> bool:
+        """``celery_durable.send_event``: send the event a waiting run awaits."""
+        return request.user.has_perm(wait_actions.PERMISSIONS["send_event"])
+
+    # -- the list --------------------------------------------------------------------------
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Run]:
+        """Runs, with a date hierarchy built from index probes (see ProbingQuerySet)."""
+        return ProbingQuerySet.of(super().get_queryset(request))
+
+    def get_changelist_instance(self, request: HttpRequest) -> Any:
+        """No date hierarchy while searching the arguments: it would scan the table again."""
+        cl = super().get_changelist_instance(request)
+        if cl.query:
+            cl.date_hierarchy = None
+        return cl
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet[Run],
+                           search_term: str) -> tuple[QuerySet[Run], bool]:
+        """An exact run id or idempotency key first (index lookups); else the arguments."""
+        term = search_term.strip()
+        if term:
+            exact = queryset.filter(pk=term) | queryset.filter(idempotency_key=term)
+            if exact.exists():
+                return exact, False
+        return super().get_search_results(request, queryset, search_term)
+
+    def changelist_view(self, request: HttpRequest,
+                        extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        """The list; a POSTed action the user may not run is a 403."""
+        actions.check_posted_action(self, request)
+        return super().changelist_view(request, extra_context)
+
+    @admin.display(description="status", ordering="status")
+    def status_display(self, obj: Run) -> str:
+        """The status, coloured."""
+        return status_badge(obj.status)
+
+    @admin.display(description="step")
+    def step_display(self, obj: Run) -> str:
+        """The failed step of a failed run, else the step last checkpointed."""
+        if obj.status == RunStatus.FAILED.value and obj.failed_step:
+            return format_html('<span class="cd-failed-step">{}</span>', obj.failed_step)
+        until = from_epoch(obj.wait_until)
+        when = until.isoformat(sep=" ", timespec="seconds") if until else "no timeout"
+        if obj.status == RunStatus.SLEEPING.value:
+            return format_html("sleeping until {}", when)
+        if obj.status == RunStatus.WAITING.value and obj.wait_event is not None:
+            return format_html("waiting for {} key {} (until {})", obj.wait_event,
+                               obj.wait_key, when)
+        return obj.current_step or "—"
+
+    @admin.display(description="duration")
+    def duration_display(self, obj: Run) -> str:
+        """Started → finished (or → now while unfinished)."""
+        if obj.started_at is None:
+            return "—"
+        end = obj.finished_at.timestamp() if obj.finished_at else time.time()
+        return format_duration(end - obj.started_at.timestamp())
+
+    # -- the run page ------------------------------------------------------------------------
+
+    @admin.display(description="arguments")
+    def args_display(self, obj: Run) -> str:
+        """Positional arguments, pretty JSON."""
+        return pre(pretty_json(redact_json_text(obj.args, redact_names())))
+
+    @admin.display(description="keyword arguments")
+    def kwargs_display(self, obj: Run) -> str:
+        """Keyword arguments, pretty JSON."""
+        return pre(pretty_json(redact_json_text(obj.kwargs, redact_names())))
+
+    @admin.display(description="result")
+    def result_display(self, obj: Run) -> str:
+        """The result, pretty JSON."""
+        return pre(pretty_json(redact_json_text(obj.result, redact_names())))
+
+    @admin.display(description="error")
+    def error_display(self, obj: Run) -> str:
+        """``type: message``."""
+        if not obj.error_type:
+            return "—"
+        return format_html('<span class="cd-error">{}: {}</span>', obj.error_type,
+                           redact_text(obj.error_message, redact_names()))
+
+    @admin.display(description="traceback")
+    def traceback_display(self, obj: Run) -> str:
+        """The error's traceback."""
+        return pre(redact_text(obj.error_traceback, redact_names()))
+
+    @admin.display(description="durable wait")
+    def wait_display(self, obj: Run) -> str:
+        """The run's current or last sleep / event wait and how it ended."""
+        if not obj.wait_kind:
+            return "—"
+        until = from_epoch(obj.wait_until)
+        what = (f"event {obj.wait_event!r} key {obj.wait_key!r}" if obj.wait_kind == "event"
+                else "sleep")
+        return format_html("{} at step {}, until {}; {}", what, obj.wait_step,
+                           until.isoformat(timespec="seconds") if until else "no timeout",
+                           self._wait_outcome(obj))
+
+    @staticmethod
+    def _wait_outcome(obj: Run) -> str:
+        """How the wait ended, from its checkpoint (``elapsed``, ``event``, …), or "pending"."""
+        if obj.status in (RunStatus.SLEEPING.value, RunStatus.WAITING.value):
+            return "pending"
+        value = obj.steps.filter(position=obj.wait_position).values_list(
+            "value", flat=True).first()
+        try:
+            outcome = json.loads(value).get("outcome") if value else None
+        except (ValueError, AttributeError):
+            outcome = None
+        return f"ended: {outcome}" if outcome else "ended"
+
+    @admin.display(description="Celery result")
+    def task_result_link(self, obj: Run) -> str:
+        """A link to django-celery-results' TaskResult of the same task id, if there is one."""
+        if not apps.is_installed("django_celery_results"):
+            return "—"
+        from django_celery_results.models import TaskResult
+
+        found = TaskResult.objects.filter(task_id=obj.pk).values_list("pk", "status").first()
+        if found is None:
+            return "—"
+        try:
+            url = reverse(f"{self.admin_site.name}:django_celery_results_taskresult_change",
+                          args=[found[0]])
+        except NoReverseMatch:
+            return found[1]
+        return format_html('<a href="{}">{} ({})</a>', url, obj.pk, found[1])
+
+    def timeline(self, obj: Run) -> list[dict[str, Any]]:
+        """The run's steps for the template (one query); the template escapes them."""
+        out = []
+        names = redact_names()
+        for s in obj.steps.all().order_by("position"):
+            duration = (s.finished_at - s.started_at if s.started_at is not None
+                        and s.finished_at is not None else None)
+            out.append({"position": s.position, "key": s.key, "name": s.name,
+                        "status": s.status, "status_badge": status_badge(s.status),
+                        "attempts": s.attempts, "started": from_epoch(s.started_at),
+                        "duration": format_duration(duration),
+                        "output": (pretty_json(redact_json_text(s.value, names))
+                                   if s.value is not None else ""),
+                        "error_type": s.error_type,
+                        "error_message": redact_text(s.error_message, names),
+                        "traceback": redact_text(s.error_traceback, names),
+                        "logs": [redact_text(line, names) for line in step_logs(s.error_logs)]})
+            out[-1]["logs_text"] = "\n".join(out[-1]["logs"])
+        return out
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
+                    extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        """The run page: fields, step timeline and the buttons the user may use."""
+        obj = self.get_object(request, object_id)
+        context = dict(extra_context or {})
+        if obj is not None:
+            allowed = self.get_actions(request)
+            retriable = obj.status in actions.RETRIABLE
+            context.update(
+                steps=self.timeline(obj), run=obj, next_url=self.run_page_url(obj),
+                changelist_url=reverse(f"{self.admin_site.name}:{self._url_name('changelist')}"),
+                buttons=[(name, label) for name, label, ok in (
+                    ("retry_from_failed_step", "Retry from failed step", retriable),
+                    ("restart_from_scratch", "Restart from scratch", retriable),
+                    ("cancel_runs", "Cancel",
+                     obj.status not in (RunStatus.SUCCEEDED.value, RunStatus.CANCELLED.value)),
+                    ("wake_now", "Wake now", obj.status in wait_actions.PAUSED),
+                ) if ok and name in allowed],
+                event_url=(reverse(f"{self.admin_site.name}:{self._url_name('send_event')}",
+                                   args=[obj.pk])
+                           if obj.status == RunStatus.WAITING.value
+                           and "send_awaited_event" in allowed else None),
+                edit_url=(reverse(f"{self.admin_site.name}:{self._url_name('retry_arguments')}",
+                                  args=[obj.pk])
+                          if retriable and "retry_with_edited_arguments" in allowed else None))
+        return super().change_view(request, object_id, form_url, context)
+
+    # -- retry with edited arguments ------------------------------------------------------
+
+    def _url_name(self, suffix: str) -> str:
+        return f"{self.opts.app_label}_{self.opts.model_name}_{suffix}"
+
+    def run_page_url(self, obj: Run) -> str:
+        """The run's page in the runs admin (a retried run leaves the dead-letter view)."""
+        return reverse(f"{self.admin_site.name}:celery_durable_run_change", args=[obj.pk])
+
+    def get_urls(self) -> list[URLPattern]:
+        """The admin's URLs plus ``<id>/retry-with-arguments/``."""
+        extra = [path("<path:object_id>/retry-with-arguments/",
+                      self.admin_site.admin_view(self.retry_arguments_view),
+                      name=self._url_name("retry_arguments")),
+                 path("<path:object_id>/send-event/",
+                      self.admin_site.admin_view(self.send_event_view),
+                      name=self._url_name("send_event"))]
+        return extra + super().get_urls()
+
+    def send_event_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Send the event a waiting run awaits (see :mod:`.wait_actions`)."""
+        return wait_actions.send_event_view(self, request, object_id)
+
+    def retry_arguments_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Edit a failed or cancelled run's arguments (validated JSON) and re-trigger it."""
+        if not self.has_retry_with_arguments_permission(request):
+            raise PermissionDenied
+        obj = self.get_object(request, object_id)
+        if obj is None:
+            raise Http404(f"no run {object_id!r}")
+        page = self.run_page_url(obj)
+        if obj.status not in actions.RETRIABLE:
+            self.message_user(request, f"Run {obj.pk} is {obj.status.lower()}; only failed or "
+                              "cancelled runs can be re-triggered.", messages.WARNING)
+            return HttpResponseRedirect(page)
+        may_restart = self.has_restart_permission(request)
+        if request.method == "POST":
+            form = RetryWithArgumentsForm(request.POST, may_restart=may_restart)
+            if form.is_valid():
+                try:
+                    actions.retrigger(self, request, obj, form.cleaned_data["from_step"],
+                                      args=unredact(form.cleaned_data["args"],
+                                                    _decoded(obj.args), redact_names()),
+                                      kwargs=unredact(form.cleaned_data["kwargs"],
+                                                      _decoded(obj.kwargs), redact_names()))
+                except DurableError as exc:
+                    form.add_error(None, str(exc))
+                else:
+                    self.message_user(request, f"Run {obj.pk} re-triggered with edited "
+                                      "arguments.", messages.SUCCESS)
+                    return HttpResponseRedirect(page)
+        else:
+            form = RetryWithArgumentsForm(initial={
+                # Uncut: the form submits this text back as the new arguments.
+                "args": pretty_json(redact_json_text(obj.args, redact_names()), cut=False),
+                "kwargs": pretty_json(redact_json_text(obj.kwargs, redact_names()), cut=False),
+                "from_step": "failed"}, may_restart=may_restart)
+        obj.error_message = redact_text(obj.error_message, redact_names())  # shown, not saved
+        context = {**self.admin_site.each_context(request), "opts": self.opts, "run": obj,
+                   "form": form, "title": f"Retry {obj.task} with edited arguments",
+                   "original": obj, "page_url": page, "media": self.media + form.media,
+                   "has_view_permission": True}
+        return TemplateResponse(request, "admin/celery_durable/run/retry_arguments.html",
+                                context)
+
+
+@admin.register(DeadLetter)
+class DeadLetterAdmin(RunAdmin):
+    """Runs that failed for good (retries exhausted or a permanent error), with bulk re-trigger."""
+
+    list_display = ("id", "task", "step_display", "attempts", "error_glance", "finished_at")
+    list_filter = (TaskFilter, "finished_at")
+    date_hierarchy = "finished_at"
+    ordering = ("-finished_at", "-id")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Run]:
+        """FAILED runs only (served by the partial index ``cd_run_failed_idx``)."""
+        return super().get_queryset(request).filter(status=RunStatus.FAILED.value)
+
+    @admin.display(description="error")
+    def error_glance(self, obj: Run) -> str:
+        """The error type and the start of its message."""
+        full = redact_text(obj.error_message, redact_names())
+        message = full if len(full) <= 160 else full[:160] + "…"
+        return format_html('<span class="cd-error" title="{}">{}: {}</span>', full,
+                           obj.error_type.rsplit(".", 1)[-1], message)

@@ -1,0 +1,110 @@
+"""Admin controls for paused runs: "wake now" and "send the awaited event".
+
+Both go through the engine's API (:func:`celery_durable.wake_run`,
+:func:`celery_durable.send_event`), so the run's message is published as
+it would be by a timer or a webhook; each is behind its own permission and
+written to the admin ``LogEntry``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.utils.translation import ngettext
+
+from celery_durable import DurableError, RunStatus, send_event, wake_run
+
+from ..models import Run
+from .actions import celery_app, each_run, open_run_form
+
+PAUSED = (RunStatus.SLEEPING.value, RunStatus.WAITING.value)
+
+
+@admin.action(permissions=["wake"], description="Wake selected sleeping or waiting runs now")
+def wake_now(modeladmin: admin.ModelAdmin[Any], request: HttpRequest,
+             queryset: QuerySet[Run]) -> HttpResponse | None:
+    """Resume each sleeping run now; a waiting run resumes as if its wait timed out."""
+    def wake(run: Run) -> str | None:
+        if run.status not in PAUSED:
+            return f"{run.pk} is {run.status.lower()}, not sleeping or waiting"
+        if not wake_run(run.pk, app=celery_app(run.task)):
+            return f"{run.pk} was no longer paused"
+        modeladmin.log_change(request, run, "Woken now.")
+        return None
+
+    return each_run(modeladmin, request, queryset, "woken", wake)
+
+
+@admin.action(permissions=["send_event"], description="Send the awaited event…")
+def send_awaited_event(modeladmin: admin.ModelAdmin[Any], request: HttpRequest,
+                       queryset: QuerySet[Run]) -> HttpResponse | None:
+    """Open the send-event form for the one selected waiting run."""
+    return open_run_form(modeladmin, request, queryset, "send_event",
+                         "Select exactly one waiting run to send its event.")
+
+
+class SendEventForm(forms.Form):
+    """An event's name, key and JSON payload."""
+
+    name = forms.CharField(label="Event name", max_length=255)
+    key = forms.CharField(label="Key", max_length=255, required=False)
+    payload = forms.CharField(
+        label="Payload (JSON, optional)", required=False, max_length=1024 * 1024,
+        widget=forms.Textarea(attrs={"rows": 6, "cols": 80, "class": "vLargeTextField cd-code"}))
+
+    def clean_payload(self) -> Any:
+        """The payload decoded from JSON (blank means ``null``), or a clear error."""
+        text = self.cleaned_data["payload"].strip()
+        if not text:
+            return None
+        try:
+            return json.loads(text)
+        except ValueError as exc:
+            raise forms.ValidationError(
+                f"The payload must be valid JSON: {exc.msg} at line {exc.lineno}, "  # type: ignore[attr-defined]
+                f"column {exc.colno}.", code="invalid_json") from None  # type: ignore[attr-defined]
+
+
+def send_event_view(modeladmin: Any, request: HttpRequest, object_id: str) -> HttpResponse:
+    """The form behind "send the awaited event", prefilled from the run's wait."""
+    if not modeladmin.has_send_event_permission(request):
+        raise PermissionDenied
+    obj = modeladmin.get_object(request, object_id)
+    if obj is None:
+        raise Http404(f"no run {object_id!r}")
+    page = modeladmin.run_page_url(obj)
+    if request.method == "POST":
+        form = SendEventForm(request.POST)
+        if form.is_valid():
+            data = form.cleaned_data
+            try:
+                resumed = send_event(data["name"], data["key"], data["payload"],
+                                     app=celery_app(obj.task))
+            except DurableError as exc:
+                form.add_error(None, str(exc))
+            else:
+                modeladmin.log_change(request, obj, f"Sent event {data['name']!r} "
+                                      f"key {data['key']!r}.")
+                modeladmin.message_user(request, ngettext(
+                    "Event %(name)r sent; %(count)d run resumed.",
+                    "Event %(name)r sent; %(count)d runs resumed.", resumed) % {
+                        "name": data["name"], "count": resumed}, messages.SUCCESS)
+                return HttpResponseRedirect(page)
+    else:
+        form = SendEventForm(initial={"name": obj.wait_event or "", "key": obj.wait_key or ""})
+    context = {**modeladmin.admin_site.each_context(request), "opts": modeladmin.opts,
+               "run": obj, "form": form, "title": f"Send an event to {obj.task}",
+               "original": obj, "page_url": page, "media": modeladmin.media + form.media,
+               "has_view_permission": True}
+    return TemplateResponse(request, "admin/celery_durable/run/send_event.html", context)
+
+
+ACTIONS = [wake_now, send_awaited_event]
+PERMISSIONS = {"wake": "celery_durable.wake_run", "send_event": "celery_durable.send_event"}

@@ -1,0 +1,195 @@
+"""The run-control half of ``DjangoStore`` (issue 7): creation, idempotency, children, slots.
+
+* Idempotency keys are :class:`~celery_durable_django.models.IdempotencyKey` rows with a
+  unique ``(task, key)`` constraint: of concurrent claims one insert wins and
+  every claimer reads the winner's run id.
+* A child's notice to its parent locks the parent row, like ``wake``.
+* Concurrency slots are :class:`~celery_durable_django.models.ConcurrencySlot` rows; every
+  change of a group happens under its :class:`~celery_durable_django.models.ConcurrencyGroup`
+  row lock.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from django.db import connections, transaction
+from django.db.models import QuerySet
+
+from celery_durable.records import NewRun, RunRecord, RunStatus, StepRecord, WaitInfo
+
+from ..models import ConcurrencyGroup, ConcurrencySlot, IdempotencyKey, Run
+from . import rows
+from .waits import wait_fields
+
+
+class ControlsMixin:
+    """``create_runs``, ``get_runs``, idempotency keys, child notices and concurrency slots."""
+
+    using: str
+
+    # provided by DjangoStore
+    def _runs(self) -> QuerySet[Run]: ...  # pragma: no cover
+    def _holding(self, run_id: str, token: int) -> QuerySet[Run]: ...  # pragma: no cover
+    def _locked(self, run_id: str) -> Run | None: ...  # pragma: no cover
+    def _upsert(self, run_id: str, step: StepRecord) -> None: ...  # pragma: no cover
+    def _snapshot(self, run: Run) -> RunRecord: ...  # pragma: no cover
+
+    def create_runs(self, runs: Sequence[NewRun], *, grace: float) -> list[bool]:
+        """See :meth:`CheckpointStore.create_runs`: one INSERT … ON CONFLICT DO NOTHING.
+
+        Concurrent creators of one run are told ``True`` exactly once on
+        PostgreSQL and SQLite (the database says which rows the statement
+        inserted). A backend without ``RETURNING`` reads first, so two
+        concurrent creators may both be told ``True`` there (the run's message
+        is then sent twice; the lease keeps it from running twice).
+        """
+        if not runs:
+            return []
+        now = time.time()
+        stamp = rows.to_datetime(now)
+        fresh = [Run(id=new.id, task=new.task, args=new.args, kwargs=new.kwargs,
+                     options=dict(new.options), status=RunStatus.PENDING.value,
+                     created_at=stamp, updated_at=stamp, due_at=now + grace,
+                     parent=new.parent, idempotency_key=new.idempotency_key)
+                 for new in runs]
+        with transaction.atomic(using=self.using):
+            inserted = rows.insert_new_runs(connections[self.using], fresh)
+            if inserted is None:  # no RETURNING here: read first (not exact under a race)
+                existing = set(self._runs().filter(pk__in=[r.id for r in fresh])
+                               .values_list("id", flat=True))
+                self._runs().bulk_create([r for r in fresh if r.id not in existing],
+                                         ignore_conflicts=True)
+                inserted = {r.id for r in fresh} - existing
+        return [new.id in inserted for new in runs]
+
+    def get_runs(self, run_ids: Sequence[str]) -> list[RunRecord | None]:
+        """See :meth:`CheckpointStore.get_runs`: one query."""
+        found = {r.pk: rows.run_record(r) for r in self._runs().filter(pk__in=list(run_ids))}
+        return [found.get(run_id) for run_id in run_ids]
+
+    def claim_idempotency_key(self, task: str, key: str, run_id: str, *, ttl: float) -> str:
+        """See :meth:`CheckpointStore.claim_idempotency_key`: the unique constraint decides."""
+        now = time.time()
+        keys = IdempotencyKey.objects.using(self.using)
+        with transaction.atomic(using=self.using):
+            keys.filter(task=task, key=key, expires_at__lte=now).delete()
+            keys.bulk_create([IdempotencyKey(task=task, key=key, run_id=run_id,
+                                             expires_at=now + ttl)], ignore_conflicts=True)
+            return str(keys.filter(task=task, key=key).values_list("run_id", flat=True)[0])
+
+    def purge_idempotency_keys(self, *, expired_before: float, limit: int = 1000) -> int:
+        """See :meth:`CheckpointStore.purge_idempotency_keys`: one indexed batch."""
+        keys = IdempotencyKey.objects.using(self.using)
+        with transaction.atomic(using=self.using):
+            ids = list(keys.filter(expires_at__lte=expired_before)
+                       .values_list("pk", flat=True)[:limit])
+            if ids:
+                keys.filter(pk__in=ids, expires_at__lte=expired_before).delete()
+        return len(ids)
+
+    def notify_parent(self, parent_id: str, *, grace: float) -> RunRecord | None:
+        """See :meth:`CheckpointStore.notify_parent`."""
+        with transaction.atomic(using=self.using):
+            run = self._locked(parent_id)
+            if run is None or RunStatus(run.status).finished:
+                return None
+            run.children_done += 1
+            if (run.status == RunStatus.WAITING.value and run.wait_kind == "children"
+                    and run.wait_resolution is None
+                    and run.children_done >= run.children_needed):
+                now = time.time()
+                run.wait_resolution = json.dumps({"how": "child", "wid": run.wait_id})
+                run.status, run.not_before, run.due_at = RunStatus.PENDING.value, None, now + grace
+                run.updated_at = rows.to_datetime(now)
+                run.save(using=self.using, update_fields=[
+                    "wait_resolution", "status", "not_before", "due_at", "updated_at",
+                    "children_done"])
+                return self._snapshot(run)
+            run.save(using=self.using, update_fields=["children_done"])
+            return None
+
+    def suspend_children(self, run_id: str, token: int, *, wait: WaitInfo, recheck: float,
+                         need: int, step: StepRecord | None = None) -> str:
+        """See :meth:`CheckpointStore.suspend_children`."""
+        now = time.time()
+        with transaction.atomic(using=self.using):
+            run = self._holding(run_id, token).select_for_update().first()
+            if run is None:
+                return "lost"
+            if step is not None:
+                self._upsert(run_id, step)
+            if run.children_done >= need:
+                return "notice"
+            fields: dict[str, Any] = {
+                "status": RunStatus.WAITING.value, "owner": "", "lease_expires": None,
+                "not_before": None, "due_at": now + recheck, "updated_at": rows.to_datetime(now),
+                "children_needed": need, **wait_fields(wait)}
+            if step is not None:
+                fields.update(current_step=step.key, attempts=step.attempts)
+            self._holding(run_id, token).update(**fields)
+            return "parked"
+
+    # -- concurrency slots ---------------------------------------------------------------
+
+    def _group(self, name: str, now: float) -> tuple[ConcurrencyGroup, QuerySet[ConcurrencySlot]]:
+        """The locked group row (created if missing) and its live entries (in a transaction)."""
+        groups = ConcurrencyGroup.objects.using(self.using)
+        group = groups.select_for_update().filter(name=name).first()
+        if group is None:
+            groups.bulk_create([ConcurrencyGroup(name=name)], ignore_conflicts=True)
+            group = groups.select_for_update().get(name=name)
+        entries = ConcurrencySlot.objects.using(self.using).filter(group=group)
+        entries.filter(expires_at__lte=now).delete()
+        return group, entries
+
+    def acquire_slot(self, group: str, run_id: str, *, limit: int, ttl: float) -> bool:
+        """See :meth:`CheckpointStore.acquire_slot`."""
+        now = time.time()
+        with transaction.atomic(using=self.using):
+            row, entries = self._group(group, now)
+            mine = entries.filter(run_id=run_id).first()
+            if mine is not None and not mine.queued:
+                entries.filter(pk=mine.pk).update(expires_at=now + ttl)
+                return True
+            free = limit - entries.filter(queued=False).count()
+            queued = entries.filter(queued=True)
+            ahead = (queued.filter(seq__lt=mine.seq).count() if mine is not None
+                     else queued.count())
+            if free > 0 and ahead < free:
+                if mine is not None:
+                    entries.filter(pk=mine.pk).update(queued=False, expires_at=now + ttl)
+                else:
+                    ConcurrencySlot.objects.using(self.using).create(
+                        group=row, run_id=run_id, queued=False, seq=now, expires_at=now + ttl)
+                return True
+            if mine is not None:
+                entries.filter(pk=mine.pk).update(expires_at=now + 2 * ttl)
+            else:
+                ConcurrencySlot.objects.using(self.using).create(
+                    group=row, run_id=run_id, queued=True, seq=now, expires_at=now + 2 * ttl)
+            return False
+
+    def release_slot(self, group: str, run_id: str, *, limit: int) -> list[str]:
+        """See :meth:`CheckpointStore.release_slot`."""
+        now = time.time()
+        with transaction.atomic(using=self.using):
+            _, entries = self._group(group, now)
+            entries.filter(run_id=run_id).delete()
+            free = limit - entries.filter(queued=False).count()
+            if free <= 0:
+                return []
+            return list(entries.filter(queued=True).order_by("seq", "id")
+                        .values_list("run_id", flat=True)[:free])
+
+    def renew_slots(self, slots: Mapping[str, Sequence[str]], ttl: float) -> None:
+        """See :meth:`CheckpointStore.renew_slots`: one UPDATE per group."""
+        expires = time.time() + ttl
+        for group, run_ids in slots.items():
+            if run_ids:
+                ConcurrencySlot.objects.using(self.using).filter(
+                    group__name=group, run_id__in=list(run_ids), queued=False,
+                    expires_at__gt=time.time()).update(expires_at=expires)

@@ -1,0 +1,385 @@
+"""``DjangoStore``: the checkpoint store contract on the Django database.
+
+Runs are :class:`~celery_durable_django.models.Run` rows, checkpoints
+:class:`~celery_durable_django.models.Step` rows. Every decision a method makes (take
+the lease, count a recovery, dead-letter, claim a due run) happens in one
+transaction holding the run's row lock (``SELECT … FOR UPDATE``; SQLite
+serialises writers itself). A checkpoint written under the lease is one
+statement on PostgreSQL (prepared, with psycopg 3) and SQLite (one short
+transaction elsewhere); it does not update the run row, so it costs about one
+plain INSERT. Loading a run's
+checkpoints is one query. The run's changelist columns (``current_step``,
+``attempts``) are refreshed when a delivery starts, parks or finishes.
+Times are this process's ``time.time()``, as in
+:class:`~celery_durable.stores.memory.MemoryStore`.
+
+Works on PostgreSQL and SQLite (give SQLite ``"transaction_mode":
+"IMMEDIATE"`` in ``OPTIONS`` when several workers share the file).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Collection, Mapping
+from typing import Any, TypeVar
+
+from django.db import DatabaseError, connections, router, transaction
+from django.db.models import Q, QuerySet, Subquery, Value
+from django.db.models.functions import Coalesce
+
+from celery_durable.errors import InvalidRunStateError, StoreUnavailableError
+from celery_durable.records import (
+    Begin,
+    Claim,
+    ErrorInfo,
+    RunRecord,
+    RunStatus,
+    StepRecord,
+    StepStatus,
+)
+from celery_durable.stores import transitions
+from celery_durable.stores.base import CheckpointStore
+
+from ..models import Run, Step
+from . import rows
+from .controls import ControlsMixin
+from .waits import WaitsMixin
+
+F = TypeVar("F", bound=Callable[..., Any])
+#: Seconds between two purges of expired finished runs (done by ``due_runs``).
+PURGE_EVERY = 60.0
+PURGE_BATCH = 500
+
+
+def _db_call(method: F) -> F:
+    """Close a connection that broke during ``method`` so the next call reconnects."""
+    @functools.wraps(method)
+    def wrapper(self: DjangoStore, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except DatabaseError:
+            conn = connections[self.using]
+            if not conn.in_atomic_block:
+                conn.close_if_unusable_or_obsolete()
+            raise
+    return wrapper  # type: ignore[return-value]
+
+
+def _control(run: Run) -> transitions.Control:
+    """The fields of ``run`` that :mod:`celery_durable.stores.transitions` decides on."""
+    return transitions.Control(RunStatus(run.status), run.owner, run.lease_expires,
+                               run.not_before, run.due_at, run.recoveries, run.token,
+                               run.started_at is not None)
+
+
+class DjangoStore(ControlsMixin, WaitsMixin, CheckpointStore):
+    """Durable runs in the Django database (``using`` names the alias; default: the router's)."""
+
+    def __init__(self, using: str | None = None) -> None:
+        self._using = using
+        self._last_purge = 0.0
+
+    @property
+    def using(self) -> str:
+        """The database alias the store reads and writes."""
+        if self._using is None:
+            self._using = router.db_for_write(Run) or "default"
+        return self._using
+
+    def _runs(self) -> QuerySet[Run]:
+        return Run.objects.using(self.using)
+
+    def _steps(self, run_id: str) -> QuerySet[Step]:
+        return Step.objects.using(self.using).filter(run_id=run_id)
+
+    def _locked(self, run_id: str) -> Run | None:
+        return self._runs().select_for_update().filter(pk=run_id).first()
+
+    def _holding(self, run_id: str, token: int) -> QuerySet[Run]:
+        return self._runs().filter(pk=run_id, token=token).exclude(owner="")
+
+    def _snapshot(self, run: Run) -> RunRecord:
+        """The run with its checkpoints: one query for all of them."""
+        return rows.run_record(run, rows.step_records(self.using, run.pk))
+
+    @_db_call
+    def ping(self) -> None:
+        """Raise StoreUnavailableError if the database or the app's tables are missing."""
+        try:
+            with connections[self.using].cursor() as cursor:
+                cursor.execute(f"SELECT 1 FROM {Run._meta.db_table} WHERE 1 = 0")
+        except DatabaseError as exc:
+            raise StoreUnavailableError(
+                f"Django store unusable (database {self.using!r}): {exc}; is the database "
+                "reachable and has `manage.py migrate` been run?") from exc
+
+    @_db_call
+    def begin(self, run_id: str, *, task: str, args: str, kwargs: str,
+              options: Mapping[str, object], owner: str, lease_ttl: float,
+              max_recoveries: int = 5, steal_from: str | None = None) -> Begin:
+        """See :meth:`CheckpointStore.begin`."""
+        now = time.time()
+        with transaction.atomic(using=self.using):
+            run = self._locked(run_id)
+            if run is not None and run.expires_at is not None and run.expires_at <= now:
+                self._delete([run_id])  # past its retention: as good as gone
+                run = None
+            if run is None:
+                stamp = rows.to_datetime(now)
+                ikey = options.get("idempotency_key")
+                self._runs().bulk_create([Run(
+                    id=run_id, task=task, args=args, kwargs=kwargs, options=dict(options),
+                    status=RunStatus.PENDING.value, created_at=stamp, updated_at=stamp,
+                    idempotency_key=str(ikey) if ikey else None)], ignore_conflicts=True)
+                run = self._locked(run_id)
+                assert run is not None
+            elif (filled := transitions.merged_options(run.options or {}, options)) is not None:
+                run.options = filled  # created before its first delivery (saved below)
+            outcome, changes = transitions.begin(
+                _control(run), now=now, owner=owner, lease_ttl=lease_ttl,
+                max_recoveries=max_recoveries, steal_from=steal_from)
+            if outcome in ("finished", "early", "busy"):
+                return Begin(outcome, self._snapshot(run))
+            if outcome == "dead":
+                self._save(run, changes)
+                return Begin("dead", self._snapshot(run))
+            checkpoints = rows.checkpoints(self.using, run_id)
+            run.current_step, run.attempts = checkpoints.last_step()
+            self._save(run, changes, "current_step", "attempts", "options")
+            return Begin("acquired", rows.run_record(run), run.token, checkpoints)
+
+    def _save(self, run: Run, changes: transitions.Changes, *also: str) -> None:
+        """Apply a decision of :mod:`celery_durable.stores.transitions` to ``run`` and save it.
+
+        ``also`` names further fields the caller changed on the row.
+        """
+        fields = list(also)
+        for name, value in changes.items():
+            if name == "error":
+                for column, text in rows.error_fields(value).items():
+                    setattr(run, column, text)
+                    fields.append(column)
+                continue
+            if name == "status":
+                value = value.value
+            elif name in rows.DATETIME_FIELDS:
+                value = rows.to_datetime(value)
+            setattr(run, name, value)
+            fields.append(name)
+        run.save(using=self.using, update_fields=fields)
+
+    @_db_call
+    def save_step(self, run_id: str, token: int, step: StepRecord) -> bool:
+        """See :meth:`CheckpointStore.save_step`: one statement (PostgreSQL, SQLite).
+
+        On PostgreSQL with psycopg 3 the statement is prepared once per
+        connection (see :func:`.rows.checkpoint_cursor`).
+        """
+        conn = connections[self.using]
+        if conn.vendor in ("postgresql", "sqlite"):
+            with rows.checkpoint_cursor(conn) as cursor:
+                cursor.execute(rows.save_step_sql(conn),
+                               [run_id, *rows.step_values(step), run_id, token])
+                return bool(cursor.rowcount)
+        with transaction.atomic(using=self.using):
+            if not self._holding(run_id, token).select_for_update().exists():
+                return False
+            self._upsert(run_id, step)
+            return True
+
+    def _upsert(self, run_id: str, step: StepRecord) -> None:
+        Step.objects.using(self.using).bulk_create(
+            [rows.step_row(run_id, step)], update_conflicts=True,
+            unique_fields=["run", "position"], update_fields=list(rows.STEP_COLUMNS[1:]))
+
+    @_db_call
+    def park(self, run_id: str, token: int, *, status: RunStatus, delay: float,
+             due_in: float, step: StepRecord | None = None) -> bool:
+        """See :meth:`CheckpointStore.park`."""
+        now = time.time()
+        fields: dict[str, Any] = {
+            "status": status.value, "owner": "", "lease_expires": None,
+            "not_before": now + delay, "due_at": now + due_in,
+            "updated_at": rows.to_datetime(now)}
+        return self._park_row(run_id, token, fields, step)
+
+    def _park_row(self, run_id: str, token: int, fields: dict[str, Any],
+                  step: StepRecord | None) -> bool:
+        """Under ``token``: update the run row with ``fields`` and write ``step``, atomically.
+
+        Shared by :meth:`park` (retries, slots) and ``suspend`` (waits).
+        """
+        if step is not None:
+            fields.update(current_step=step.key, attempts=step.attempts)
+        with transaction.atomic(using=self.using):
+            if not self._holding(run_id, token).update(**fields):
+                return False
+            if step is not None:
+                self._upsert(run_id, step)
+            return True
+
+    @_db_call
+    def finish(self, run_id: str, token: int, *, status: RunStatus,
+               result: str | None = None, error: ErrorInfo | None = None,
+               failed_step: str | None = None, retention: float = 0) -> bool:
+        """See :meth:`CheckpointStore.finish`; expired runs are purged by ``due_runs``."""
+        now = time.time()
+        keep = retention > 0 and status is not RunStatus.FAILED
+        stamp = rows.to_datetime(now)
+        last = self._steps(run_id).order_by("-position")
+        return bool(self._holding(run_id, token).update(
+            current_step=Coalesce(Subquery(last.values("key")[:1]), Value("")),
+            attempts=Coalesce(Subquery(last.values("attempts")[:1]), Value(0)),
+            status=status.value, result=result, failed_step=failed_step, owner="",
+            lease_expires=None, due_at=None, not_before=None, finished_at=stamp,
+            updated_at=stamp, expires_at=now + retention if keep else None,
+            **rows.error_fields(error)))
+
+    @_db_call
+    def renew(self, leases: Mapping[str, int], lease_ttl: float) -> set[str]:
+        """See :meth:`CheckpointStore.renew`: one transaction for all leases."""
+        if not leases:
+            return set()
+        lost: set[str] = set()
+        with transaction.atomic(using=self.using):
+            expires = time.time() + lease_ttl
+            for run_id, token in leases.items():
+                if not self._holding(run_id, token).update(lease_expires=expires,
+                                                           due_at=expires):
+                    lost.add(run_id)
+        return lost
+
+    @_db_call
+    def due_runs(self, limit: int = 100) -> list[str]:
+        """See :meth:`CheckpointStore.due_runs` (uses the partial index on ``due_at``)."""
+        now = time.time()
+        if now - self._last_purge > PURGE_EVERY:
+            self._last_purge = now
+            self.purge_expired()
+        return list(self._runs().filter(due_at__lte=now).order_by("due_at")
+                    .values_list("id", flat=True)[:limit])
+
+    @_db_call
+    def claim_due(self, run_id: str, *, grace: float, max_recoveries: int) -> Claim:
+        """See :meth:`CheckpointStore.claim_due`."""
+        now = time.time()
+        with transaction.atomic(using=self.using):
+            run = self._locked(run_id)
+            action, changes = transitions.claim_due(
+                None if run is None else _control(run), now=now, grace=grace,
+                max_recoveries=max_recoveries)
+            if run is None or action == "gone":
+                return Claim("gone")
+            if action == "later":
+                if changes["due_at"] != run.due_at:
+                    self._save(run, changes)
+                return Claim("later", due_at=run.due_at)
+            self._save(run, changes)
+            return Claim(action, self._snapshot(run))
+
+    @_db_call
+    def get_run(self, run_id: str) -> RunRecord | None:
+        """See :meth:`CheckpointStore.get_run`."""
+        run = self._runs().filter(pk=run_id).first()
+        if run is None or (run.expires_at is not None and run.expires_at <= time.time()):
+            return None
+        return self._snapshot(run)
+
+    @_db_call
+    def list_runs(self, *, status: RunStatus | None = None, task: str | None = None,
+                  limit: int = 100) -> list[RunRecord]:
+        """See :meth:`CheckpointStore.list_runs`."""
+        qs = self._runs().filter(Q(expires_at__isnull=True) | Q(expires_at__gt=time.time()))
+        if status is not None:
+            qs = qs.filter(status=status.value)
+        if task is not None:
+            qs = qs.filter(task=task)
+        return [rows.run_record(r) for r in qs.order_by("-created_at", "-id")[:limit]]
+
+    @_db_call
+    def reset_run(self, run_id: str, *, from_start: bool, args: str | None = None,
+                  kwargs: str | None = None, grace: float = 300.0) -> RunRecord | None:
+        """See :meth:`CheckpointStore.reset_run`."""
+        now = time.time()
+        with transaction.atomic(using=self.using):
+            run = self._locked(run_id)
+            if run is None:
+                return None
+            changes = transitions.reset(run_id, _control(run), now=now, grace=grace,
+                                        args=args, kwargs=kwargs)
+            steps = self._steps(run_id)
+            if not from_start:  # transitions.keeps_step: successes survive
+                steps = steps.exclude(status=StepStatus.SUCCEEDED.value)
+            steps.delete()
+            last = self._steps(run_id).order_by("-position").first()
+            run.expires_at = None
+            run.current_step = last.key if last else ""
+            run.attempts = last.attempts if last else 0
+            self._save(run, changes, "expires_at", "current_step", "attempts")
+            return self._snapshot(run)
+
+    # -- cancel (see CheckpointStore.cancel) and purging ---------------------------------
+
+    @_db_call
+    def cancel(self, run_id: str, *, create_missing: bool = False) -> RunRecord | None:
+        """Mark a run that has not succeeded CANCELLED and fence out any holder.
+
+        A running delivery loses its lease (its next checkpoint is refused);
+        a queued message finds the run finished and is ignored. Returns None
+        if the run does not exist (unless ``create_missing``: see
+        :meth:`CheckpointStore.cancel`); raises InvalidRunStateError if it
+        already succeeded or was cancelled.
+        """
+        now = time.time()
+        with transaction.atomic(using=self.using):
+            run = self._locked(run_id)
+            if run is None and create_missing:
+                self._runs().bulk_create([Run(
+                    id=run_id, task="", status=RunStatus.PENDING.value,
+                    created_at=rows.to_datetime(now), updated_at=rows.to_datetime(now))],
+                    ignore_conflicts=True)
+                run = self._locked(run_id)
+            if run is None:
+                return None
+            if run.status in (RunStatus.SUCCEEDED.value, RunStatus.CANCELLED.value):
+                raise InvalidRunStateError(f"run {run_id} is {run.status}; it cannot be "
+                                           "cancelled", run_id=run_id)
+            run.token += 1
+            run.status, run.owner, run.lease_expires = RunStatus.CANCELLED.value, "", None
+            run.due_at = run.not_before = run.expires_at = None
+            run.finished_at = run.updated_at = rows.to_datetime(now)
+            run.save(using=self.using)
+            return rows.run_record(run)
+
+    @_db_call
+    def purge_expired(self, limit: int = PURGE_BATCH) -> int:
+        """Delete up to ``limit`` finished runs past their retention; return how many."""
+        ids = list(self._runs().filter(expires_at__lte=time.time())
+                   .values_list("id", flat=True)[:limit])
+        if ids:
+            with transaction.atomic(using=self.using):
+                self._delete(ids)
+        return len(ids)
+
+    @_db_call
+    def purge_runs(self, *, finished_before: float, statuses: Collection[RunStatus],
+                   limit: int = 1000) -> list[str]:
+        """See :meth:`CheckpointStore.purge_runs` (rows locked, re-checked, deleted)."""
+        wanted = [RunStatus(s).value for s in statuses]
+        with transaction.atomic(using=self.using):
+            ids = list(self._runs().select_for_update()
+                       .filter(status__in=wanted,
+                               finished_at__lt=rows.to_datetime(finished_before))
+                       .values_list("id", flat=True)[:limit])
+            if ids:
+                self._delete(ids)
+        return ids
+
+    def _delete(self, ids: list[str]) -> None:
+        Step.objects.using(self.using).filter(run_id__in=ids).delete()
+        self._runs().filter(pk__in=ids).delete()
+
+    def close(self) -> None:
+        """Close this thread's connection to the store's database."""
+        connections[self.using].close()
