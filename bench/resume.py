@@ -70,8 +70,9 @@ def _django_store() -> tuple[CheckpointStore, Callable[[], None]]:
     import django
 
     django.setup()
-    from celery_durable_django.store import DjangoStore
     from django.db import connection
+
+    from celery_durable_django.store import DjangoStore
 
     def count(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
         ROUND_TRIPS[0] += 1

@@ -6,10 +6,29 @@ import abc
 import enum
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 from .errors import CorruptCheckpointError
 from .redact import redact_text
+
+#: What a delivery found when it tried to start a run (:class:`Begin`).
+BeginOutcome = Literal["acquired", "busy", "finished", "early", "dead"]
+#: What the sweeper does with a due run (:class:`Claim`).
+ClaimAction = Literal["publish", "dead", "later", "gone"]
+
+
+def begin_outcome(value: str) -> BeginOutcome:
+    """``value`` as a :data:`BeginOutcome` (a store's reply); ValueError for anything else."""
+    if value not in get_args(BeginOutcome):
+        raise ValueError(f"not a begin outcome: {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def claim_action(value: str) -> ClaimAction:
+    """``value`` as a :data:`ClaimAction` (a store's reply); ValueError for anything else."""
+    if value not in get_args(ClaimAction):
+        raise ValueError(f"not a claim action: {value!r}")
+    return value  # type: ignore[return-value]
 
 
 class RunStatus(str, enum.Enum):
@@ -279,7 +298,7 @@ class Begin:
     do) or ``early`` (the run is parked until ``run.not_before``).
     """
 
-    outcome: str
+    outcome: BeginOutcome
     run: RunRecord
     token: int = 0
     #: The checkpoints by position. Stores that load lazily (Redis, Django) fill this
@@ -306,6 +325,6 @@ class Claim:
     ``due_at`` says when) or ``gone`` (finished or deleted).
     """
 
-    action: str
+    action: ClaimAction
     run: RunRecord | None = None
     due_at: float | None = None

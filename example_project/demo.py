@@ -216,8 +216,9 @@ class Demo:
 
     def line(self, statuses: dict[str, str]) -> str:
         """One summary line: counts per status, step retries, stand-in failures."""
-        from celery_durable_django.models import Step
         from django.db.models import F, Sum
+
+        from celery_durable_django.models import Step
 
         counts = {s: 0 for s in ORDER}
         for run in self.runs:

@@ -45,6 +45,7 @@ from ..errors import ChildCancelledError, ChildRunError, InvalidRunStateError
 from ..ops import tracing
 from ..records import ErrorInfo, NewRun, RunRecord, RunStatus, StepRecord, StepStatus, WaitInfo
 from ..serialization import decode, encode
+from ..stores.base import child_runs_of
 
 logger = logging.getLogger(__name__)
 
@@ -180,7 +181,7 @@ def _park(ctx: RunContext, record: StepRecord, changed: StepRecord | None,
     same round trip.
     """
     wait = WaitInfo("children", record.key, record.position, ctx.token)
-    outcome = ctx.store.suspend_children(
+    outcome = child_runs_of(ctx.store).suspend_children(
         ctx.run_id, ctx.token, wait=wait, recheck=float(ctx.settings.requeue_grace),
         need=counted + unfinished, step=changed)
     if outcome == "lost":

@@ -27,7 +27,7 @@ from ..engine.publish import publish_run
 from ..records import RunRecord, RunStatus
 from ..serialization import decode, get_serializer
 from ..stores import get_store
-from ..stores.base import CheckpointStore
+from ..stores.base import CheckpointStore, concurrency_slots_of
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +77,8 @@ def enter(ctx: RunContext, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str
     if group is None:
         return None
     ttl = float(ctx.settings.lease_ttl)
-    if ctx.store.acquire_slot(group, ctx.run_id, limit=limit_of(ctx.task), ttl=ttl):
+    slots = concurrency_slots_of(ctx.store)
+    if slots.acquire_slot(group, ctx.run_id, limit=limit_of(ctx.task), ttl=ttl):
         leases.track_slot(ctx.run_id, group)
         return group
     if not ctx.store.park(ctx.run_id, ctx.token, status=RunStatus.PENDING, delay=0.0,
@@ -101,7 +102,8 @@ def leave(ctx: RunContext, group: str | None) -> None:
     if group is None:
         return
     try:
-        heads = ctx.store.release_slot(group, ctx.run_id, limit=limit_of(ctx.task))
+        heads = concurrency_slots_of(ctx.store).release_slot(group, ctx.run_id,
+                                                             limit=limit_of(ctx.task))
         _publish_next(ctx.task.app, ctx.store, heads)
     except Exception:  # the slot expires with the lease; the queue is re-polled
         logger.exception("run %s: could not release its slot of %s", ctx.run_id, group)
@@ -119,6 +121,7 @@ def release_cancelled(app: Celery, run: RunRecord) -> None:
         kwargs = decode(serializer, run.kwargs, what="keyword arguments", run_id=run.id)
         group = group_of(task, tuple(args), kwargs)
         if group is not None:
-            _publish_next(app, store, store.release_slot(group, run.id, limit=limit_of(task)))
+            heads = concurrency_slots_of(store).release_slot(group, run.id, limit=limit_of(task))
+            _publish_next(app, store, heads)
     except Exception:
         logger.exception("run %s: could not release its slot", run.id)

@@ -26,6 +26,7 @@ from ..ops.tracing import HEADER as TRACE_HEADER
 from ..records import NewRun
 from ..serialization import encode, get_serializer
 from ..stores import get_store
+from ..stores.base import idempotency_keys_of
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +52,8 @@ def trigger(task: Task, args: Any, kwargs: Any, task_id: str | None, key: Any, t
     if not key_text:
         raise ValueError("idempotency_key must not be empty")
     store = get_store(app)
-    bound = store.claim_idempotency_key(task.name, key_text, task_id or uuid(), ttl=seconds)
+    bound = idempotency_keys_of(store).claim_idempotency_key(task.name, key_text,
+                                                             task_id or uuid(), ttl=seconds)
     new = _new_run(task, bound, args, kwargs, options, idempotency_key=key_text)
     created = store.create_runs([new], grace=float(settings.requeue_grace))[0]
     if not created:  # another trigger made the run and publishes it (or the sweeper will)

@@ -38,6 +38,7 @@ from ..errors import NonDeterministicStepError, RunNotFoundError
 from ..records import EventRecord, RunStatus, StepRecord, StepStatus, WaitInfo
 from ..serialization import decode, encode, get_serializer
 from ..stores import get_store
+from ..stores.base import waits_of
 
 logger = logging.getLogger(__name__)
 
@@ -118,18 +119,19 @@ def _suspend(ctx: RunContext, status: RunStatus, wait: WaitInfo,
     except Exception:
         logger.warning("run %s: could not send the %s event", ctx.run_id, status.value,
                        exc_info=True)
-    if not ctx.store.suspend(ctx.run_id, ctx.token, status=status, wait=wait, step=record):
+    store = waits_of(ctx.store)
+    if not store.suspend(ctx.run_id, ctx.token, status=status, wait=wait, step=record):
         raise LeaseLost()
     publish = None
     if wait.kind == "event":
         # Second look at the mailbox, now that a sender can deliver to us: an
         # event posted between the first look and the suspension is found here.
         assert wait.event is not None and wait.key is not None
-        event = ctx.store.register_waiter(ctx.run_id, wait.event, wait.key, after=wait.after,
-                                          buffer=float(ctx.settings.event_buffer))
+        event = store.register_waiter(ctx.run_id, wait.event, wait.key, after=wait.after,
+                                      buffer=float(ctx.settings.event_buffer))
         if event is not None:
-            runs = ctx.store.deliver_event(event, [ctx.run_id],
-                                           grace=float(ctx.settings.requeue_grace))
+            runs = store.deliver_event(event, [ctx.run_id],
+                                       grace=float(ctx.settings.requeue_grace))
             publish = runs[0] if runs else None
     logger.info("run %s: %s at %s", ctx.run_id, status.value, wait.step)
     raise Suspend(status.value, publish, wait)
@@ -229,14 +231,14 @@ def _received(ctx: RunContext, record: StepRecord, state: dict[str, Any],
                      run_id=ctx.run_id, step=record.key)
     done = _save(ctx, record, {**state, "outcome": "event", "event_id": event_id, "seq": seq,
                                "payload": payload})
-    ctx.store.unregister_waiter(ctx.run_id, state["event"], state["key"])
+    waits_of(ctx.store).unregister_waiter(ctx.run_id, state["event"], state["key"])
     return done["payload"]
 
 
 def _no_event(ctx: RunContext, record: StepRecord, state: dict[str, Any], outcome: str) -> None:
     """Checkpoint that the wait ended without an event (``timeout`` or ``woken``)."""
     _save(ctx, record, {**state, "outcome": outcome})
-    ctx.store.unregister_waiter(ctx.run_id, state["event"], state["key"])
+    waits_of(ctx.store).unregister_waiter(ctx.run_id, state["event"], state["key"])
 
 
 def wait_for_event(name: str, *, key: Any = None, timeout: Duration | None = None) -> Any:
@@ -280,8 +282,9 @@ def wait_for_event(name: str, *, key: Any = None, timeout: Duration | None = Non
                 return _received(ctx, record, state, resolution)
             return _no_event(ctx, record, state, "woken")
         pending = None
-    event = ctx.store.register_waiter(ctx.run_id, name, key_text, after=int(state["after"]),
-                                      buffer=float(ctx.settings.event_buffer))
+    event = waits_of(ctx.store).register_waiter(ctx.run_id, name, key_text,
+                                                after=int(state["after"]),
+                                                buffer=float(ctx.settings.event_buffer))
     if event is not None:
         return _received(ctx, record, state, event)
     until = state["until"]
@@ -306,7 +309,7 @@ def send_event(name: str, key: Any = None, payload: Any = None, *,
     settings = settings_for(app)
     text = encode(get_serializer(settings.serializer), payload,
                   max_bytes=settings.max_checkpoint_bytes, what=f"payload of event {name!r}")
-    store = get_store(app)
+    store = waits_of(get_store(app))
     event, waiters = store.post_event(name, event_key(key), text,
                                       buffer=float(settings.event_buffer))
     runs = store.deliver_event(event, waiters, grace=float(settings.requeue_grace))
@@ -325,7 +328,7 @@ def wake_run(run_id: str, *, app: Celery | None = None) -> bool:
     """
     app = app_or_current(app)
     store = get_store(app)
-    run = store.wake(run_id, grace=float(settings_for(app).requeue_grace))
+    run = waits_of(store).wake(run_id, grace=float(settings_for(app).requeue_grace))
     if run is None:
         if store.get_run(run_id) is None:
             raise RunNotFoundError(f"no durable run {run_id!r}", run_id=run_id)

@@ -13,7 +13,7 @@ import socket
 import threading
 from dataclasses import dataclass, field
 
-from ..stores.base import CheckpointStore
+from ..stores.base import CheckpointStore, concurrency_slots_of
 
 logger = logging.getLogger(__name__)
 
@@ -138,6 +138,6 @@ def _renew_slots(store: CheckpointStore, ttl: float, held: dict[str, _Held]) -> 
             slots.setdefault(h.group, []).append(run_id)
     if slots:
         try:
-            store.renew_slots(slots, ttl)
+            concurrency_slots_of(store).renew_slots(slots, ttl)
         except Exception:
             logger.exception("celery_durable: slot renewal failed")

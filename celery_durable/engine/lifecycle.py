@@ -23,7 +23,7 @@ from .. import signals
 from ..config import settings_for
 from ..records import ErrorInfo, RunRecord
 from ..serialization import decode
-from ..stores.base import CheckpointStore
+from ..stores.base import CheckpointStore, child_runs_of
 from .publish import publish_run
 
 logger = logging.getLogger(__name__)
@@ -44,7 +44,8 @@ def notify_parent(app: Celery, store: CheckpointStore, parent_id: str | None) ->
     if not parent_id:
         return
     try:
-        run = store.notify_parent(parent_id, grace=float(settings_for(app).requeue_grace))
+        grace = float(settings_for(app).requeue_grace)
+        run = child_runs_of(store).notify_parent(parent_id, grace=grace)
     except Exception:  # the parent's recheck timer is the safety net
         logger.exception("could not notify parent run %s", parent_id)
         return

@@ -21,15 +21,11 @@ class GuardedStore:
     """Wraps a CheckpointStore; methods raise StoreUnavailableError on infrastructure errors."""
 
     def __init__(self, store: Any) -> None:
-        self._store = store
-
-    @property
-    def unwrapped(self) -> Any:
-        """The wrapped store."""
-        return self._store
+        #: The store seen through this guard.
+        self.wrapped = store
 
     def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._store, name)
+        attr = getattr(self.wrapped, name)
         if not callable(attr):
             return attr
         wrapped = _guard(name, attr)

@@ -26,6 +26,7 @@ from celery import Celery
 from ..config import app_or_current, settings_for
 from ..records import FINISHED, RunStatus
 from ..stores import get_store
+from ..stores.base import IdempotencyKeys, idempotency_keys_of, retention_of
 
 #: What ``purge_runs`` deletes when no status is given: never dead letters.
 DEFAULT_PURGE_STATUSES = (RunStatus.SUCCEEDED, RunStatus.CANCELLED)
@@ -89,7 +90,7 @@ def purge_runs(*, finished_before: dt.datetime | dt.timedelta | float,
     """
     app = app_or_current(app)
     cutoff, statuses = _cutoff(finished_before), _statuses(status)
-    store = get_store(app)
+    store = retention_of(get_store(app))
     total, batch = 0, 500
     while limit is None or total < limit:
         want = batch if limit is None else min(batch, limit - total)
@@ -107,8 +108,10 @@ def purge_expired(app: Celery) -> int:
     many runs were purged.
     """
     store, now = get_store(app), time.time()
-    while store.purge_idempotency_keys(expired_before=now, limit=1000) == 1000:
-        pass
+    if store.supports(IdempotencyKeys):
+        keys = idempotency_keys_of(store)
+        while keys.purge_idempotency_keys(expired_before=now, limit=1000) == 1000:
+            pass
     retention = float(settings_for(app).result_retention)
     if retention <= 0:
         return 0

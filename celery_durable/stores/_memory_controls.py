@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import InvalidRunStateError
 from ..records import NewRun, RunRecord, RunStatus, StepRecord, WaitInfo
+from .base import ParkOutcome
 
 _order = itertools.count()
 
@@ -121,7 +122,7 @@ class MemoryControls:
             return None
 
     def suspend_children(self, run_id: str, token: int, *, wait: WaitInfo, recheck: float,
-                         need: int, step: StepRecord | None = None) -> str:
+                         need: int, step: StepRecord | None = None) -> ParkOutcome:
         """See :meth:`CheckpointStore.suspend_children`."""
         now = time.time()
         with self._lock:

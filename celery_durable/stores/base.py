@@ -1,19 +1,41 @@
 """The checkpoint store contract: everything the engine asks of a store.
 
 A store keeps runs, their step checkpoints, their lease and their due time.
-Each method is one round trip on a networked store. Times are the store's
-own clock (Redis ``TIME``, the database's or the process's), so leases do
-not depend on the workers' clocks agreeing.
+:class:`CheckpointStore` is what every store implements: a delivery, the
+sweeper, ``apply_async``, ``get_run``/``list_runs``/``retry_run`` and
+``cancel_run`` use nothing else. Features beyond that are *capabilities*, each
+a class a store also inherits from to declare it: :class:`Waits`,
+:class:`ChildRuns`, :class:`IdempotencyKeys`, :class:`ConcurrencySlots`,
+:class:`Retention`. The engine asks for it before it uses one (:func:`waits_of`, …), so a
+store without it fails with an error naming the store and the feature.
 
-Implementations: :class:`~celery_durable.stores.redis.RedisStore`,
-:class:`~celery_durable.stores.memory.MemoryStore` and, in the Django app,
-``celery_durable_django.store.DjangoStore``. They all pass ``tests/stores/test_contract.py``.
+Rules every method keeps:
+
+* **One round trip** on a networked store (a transaction, a Lua script, a pipeline).
+* **The store's clock**: every time that decides (lease expiry, due and wake
+  times, event buffers, key expiry) is read where the decision is made (Redis
+  ``TIME`` inside the script, the database's clock, the process's clock for
+  the in-process store), never passed in by a worker.
+* **Fencing**: a write "under ``token``" happens only if the run's fencing
+  token is still ``token`` and it has an owner; otherwise nothing is written
+  and the method answers False (or ``"lost"``).
+* **Serialized text**: arguments, results and checkpoint values are opaque
+  strings (see :mod:`celery_durable.serialization`).
+
+The decisions of :meth:`~CheckpointStore.begin`,
+:meth:`~CheckpointStore.claim_due` and :meth:`~CheckpointStore.reset_run` are
+written once in :mod:`celery_durable.stores.transitions`. Implementations:
+:class:`~celery_durable.stores.memory.MemoryStore`,
+:class:`~celery_durable.stores.redis.RedisStore`, and in the Django app
+``celery_durable_django.store.DjangoStore``; each passes the contract tests
+in ``tests/stores/`` (``test_contract.py`` for the core, one file per capability).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Mapping, Sequence
+from typing import Any, Literal, cast, get_args
 
 from ..records import (
     Begin,
@@ -29,7 +51,9 @@ from ..records import (
 
 
 class CheckpointStore(ABC):
-    """Where durable runs and their checkpoints live."""
+    """Where durable runs and their checkpoints live: the methods every store implements."""
+
+    # -- a delivery ------------------------------------------------------------------
 
     @abstractmethod
     def ping(self) -> None:
@@ -39,46 +63,45 @@ class CheckpointStore(ABC):
     def begin(self, run_id: str, *, task: str, args: str, kwargs: str,
               options: Mapping[str, object], owner: str, lease_ttl: float,
               max_recoveries: int = 5, steal_from: str | None = None) -> Begin:
-        """Start a delivery of ``run_id``, in one round trip.
+        """Start a delivery of ``run_id``: decide (:func:`.transitions.begin`) and load the run.
 
-        Creates the run if it does not exist. Unless it is finished, parked
-        until later, or leased by a live owner other than ``steal_from``, takes
-        the lease for ``owner`` (incrementing the fencing token) and returns
-        the run with all its checkpoints: in ``run.steps``, or (a store that
-        decodes them lazily) in ``Begin.checkpoints`` with ``run.steps`` empty,
-        as an :class:`~celery_durable.records.OnDemandCheckpoints` (replaying a
-        success then builds no record). Taking over a run that was RUNNING
-        (its holder died) counts a recovery; past ``max_recoveries`` the run
-        becomes FAILED with a WorkerLostError and the outcome is ``dead``.
+        Creates the run (PENDING, with ``task``, ``args``, ``kwargs``,
+        ``options``) if it does not exist; fills in ``options`` by
+        :func:`.transitions.merged_options`. When the outcome is ``acquired``
+        the lease is now ``owner``'s under a new fencing token, and the run
+        comes back with all its checkpoints: in ``run.steps``, or (a store that
+        decodes them lazily) in ``Begin.checkpoints`` as an
+        :class:`~celery_durable.records.OnDemandCheckpoints`.
         """
 
     @abstractmethod
     def save_step(self, run_id: str, token: int, step: StepRecord) -> bool:
-        """Write one checkpoint if ``token`` still holds the lease; return False if not."""
+        """Write one checkpoint under ``token`` (the hot path: one write, nothing else)."""
 
     @abstractmethod
     def park(self, run_id: str, token: int, *, status: RunStatus, delay: float,
              due_in: float, step: StepRecord | None = None) -> bool:
-        """Suspend the run under ``token``: write ``step`` if given, set ``status``.
+        """Under ``token``: write ``step`` if given, set ``status``, release the lease.
 
-        The run may not start again for ``delay`` seconds; the sweeper looks at
-        it after ``due_in`` seconds. The lease is released. False if the token
-        no longer holds the lease.
+        The run may not start again for ``delay`` seconds (its ``not_before``);
+        the sweeper looks at it after ``due_in`` seconds (its ``due_at``).
         """
 
     @abstractmethod
     def finish(self, run_id: str, token: int, *, status: RunStatus,
                result: str | None = None, error: ErrorInfo | None = None,
                failed_step: str | None = None, retention: float = 0) -> bool:
-        """Record the run's final state under ``token`` and release the lease.
+        """Under ``token``: record the final state, release the lease, not due any more.
 
         A SUCCEEDED or CANCELLED run is deleted ``retention`` seconds later
-        (0 keeps it); a FAILED run is kept until retried or purged.
+        (0 keeps it); a FAILED run (a dead letter) is kept until retried or purged.
         """
 
     @abstractmethod
     def renew(self, leases: Mapping[str, int], lease_ttl: float) -> set[str]:
-        """Extend every lease in ``{run_id: token}``; return the run ids whose lease was lost."""
+        """Extend every lease ``{run_id: token}`` (and its due time); return the ids lost."""
+
+    # -- the sweeper -----------------------------------------------------------------
 
     @abstractmethod
     def due_runs(self, limit: int = 100) -> list[str]:
@@ -86,12 +109,21 @@ class CheckpointStore(ABC):
 
     @abstractmethod
     def claim_due(self, run_id: str, *, grace: float, max_recoveries: int) -> Claim:
-        """Atomically decide what to do with a due run, so two sweepers never both act.
+        """Decide atomically what the sweeper does with a due run (:func:`.transitions.claim_due`).
 
-        A RUNNING run whose lease expired is recovered (``publish``) or, past
-        ``max_recoveries``, dead-lettered (``dead``). A parked or queued run
-        whose due time passed is ``publish``-ed again. The run's next due time
-        moves ``grace`` seconds ahead.
+        Atomic, so two sweepers never both act. ``publish`` and ``dead``
+        return the run; ``later`` its next due time.
+        """
+
+    # -- starting, inspecting and re-triggering runs ------------------------------------
+
+    @abstractmethod
+    def create_runs(self, runs: Sequence[NewRun], *, grace: float) -> list[bool]:
+        """Create each run that does not exist yet (PENDING, due in ``grace`` s); per run, if.
+
+        Called by every ``apply_async`` (the run is registered before its
+        message is sent, so a lost message is published again) and for child
+        runs and idempotent triggers. An existing run is left as it is.
         """
 
     @abstractmethod
@@ -99,218 +131,247 @@ class CheckpointStore(ABC):
         """The run with its checkpoints (ordered by position), or None."""
 
     @abstractmethod
+    def get_runs(self, run_ids: Sequence[str]) -> list[RunRecord | None]:
+        """The runs ``run_ids`` in order, without checkpoints (None if missing)."""
+
+    @abstractmethod
     def list_runs(self, *, status: RunStatus | None = None, task: str | None = None,
                   limit: int = 100) -> list[RunRecord]:
-        """Runs, newest first, without their checkpoints."""
+        """Runs, newest first, without their checkpoints, optionally filtered."""
 
     @abstractmethod
     def reset_run(self, run_id: str, *, from_start: bool, args: str | None = None,
                   kwargs: str | None = None, grace: float = 300.0) -> RunRecord | None:
-        """Make a FAILED or CANCELLED run PENDING again for a new delivery.
+        """Make a FAILED or CANCELLED run PENDING again (:func:`.transitions.reset`).
 
-        ``from_start`` drops every checkpoint; otherwise only failed or retrying
-        ones go, so the run resumes at the failed step. ``args``/``kwargs``
-        replace the stored arguments. Returns None if the run does not exist;
-        raises InvalidRunStateError if it is not finished.
+        Checkpoints that do not survive (:func:`.transitions.keeps_step`) are
+        deleted; ``args``/``kwargs`` replace the stored arguments. None if the
+        run does not exist; InvalidRunStateError if it is not finished that way.
         """
 
-    # -- durable waits (issue 4) ------------------------------------------------
-    #
-    # Not abstract, so a store without waits still works for everything else.
-    # The protocol that makes events race-free, with the run's keys and an
-    # event's keys possibly on different Redis Cluster slots:
-    #
-    # * a waiter (holding the lease) calls ``register_waiter`` (joins the
-    #   event's waiter set and reads its mailbox), then ``suspend`` (WAITING),
-    #   then ``register_waiter`` again and, if an event is there, delivers it
-    #   to itself with ``deliver_event``;
-    # * a sender calls ``post_event`` (appends to the mailbox and reads the
-    #   waiter set in one atomic step), then ``deliver_event`` to those runs.
-    #
-    # Whichever of the two atomic mailbox steps comes second sees the other's
-    # write, so at least one side delivers; ``deliver_event`` and ``wake``
-    # only act on a run that is parked at a wait with no resolution yet, so
-    # at most one side resumes it.
-
-    def _no_waits(self) -> NotImplementedError:
-        return NotImplementedError(f"{type(self).__name__} does not support waits yet")
-
-    def suspend(self, run_id: str, token: int, *, status: RunStatus, wait: WaitInfo,
-                step: StepRecord | None = None) -> bool:
-        """Park the run under ``token`` at a durable wait and release the lease.
-
-        Writes ``step`` if given; sets ``status`` (SLEEPING or WAITING) and
-        ``wait`` (dropping the previous wait and its resolution). The run
-        cannot start again before ``wait.until`` and is due for the sweeper
-        then; with ``until=None`` it is not due at all (only an event or
-        ``wake`` resumes it). False if the token no longer holds the lease.
-        """
-        raise self._no_waits()
-
-    def register_waiter(self, run_id: str, name: str, key: str, *, after: int,
-                        buffer: float) -> EventRecord | None:
-        """Add ``run_id`` to the waiters of event ``(name, key)`` and read its mailbox.
-
-        One atomic step. Returns the oldest event of the mailbox sent less
-        than ``buffer`` seconds ago whose ``seq`` is greater than ``after``,
-        or None.
-        """
-        raise self._no_waits()
-
-    def unregister_waiter(self, run_id: str, name: str, key: str) -> None:
-        """Remove ``run_id`` from the waiters of ``(name, key)`` (idempotent)."""
-        raise self._no_waits()
-
-    def post_event(self, name: str, key: str, payload: str, *,
-                   buffer: float) -> tuple[EventRecord, list[str]]:
-        """Append an event to the mailbox of ``(name, key)`` and return it with the waiters.
-
-        One atomic step. The event gets a ``seq`` greater than every earlier
-        one of the mailbox and is kept ``buffer`` seconds (0: not kept);
-        older events are dropped.
-        """
-        raise self._no_waits()
-
-    def deliver_event(self, event: EventRecord, run_ids: Sequence[str], *,
-                      grace: float) -> list[RunRecord]:
-        """Resolve the waits of ``run_ids`` with ``event``; return the runs to publish.
-
-        Per run, atomically and first write wins: if it is WAITING for this
-        name and key with no resolution yet, and ``event.seq`` is greater
-        than its ``wait.after``, the event becomes the wait's resolution and
-        the run becomes PENDING (due again in ``grace`` seconds should the
-        caller's publish be lost). Runs that no longer exist or are finished
-        leave the waiter set. Idempotent.
-        """
-        raise self._no_waits()
-
-    def wake(self, run_id: str, *, grace: float) -> RunRecord | None:
-        """End the wait of a SLEEPING or WAITING run now (``wake_run``).
-
-        Atomically, first write wins: the resolution becomes ``woken`` and the
-        run PENDING; returns the run to publish. None if the run is not parked
-        at an unresolved wait.
-        """
-        raise self._no_waits()
-
-    # -- run controls (issue 7): cancellation, idempotency, child runs, concurrency ------
-    #
-    # Not abstract either. Child runs use a notice protocol: a finished child calls
-    # ``notify_parent``, which resumes the parent if it is parked at a children wait
-    # and otherwise leaves a notice; ``suspend_children`` parks the parent only if
-    # no notice came since its last look at the children, so a child finishing
-    # between that look and the parking is never missed.
-
-    def _no_controls(self) -> NotImplementedError:
-        return NotImplementedError(f"{type(self).__name__} does not support run controls yet")
-
-    def create_runs(self, runs: Sequence[NewRun], *, grace: float) -> list[bool]:
-        """Create every run of ``runs`` that does not exist yet; return, per run, if it was.
-
-        One round trip for all of them on a networked store. A new run is
-        PENDING with its arguments, options, parent and idempotency key, and due
-        for the sweeper in ``grace`` seconds (so it is published even if its
-        first message is lost). An existing run is left as it is.
-        """
-        raise self._no_controls()
-
-    def get_runs(self, run_ids: Sequence[str]) -> list[RunRecord | None]:
-        """The runs ``run_ids`` in order, without checkpoints (None if missing); one round trip."""
-        raise self._no_controls()
-
+    @abstractmethod
     def cancel(self, run_id: str, *, create_missing: bool = False) -> RunRecord | None:
         """Make a run that neither succeeded nor was cancelled CANCELLED, atomically.
 
-        The fencing token is incremented and the lease released, so a running
-        delivery's next checkpoint (or heartbeat) is refused and it stops at
-        its next step boundary; a queued message finds the run finished. The
-        run is no longer due. Returns the run (without checkpoints); None if it
-        does not exist, unless ``create_missing``, which records a CANCELLED
-        run (task ``""``) so its message, when it comes, is ignored. Raises
-        :class:`~celery_durable.errors.InvalidRunStateError` if it succeeded or
-        was already cancelled.
+        The fencing token moves on and the lease is released, so a running
+        delivery's next write (or heartbeat) is refused. Not due any more.
+        None if the run does not exist, unless ``create_missing``: then a
+        CANCELLED run (task ``""``) is recorded so its message is ignored when
+        it comes. InvalidRunStateError if it succeeded or was cancelled already.
         """
-        raise self._no_controls()
-
-    def claim_idempotency_key(self, task: str, key: str, run_id: str, *, ttl: float) -> str:
-        """Bind ``(task, key)`` to ``run_id`` for ``ttl`` seconds unless it is bound already.
-
-        Atomic across processes and hosts. Returns the run id the key is bound
-        to: ``run_id`` if this call bound it, else the earlier run's.
-        """
-        raise self._no_controls()
-
-    def notify_parent(self, parent_id: str, *, grace: float) -> RunRecord | None:
-        """A child of ``parent_id`` finished: count it, and resume the parent once all have.
-
-        Atomically: the parent's :attr:`~celery_durable.records.RunRecord.children_done`
-        grows by one. If the parent is WAITING at a ``children`` wait with no
-        resolution and the count has reached the ``need`` it parked with (see
-        :meth:`suspend_children`; a wait parked without one counts as 0), the
-        resolution becomes ``{"how": "child"}`` and the run PENDING (due in
-        ``grace`` seconds); the run is returned to be published. Otherwise None.
-        A missing or finished parent is left alone (nothing created, no count).
-        """
-        raise self._no_controls()
-
-    def suspend_children(self, run_id: str, token: int, *, wait: WaitInfo, recheck: float,
-                         need: int, step: StepRecord | None = None) -> str:
-        """Park the run at a ``children`` wait until its ``children_done`` reaches ``need``.
-
-        Atomically: ``lost`` if the token no longer holds the lease; ``notice``
-        if ``children_done`` has reached ``need`` already (the children the
-        caller waits for have all reported since it counted them: ``step`` is
-        written, the run stays RUNNING, look at the children again); else
-        ``parked``, as :meth:`suspend` with status WAITING, except that the run
-        is due for the sweeper in ``recheck`` seconds: a safety net should a
-        child's notice be lost.
-        """
-        raise self._no_controls()
-
-    def acquire_slot(self, group: str, run_id: str, *, limit: int, ttl: float) -> bool:
-        """Take one of the ``limit`` execution slots of ``group`` for ``run_id``, FIFO.
-
-        Atomically: slots and queue entries older than their ``ttl`` are dropped
-        first. True if ``run_id`` holds a slot (now expiring in ``ttl`` seconds);
-        a run gets a free slot only if fewer queued runs are ahead of it than
-        slots are free. Otherwise ``run_id`` joins (or stays in) the queue, its
-        entry expiring in ``2 * ttl`` seconds unless it asks again, and False
-        is returned.
-        """
-        raise self._no_controls()
-
-    def release_slot(self, group: str, run_id: str, *, limit: int) -> list[str]:
-        """Give back ``run_id``'s slot (or queue entry) in ``group``.
-
-        Returns the ids of the queued runs, oldest first, that may now take the
-        free slots: the caller publishes them. Idempotent.
-        """
-        raise self._no_controls()
-
-    def renew_slots(self, slots: Mapping[str, Sequence[str]], ttl: float) -> None:
-        """Extend the slots ``{group: [run ids]}`` held by live runs by ``ttl`` seconds."""
-        raise self._no_controls()
-
-    # -- retention (issue 9) ------------------------------------------------------------
-
-    def purge_runs(self, *, finished_before: float, statuses: Collection[RunStatus],
-                   limit: int = 1000) -> list[str]:
-        """Delete up to ``limit`` runs in ``statuses`` that finished before ``finished_before``.
-
-        ``statuses`` are final states (SUCCEEDED, FAILED, CANCELLED). A run is
-        deleted with its checkpoints, atomically per run: one that was
-        re-triggered meanwhile (no longer finished) is kept. Returns the ids
-        deleted. Not abstract, so an older store still works for the rest.
-        """
-        raise NotImplementedError(f"{type(self).__name__} does not support purge_runs yet")
-
-    def purge_idempotency_keys(self, *, expired_before: float, limit: int = 1000) -> int:
-        """Delete up to ``limit`` idempotency keys that expired before ``expired_before``.
-
-        Returns how many went. The default does nothing: a store whose keys
-        expire by themselves (Redis TTLs) has none to delete.
-        """
-        return 0
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections (optional)."""
+
+    # -- capabilities ------------------------------------------------------------------
+
+    def supports(self, capability: type) -> bool:
+        """Whether this store declares ``capability`` (:class:`Waits`, :class:`ChildRuns`, …)."""
+        return isinstance(self, capability)
+
+
+class Waits(ABC):
+    """Capability: durable waits (``sleep``, ``wait_for_event``, ``send_event``, ``wake_run``).
+
+    Events are race-free even when a run's keys and an event's keys live on
+    different Redis Cluster slots:
+
+    * a waiter (holding the lease) calls :meth:`register_waiter` (joins the
+      event's waiter set and reads its mailbox), then :meth:`suspend`
+      (WAITING), then :meth:`register_waiter` again and, if an event is there,
+      delivers it to itself with :meth:`deliver_event`;
+    * a sender calls :meth:`post_event` (appends to the mailbox and reads the
+      waiter set in one atomic step), then :meth:`deliver_event` to those runs.
+
+    Whichever atomic mailbox step comes second sees the other's write, so at
+    least one side delivers; :meth:`deliver_event` and :meth:`wake` act only on
+    a run parked at a wait with no resolution yet, so at most one side resumes it.
+    """
+
+    @abstractmethod
+    def suspend(self, run_id: str, token: int, *, status: RunStatus, wait: WaitInfo,
+                step: StepRecord | None = None) -> bool:
+        """Under ``token``: park the run at a durable wait and release the lease.
+
+        Writes ``step`` if given; sets ``status`` (SLEEPING or WAITING) and
+        ``wait`` (dropping the previous wait's resolution). Not startable before
+        ``wait.until`` and due for the sweeper then; ``until=None``: not due at all.
+        """
+
+    @abstractmethod
+    def register_waiter(self, run_id: str, name: str, key: str, *, after: int,
+                        buffer: float) -> EventRecord | None:
+        """Join the waiters of ``(name, key)``; return its oldest event newer than ``after``.
+
+        Only events sent less than ``buffer`` seconds ago count.
+        """
+
+    @abstractmethod
+    def unregister_waiter(self, run_id: str, name: str, key: str) -> None:
+        """Leave the waiters of ``(name, key)`` (idempotent)."""
+
+    @abstractmethod
+    def post_event(self, name: str, key: str, payload: str, *,
+                   buffer: float) -> tuple[EventRecord, list[str]]:
+        """Append an event to the mailbox of ``(name, key)``; return it and the waiters.
+
+        Its ``seq`` is greater than every earlier one of the mailbox; it is kept
+        ``buffer`` seconds (0: not kept) and older events are dropped.
+        """
+
+    @abstractmethod
+    def deliver_event(self, event: EventRecord, run_ids: Sequence[str], *,
+                      grace: float) -> list[RunRecord]:
+        """Resolve with ``event`` the waits it ends; return the runs to publish.
+
+        Per run, first write wins: WAITING for this name and key, no resolution
+        yet, ``event.seq`` above ``wait.after`` → the resolution is the event and
+        the run PENDING (due in ``grace`` s should the publish be lost). Runs that
+        are gone or finished leave the waiter set. Idempotent.
+        """
+
+    @abstractmethod
+    def wake(self, run_id: str, *, grace: float) -> RunRecord | None:
+        """End the wait of a SLEEPING or WAITING run now (first write wins); the run to publish."""
+
+
+class ChildRuns(ABC):
+    """Capability: child runs (``call``, ``gather``, ``map``).
+
+    A finished child calls :meth:`notify_parent`, which counts the notice and
+    resumes the parent once the count reaches what it parked with;
+    :meth:`suspend_children` parks the parent only if that count is not
+    reached yet, so a child finishing in between is never missed.
+    """
+
+    @abstractmethod
+    def notify_parent(self, parent_id: str, *, grace: float) -> RunRecord | None:
+        """A child of ``parent_id`` finished: ``children_done`` + 1; the parent if resumed.
+
+        The parent is resumed (resolution ``{"how": "child"}``, PENDING, due in
+        ``grace`` s) when it is WAITING at a ``children`` wait with no
+        resolution and the count reached its ``need``. A missing or finished
+        parent is left alone.
+        """
+
+    @abstractmethod
+    def suspend_children(self, run_id: str, token: int, *, wait: WaitInfo, recheck: float,
+                         need: int, step: StepRecord | None = None) -> ParkOutcome:
+        """Under ``token``: park at a ``children`` wait until ``children_done`` reaches ``need``.
+
+        ``lost``: the token no longer holds the lease. ``notice``: the count
+        reached ``need`` already (``step`` is written, the run stays RUNNING:
+        look at the children again). ``parked``: as :meth:`Waits.suspend` with
+        WAITING, due again in ``recheck`` s should a notice be lost.
+        """
+
+
+class IdempotencyKeys(ABC):
+    """Capability: ``apply_async(idempotency_key=...)``."""
+
+    @abstractmethod
+    def claim_idempotency_key(self, task: str, key: str, run_id: str, *, ttl: float) -> str:
+        """Bind ``(task, key)`` to ``run_id`` for ``ttl`` s unless bound; the bound run id."""
+
+    def purge_idempotency_keys(self, *, expired_before: float, limit: int = 1000) -> int:
+        """Delete up to ``limit`` keys expired before ``expired_before``; how many.
+
+        The default does nothing: for a store whose keys expire by themselves.
+        """
+        return 0
+
+
+class ConcurrencySlots(ABC):
+    """Capability: ``@durable_task(concurrency=N, concurrency_key=fn)``."""
+
+    @abstractmethod
+    def acquire_slot(self, group: str, run_id: str, *, limit: int, ttl: float) -> bool:
+        """Take one of ``limit`` slots of ``group`` for ``run_id``, first come first served.
+
+        Expired slots and queue entries are dropped first. True: ``run_id``
+        holds a slot for ``ttl`` s. False: it joined (or stays in) the queue,
+        its entry expiring in ``2 * ttl`` s unless it asks again. A run gets a
+        free slot only if fewer queued runs are ahead of it than slots are free.
+        """
+
+    @abstractmethod
+    def release_slot(self, group: str, run_id: str, *, limit: int) -> list[str]:
+        """Give back ``run_id``'s slot or queue entry; the queued runs that may now run."""
+
+    @abstractmethod
+    def renew_slots(self, slots: Mapping[str, Sequence[str]], ttl: float) -> None:
+        """Extend the slots ``{group: [run ids]}`` held by live runs by ``ttl`` seconds."""
+
+
+class Retention(ABC):
+    """Capability: ``purge_runs`` and the purge of finished runs past their retention."""
+
+    @abstractmethod
+    def purge_runs(self, *, finished_before: float, statuses: Collection[RunStatus],
+                   limit: int = 1000) -> list[str]:
+        """Delete up to ``limit`` runs in ``statuses`` finished before ``finished_before``.
+
+        With their checkpoints, atomically per run: a run re-triggered meanwhile
+        is kept. Returns the ids deleted.
+        """
+
+
+#: What :meth:`ChildRuns.suspend_children` answers.
+ParkOutcome = Literal["lost", "notice", "parked"]
+
+
+def park_outcome(value: str) -> ParkOutcome:
+    """``value`` as a :data:`ParkOutcome` (a store's reply); ValueError for anything else."""
+    if value not in get_args(ParkOutcome):
+        raise ValueError(f"not a children-park outcome: {value!r}")
+    return value  # type: ignore[return-value]
+
+#: Every capability, with the feature it gives (for error messages and docs).
+CAPABILITIES: dict[type, str] = {
+    Waits: "durable waits (sleep, wait_for_event, send_event, wake_run)",
+    ChildRuns: "child runs (call, gather, map)",
+    IdempotencyKeys: "idempotency keys (apply_async(idempotency_key=...))",
+    ConcurrencySlots: "concurrency limits (@durable_task(concurrency=N))",
+    Retention: "purging runs (purge_runs, durable_result_retention)",
+}
+
+
+class UnsupportedCapability(NotImplementedError):
+    """The store does not declare the capability a feature needs."""
+
+
+def _require(store: CheckpointStore, capability: type) -> Any:
+    if not store.supports(capability):
+        name = type(getattr(store, "wrapped", store)).__name__  # through a GuardedStore too
+        raise UnsupportedCapability(
+            f"{name} does not support {CAPABILITIES[capability]}; a store declares it by "
+            f"inheriting celery_durable.stores.base.{capability.__name__}")
+    return store
+
+
+# What the engine calls before it uses a capability: ``store`` as that capability, or
+# UnsupportedCapability naming the store and the feature.
+
+def waits_of(store: CheckpointStore) -> Waits:
+    """``store`` as :class:`Waits`."""
+    return cast(Waits, _require(store, Waits))
+
+
+def child_runs_of(store: CheckpointStore) -> ChildRuns:
+    """``store`` as :class:`ChildRuns`."""
+    return cast(ChildRuns, _require(store, ChildRuns))
+
+
+def idempotency_keys_of(store: CheckpointStore) -> IdempotencyKeys:
+    """``store`` as :class:`IdempotencyKeys`."""
+    return cast(IdempotencyKeys, _require(store, IdempotencyKeys))
+
+
+def concurrency_slots_of(store: CheckpointStore) -> ConcurrencySlots:
+    """``store`` as :class:`ConcurrencySlots`."""
+    return cast(ConcurrencySlots, _require(store, ConcurrencySlots))
+
+
+def retention_of(store: CheckpointStore) -> Retention:
+    """``store`` as :class:`Retention`."""
+    return cast(Retention, _require(store, Retention))

@@ -21,12 +21,20 @@ from ..records import (
 )
 from . import transitions
 from ._memory_controls import MemoryControls
-from .base import CheckpointStore
+from .base import (
+    CheckpointStore,
+    ChildRuns,
+    ConcurrencySlots,
+    IdempotencyKeys,
+    Retention,
+    Waits,
+)
 
 _PARKED = (RunStatus.SLEEPING, RunStatus.WAITING)
 
 
-class MemoryStore(MemoryControls, CheckpointStore):
+class MemoryStore(MemoryControls, CheckpointStore,
+                  Waits, ChildRuns, IdempotencyKeys, ConcurrencySlots, Retention):
     """Keeps runs in a dict of this process; lost when the process exits."""
 
     def __init__(self) -> None:

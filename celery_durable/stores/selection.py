@@ -16,6 +16,7 @@ from ..config import DurableSettings, settings_for
 from ..errors import StoreUnavailableError
 from .base import CheckpointStore
 from .memory import MemoryStore
+from .redis import RedisStore  # imports without redis-py; raises StoreUnavailableError on use
 
 
 def _import(path: str) -> Any:
@@ -25,10 +26,6 @@ def _import(path: str) -> Any:
 
 def _redis_store(settings: DurableSettings, *, url: str | None = None, client: Any = None,
                  prefix: str) -> CheckpointStore:
-    # Deferred: redis-py is an optional dependency (the ``redis`` extra); RedisStore
-    # raises StoreUnavailableError naming the extra when it is missing.
-    from .redis import RedisStore
-
     if url is not None:
         return RedisStore.from_url(url, prefix=prefix, fast_lane=settings.redis_fast_lane)
     return RedisStore(client, prefix=prefix, fast_lane=settings.redis_fast_lane)

@@ -19,18 +19,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from ..errors import InvalidRunStateError
-from ..records import ErrorInfo, RunStatus, StepStatus
-
-#: What ``begin`` found: this delivery holds the lease now (``acquired``), a live
-#: delivery holds it (``busy``), nothing to do (``finished``), parked until later
-#: (``early``), or it lost its worker too often and is now FAILED (``dead``).
-BeginOutcome = Literal["acquired", "busy", "finished", "early", "dead"]
-#: What the sweeper does with a due run: send its message again (``publish``), it
-#: is now FAILED (``dead``), not due yet (``later``), finished or deleted (``gone``).
-ClaimAction = Literal["publish", "dead", "later", "gone"]
+from ..records import BeginOutcome, ClaimAction, ErrorInfo, RunStatus, StepStatus
 
 Changes = dict[str, Any]
 

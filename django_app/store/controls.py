@@ -20,6 +20,7 @@ from django.db import connections, transaction
 from django.db.models import QuerySet
 
 from celery_durable.records import NewRun, RunRecord, RunStatus, StepRecord, WaitInfo
+from celery_durable.stores.base import ParkOutcome
 
 from ..models import ConcurrencyGroup, ConcurrencySlot, IdempotencyKey, Run
 from . import rows
@@ -113,7 +114,7 @@ class ControlsMixin:
             return None
 
     def suspend_children(self, run_id: str, token: int, *, wait: WaitInfo, recheck: float,
-                         need: int, step: StepRecord | None = None) -> str:
+                         need: int, step: StepRecord | None = None) -> ParkOutcome:
         """See :meth:`CheckpointStore.suspend_children`."""
         now = time.time()
         with transaction.atomic(using=self.using):

@@ -39,7 +39,14 @@ from celery_durable.records import (
     StepStatus,
 )
 from celery_durable.stores import transitions
-from celery_durable.stores.base import CheckpointStore
+from celery_durable.stores.base import (
+    CheckpointStore,
+    ChildRuns,
+    ConcurrencySlots,
+    IdempotencyKeys,
+    Retention,
+    Waits,
+)
 
 from ..models import Run, Step
 from . import rows
@@ -73,7 +80,8 @@ def _control(run: Run) -> transitions.Control:
                                run.started_at is not None)
 
 
-class DjangoStore(ControlsMixin, WaitsMixin, CheckpointStore):
+class DjangoStore(ControlsMixin, WaitsMixin, CheckpointStore,
+                  Waits, ChildRuns, IdempotencyKeys, ConcurrencySlots, Retention):
     """Durable runs in the Django database (``using`` names the alias; default: the router's)."""
 
     def __init__(self, using: str | None = None) -> None:

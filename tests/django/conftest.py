@@ -42,8 +42,9 @@ def db(django_pg: None) -> None:
 @pytest.fixture
 def make_run(db: None) -> Callable[..., Any]:
     """Factory: ``make_run(status="FAILED", steps=[...], **fields)`` → a saved Run row."""
-    from celery_durable_django.models import Run, Step
     from django.utils import timezone
+
+    from celery_durable_django.models import Run, Step
 
     def make(status: str = "FAILED", steps: list[dict[str, Any]] | None = None,
              **fields: Any) -> Run:

@@ -68,8 +68,9 @@ def shot(driver: Any, name: str) -> None:
 
 def failed_run(tag: str, note: str) -> str:
     """Start a run of the test project's ``order`` that fails permanently; wait for it."""
-    from celery_durable_django.models import Run
     from django_project.tasks import order
+
+    from celery_durable_django.models import Run
 
     result = order.delay(tag, 0, note)
     wait_for(lambda: Run.objects.filter(pk=result.id, status="FAILED").exists(), 30, 0.1,
@@ -145,8 +146,9 @@ def test_viewer_sees_no_retry_controls_and_gets_403(django_worker, live_server, 
                                                     make_user):
     """A staff user without the retry permissions sees no retry actions or buttons, and a
     retry posted from the browser anyway is refused with 403."""
-    from celery_durable_django.models import Run
     from selenium.webdriver.common.by import By
+
+    from celery_durable_django.models import Run
 
     run_id = failed_run(tag, "plain")
     viewer = make_user()

@@ -152,8 +152,9 @@ def test_settings_that_forbid_prepared_statements_are_respected(store, extra, pr
     in transaction mode) keeps the statement unprepared; a numeric threshold prepares it at
     once. The token is checked either way. The query loading the checkpoints is never
     prepared, whatever the threshold (psycopg would prepare it at ``0``)."""
-    from celery_durable_django.store import DjangoStore
     from django.db import connections
+
+    from celery_durable_django.store import DjangoStore
 
     alias = f"pg-{uuid.uuid4().hex[:6]}"
     connections.settings[alias] = {**connections["default"].settings_dict, **extra}

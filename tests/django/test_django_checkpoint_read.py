@@ -49,9 +49,10 @@ def _written(store: Any) -> tuple[str, list[StepRecord]]:
 
 def test_the_plain_cursor_and_values_list_read_the_same_records(
         store: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from celery_durable_django import rows
     from django.db import connections
     from django.test.utils import CaptureQueriesContext
+
+    from celery_durable_django import rows
 
     run_id, steps = _written(store)
     cursors: list[Any] = []

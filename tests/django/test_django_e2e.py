@@ -23,9 +23,10 @@ def test_failed_run_is_dead_lettered_then_fixed_from_the_admin(django_worker, ta
                                                                client_for):
     """A permanent failure shows in the dead-letter view; retrying it with edited arguments
     from the admin makes it succeed without re-running the steps that had completed."""
-    from celery_durable_django.models import Run
     from django.contrib.admin.models import LogEntry
     from django_project.tasks import order
+
+    from celery_durable_django.models import Run
 
     result = order.delay(tag, 0, "<script>window.__pwned = 1</script>")
     wait_for(lambda: run_status(result.id) == "FAILED", 30, 0.1, "the run to fail")

@@ -89,9 +89,8 @@ def test_intact_row_resumes(app) -> None:
 def test_a_corrupt_step_row_dead_letters_the_run_naming_its_position(app) -> None:
     """A step row the store never writes (an unknown status) is reported when replay
     reaches it, as CorruptCheckpointError naming the run and the position; no step runs."""
-    from celery_durable_django.models import Run, Step
-
     from celery_durable.errors import CorruptCheckpointError
+    from celery_durable_django.models import Run, Step
 
     task, run_id = parked(app)
     Step.objects.filter(run_id=run_id).update(status="bogus")

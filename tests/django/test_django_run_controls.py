@@ -48,9 +48,10 @@ def test_admin_cancel_of_a_sleeping_run_uses_cancel_run(django_worker, tag, make
 
 def test_concurrent_idempotent_triggers_make_one_row(django_worker, tag):
     """Twelve threads triggering with one key make one run row, run once, all get its id."""
-    from celery_durable_django.models import Run
     from django.db import connections
     from django_project.tasks import order
+
+    from celery_durable_django.models import Run
 
     key = f"order-{uuid.uuid4().hex[:8]}"
     barrier, ids, lock = threading.Barrier(12), [], threading.Lock()

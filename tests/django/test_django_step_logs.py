@@ -14,10 +14,10 @@ def test_failed_step_log_lines_show_on_the_admin_run_page(django_worker, tag, ma
                                                           client_for):
     """A real worker's failing step logs 60 lines: its last 50 are stored and the run page
     shows them, escaped, under the step's error."""
-    from celery_durable_django.models import Run, Step
     from django_project.tasks import noisy_order
 
     from celery_durable import get_run
+    from celery_durable_django.models import Run, Step
 
     result = noisy_order.delay(tag, 60)
     wait_for(lambda: Run.objects.filter(pk=result.id, status="FAILED").exists(), 30, 0.1,
@@ -44,9 +44,10 @@ def test_cli_show_with_the_django_store(django_worker, tag):
     import subprocess
     import sys
 
-    from celery_durable_django.models import Run
     from django_project.tasks import noisy_order
     from harness import ROOT
+
+    from celery_durable_django.models import Run
 
     result = noisy_order.delay(tag, 3)
     wait_for(lambda: Run.objects.filter(pk=result.id, status="FAILED").exists(), 30, 0.1,

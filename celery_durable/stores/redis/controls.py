@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...errors import InvalidRunStateError
 from ...records import NewRun, RunRecord, RunStatus, StepRecord, WaitInfo
+from ..base import ParkOutcome, park_outcome
 from ._codec import RUN_FIELDS, checkpoint_args, parse_begin, parse_run, text
 
 
@@ -124,14 +125,14 @@ class RedisControls:
         return run
 
     def suspend_children(self, run_id: str, token: int, *, wait: WaitInfo, recheck: float,
-                         need: int, step: StepRecord | None = None) -> str:
+                         need: int, step: StepRecord | None = None) -> ParkOutcome:
         """See :meth:`CheckpointStore.suspend_children`: one pipelined round trip."""
         step_args = checkpoint_args(step) if step is not None else ["", "", ""]
         outcome, _ = self._send(
             self._script("SUSPEND_CHILDREN", self.run_key(run_id), token, *step_args, wait.step,
                          wait.position, wait.wait_id, recheck, need),
             ("ZADD", self._due_key, time.time() + recheck, run_id))
-        return text(outcome)
+        return park_outcome(text(outcome))
 
     def slot_keys(self, group: str) -> list[str]:
         """The holders, queue and queue-expiry keys of a concurrency group (one hash tag)."""

@@ -33,9 +33,18 @@ from ...records import (
     RunStatus,
     StepRecord,
     WaitInfo,
+    begin_outcome,
+    claim_action,
 )
-from ..base import CheckpointStore
-from ._codec import as_dict, checkpoint_args, parse_begin, parse_run, text
+from ..base import (
+    CheckpointStore,
+    ChildRuns,
+    ConcurrencySlots,
+    IdempotencyKeys,
+    Retention,
+    Waits,
+)
+from ._codec import as_dict, as_float, checkpoint_args, parse_begin, parse_run, text
 from ._scripts import SCRIPTS
 from .controls import RedisControls
 
@@ -48,7 +57,8 @@ except ImportError:  # pragma: no cover - depends on the installed extras
     redis_lib = None
 
 
-class RedisStore(RedisControls, CheckpointStore):
+class RedisStore(RedisControls, CheckpointStore,
+                 Waits, ChildRuns, IdempotencyKeys, ConcurrencySlots, Retention):
     """Checkpoints in Redis (standalone, Sentinel or Cluster)."""
 
     def __init__(self, client: Any, *, prefix: str = "durable:", fast_lane: bool = True) -> None:
@@ -163,7 +173,7 @@ class RedisStore(RedisControls, CheckpointStore):
             ("HGETALL", key),
             ("ZADD", self._due_key, now + lease_ttl, run_id),
             ("ZADD", self._runs_key, "NX", now, run_id))
-        outcome, token, raw = text(outcome), int(token), as_dict(flat)
+        outcome, token, raw = begin_outcome(text(outcome)), int(token), as_dict(flat)
         try:
             run, checkpoints = parse_begin(run_id, raw)
         except CorruptCheckpointError as exc:
@@ -247,13 +257,16 @@ class RedisStore(RedisControls, CheckpointStore):
         """See :meth:`CheckpointStore.claim_due`."""
         reply = self._scripts["CLAIM_DUE"](keys=[self.run_key(run_id)],
                                            args=[grace, max_recoveries])
-        action = text(reply[0])
+        action = claim_action(text(reply[0]))
         if action == "gone":
             self.client.zrem(self._due_key, run_id)
             return Claim("gone")
         if action == "later":
-            due = float(reply[1])
-            self.client.zadd(self._due_key, {run_id: due})
+            due = as_float(reply[1])
+            if due is None:  # not due at all: drop the stray entry
+                self.client.zrem(self._due_key, run_id)
+            else:
+                self.client.zadd(self._due_key, {run_id: due})
             return Claim("later", due_at=due)
         run = parse_run(run_id, reply[1])
         if action == "dead":

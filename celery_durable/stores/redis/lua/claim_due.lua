@@ -4,7 +4,7 @@ local h = KEYS[1]
 local v = redis.call('HMGET', h, 'status', 'due', 'owner', 'lease', 'rec')
 local status = v[1]
 if not status or finished[status] then return {'gone'} end
-if not v[2] or v[2] == '' then return {'gone'} end
+if not v[2] or v[2] == '' then return {'later', ''} end  -- not due at all
 if tonumber(v[2]) > now then return {'later', v[2]} end
 if status == 'RUNNING' then
   if v[3] and v[3] ~= '' and v[4] and v[4] ~= '' and tonumber(v[4]) > now then
