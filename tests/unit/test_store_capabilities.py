@@ -66,7 +66,8 @@ def test_a_core_only_store_runs_steps_but_names_what_it_lacks() -> None:
     assert steps_only.delay(1).get() == 5
     with pytest.raises(Exception, match="CoreOnlyStore does not support durable waits"):
         waits.delay().get()
-    with pytest.raises(UnsupportedCapability, match=r"inheriting celery_durable\.stores\.base\.Waits"):
+    declare = r"inheriting celery_durable\.stores\.base\.Waits"
+    with pytest.raises(UnsupportedCapability, match=declare):
         send_event("approval", key=1, app=app)
     with pytest.raises(UnsupportedCapability):
         waits_of(store)
