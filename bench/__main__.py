@@ -1,4 +1,4 @@
-"""``python -m bench [--quick]``: run every contender and write the report (issue 5).
+"""``python -m bench [--quick]``: run every contender and write the report.
 
 Finds or starts Redis and PostgreSQL, measures the reference figures, then
 for each Celery contender starts a fresh ``celery worker`` (prefork -c 2),

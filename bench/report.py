@@ -35,7 +35,7 @@ def _ratio_row(name: str, value: float | None, base: float | None, limit: float,
 
 
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """The issue's targets, as ratios of figures measured in this run."""
+    """The benchmark targets, as ratios of figures measured in this run."""
     c = results["contenders"]
     out = []
 

@@ -16,8 +16,8 @@ from .controls.cancel import cancel_run
 from .controls.children import call, gather, map
 from .controls.deterministic import now, random, uuid4
 from .controls.waits import send_event, sleep, sleep_until, wait_for_event, wake_run
+from .engine.steplogs import StepLogFilter, step_logger
 from .engine.steps import StepContext, step
-from .engine.task import DurableTask, durable_task
 from .errors import (
     CheckpointTooLargeError,
     ChildCancelledError,
@@ -35,9 +35,9 @@ from .errors import (
 )
 from .ops.inspection import RunInfo, StepInfo, get_run, list_runs, retry_run
 from .ops.retention import purge_runs
-from .ops.steplogs import StepLogFilter, step_logger
 from .records import RunStatus, StepStatus
 from .retry import RetryPolicy, exponential, fixed
+from .task import DurableTask, durable_task
 
 __all__ = [  # noqa: RUF022 - grouped by purpose
     # declaring tasks and steps

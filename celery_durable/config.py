@@ -74,7 +74,7 @@ class DurableSettings:
     #: sweeper (0: never; see celery_durable/ops/retention.py).
     purge_interval: float = 3600.0
     #: OpenTelemetry spans per run, delivery and step: None (on when opentelemetry is
-    #: installed), True or False (see celery_durable/ops/tracing.py).
+    #: installed), True or False (see celery_durable/engine/tracing.py).
     tracing: Any = None
 
     @classmethod

@@ -1,4 +1,4 @@
-"""The durable core through real ``celery worker`` processes on real Redis (issue 2).
+"""The durable core through real ``celery worker`` processes on real Redis.
 
 Every side effect is counted from outside the worker, in Redis, by the steps
 of ``tests/apps/core_app.py``.

@@ -18,7 +18,7 @@ import tomllib
 ROOT = Path(__file__).resolve().parent.parent
 #: Import name -> source folder of the packages the distribution installs.
 SOURCES = {"celery_durable": ROOT / "celery_durable", "celery_durable_django": ROOT / "django_app"}
-#: Modules of celery_durable that may import the Django app, each behind a function-local
+#: Modules of celery_durable that may import the Django app, behind a function-local
 #: import that defers an optional dependency.
 MAY_LOAD_THE_DJANGO_APP = {"celery_durable.stores.selection"}
 
@@ -119,6 +119,47 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
 
 
+def _layer(module: str) -> str:
+    """The layer a module belongs to (docs/architecture.md draws them)."""
+    parts = module.split(".")
+    if parts[0] == "celery_durable_django":
+        return "django app"
+    if len(parts) == 1 or parts[1] in ("task", "testing"):
+        return "top"
+    if parts[1] in ("stores", "engine", "controls", "ops"):
+        return parts[1]
+    return "bottom"
+
+
+#: Which layers each layer may import, lowest first.
+MAY_IMPORT = {
+    "bottom": {"bottom"},
+    "stores": {"bottom", "stores"},
+    "engine": {"bottom", "stores", "engine"},
+    "controls": {"bottom", "stores", "engine", "controls"},
+    "ops": {"bottom", "stores", "engine", "controls", "ops"},
+    "top": {"bottom", "stores", "engine", "controls", "ops", "top"},
+    "django app": {"bottom", "stores", "top", "django app"},
+}
+#: Imports against the layers, each with its reason (keep this short).
+EXCEPTIONS = {
+    # building the Django store when the app's result backend is django-celery-results
+    ("celery_durable.stores.selection", "celery_durable_django.store"),
+    # a child run must be a registered DurableTask
+    ("celery_durable.controls.children", "celery_durable.task"),
+}
+
+
+def test_each_layer_imports_only_the_layers_below_it(graph: dict[str, set[str]]) -> None:
+    """bottom < stores < engine < controls < ops < top; the Django app sees the bottom, the
+    stores and the public face only."""
+    wrong = sorted(f"{a} -> {b}" for a, targets in graph.items() for b in targets
+                   if _layer(b) not in MAY_IMPORT[_layer(a)] and (a, b) not in EXCEPTIONS)
+    assert wrong == []
+    unused = sorted(e for e in EXCEPTIONS if e[1] not in graph.get(e[0], set()))
+    assert unused == []
+
+
 def test_only_the_django_app_imports_django() -> None:
     """The engine never imports Django; it loads the Django app only to build its store."""
     offenders = []
@@ -178,7 +219,7 @@ def test_pyproject_packages_every_package_and_no_other() -> None:
 
 
 def test_every_module_stays_readable() -> None:
-    """No module of the package grows past ~500 lines (DESIGN §7)."""
+    """No module of the package grows past ~500 lines."""
     long = [f"{path.relative_to(ROOT)}: {n}" for _, path in _modules()
             if (n := len(path.read_text().splitlines())) > 500]
     assert long == []

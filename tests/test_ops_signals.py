@@ -1,4 +1,4 @@
-"""Signals and step events of durable runs, from real workers on real Redis (issue 9)."""
+"""Signals and step events of durable runs, from real workers on real Redis."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""OpenTelemetry: a durable run is one trace across re-enqueues (issue 9, extra ``otel``)."""
+"""OpenTelemetry: a durable run is one trace across re-enqueues (extra ``otel``)."""
 
 from __future__ import annotations
 

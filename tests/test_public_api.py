@@ -9,7 +9,7 @@ from celery import Celery, Task
 
 import celery_durable
 from celery_durable import DurableTask, durable_task, get_run, step
-from celery_durable.engine.task import DurableWorkerStep
+from celery_durable.task import DurableWorkerStep
 
 EXPECTED_ALL = {
     "DurableTask", "durable_task", "step", "StepContext", "RetryPolicy", "exponential", "fixed",

@@ -1,4 +1,4 @@
-"""Run controls through real worker subprocesses and real Redis (issue 7).
+"""Run controls through real worker subprocesses and real Redis.
 
 Priorities, cancellation, idempotent triggering, child runs and concurrency
 limits. Every side effect is counted outside the worker, in Redis, by the

@@ -1,4 +1,4 @@
-"""``celery_durable.testing``: ``assert_resumable`` through a real worker (issue 8)."""
+"""``celery_durable.testing``: ``assert_resumable`` through a real worker."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Durable waits through real worker subprocesses and real Redis (issue 4)."""
+"""Durable waits through real worker subprocesses and real Redis."""
 
 from __future__ import annotations
 

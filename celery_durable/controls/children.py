@@ -34,18 +34,17 @@ from typing import Any
 from celery import Celery
 from celery.canvas import Signature
 
-from ..engine import _testhooks
+from ..engine import _testhooks, tracing
 from ..engine._flow import LeaseLost, Suspend
 from ..engine.context import RunContext, body_context
 from ..engine.lifecycle import CALL_STEP, GATHER_STEP, MAP_STEP
 from ..engine.publish import ROUTING, publish_run
 from ..engine.steps import _failed, _on_error, _replay
-from ..engine.task import DurableTask
 from ..errors import ChildCancelledError, ChildRunError, InvalidRunStateError
-from ..ops import tracing
 from ..records import ErrorInfo, NewRun, RunRecord, RunStatus, StepRecord, StepStatus, WaitInfo
 from ..serialization import decode, encode
 from ..stores.base import child_runs_of
+from ..task import DurableTask
 
 logger = logging.getLogger(__name__)
 

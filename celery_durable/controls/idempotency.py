@@ -22,7 +22,7 @@ from celery.result import AsyncResult
 
 from ..config import settings_for
 from ..engine.publish import ROUTING
-from ..ops.tracing import HEADER as TRACE_HEADER
+from ..engine.tracing import HEADER as TRACE_HEADER
 from ..records import NewRun
 from ..serialization import encode, get_serializer
 from ..stores import get_store

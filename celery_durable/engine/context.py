@@ -7,7 +7,7 @@ import functools
 from collections import defaultdict
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..config import DurableSettings
 from ..records import OnDemandCheckpoints, StepRecord, WaitInfo, succeeded_value
@@ -119,7 +119,3 @@ def require_step_context() -> StepContext:
                            "durable run")
     return ctx
 
-
-def describe(value: Any) -> str:
-    """A type name for error messages."""
-    return f"{type(value).__module__}.{type(value).__qualname__}"

@@ -7,7 +7,7 @@ import logging
 import sys
 import time
 import traceback
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
 from celery import Task
 from celery.backends.base import DisabledBackend
@@ -15,7 +15,6 @@ from celery.exceptions import Ignore, Reject, Retry
 
 from .. import signals
 from ..config import settings_for
-from ..controls import concurrency
 from ..errors import (
     CorruptCheckpointError,
     DurableError,
@@ -24,12 +23,11 @@ from ..errors import (
     StoreUnavailableError,
     WorkerLostError,
 )
-from ..ops import tracing
 from ..records import Begin, ErrorInfo, RunRecord, RunStatus, StepStatus
 from ..retry import RetryPolicy, policy_from_task
 from ..serialization import Serializer, decode, encode, get_serializer
 from ..stores import get_store
-from . import leases
+from . import leases, tracing
 from ._flow import LeaseLost, Reenqueue, Suspend
 from .context import RunContext, current_run
 from .lifecycle import announce_dead_letter, mark_revoked, notify_parent
@@ -65,8 +63,21 @@ def _begin(task: Task, run_id: str, args: tuple[Any, ...], kwargs: dict[str, Any
     return begin
 
 
-def execute(task: Task, body: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """Run (or resume) the durable run of the current request; see DESIGN §2-4."""
+class Gate(Protocol):
+    """What a delivery passes after taking the lease and before the body: the concurrency
+    limits (:mod:`celery_durable.controls.concurrency`, handed in by the task class)."""
+
+    def enter(self, ctx: RunContext, args: tuple[Any, ...],
+              kwargs: dict[str, Any]) -> str | None:
+        """Take a slot (return its group), or park the run (raise ``Suspend``)."""
+
+    def leave(self, ctx: RunContext, group: str | None) -> None:
+        """Give the slot of ``group`` back."""
+
+
+def execute(task: Task, body: Any, args: tuple[Any, ...], kwargs: dict[str, Any], *,
+            gate: Gate) -> Any:
+    """Run (or resume) the durable run of the current request (see docs/architecture.md)."""
     request = task.request
     run_id: str = request.id
     app = task.app
@@ -123,7 +134,7 @@ def execute(task: Task, body: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     if tracing.active is not None:
         tracing.active.start_delivery(ctx, begin.run, fields.get("trace_root"))
     try:
-        group = concurrency.enter(ctx, args, kwargs)
+        group = gate.enter(ctx, args, kwargs)
         if signals.run_started.receivers or signals.run_resumed.receivers:
             _announce(ctx, args, kwargs)
         return _run_body(ctx, body, args, kwargs)
@@ -146,7 +157,7 @@ def execute(task: Task, body: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     finally:
         current_run.reset(reset)
         leases.release(run_id)
-        concurrency.leave(ctx, group)
+        gate.leave(ctx, group)
         if tracing.active is not None:
             error = sys.exc_info()[1]
             tracing.active.end_delivery(None if error is outer else error,

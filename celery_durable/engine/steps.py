@@ -23,11 +23,10 @@ from ..errors import (
     SerializationError,
     StepFailedError,
 )
-from ..ops import steplogs
 from ..records import ErrorInfo, RunStatus, StepRecord, StepStatus
 from ..retry import Backoff, RetryPolicy, as_backoff, merge
 from ..serialization import decode, encode
-from . import _testhooks
+from . import _testhooks, steplogs
 from ._flow import LeaseLost, Reenqueue
 from .context import (
     RunContext,

@@ -2,7 +2,7 @@
 
 It runs as a thread (:class:`Sweeper`) in the main process of every worker of
 an app with durable tasks (started by the worker bootstep in
-:mod:`celery_durable.engine.task`; ``durable_sweeper = False`` turns it off),
+:mod:`celery_durable.task`; ``durable_sweeper = False`` turns it off),
 and :func:`sweep` can also be called from a periodic task
 (:mod:`celery_durable.ops.periodic`). Claims are atomic
 in the store, so any number of sweepers can run at once.

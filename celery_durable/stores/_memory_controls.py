@@ -1,4 +1,4 @@
-"""The run-control half of :class:`~celery_durable.stores.memory.MemoryStore` (issue 7).
+"""The run-control half of :class:`~celery_durable.stores.memory.MemoryStore`.
 
 Cancellation, idempotency keys, child-run notices and concurrency slots, kept
 in dicts of this process under the store's lock.

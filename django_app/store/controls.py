@@ -1,4 +1,4 @@
-"""The run-control half of ``DjangoStore`` (issue 7): creation, idempotency, children, slots.
+"""The run-control half of ``DjangoStore``: creation, idempotency, children, slots.
 
 * Idempotency keys are :class:`~celery_durable_django.models.IdempotencyKey` rows with a
   unique ``(task, key)`` constraint: of concurrent claims one insert wins and

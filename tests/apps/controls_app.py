@@ -1,4 +1,4 @@
-"""Durable tasks for the run-control tests (issue 7). Side effects are counted in Redis.
+"""Durable tasks for the run-control tests. Side effects are counted in Redis.
 
 ``{tag}:<name>`` counts executions of a step or of a body delivery; lists
 record what a delivery saw (its priority) and sets record which runs are

@@ -1,4 +1,4 @@
-"""Durable tasks for the operations tests (issue 9): signals, events, logs, CLI.
+"""Durable tasks for the operations tests: signals, events, logs, CLI.
 
 Every signal a worker sends is appended, as JSON, to the Redis list
 ``<prefix>signals:<run id>``, so a test can read the sequence from outside.

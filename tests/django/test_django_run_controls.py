@@ -1,4 +1,4 @@
-"""Run controls with the Django store on PostgreSQL and a real worker (issue 7)."""
+"""Run controls with the Django store on PostgreSQL and a real worker."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A failed step's last log lines are kept with its error and shown in the admin (issue 9)."""
+"""A failed step's last log lines are kept with its error and shown in the admin."""
 
 from __future__ import annotations
 

@@ -69,7 +69,7 @@ def long_nap(tag: str) -> str:
 
 @step
 def noisy_charge(tag: str, lines: int) -> int:
-    """Log ``lines`` numbered lines, then fail for good (issue 9: a failed step's logs)."""
+    """Log ``lines`` numbered lines, then fail for good (a failed step's logs)."""
     import logging
 
     log = logging.getLogger("django_project.tasks")

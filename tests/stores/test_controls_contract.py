@@ -1,4 +1,4 @@
-"""The run-control part of the store contract (issue 7): creation, cancel, keys, children, slots.
+"""The run-control part of the store contract: creation, cancel, keys, children, slots.
 
 Runs against every store of the ``store`` fixture (memory, Redis, Django on
 SQLite and PostgreSQL).

@@ -1,4 +1,4 @@
-"""RedisStore cost model: resuming is one round trip, each checkpoint one write (DESIGN §2)."""
+"""RedisStore cost model: resuming is one round trip, each checkpoint one write."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``purge_runs`` and step logs in the CheckpointStore contract, on every store (issue 9)."""
+"""``purge_runs`` and step logs in the CheckpointStore contract, on every store."""
 
 from __future__ import annotations
 

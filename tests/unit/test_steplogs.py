@@ -1,4 +1,4 @@
-"""Logs per step in eager mode: tags on records, the last N lines kept with a failure (issue 9)."""
+"""Logs per step in eager mode: tags on records, the last N lines kept with a failure."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The run-control half of :class:`~celery_durable.stores.redis.store.RedisStore` (issue 7).
+"""The run-control half of :class:`~celery_durable.stores.redis.store.RedisStore`.
 
 Layout, beside the run hashes (``P`` is the store's key prefix)::
 

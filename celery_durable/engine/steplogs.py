@@ -26,7 +26,7 @@ from collections.abc import MutableMapping
 from contextvars import ContextVar
 from typing import Any
 
-from ..engine.context import current_step
+from .context import current_step
 
 #: Format of a captured line.
 LINE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -45,8 +45,8 @@ from ..config import settings_for
 if TYPE_CHECKING:
     from celery import Celery, Task
 
-    from ..engine.context import RunContext
     from ..records import RunRecord
+    from .context import RunContext
 
 try:
     from opentelemetry import context as otel_context

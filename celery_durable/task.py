@@ -1,4 +1,12 @@
-"""``DurableTask`` and the ``@durable_task`` decorator."""
+"""Where a Celery task becomes durable: ``DurableTask``, ``@durable_task``, the worker bootstep.
+
+Every delivery of a durable task goes to :func:`celery_durable.engine.runner.execute`
+(with the concurrency limits of :mod:`celery_durable.controls.concurrency` as its
+gate); ``apply_async`` registers the run (or takes the idempotent-trigger path of
+:mod:`celery_durable.controls.idempotency`) before it sends the message; and every
+worker of an app with durable tasks checks its store at start and runs the
+sweeper thread (:mod:`celery_durable.ops.sweeper`).
+"""
 
 from __future__ import annotations
 
@@ -8,13 +16,13 @@ from typing import Any
 from celery import Celery, Task, bootsteps, shared_task, signals, states
 from celery.exceptions import Ignore
 
-from ..config import settings_for
-from ..controls import concurrency
-from ..controls.idempotency import register, trigger
-from ..ops import events, tracing
-from ..ops.sweeper import Sweeper
-from ..stores import get_store
-from .runner import execute
+from .config import settings_for
+from .controls import concurrency
+from .controls.idempotency import register, trigger
+from .engine import events, tracing
+from .engine.runner import execute
+from .ops.sweeper import Sweeper
+from .stores import get_store
 
 #: Options ``@app.task`` accepts beyond the Task class attributes.
 _DECORATOR_OPTIONS = frozenset({
@@ -58,7 +66,7 @@ class DurableTask(Task):  # type: ignore[misc]
         # With ``autoretry_for`` Celery wraps ``run``; retries are ours, so call
         # the user's function unwrapped.
         body = self.__dict__.get("_orig_run") or self.run
-        return execute(self, body, args, kwargs)
+        return execute(self, body, args, kwargs, gate=concurrency)
 
     def apply_async(self, args: Any = None, kwargs: Any = None, task_id: str | None = None,
                     *more: Any, idempotency_key: Any = None, idempotency_ttl: Any = None,
