@@ -55,7 +55,7 @@ def send_traced(send: Callable[[], Any]) -> tuple[Any, Any]:
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    from celery_durable.ops import tracing
+    from celery_durable.engine import tracing
 
     exporter = InMemorySpanExporter()
     provider = TracerProvider()

@@ -150,7 +150,7 @@ def _export_spans_to_redis() -> None:
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    from celery_durable.ops import tracing
+    from celery_durable.engine import tracing
 
     class ToRedis(SpanProcessor):  # type: ignore[misc]
         """Ships each finished span to the test process (the in-memory exporter keeps it too)."""

@@ -15,7 +15,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
 from celery_durable import signals
-from celery_durable.ops import tracing
+from celery_durable.engine import tracing
 
 app = Celery("t", set_as_current=False)
 app.conf.durable_tracing = {setting!r}
