@@ -52,7 +52,7 @@ def test_the_plain_cursor_and_values_list_read_the_same_records(
     from django.db import connections
     from django.test.utils import CaptureQueriesContext
 
-    from celery_durable_django import rows
+    from celery_durable_django.store import rows
 
     run_id, steps = _written(store)
     cursors: list[Any] = []

@@ -235,3 +235,46 @@ def test_a_hiredis_without_pack_command_falls_back_to_the_python_packer() -> Non
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, check=False)
     assert out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_the_setting_turns_the_lane_off_and_the_client_path_does_the_work() -> None:
+    """``durable_redis_fast_lane = False``: every hot-path command goes through redis-py."""
+    from celery import Celery
+
+    from celery_durable.stores import get_store
+
+    app = Celery("no-lane", set_as_current=False, broker="memory://")
+    app.conf.durable_store = os.environ["TEST_REDIS_URL"]
+    app.conf.durable_redis_fast_lane = False
+    app.conf.durable_key_prefix = f"lane-off-{uuid.uuid4().hex[:8]}:"
+    store = get_store(app)
+    assert isinstance(store, RedisStore)
+    assert not store._lane.enabled and "off" in (store._lane.reason or "")
+    CountingClient.layer_calls = 0
+    counted = RedisStore(CountingClient.from_url(os.environ["TEST_REDIS_URL"]),
+                         prefix=app.conf.durable_key_prefix, fast_lane=False)
+    run_id = f"run-{uuid.uuid4().hex}"
+    b = counted.begin(run_id, **COMMON)
+    assert counted.save_step(run_id, b.token, _step(0))
+    assert counted.finish(run_id, b.token, status=RunStatus.SUCCEEDED, result="1")
+    assert CountingClient.layer_calls >= 3  # begin, the checkpoint and finish: all redis-py
+    assert _values(counted, run_id) == ['"v0"']
+    counted.client.delete(counted.run_key(run_id), f"{counted.prefix}due", f"{counted.prefix}runs")
+    counted.close()
+    store.close()
+
+
+def test_a_redis_py_without_the_lanes_internals_keeps_the_lane_off() -> None:
+    """The internals the lane relies on are checked when a store is made; one missing (an
+    older or newer redis-py) leaves the lane off, named, instead of failing on a step."""
+    from celery_durable.stores.redis import _lane
+
+    class Bare(redis.Connection):
+        send_packed_command = None  # type: ignore[assignment]
+
+    client = redis.Redis.from_url(os.environ["TEST_REDIS_URL"], connection_class=Bare)
+    lane = _lane.FastLane(client)
+    assert not lane.enabled
+    assert lane.reason == "redis-py lacks connection.send_packed_command"
+    assert _lane.unsupported(redis.Redis.from_url(os.environ["TEST_REDIS_URL"])) is None
+    client.close()
