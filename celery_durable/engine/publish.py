@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from celery import Celery
@@ -22,22 +21,6 @@ def delivery_options(delivery_info: dict[str, Any] | None) -> dict[str, Any]:
     options = {"exchange": info.get("exchange"), "routing_key": info.get("routing_key"),
                "priority": info.get("priority")}
     return {k: v for k, v in options.items() if v not in (None, "")}
-
-
-def merged_options(stored: Mapping[str, Any],
-                   delivered: Mapping[str, Any]) -> dict[str, Any] | None:
-    """What ``begin`` stores when a run's options lack what this delivery brings, else None.
-
-    A run created before its first message (``apply_async``, a trigger, a
-    child) may hold only its routing, or nothing: the first delivery fills
-    them in, and adds the trace header (``headers``) if the run has none yet.
-    (The Redis store's BEGIN script applies the same rule.)
-    """
-    if not stored:
-        return dict(delivered) if delivered else None
-    if "headers" in delivered and isinstance(stored, Mapping) and "headers" not in stored:
-        return {**stored, "headers": delivered["headers"]}
-    return None
 
 
 def publish_run(app: Celery, run: RunRecord, **extra: Any) -> AsyncResult:

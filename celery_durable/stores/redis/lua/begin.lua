@@ -25,7 +25,7 @@ if v[1] and (not v[5] or v[5] == '' or v[5] == '{}') then
 elseif v[1] and string.find(ARGV[4], '"headers"', 1, true)
        and not string.find(v[5], '"headers"', 1, true) then
   -- created with its routing only: keep it, add this delivery's trace header
-  -- (publish.merged_options is the same rule for the other stores)
+  -- (stores/transitions.py merged_options is the same rule for the other stores)
   local ok, stored = pcall(cjson.decode, v[5])  -- corrupt: left for parse_begin to report
   if ok and type(stored) == 'table' then
     stored['headers'] = cjson.decode(ARGV[4])['headers']
