@@ -18,8 +18,9 @@ from celery.exceptions import Ignore
 
 from .config import settings_for
 from .controls import concurrency
-from .controls.idempotency import register, trigger
+from .controls.idempotency import check_call, register, trigger
 from .engine import events, tracing
+from .engine.context import active_run
 from .engine.runner import execute
 from .ops.sweeper import Sweeper
 from .stores import get_store
@@ -33,14 +34,14 @@ _DECORATOR_OPTIONS = frozenset({
 })
 
 
-def _task_attributes() -> frozenset[str]:
-    """Public, non-callable attributes of Celery's Task: each is a decorator option."""
-    return frozenset(name for name, value in vars(Task).items()
-                     if not name.startswith("_") and not callable(value)
-                     and not isinstance(value, (property, classmethod, staticmethod)))
+def _public_names(cls: type) -> frozenset[str]:
+    """The public names ``cls`` and its bases define below ``object``: attributes and the
+    methods a task may override (``on_failure=``, ``after_return=``, ...)."""
+    return frozenset(name for klass in cls.__mro__ if klass is not object
+                     for name in vars(klass) if not name.startswith("_"))
 
 
-ALLOWED_OPTIONS = _DECORATOR_OPTIONS | _task_attributes() | concurrency.OPTIONS
+ALLOWED_OPTIONS = _DECORATOR_OPTIONS | _public_names(Task) | concurrency.OPTIONS
 
 
 class DurableTask(Task):  # type: ignore[misc]
@@ -84,7 +85,9 @@ class DurableTask(Task):  # type: ignore[misc]
             tracer.inject(self.name, options)
         if idempotency_key is None:
             if (settings_for(self.app).register_on_publish and not more
-                    and not self.app.conf.task_always_eager):
+                    and not self.app.conf.task_always_eager
+                    and not _resends_the_current_run(task_id)):
+                check_call(self, args, kwargs, options)  # before anything is registered
                 task_id = register(self, args, kwargs, task_id, options)
             return super().apply_async(args, kwargs, task_id, *more, **options)
         if more:
@@ -96,6 +99,13 @@ class DurableTask(Task):  # type: ignore[misc]
         """Bind to ``app`` and make sure its workers run the sweeper."""
         install_worker_step(app)
         return super().bind(app)
+
+
+def _resends_the_current_run(task_id: str | None) -> bool:
+    """True for a message of the run executing here (``self.retry()`` sends one): it is
+    registered already."""
+    ctx = active_run()
+    return ctx is not None and task_id == ctx.run_id
 
 
 @signals.task_postrun.connect(weak=False)  # type: ignore[untyped-decorator]
@@ -113,13 +123,37 @@ def _free_ignored_delivery(sender: Any = None, retval: Any = None, state: Any = 
         retval.__traceback__ = None
 
 
+_durable_bases: dict[type, type] = {}
+
+
+def durable_base(base: type) -> type:
+    """``base`` if it is durable already, else ``base`` with :class:`DurableTask` mixed in.
+
+    The user's class comes first, so its ``__call__``, ``apply_async`` and handlers
+    wrap the durable ones (through ``super()``), as they wrap Celery's own.
+    """
+    if issubclass(base, DurableTask):
+        return base
+    mixed = _durable_bases.get(base)
+    if mixed is None:
+        mixed = _durable_bases[base] = type(base.__name__, (base, DurableTask), {
+            "__module__": base.__module__, "__qualname__": base.__qualname__,
+            "__doc__": base.__doc__})
+    return mixed
+
+
 def _check_options(options: dict[str, Any]) -> None:
-    unknown = sorted(set(options) - ALLOWED_OPTIONS)
-    if unknown:
-        raise ValueError(f"durable_task() got unknown option(s): {', '.join(unknown)}")
+    """Reject typos (unknown options, listed); mix DurableTask into a plain ``base=``."""
     base = options.get("base")
-    if base is not None and not (isinstance(base, type) and issubclass(base, DurableTask)):
-        raise ValueError("durable_task(base=...) must be a subclass of DurableTask")
+    if base is not None and not (isinstance(base, type) and issubclass(base, Task)):
+        raise ValueError(f"durable_task(base=...) must be a Celery Task subclass, not {base!r}")
+    allowed = ALLOWED_OPTIONS | (_public_names(base) if base is not None else frozenset())
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise ValueError(f"durable_task() got unknown option(s): {', '.join(unknown)}; it "
+                         "accepts the options of @app.task and the attributes of its base class")
+    if base is not None:
+        options["base"] = durable_base(base)
     concurrency.check_options(options)
 
 
@@ -127,8 +161,10 @@ def durable_task(fn: Callable[..., Any] | None = None, /, *, app: Celery | None 
                  **options: Any) -> Any:
     """Declare a durable task: ``@durable_task``, ``@durable_task(...)`` or ``(app=app)``.
 
-    Accepts every ``@app.task`` option with its Celery meaning; an unknown
-    option raises ValueError. Without ``app`` the task is shared, like
+    Accepts every ``@app.task`` option with its Celery meaning (handlers such as
+    ``on_failure=`` included) and the attributes of ``base=``; an unknown option
+    raises ValueError. ``base=`` may be any Celery Task subclass:
+    :class:`DurableTask` is mixed in. Without ``app`` the task is shared, like
     ``@shared_task``. Durable tasks default to ``acks_late=True`` and
     ``reject_on_worker_lost=True``. Durable options: ``concurrency=N`` caps
     how many runs of the task execute at once across all workers, and

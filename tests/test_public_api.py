@@ -254,3 +254,36 @@ def test_run_api_errors() -> None:
     with pytest.raises(ValueError, match="from_step"):
         celery_durable.retry_run("no-such-run", from_step="middle", app=app)
     assert celery_durable.list_runs(app=app) == []
+
+
+def test_handlers_and_a_plain_task_base_are_accepted(app: Celery) -> None:
+    """``on_failure=`` and a ``base=`` that is any Celery Task subclass (its own attributes
+    included) work as with ``@app.task``: DurableTask is mixed in after the user's class."""
+    calls: list[str] = []
+
+    class AuditedTask(Task):  # type: ignore[misc]
+        audit_label = "none"
+
+        def __call__(self, *args: object, **kwargs: object) -> object:
+            calls.append(f"{self.audit_label}:{args}")
+            return super().__call__(*args, **kwargs)
+
+    def failed(self: Task, exc: BaseException, task_id: str, args: object, kwargs: object,
+               einfo: object) -> None:
+        calls.append("failed")
+
+    @durable_task(app=app, name="api.audited", base=AuditedTask, audit_label="orders",
+                  on_failure=failed)
+    def audited(x: int) -> int:
+        return x + 1
+
+    task = app.tasks["api.audited"]
+    assert isinstance(task, DurableTask) and isinstance(task, AuditedTask)
+    assert type(task).__mro__.index(AuditedTask) < type(task).__mro__.index(DurableTask)
+    assert task.audit_label == "orders" and task.on_failure is not None
+    assert task.acks_late is True
+    assert audited(1) == 2 and calls == ["orders:(1,)"]
+    with pytest.raises(ValueError, match="audit_labl"):
+        durable_task(app=app, base=AuditedTask, audit_labl="typo")
+    with pytest.raises(ValueError, match="Celery Task subclass"):
+        durable_task(app=app, base=dict)

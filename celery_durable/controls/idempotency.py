@@ -19,10 +19,10 @@ from typing import Any
 
 from celery import Task, uuid
 from celery.result import AsyncResult
+from kombu import serialization
 
 from ..config import settings_for
-from ..engine.publish import ROUTING
-from ..engine.tracing import HEADER as TRACE_HEADER
+from ..engine.publish import message_options
 from ..records import NewRun
 from ..serialization import encode, get_serializer
 from ..stores import get_store
@@ -72,11 +72,27 @@ def register(task: Task, args: Any, kwargs: Any, task_id: str | None,
     unacked when it was killed, or when Redis restarted). A registered run
     whose message never starts is published again by the sweeper once
     ``durable_requeue_grace`` passes, so it is never lost. Returns the run id.
+    A finished run under the same id (a task id used again, a frozen chain
+    applied twice) is replaced: the new message starts a new run, as with Celery.
     """
     run_id = task_id or uuid()
     get_store(task.app).create_runs([_new_run(task, run_id, args, kwargs, options)],
-                                    grace=float(settings_for(task.app).requeue_grace))
+                                    grace=float(settings_for(task.app).requeue_grace),
+                                    replace_finished=True)
     return run_id
+
+
+def check_call(task: Task, args: Any, kwargs: Any, options: dict[str, Any]) -> None:
+    """Fail as the publish would, before the run is registered: arguments that do not fit
+    the task's signature (``TypeError``, as Celery checks them) or that the message's
+    serializer cannot encode (kombu's ``EncodeError``)."""
+    if task.typing:
+        header = getattr(task, "__header__", None)
+        if header is not None:
+            header(*(args or ()), **(kwargs or {}))
+    serializer = options.get("serializer") or task.serializer
+    encode_message: Any = serialization.dumps  # untyped in kombu
+    encode_message((list(args or ()), dict(kwargs or {})), serializer=serializer)
 
 
 def _new_run(task: Task, run_id: str, args: Any, kwargs: Any, options: dict[str, Any],
@@ -89,10 +105,11 @@ def _new_run(task: Task, run_id: str, args: Any, kwargs: Any, options: dict[str,
     settings = settings_for(task.app)
     serializer = get_serializer(settings.serializer)
     max_bytes = settings.max_checkpoint_bytes
-    stored: dict[str, Any] = {k: options[k] for k in ROUTING if options.get(k) is not None}
-    traceparent = (options.get("headers") or {}).get(TRACE_HEADER)
-    if traceparent:
-        stored["headers"] = {TRACE_HEADER: traceparent}
+    current = task.app.current_worker_task  # as send_task fills them in
+    if current is not None and current.request.id:
+        options = {"root_id": current.request.root_id or current.request.id,
+                   "parent_id": current.request.id, **options}
+    stored = message_options(options)
     return NewRun(id=run_id, task=task.name, options=stored, idempotency_key=idempotency_key,
                   args=encode(serializer, list(args or ()), max_bytes=max_bytes,
                               what="task arguments", run_id=run_id),

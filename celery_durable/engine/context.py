@@ -14,8 +14,7 @@ from ..records import OnDemandCheckpoints, StepRecord, WaitInfo, succeeded_value
 from ..retry import RetryPolicy
 from ..serialization import Serializer
 from ..stores.base import CheckpointStore
-from ._flow import LeaseLost
-from .leases import lease_lost
+from .leases import ensure_held
 
 if TYPE_CHECKING:
     from celery import Task
@@ -106,8 +105,8 @@ def body_context(what: str) -> RunContext | None:
                            "durable task's body")
     if ctx is not None and ctx.fatal is not None:  # the body caught an error that ends the run
         raise ctx.fatal
-    if ctx is not None and lease_lost(ctx.run_id):
-        raise LeaseLost()
+    if ctx is not None:
+        ensure_held(ctx.run_id)
     return ctx
 
 

@@ -47,7 +47,7 @@ def _begin(task: Task, run_id: str, args: tuple[Any, ...], kwargs: dict[str, Any
     kwargs_text = encode(serializer, dict(kwargs), max_bytes=settings.max_checkpoint_bytes,
                          what="task keyword arguments", run_id=run_id)
     owner = leases.owner_id()
-    options = delivery_options(getattr(request, "delivery_info", None))
+    options = delivery_options(request)
     if tracing.active is None:
         tracing.for_app(task.app)  # a tracer provider may have been configured since
     if tracing.active is not None:  # the trace context to keep if the run is new
@@ -85,6 +85,7 @@ def execute(task: Task, body: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     fields: dict[str, Any] = {"settings": settings,
                               "serializer": get_serializer(settings.serializer),
                               "store": get_store(app)}
+    asked = time.monotonic()  # the lease, if taken, lasts its ttl from (at least) here
     try:
         begin = _begin(task, run_id, args, kwargs, request, fields)
     except DurableError:
@@ -126,7 +127,8 @@ def execute(task: Task, body: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
                      parent=begin.run.parent)
     if not eager:
         # The unwrapped store: the heartbeat batches renewals per store object.
-        leases.hold(fields["store"], run_id, ctx.token, float(settings.lease_ttl))
+        leases.hold(fields["store"], run_id, ctx.token, float(settings.lease_ttl),
+                    confirmed=asked)
     reset = current_run.set(ctx)
     suspended: Suspend | None = None
     group: str | None = None

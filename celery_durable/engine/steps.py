@@ -35,7 +35,7 @@ from .context import (
     current_step,
     require_step_context,
 )
-from .leases import lease_lost
+from .leases import ensure_held
 
 F = TypeVar("F", bound=Callable[..., Any])
 MAX_TRACEBACK = 32 * 1024
@@ -82,8 +82,7 @@ def run_step(ctx: RunContext, name: str, fn: Callable[..., Any], args: tuple[Any
     """Execute or replay one step call of the run ``ctx``."""
     if ctx.fatal is not None:  # the body caught an error that ends the run: nothing more runs
         raise ctx.fatal
-    if lease_lost(ctx.run_id):
-        raise LeaseLost()
+    ensure_held(ctx.run_id)
     position, key = ctx.next_key(name)
     recorded = ctx.replayed(position, key)
     if recorded is not None:  # the usual replay: a success of this very step

@@ -42,14 +42,17 @@ class MemoryControls:
         self._slots: dict[str, dict[str, float]] = {}
         self._queues: dict[str, dict[str, list[float]]] = {}
 
-    def create_runs(self, runs: Sequence[NewRun], *, grace: float) -> list[bool]:
+    def create_runs(self, runs: Sequence[NewRun], *, grace: float,
+                    replace_finished: bool = False) -> list[bool]:
         """See :meth:`CheckpointStore.create_runs`."""
         now, out = time.time(), []
         with self._lock:
             for new in runs:
-                if new.id in self._runs:
+                old = self._runs.get(new.id)
+                if old is not None and not (replace_finished and old.status.finished):
                     out.append(False)
                     continue
+                self._children_needed.pop(new.id, None)
                 self._runs[new.id] = RunRecord(
                     id=new.id, task=new.task, status=RunStatus.PENDING, args=new.args,
                     kwargs=new.kwargs, options=dict(new.options), created_at=now,

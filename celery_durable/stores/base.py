@@ -118,12 +118,15 @@ class CheckpointStore(ABC):
     # -- starting, inspecting and re-triggering runs ------------------------------------
 
     @abstractmethod
-    def create_runs(self, runs: Sequence[NewRun], *, grace: float) -> list[bool]:
+    def create_runs(self, runs: Sequence[NewRun], *, grace: float,
+                    replace_finished: bool = False) -> list[bool]:
         """Create each run that does not exist yet (PENDING, due in ``grace`` s); per run, if.
 
         Called by every ``apply_async`` (the run is registered before its
         message is sent, so a lost message is published again) and for child
-        runs and idempotent triggers. An existing run is left as it is.
+        runs and idempotent triggers. An existing run is left as it is, unless
+        ``replace_finished`` and it is finished (SUCCEEDED, FAILED, CANCELLED):
+        then it is replaced, checkpoints and all (a task id used again).
         """
 
     @abstractmethod

@@ -39,7 +39,8 @@ class ControlsMixin:
     def _upsert(self, run_id: str, step: StepRecord) -> None: ...  # pragma: no cover
     def _snapshot(self, run: Run) -> RunRecord: ...  # pragma: no cover
 
-    def create_runs(self, runs: Sequence[NewRun], *, grace: float) -> list[bool]:
+    def create_runs(self, runs: Sequence[NewRun], *, grace: float,
+                    replace_finished: bool = False) -> list[bool]:
         """See :meth:`CheckpointStore.create_runs`: one INSERT … ON CONFLICT DO NOTHING.
 
         Concurrent creators of one run are told ``True`` exactly once on
@@ -58,6 +59,11 @@ class ControlsMixin:
                      parent=new.parent, idempotency_key=new.idempotency_key)
                  for new in runs]
         with transaction.atomic(using=self.using):
+            if replace_finished:  # a task id used again: the finished run makes way
+                finished = [r.value for r in RunStatus if r.finished]
+                self._delete(list(self._runs().select_for_update()
+                                  .filter(pk__in=[r.id for r in fresh], status__in=finished)
+                                  .values_list("id", flat=True)))
             inserted = rows.insert_new_runs(connections[self.using], fresh)
             if inserted is None:  # no RETURNING here: read first (not exact under a race)
                 existing = set(self._runs().filter(pk__in=[r.id for r in fresh])

@@ -63,6 +63,35 @@ def test_create_runs_creates_pending_runs_once(store: CheckpointStore) -> None:
     assert run_a.steps == []
 
 
+@pytest.mark.parametrize("final", [RunStatus.SUCCEEDED, RunStatus.FAILED])
+def test_create_runs_replaces_a_finished_run_only_when_asked(store: CheckpointStore,
+                                                             final: RunStatus) -> None:
+    """A task id used again: with ``replace_finished`` a finished run (checkpoints and all)
+    makes way for the new one; a run that is not finished never does."""
+    done, live = new_id(), new_id()
+    for run_id in (done, live):
+        assert store.create_runs([NewRun(run_id, "tasks.example", "[1]")], grace=60) == [True]
+        b = begin(store, run_id)
+        assert store.save_step(run_id, b.token, step(0))
+    assert store.finish(done, begin_token(store, done), status=final,
+                        result="1")
+    again = [NewRun(done, "tasks.again", "[2]"), NewRun(live, "tasks.again", "[2]")]
+    assert store.create_runs(again, grace=60) == [False, False]
+    assert store.create_runs(again, grace=60, replace_finished=True) == [True, False]
+    fresh, untouched = store.get_run(done), store.get_run(live)
+    assert fresh is not None and untouched is not None
+    assert (fresh.status, fresh.task, fresh.args, fresh.steps, fresh.result) == (
+        RunStatus.PENDING, "tasks.again", "[2]", [], None)
+    assert untouched.status is RunStatus.RUNNING and len(untouched.steps) == 1
+    assert begin(store, done).outcome == "acquired"
+
+
+def begin_token(store: CheckpointStore, run_id: str) -> int:
+    run = store.get_run(run_id)
+    assert run is not None
+    return run.token
+
+
 def test_concurrent_creators_of_one_run_are_told_once(store: CheckpointStore) -> None:
     """Of eight threads creating the same runs at once, exactly one is told it created each.
 

@@ -43,7 +43,8 @@ class RedisControls:
         """The run in ``flat`` (an HGETALL reply), its checkpoints decoded only if ``steps``."""
         return parse_run(run_id, flat) if steps else parse_begin(run_id, flat)[0]
 
-    def create_runs(self, runs: Sequence[NewRun], *, grace: float) -> list[bool]:
+    def create_runs(self, runs: Sequence[NewRun], *, grace: float,
+                    replace_finished: bool = False) -> list[bool]:
         """See :meth:`CheckpointStore.create_runs`: one round trip.
 
         The due-set and index entries are added with ``NX``, so a run that
@@ -57,7 +58,8 @@ class RedisControls:
         for new in runs:
             commands += [self._script("CREATE", self.run_key(new.id), new.task, new.args,
                                       new.kwargs, json.dumps(new.options), new.parent or "",
-                                      new.idempotency_key or "", grace),
+                                      new.idempotency_key or "", grace,
+                                      "1" if replace_finished else "0"),
                          ("ZADD", self._due_key, "NX", now + grace, new.id),
                          ("ZADD", self._runs_key, "NX", now, new.id)]
         return [bool(made) for made in self._send(*commands)[0::3]]
