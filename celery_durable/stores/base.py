@@ -80,11 +80,15 @@ class CheckpointStore(ABC):
 
     @abstractmethod
     def park(self, run_id: str, token: int, *, status: RunStatus, delay: float,
-             due_in: float, step: StepRecord | None = None) -> bool:
+             due_in: float, step: StepRecord | None = None, args: str | None = None,
+             kwargs: str | None = None,
+             options: Mapping[str, object] | None = None) -> bool:
         """Under ``token``: write ``step`` if given, set ``status``, release the lease.
 
         The run may not start again for ``delay`` seconds (its ``not_before``);
         the sweeper looks at it after ``due_in`` seconds (its ``due_at``).
+        ``args``, ``kwargs`` and ``options`` replace the stored ones when given
+        (``self.retry(args=...)``: the next delivery runs with them).
         """
 
     @abstractmethod

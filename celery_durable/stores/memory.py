@@ -99,7 +99,9 @@ class MemoryStore(MemoryControls, CheckpointStore,
             return True
 
     def park(self, run_id: str, token: int, *, status: RunStatus, delay: float,
-             due_in: float, step: StepRecord | None = None) -> bool:
+             due_in: float, step: StepRecord | None = None, args: str | None = None,
+             kwargs: str | None = None,
+             options: Mapping[str, object] | None = None) -> bool:
         """See :meth:`CheckpointStore.park`."""
         now = time.time()
         with self._lock:
@@ -108,6 +110,9 @@ class MemoryStore(MemoryControls, CheckpointStore,
                 return False
             if step is not None:
                 self._steps[run_id][step.position] = copy.deepcopy(step)
+            run.args = args if args is not None else run.args
+            run.kwargs = kwargs if kwargs is not None else run.kwargs
+            run.options = dict(options) if options is not None else run.options
             run.status, run.owner, run.lease_expires = status, "", None
             run.not_before, run.due_at, run.updated_at = now + delay, now + due_in, now
             return True

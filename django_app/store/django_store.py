@@ -203,13 +203,18 @@ class DjangoStore(ControlsMixin, WaitsMixin, CheckpointStore,
 
     @_db_call
     def park(self, run_id: str, token: int, *, status: RunStatus, delay: float,
-             due_in: float, step: StepRecord | None = None) -> bool:
+             due_in: float, step: StepRecord | None = None, args: str | None = None,
+             kwargs: str | None = None,
+             options: Mapping[str, object] | None = None) -> bool:
         """See :meth:`CheckpointStore.park`."""
         now = time.time()
         fields: dict[str, Any] = {
             "status": status.value, "owner": "", "lease_expires": None,
             "not_before": now + delay, "due_at": now + due_in,
             "updated_at": rows.to_datetime(now)}
+        replaced = {"args": args, "kwargs": kwargs,
+                    "options": dict(options) if options is not None else None}
+        fields.update({name: value for name, value in replaced.items() if value is not None})
         return self._park_row(run_id, token, fields, step)
 
     def _park_row(self, run_id: str, token: int, fields: dict[str, Any],

@@ -598,3 +598,22 @@ def test_reset_of_an_unknown_run_is_none(store: CheckpointStore) -> None:
 def test_ping_succeeds_on_a_reachable_store(store: CheckpointStore) -> None:
     """``ping`` returns quietly when the store is reachable."""
     store.ping()
+
+
+def test_park_can_replace_the_arguments_and_message_options(store: CheckpointStore) -> None:
+    """``self.retry(args=...)``: parking with new arguments and options stores them for the
+    next delivery and every re-send; parking without them keeps what was stored."""
+    run_id = new_id()
+    b = begin(store, run_id)
+    assert store.park(run_id, b.token, status=RunStatus.RETRYING, delay=0, due_in=60)
+    kept = store.get_run(run_id)
+    assert kept is not None and (kept.args, kept.kwargs) == ("[1, 2]", '{"k": "v"}')
+    again = begin(store, run_id, "host:2:2")
+    options = {"queue": "q2", "chain": [{"task": "next", "args": [], "kwargs": {}}],
+               "retries": 1}
+    assert store.park(run_id, again.token, status=RunStatus.RETRYING, delay=0, due_in=60,
+                      args="[9]", kwargs='{"k": "w"}', options=options)
+    run = store.get_run(run_id)
+    assert run is not None and (run.args, run.kwargs, run.options) == ("[9]", '{"k": "w"}',
+                                                                       options)
+    assert begin(store, run_id, "host:3:3").run.args == "[9]"

@@ -173,6 +173,24 @@ def test_a_routed_run_keeps_its_routing_and_gains_the_first_trace_header(
     assert run is not None and run.options == {"queue": "q", "headers": header}
 
 
+def test_a_registered_chain_survives_a_delivery_that_adds_headers(
+        store: CheckpointStore) -> None:
+    """The message options of a registered run (the rest of a chain, with empty argument
+    lists) come back exactly as stored after a delivery adds its headers."""
+    run_id = new_id()
+    chain = [{"task": "tasks.add", "args": [], "kwargs": {}, "options": {},
+              "subtask_type": None, "immutable": False}]
+    store.create_runs([NewRun(run_id, "tasks.example",
+                              options={"queue": "q", "chain": chain, "link": []})], grace=60)
+    header = {"durable_traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+    first = begin(store, run_id, options={"queue": "q", "headers": header})
+    assert first.outcome == "acquired"
+    expected = {"queue": "q", "chain": chain, "link": [], "headers": header}
+    assert first.run.options == expected
+    run = store.get_run(run_id)
+    assert run is not None and run.options == expected
+
+
 # -- cancel -----------------------------------------------------------------------------------
 
 

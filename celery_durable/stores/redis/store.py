@@ -169,7 +169,8 @@ class RedisStore(RedisControls, CheckpointStore,
         key = self.run_key(run_id)
         (outcome, token), flat, _, _ = self._send(
             self._script("BEGIN", key, task, args, kwargs, json.dumps(dict(options)), owner,
-                         lease_ttl, steal_from or "", max_recoveries),
+                         lease_ttl, steal_from or "", max_recoveries,
+                         json.dumps(options["headers"]) if options.get("headers") else ""),
             ("HGETALL", key),
             ("ZADD", self._due_key, now + lease_ttl, run_id),
             ("ZADD", self._runs_key, "NX", now, run_id))
@@ -214,12 +215,15 @@ class RedisStore(RedisControls, CheckpointStore,
             self._script("SAVE_STEP", self.run_key(run_id), token, *checkpoint_args(step)))[0])
 
     def park(self, run_id: str, token: int, *, status: RunStatus, delay: float,
-             due_in: float, step: StepRecord | None = None) -> bool:
+             due_in: float, step: StepRecord | None = None, args: str | None = None,
+             kwargs: str | None = None,
+             options: Mapping[str, object] | None = None) -> bool:
         """See :meth:`CheckpointStore.park`."""
         step_args = checkpoint_args(step) if step is not None else ["", "", ""]
         ok, _ = self._send(
             self._script("PARK", self.run_key(run_id), token, status.value, delay, due_in,
-                         *step_args),
+                         *step_args, args or "", kwargs or "",
+                         json.dumps(dict(options)) if options is not None else ""),
             ("ZADD", self._due_key, time.time() + due_in, run_id))
         return bool(ok)
 
