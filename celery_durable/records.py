@@ -42,6 +42,8 @@ class RunStatus(str, enum.Enum):
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
+    #: The body called ``self.replace()``: its replacement runs under the same task id.
+    REPLACED = "REPLACED"
 
     def __str__(self) -> str:
         return self.value
@@ -52,7 +54,8 @@ class RunStatus(str, enum.Enum):
         return self in FINISHED
 
 
-FINISHED = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED})
+FINISHED = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED,
+                      RunStatus.REPLACED})
 
 
 class StepStatus(str, enum.Enum):

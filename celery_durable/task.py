@@ -10,20 +10,26 @@ sweeper thread (:mod:`celery_durable.ops.sweeper`).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 
 from celery import Celery, Task, bootsteps, shared_task, signals, states
 from celery.exceptions import Ignore
+from celery.worker.request import Request
 
 from .config import settings_for
 from .controls import concurrency
+from .controls.cancel import cancel_revoked
 from .controls.idempotency import check_call, register, trigger
-from .engine import events, tracing
+from .engine import endings, events, tracing
 from .engine.context import active_run
 from .engine.runner import execute
 from .ops.sweeper import Sweeper
 from .stores import get_store
+
+logger = logging.getLogger(__name__)
 
 #: Options ``@app.task`` accepts beyond the Task class attributes.
 _DECORATOR_OPTIONS = frozenset({
@@ -44,6 +50,23 @@ def _public_names(cls: type) -> frozenset[str]:
 ALLOWED_OPTIONS = _DECORATOR_OPTIONS | _public_names(Task) | concurrency.OPTIONS
 
 
+class DurableRequest(Request):  # type: ignore[misc]
+    """The worker's request of a durable task: a hard time limit is a failed attempt."""
+
+    def on_timeout(self, soft: bool, timeout: float) -> None:
+        """Celery records the failure; the run is retried under its policy or dead-lettered
+        (never counted as a lost worker and run again by the sweeper)."""
+        super().on_timeout(soft, timeout)
+        if soft:
+            return
+        try:
+            endings.time_limit_exceeded(self.task, self.id, worker_pid=self.worker_pid,
+                                        retries=int(self.request_dict.get("retries") or 0),
+                                        timeout=timeout)
+        except Exception:  # the sweeper recovers the run once its lease expires
+            logger.exception("run %s: could not record its hard time limit", self.id)
+
+
 class DurableTask(Task):  # type: ignore[misc]
     """A Celery task whose steps are checkpointed; use it via ``@durable_task``.
 
@@ -55,6 +78,7 @@ class DurableTask(Task):  # type: ignore[misc]
     abstract = True
     acks_late = True
     reject_on_worker_lost = True
+    Request = DurableRequest
     #: Most runs of this task executing at once across all workers (None: no limit).
     concurrency: int | None = None
     #: ``fn(*args, **kwargs)`` -> key: apply ``concurrency`` per key (None: per task).
@@ -80,6 +104,8 @@ class DurableTask(Task):  # type: ignore[misc]
         AsyncResult instead of starting a new run. ``delay()`` cannot take a
         key (its keyword arguments go to the task): use ``apply_async``.
         """
+        if task_id is not None and task_id == _held_back.get():
+            return self.AsyncResult(task_id)  # the store's timer sends it (see retry)
         tracer = tracing.for_app(self.app)
         if tracer is not None:
             tracer.inject(self.name, options)
@@ -94,6 +120,38 @@ class DurableTask(Task):  # type: ignore[misc]
             raise TypeError("pass apply_async options by keyword with an idempotency_key")
         return trigger(self, args, kwargs, task_id, idempotency_key, idempotency_ttl, options)
 
+    def retry(self, args: Any = None, kwargs: Any = None, exc: Any = None, throw: bool = True,
+              eta: Any = None, countdown: Any = None, max_retries: Any = None,
+              **options: Any) -> Any:
+        """Celery's ``retry``; a delay over ``durable_max_countdown`` waits in the store.
+
+        Celery would send the retry message with an ETA (held in a worker's
+        memory, and on Redis delivered twice past the visibility timeout); a
+        durable run keeps the timer in the store instead, and the sweeper sends
+        the one retry message when it is due. Shorter delays: Celery's message,
+        as for any task. Either way the arguments, ``max_retries`` and the
+        ``Retry`` raised are Celery's.
+        """
+        ctx = active_run()
+        if ctx is not None and ctx.task is self and not ctx.eager:
+            delay = (endings.retry_delay(eta) if eta is not None else
+                     float(countdown if countdown is not None else self.default_retry_delay))
+            if delay > ctx.settings.max_countdown:
+                token = _held_back.set(ctx.run_id)
+                try:
+                    return super().retry(args, kwargs, exc, throw, eta, countdown, max_retries,
+                                         **options)
+                finally:
+                    _held_back.reset(token)
+        return super().retry(args, kwargs, exc, throw, eta, countdown, max_retries, **options)
+
+    def on_replace(self, sig: Any) -> Any:
+        """``self.replace(sig)``: end the run (REPLACED), then let Celery send ``sig``."""
+        ctx = active_run()
+        if ctx is not None and ctx.task is self and not ctx.eager:
+            endings.hand_over(ctx)
+        return super().on_replace(sig)
+
     @classmethod
     def bind(cls, app: Celery) -> Any:
         """Bind to ``app`` and make sure its workers run the sweeper."""
@@ -101,11 +159,28 @@ class DurableTask(Task):  # type: ignore[misc]
         return super().bind(app)
 
 
+#: The run whose retry message ``DurableTask.retry`` holds back (a long delay).
+_held_back: ContextVar[str | None] = ContextVar("celery_durable_held_back", default=None)
+
+
 def _resends_the_current_run(task_id: str | None) -> bool:
     """True for a message of the run executing here (``self.retry()`` sends one): it is
-    registered already."""
+    registered already. (Not after ``self.replace()``: the replacement takes the id.)"""
     ctx = active_run()
-    return ctx is not None and task_id == ctx.run_id
+    return ctx is not None and task_id == ctx.run_id and not ctx.handed_over
+
+
+@signals.task_revoked.connect(weak=False)  # type: ignore[untyped-decorator]
+def _cancel_revoked(sender: Any = None, request: Any = None, terminated: bool = False,
+                    expired: bool = False, **kwargs: Any) -> None:
+    """Revoking a durable run (or its expiry) cancels it: nothing re-sends it later."""
+    if not isinstance(sender, DurableTask) or request is None:
+        return
+    reason = "expired" if expired else "terminated" if terminated else "revoked"
+    try:
+        cancel_revoked(sender.app, request.id, reason)
+    except Exception:
+        logger.exception("run %s: could not cancel the revoked run", request.id)
 
 
 @signals.task_postrun.connect(weak=False)  # type: ignore[untyped-decorator]

@@ -62,10 +62,22 @@ def cancel_run(run_id: str, *, terminate: bool = False, signal: str = "SIGTERM",
     succeeded or been cancelled. A cancelled run can be re-triggered with
     :func:`~celery_durable.retry_run`.
     """
-    app = app_or_current(app)
+    return _cancel_tree(app_or_current(app), run_id, terminate=terminate, signal=signal,
+                        reason="cancelled")
+
+
+def cancel_revoked(app: Celery, run_id: str, reason: str) -> bool:
+    """Celery revoked ``run_id`` (``revoke``, ``revoke(terminate=True)``, or it expired): the
+    run is cancelled, so no re-send by celery_durable runs it again (a worker's list of
+    revoked ids is in memory, and a restarted worker has none)."""
+    return _cancel_tree(app, run_id, terminate=False, signal="SIGTERM", reason=reason)
+
+
+def _cancel_tree(app: Celery, run_id: str, *, terminate: bool, signal: str,
+                 reason: str) -> bool:
     store = get_store(app)
     serializer = get_serializer(settings_for(app).serializer)
-    run = _cancel_one(app, run_id, terminate=terminate, signal=signal, reason="cancelled",
+    run = _cancel_one(app, run_id, terminate=terminate, signal=signal, reason=reason,
                       create_missing=True)
     if run is None:
         return False

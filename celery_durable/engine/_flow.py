@@ -17,12 +17,18 @@ class ControlSignal(BaseException):
 
 
 class Reenqueue(ControlSignal):
-    """The run was parked in the store; publish it again after ``delay`` seconds."""
+    """The run was parked in the store for a retry in ``delay`` seconds.
 
-    def __init__(self, delay: float, cause: BaseException | None = None) -> None:
+    ``broker``: the delivery sends the message with that countdown; else the
+    delay waits in the store and the sweeper publishes the run when it is due.
+    """
+
+    def __init__(self, delay: float, cause: BaseException | None = None, *,
+                 broker: bool = True) -> None:
         super().__init__(delay)
         self.delay = delay
         self.cause = cause
+        self.broker = broker
 
 
 class LeaseLost(ControlSignal):

@@ -62,6 +62,8 @@ class RunContext:
     clock: float = 0.0
     #: The run that started this one as a child (call/gather/map), if any.
     parent: str | None = None
+    #: ``self.replace()`` ended the run (REPLACED): its replacement has its task id now.
+    handed_over: bool = False
     #: ``replayed(position, key)``: the stored value of a success of step ``key`` at
     #: ``position``, else None (read without building a record from on-demand checkpoints).
     replayed: Callable[[int, str], str | None] = field(init=False, repr=False)

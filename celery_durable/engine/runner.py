@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import logging
 import sys
 import time
@@ -10,7 +9,6 @@ import traceback
 from typing import Any, NoReturn, Protocol
 
 from celery import Task
-from celery.backends.base import DisabledBackend
 from celery.exceptions import Ignore, Reject, Retry
 
 from .. import signals
@@ -19,15 +17,13 @@ from ..errors import (
     CorruptCheckpointError,
     DurableError,
     SerializationError,
-    StepFailedError,
     StoreUnavailableError,
     WorkerLostError,
 )
-from ..records import Begin, ErrorInfo, RunRecord, RunStatus, StepStatus
-from ..retry import RetryPolicy, policy_from_task
-from ..serialization import Serializer, decode, encode, get_serializer
+from ..records import Begin, ErrorInfo, RunStatus, StepStatus
+from ..serialization import decode, encode, get_serializer
 from ..stores import get_store
-from . import leases, tracing
+from . import endings, leases, tracing
 from ._flow import LeaseLost, Reenqueue, Suspend
 from .context import RunContext, current_run
 from .lifecycle import announce_dead_letter, mark_revoked, notify_parent
@@ -104,7 +100,7 @@ def execute(task: Task, body: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     if begin.outcome == "finished":
         # (Again: the delivery that finished it may have died before telling the parent.)
         notify_parent(app, fields["store"], begin.run.parent)
-        return _finished(task, begin.run, get_serializer(settings.serializer))
+        return endings.report_finished(task, begin.run, get_serializer(settings.serializer))
     if begin.outcome != "acquired":
         logger.info("run %s: delivery ignored (%s, status %s)", run_id, begin.outcome,
                     begin.run.status)
@@ -121,7 +117,7 @@ def execute(task: Task, body: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ctx = RunContext(task=task, run_id=run_id, token=begin.token,
                      store=guard(fields["store"]),
                      settings=settings, serializer=fields["serializer"],
-                     policy=task_policy(task), eager=eager,
+                     policy=endings.task_policy(task), eager=eager,
                      checkpoints=begin.checkpoints,
                      wait=begin.run.wait, clock=begin.run.updated_at or 0.0,
                      parent=begin.run.parent)
@@ -141,7 +137,7 @@ def execute(task: Task, body: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
             _announce(ctx, args, kwargs)
         return _run_body(ctx, body, args, kwargs)
     except Reenqueue as signal:
-        return _reenqueue(ctx, body, args, kwargs, signal)
+        return endings.step_retry(ctx, args, kwargs, signal)
     except Suspend as signal:
         suspended = signal
     except LeaseLost:
@@ -241,119 +237,34 @@ def _suspended(app: Any, signal: Suspend) -> NoReturn:
     raise Ignore()
 
 
-def _finished(task: Task, run: RunRecord, serializer: Serializer) -> Any:
-    """A delivery of a finished run: report its outcome if the result backend lacks it.
-
-    The worker that finished the run may have died before Celery stored the
-    result; without this its redelivery would be ignored and
-    ``AsyncResult.get()`` would wait forever. Otherwise the delivery is ignored.
-    """
-    if (run.status is RunStatus.CANCELLED or task.ignore_result
-            or isinstance(task.backend, DisabledBackend) or task.AsyncResult(run.id).ready()):
-        logger.info("run %s: delivery ignored (finished, status %s)", run.id, run.status)
-        raise Ignore()
-    logger.info("run %s: %s in the store but not in the result backend; reporting it",
-                run.id, run.status)
-    if run.status is RunStatus.SUCCEEDED:
-        return decode(serializer, run.result or "null", what="task result", run_id=run.id)
-    err = run.error or ErrorInfo("unknown", "")
-    if err.type.endswith("WorkerLostError"):
-        raise WorkerLostError(f"run {run.id}: {err.message}", run_id=run.id)
-    raise StepFailedError(f"run {run.id} failed: {err.type}: {err.message}", run_id=run.id,
-                          step=run.failed_step, error_type=err.type, error_message=err.message,
-                          traceback=err.traceback)
-
-
-def task_policy(task: Task) -> RetryPolicy:
-    """The task's default step policy (cached on the task)."""
-    policy: RetryPolicy | None = task.__dict__.get("_durable_policy")
-    if policy is None:
-        # Options given to the decorator become attributes of the generated
-        # class; Celery's own defaults live on Task and do not count as choices.
-        explicit = frozenset(type(task).__dict__)
-        policy = policy_from_task(task, settings_for(task.app).default_max_attempts, explicit)
-        task.__dict__["_durable_policy"] = policy
-    return policy
-
-
 def _run_body(ctx: RunContext, body: Any, args: tuple[Any, ...],
               kwargs: dict[str, Any]) -> Any:
+    """Run the body and end the delivery the way its outcome means (see :mod:`.endings`)."""
     try:
         value = body(*args, **kwargs)
         if ctx.fatal is not None:
             raise ctx.fatal
-        text = encode(ctx.serializer, value, max_bytes=ctx.settings.max_checkpoint_bytes,
-                      what="task result", run_id=ctx.run_id)
     except (Reenqueue, LeaseLost, StoreUnavailableError):
         raise
     except Retry as exc:
-        _park_for_celery_retry(ctx, exc)
+        endings.celery_retry(ctx, exc)
+    except Reject as exc:
+        endings.rejected(ctx, exc)
+    except Ignore as exc:
+        endings.ignored(ctx, exc)
     except Exception as exc:
-        _fail(ctx, exc)
+        _failed(ctx, exc)
         raise
-    if not ctx.store.finish(ctx.run_id, ctx.token, status=RunStatus.SUCCEEDED, result=text,
-                            retention=ctx.settings.result_retention):
-        raise LeaseLost()
-    notify_parent(ctx.task.app, ctx.store, ctx.parent)
-    result = decode(ctx.serializer, text, what="task result", run_id=ctx.run_id)
-    if signals.run_succeeded.receivers:
-        signals.run_succeeded.send(sender=ctx.task, run_id=ctx.run_id, task=ctx.task.name,
-                                   result=result)
-    return result
+    return endings.succeed(ctx, value)
 
 
-def _park_for_celery_retry(ctx: RunContext, exc: Retry) -> NoReturn:
-    """The body called Celery's ``self.retry()``: park the run and resume it after the delay.
-
-    Celery has already sent its own retry message; the run is re-published as
-    for a step retry as well, so whichever delivery comes second is ignored.
-    """
-    when = exc.when
-    if isinstance(when, datetime.datetime):
-        now = datetime.datetime.now(when.tzinfo or datetime.timezone.utc)
-        delay = max(0.0, (when - now).total_seconds())
-    else:
-        delay = max(0.0, float(when or 0))
-    wait = 0.0 if ctx.eager else delay
-    broker_countdown = delay <= ctx.settings.max_countdown
-    due_in = wait + ctx.settings.requeue_grace if broker_countdown else wait
-    if not ctx.store.park(ctx.run_id, ctx.token, status=RunStatus.RETRYING, delay=wait,
-                          due_in=due_in):
-        raise LeaseLost() from exc
-    raise Reenqueue(wait if broker_countdown else -1.0, exc.exc or exc)
-
-
-def _fail(ctx: RunContext, exc: Exception) -> None:
-    """Dead-letter the run: FAILED, with its checkpoints, error and traceback kept."""
-    if isinstance(exc, StepFailedError):
-        error = ErrorInfo(exc.error_type, exc.error_message, exc.traceback)
-        failed_step = exc.step
-    else:
-        error = ErrorInfo.from_exception(exc, traceback.format_exc())
-        failed_step = exc.step if isinstance(exc, DurableError) else None
-    error = error.redacted(ctx.settings.redact_names)  # durable_redact
-    if isinstance(exc, SerializationError | StepFailedError):
-        logger.error("run %s failed: %s", ctx.run_id, exc)
-    if not ctx.store.finish(ctx.run_id, ctx.token, status=RunStatus.FAILED, error=error,
-                            failed_step=failed_step):
-        raise LeaseLost() from exc
-    announce_dead_letter(ctx.task.app, ctx.store, run_id=ctx.run_id, task=ctx.task.name,
-                         parent=ctx.parent, error=error, failed_step=failed_step)
-
-
-def _reenqueue(ctx: RunContext, body: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
-               signal: Reenqueue) -> Any:
-    """The run was parked for a retry: publish it again and end this delivery as RETRY."""
-    task, request = ctx.task, ctx.task.request
-    if ctx.eager:
-        # Eager mode has no worker to deliver a retry: run the next attempt now.
-        # (Not a blocking wait on a worker: an eager result is already there.)
-        return task.apply(args=args, kwargs=kwargs, task_id=ctx.run_id).get(
-            disable_sync_subtasks=False)
-    if signal.delay >= 0:
-        sig = task.signature_from_request(request, args, kwargs, countdown=signal.delay,
-                                          retries=request.retries + 1)
-        # Celery's own apply_async: the run is in the store already, so not registered
-        # again (DurableTask.apply_async would spend a store round trip on it).
-        Task.apply_async(task, sig.args, sig.kwargs, **sig.options)
-    raise Retry(exc=signal.cause, when=max(signal.delay, 0)) from None
+def _failed(ctx: RunContext, exc: Exception) -> None:
+    """The body raised ``exc``: Celery's ``autoretry_for`` first, else a dead letter."""
+    try:
+        endings.autoretry(ctx, exc)
+    except Retry as retry:
+        endings.celery_retry(ctx, retry)
+    except Exception as final:  # max_retries spent: Celery re-raises (this exc, or its own)
+        endings.fail(ctx, final)
+        raise
+    endings.fail(ctx, exc)

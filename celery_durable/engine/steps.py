@@ -176,7 +176,7 @@ def _on_error(ctx: RunContext, exc: Exception, record: StepRecord,
         raise LeaseLost() from exc
     if signals.step_retrying.receivers:
         _send_failure(signals.step_retrying, ctx, exc, record, delay=delay)
-    raise Reenqueue(wait if broker_countdown else -1.0, exc)
+    raise Reenqueue(wait, exc, broker=broker_countdown)
 
 
 class _StepFunction:

@@ -29,7 +29,7 @@ from ..stores import get_store
 from ..stores.base import IdempotencyKeys, idempotency_keys_of, retention_of
 
 #: What ``purge_runs`` deletes when no status is given: never dead letters.
-DEFAULT_PURGE_STATUSES = (RunStatus.SUCCEEDED, RunStatus.CANCELLED)
+DEFAULT_PURGE_STATUSES = (RunStatus.SUCCEEDED, RunStatus.CANCELLED, RunStatus.REPLACED)
 
 _AGE = re.compile(r"(\d+(?:\.\d+)?)\s*(w|d|h|m|s)", re.IGNORECASE)
 _UNIT = {"w": 7 * 86400.0, "d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}

@@ -77,7 +77,7 @@ class MemoryControls:
                     return None
                 run = RunRecord(id=run_id, task="", status=RunStatus.PENDING, created_at=now)
                 self._runs[run_id], self._steps[run_id] = run, {}
-            elif run.status in (RunStatus.SUCCEEDED, RunStatus.CANCELLED):
+            elif run.status in (RunStatus.SUCCEEDED, RunStatus.CANCELLED, RunStatus.REPLACED):
                 raise InvalidRunStateError(f"run {run_id} is {run.status}; it cannot be "
                                            "cancelled", run_id=run_id)
             run.token += 1

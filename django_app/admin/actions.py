@@ -176,7 +176,8 @@ def cancel_runs(modeladmin: admin.ModelAdmin[Any], request: HttpRequest,
     ``AsyncResult`` is truthful.
     """
     def cancel(run: Run) -> str | None:
-        if run.status in (RunStatus.SUCCEEDED.value, RunStatus.CANCELLED.value):
+        if run.status in (RunStatus.SUCCEEDED.value, RunStatus.CANCELLED.value,
+                          RunStatus.REPLACED.value):
             return f"{run.pk} is {run.status.lower()}; it cannot be cancelled"
         if not cancel_run(run.pk, app=celery_app(run.task)):
             return f"{run.pk} finished before it could be cancelled"

@@ -355,7 +355,8 @@ class DjangoStore(ControlsMixin, WaitsMixin, CheckpointStore,
                 run = self._locked(run_id)
             if run is None:
                 return None
-            if run.status in (RunStatus.SUCCEEDED.value, RunStatus.CANCELLED.value):
+            if run.status in (RunStatus.SUCCEEDED.value, RunStatus.CANCELLED.value,
+                              RunStatus.REPLACED.value):
                 raise InvalidRunStateError(f"run {run_id} is {run.status}; it cannot be "
                                            "cancelled", run_id=run_id)
             run.token += 1

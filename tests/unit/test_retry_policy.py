@@ -8,7 +8,7 @@ import pytest
 from celery import Celery
 
 from celery_durable import PermanentError, RetryAfter, RetryPolicy, durable_task, exponential, fixed
-from celery_durable.engine.runner import task_policy
+from celery_durable.engine.endings import task_policy
 from celery_durable.engine.steps import _options
 from celery_durable.retry import merge
 

@@ -6,7 +6,7 @@ if not status then
   if ARGV[1] ~= '1' then return {'missing'} end
   redis.call('HSET', h, 'task', '', 'args', '[]', 'kwargs', '{}', 'options', '{}',
              'created', fmt(now), 'token', '0', 'rec', '0')
-elseif status == 'SUCCEEDED' or status == 'CANCELLED' then
+elseif status == 'SUCCEEDED' or status == 'CANCELLED' or status == 'REPLACED' then
   return {'state', status}
 end
 redis.call('HINCRBY', h, 'token', 1)

@@ -1,1 +1,1 @@
-local finished = {SUCCEEDED=true, FAILED=true, CANCELLED=true}
+local finished = {SUCCEEDED=true, FAILED=true, CANCELLED=true, REPLACED=true}
