@@ -180,7 +180,8 @@ def test_a_finished_run_whose_result_never_reached_the_backend_is_reported(
                             error=ErrorInfo("builtins.ValueError", "bad input", "tb"),
                             failed_step="add_one#0")
     start_worker("apps.core_app", concurrency=1)
-    result = four_steps.apply_async((tag, 1, 0), task_id=run_id)  # the redelivery
+    # the redelivery: the same message again (a new apply_async would start a new run)
+    result = app.send_task(four_steps.name, args=(tag, 1, 0), task_id=run_id)
     if outcome == "succeeded":
         assert result.get(timeout=10) == {"d": 21}
     else:
@@ -203,7 +204,7 @@ def test_duplicate_of_a_finished_run_without_a_result_backend_is_ignored(
     assert store.finish(run_id, b.token, status=RunStatus.SUCCEEDED, result='{"d": 21}')
     worker = start_worker("apps.core_app", concurrency=1, env={"TEST_APP_CONF": json.dumps({
         "result_backend": "disabled", "durable_store": os.environ["TEST_REDIS_URL"]})})
-    four_steps.apply_async((tag, 1, 0), task_id=run_id)
+    app.send_task(four_steps.name, args=(tag, 1, 0), task_id=run_id)  # the duplicate
     wait_for(lambda: f"{run_id}] ignored" in worker.log() or "raised unexpected" in worker.log(),
              20, message="the delivery to end")
     assert "raised unexpected" not in worker.log()
@@ -436,7 +437,7 @@ def test_edited_arguments_win_over_a_stale_message(start_worker, tag, redis_clie
     with pytest.raises(Exception, match="x must be positive"):
         result.get(timeout=30)
     worker.stop()
-    validated.apply_async((tag, 0), task_id=result.id)  # e.g. a late redelivery, queued first
+    app.send_task(validated.name, args=(tag, 0), task_id=result.id)  # a late redelivery, first
     retry_run(result.id, args=[tag, 5], app=app)
     start_worker("apps.core_app", concurrency=1)
     assert AsyncResult(result.id, app=app).get(timeout=30) == 1 + 5
