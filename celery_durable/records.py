@@ -74,6 +74,15 @@ class StepStatus(str, enum.Enum):
 STEP_STATUS_BY_VALUE = {status.value: status for status in StepStatus}
 
 
+def describe_error(exc: BaseException) -> str:
+    """``str(exc)``, or what can be said of an exception whose ``__str__`` fails."""
+    try:
+        return str(exc)
+    except Exception as broken:
+        return (f"<{type(exc).__name__} with an unprintable message: "
+                f"{type(broken).__name__} in its __str__>")
+
+
 @dataclass
 class ErrorInfo:
     """An exception as stored: its qualified type, message and traceback."""
@@ -86,8 +95,9 @@ class ErrorInfo:
 
     @classmethod
     def from_exception(cls, exc: BaseException, traceback: str = "") -> ErrorInfo:
-        """Describe ``exc``."""
-        return cls(f"{type(exc).__module__}.{type(exc).__qualname__}", str(exc), traceback)
+        """Describe ``exc`` (an exception whose ``__str__`` raises is described, not raised)."""
+        return cls(f"{type(exc).__module__}.{type(exc).__qualname__}", describe_error(exc),
+                   traceback)
 
     def redacted(self, names: frozenset[str]) -> ErrorInfo:
         """A copy with the values of ``durable_redact`` fields masked (message, traceback, logs)."""

@@ -183,6 +183,11 @@ def encode(serializer: Serializer, value: Any, *, max_bytes: int, what: str,
     """Serialize ``value`` or raise a :class:`SerializationError` naming run, step and type."""
     try:
         text = serializer.dumps(value)
+    except RecursionError as exc:  # a structure nested deeper than Python's recursion limit
+        raise SerializationError(
+            f"run {run_id}: {what} of type {type(value).__module__}."
+            f"{type(value).__qualname__} is nested too deeply to be serialized with "
+            f"{serializer.name} ({exc})", run_id=run_id, step=step) from None
     except (TypeError, ValueError, OverflowError, pickle.PicklingError) as exc:
         raise SerializationError(
             f"run {run_id}: {what} of type {type(value).__module__}."

@@ -20,9 +20,11 @@ from typing import Any
 from celery import Task, uuid
 from celery.result import AsyncResult
 from kombu import serialization
+from kombu.exceptions import EncodeError
 
 from ..config import settings_for
 from ..engine.publish import message_options
+from ..errors import SerializationError
 from ..records import NewRun
 from ..serialization import encode, get_serializer
 from ..stores import get_store
@@ -92,7 +94,14 @@ def check_call(task: Task, args: Any, kwargs: Any, options: dict[str, Any]) -> N
             header(*(args or ()), **(kwargs or {}))
     serializer = options.get("serializer") or task.serializer
     encode_message: Any = serialization.dumps  # untyped in kombu
-    encode_message((list(args or ()), dict(kwargs or {})), serializer=serializer)
+    try:
+        encode_message((list(args or ()), dict(kwargs or {})), serializer=serializer)
+    except (RecursionError, EncodeError) as exc:
+        cause = exc.__cause__ or exc.__context__ if isinstance(exc, EncodeError) else exc
+        if not isinstance(cause, RecursionError):
+            raise
+        raise SerializationError(f"{task.name}: the arguments are nested too deeply to be "
+                                 f"sent with the {serializer} serializer") from None
 
 
 def _new_run(task: Task, run_id: str, args: Any, kwargs: Any, options: dict[str, Any],

@@ -108,7 +108,7 @@ def run_step(ctx: RunContext, name: str, fn: Callable[..., Any], args: tuple[Any
                       what=f"result of step {key}", run_id=ctx.run_id, step=key)
     except (Reenqueue, LeaseLost):
         raise
-    except Exception as exc:
+    except (Exception, SystemExit, KeyboardInterrupt) as exc:  # exit calls: a step failure
         error = ErrorInfo.from_exception(exc, traceback.format_exc()[-MAX_TRACEBACK:])
         if lines is not None:
             error.logs = list(lines)
@@ -145,7 +145,7 @@ def _value(ctx: RunContext, text: str, key: str) -> Any:
                       step=key)
 
 
-def _send_failure(signal: Any, ctx: RunContext, exc: Exception, record: StepRecord,
+def _send_failure(signal: Any, ctx: RunContext, exc: BaseException, record: StepRecord,
                   **extra: Any) -> None:
     """Send ``step_failed`` / ``step_retrying`` for ``record`` (only called with receivers)."""
     duration = ((record.finished_at or 0.0) - record.started_at) if record.started_at else 0.0
@@ -155,11 +155,16 @@ def _send_failure(signal: Any, ctx: RunContext, exc: Exception, record: StepReco
                 **extra)
 
 
-def _on_error(ctx: RunContext, exc: Exception, record: StepRecord,
+def _on_error(ctx: RunContext, exc: BaseException, record: StepRecord,
               options: dict[str, Any]) -> Any:
-    """Retry the step later (re-enqueue the run) or record its failure and raise it."""
+    """Retry the step later (re-enqueue the run) or record its failure and raise it.
+
+    A value that cannot be stored, and ``SystemExit``/``KeyboardInterrupt`` raised by the
+    step's code, fail the step at once: retrying cannot change them.
+    """
     policy = merge(options, ctx.policy) if options else ctx.policy
-    delay = None if isinstance(exc, SerializationError) else policy.decide(exc, record.attempts)
+    delay = (None if isinstance(exc, (SerializationError, SystemExit, KeyboardInterrupt))
+             else policy.decide(exc, record.attempts))
     if delay is None:
         if not ctx.store.save_step(ctx.run_id, ctx.token, record):
             raise LeaseLost() from exc
