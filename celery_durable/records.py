@@ -282,6 +282,9 @@ class RunRecord:
     #: How many times a child of this run reported that it finished (every notice counts,
     #: repeats included); see :meth:`~celery_durable.stores.base.CheckpointStore.notify_parent`.
     children_done: int = 0
+    #: Stored fields (and checkpoints) that could not be read, each named with what is wrong;
+    #: empty for a sound run. Such a run is listed and shown, never run on.
+    damage: list[str] = field(default_factory=list)
 
 
 @dataclass

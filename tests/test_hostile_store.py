@@ -162,13 +162,16 @@ def test_corrupt_options_of_a_routed_run_dead_letter_it_when_a_traced_delivery_b
     assert begin.run.error is not None and begin.run.error.type == "CorruptCheckpointError"
 
 
-def test_get_run_of_a_corrupt_run_names_the_run(app, redis_client) -> None:
-    """Reading a run whose step record is corrupt raises CorruptCheckpointError naming it."""
+def test_get_run_of_a_corrupt_run_names_the_damage(app, redis_client) -> None:
+    """Reading a run whose step record is corrupt returns what can be read and names the
+    checkpoint that cannot (it raised, so an operator could not inspect the run at all)."""
     task = two_steps(app)
     run_id, store = parked_run(app, task, [1])
     redis_client.hset(store.run_key(run_id), "c:0", "{")
-    with pytest.raises(CorruptCheckpointError, match=run_id):
-        get_run(run_id, app=app)
+    info = get_run(run_id, app=app)
+    assert info.id == run_id and info.task == task.name
+    assert info.damage == ["checkpoint at position 0"]
+    assert info.steps == []
 
 
 def test_intact_run_resumes_after_the_checkpoint(app) -> None:
@@ -235,3 +238,73 @@ def test_lone_surrogates_and_control_characters_survive_a_step(app) -> None:
     assert result.result == nasty
     run = get_run(result.id, app=app)
     assert run.args == [nasty] and run.result == nasty and run.steps[0].value == nasty
+
+
+# -- control fields: one bad run never affects another ---------------------------------------
+
+
+@pytest.mark.parametrize(("field", "garbage"), [
+    ("nb", "garbage"), ("token", "garbage"), ("lease", "x"), ("rec", "many"),
+    ("status", "ZOMBIE")])
+def test_a_garbage_control_field_dead_letters_the_run_naming_it(app: Celery, field: str,
+                                                                  garbage: str) -> None:
+    """``HSET <run> nb garbage``: the next delivery dead-letters the run, its error naming the
+    field (the BEGIN script errored, the message was requeued: 2,169 bounces in 35 min)."""
+    task = two_steps(app)
+    run_id, store = parked_run(app, task, [5])
+    store.client.hset(store.run_key(run_id), field, garbage)
+    error = deliver(task, run_id, [5])
+    assert isinstance(error, CorruptCheckpointError)
+    run = get_run(run_id, app=app)
+    assert run.status is RunStatus.FAILED
+    assert run.error is not None and run.error.type == "CorruptCheckpointError"
+    assert f"field {field} " in run.error.message
+    assert CALLS == []
+    assert deliver(task, run_id, [5]) is None or True  # a redelivery ends at once, no loop
+    assert get_run(run_id, app=app).status is RunStatus.FAILED
+
+
+def test_a_garbage_due_time_never_stops_the_sweep(app: Celery) -> None:
+    """``HSET <run> due garbage``: the sweep dead-letters that run and still wakes the others
+    (CLAIM_DUE errored and aborted every sweep, so no timer or recovery happened anywhere)."""
+    from celery_durable.ops.sweeper import sweep
+
+    task = two_steps(app)
+    bad, store = parked_run(app, task, [1])
+    good, _ = parked_run(app, task, [2])
+    store.client.hset(store.run_key(bad), "due", "garbage")
+    for run_id in (bad, good):
+        store.client.zadd(store._due_key, {run_id: 0})
+    app.conf.task_always_eager = False  # publish the woken run to the (unconsumed) broker
+    app.conf.broker_url = "memory://"
+    assert sweep(app) == 2
+    assert get_run(bad, app=app).status is RunStatus.FAILED
+    assert "field due" in (get_run(bad, app=app).error.message or "")
+    assert get_run(good, app=app).status is RunStatus.PENDING  # recovered and published
+
+
+def test_one_corrupt_run_does_not_hide_the_dead_letters(app: Celery) -> None:
+    """``list_runs(status="FAILED")`` and ``get_run`` with a corrupt run among them: the others
+    are listed, and the corrupt one is shown with the damage named (both raised before)."""
+    from celery_durable import list_runs
+    from celery_durable.records import ErrorInfo
+
+    task = two_steps(app)
+    store = get_store(app)
+    failed_ids = []
+    for x in (1, 2):
+        run_id, _ = parked_run(app, task, [x])
+        b = store.begin(run_id, task=task.name, args="[1]", kwargs="{}", options={},
+                        owner="h:1:1", lease_ttl=30)
+        assert store.finish(run_id, b.token, status=RunStatus.FAILED,
+                            error=ErrorInfo("builtins.ValueError", "no"))
+        failed_ids.append(run_id)
+    store.client.hset(store.run_key(failed_ids[0]), "options", "{not json")
+    store.client.hset(store.run_key(failed_ids[0]), "c:0", "\\xff truncated")
+    listed = {r.id: r for r in list_runs(status="FAILED", app=app)}
+    assert set(failed_ids) <= set(listed)
+    assert listed[failed_ids[1]].damage == []
+    shown = get_run(failed_ids[0], app=app)
+    assert any(d.startswith("options") for d in shown.damage)
+    assert "checkpoint at position 0" in shown.damage
+    assert shown.error is not None and shown.error.message == "no"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from celery import Celery
@@ -10,7 +10,7 @@ from celery.result import AsyncResult
 
 from ..config import app_or_current, settings_for
 from ..engine.publish import publish_run
-from ..errors import RunNotFoundError
+from ..errors import RunNotFoundError, SerializationError
 from ..records import ErrorInfo, RunRecord, RunStatus, StepStatus, WaitInfo
 from ..serialization import decode, encode, get_serializer
 from ..stores import get_store
@@ -55,27 +55,34 @@ class RunInfo:
     wait: WaitInfo | None = None
     #: The run that started this one with ``call``/``gather``/``map`` (None: top level).
     parent: str | None = None
-
-
-def _decode_or_raw(app: Celery, text: str | None, what: str, run_id: str) -> Any:
-    if text is None:
-        return None
-    serializer = get_serializer(settings_for(app).serializer)
-    return decode(serializer, text, what=what, run_id=run_id)
+    #: What of the stored run could not be read, each named (empty for a sound run); such a
+    #: value reads as None here.
+    damage: list[str] = field(default_factory=list)
 
 
 def _info(app: Celery, run: RunRecord) -> RunInfo:
+    serializer = get_serializer(settings_for(app).serializer)
+    damage = list(run.damage)
+
+    def value(text: str | None, what: str) -> Any:
+        if text is None:
+            return None
+        try:
+            return decode(serializer, text, what=what, run_id=run.id)
+        except SerializationError as exc:
+            damage.append(f"{what} ({exc})")
+            return None
+
     steps = [StepInfo(s.position, s.key, s.name, s.status, s.attempts,
-                      _decode_or_raw(app, s.value, f"value of step {s.key}", run.id),
-                      s.error, s.started_at, s.finished_at) for s in run.steps]
+                      value(s.value, f"value of step {s.key}"), s.error, s.started_at,
+                      s.finished_at) for s in run.steps]
     return RunInfo(
-        id=run.id, task=run.task, status=run.status,
-        args=_decode_or_raw(app, run.args, "arguments", run.id),
-        kwargs=_decode_or_raw(app, run.kwargs, "keyword arguments", run.id),
-        result=_decode_or_raw(app, run.result, "result", run.id), error=run.error,
-        failed_step=run.failed_step, recoveries=run.recoveries, created_at=run.created_at,
-        started_at=run.started_at, finished_at=run.finished_at, updated_at=run.updated_at,
-        idempotency_key=run.idempotency_key, steps=steps, wait=run.wait, parent=run.parent)
+        id=run.id, task=run.task, status=run.status, args=value(run.args, "arguments"),
+        kwargs=value(run.kwargs, "keyword arguments"), result=value(run.result, "result"),
+        error=run.error, failed_step=run.failed_step, recoveries=run.recoveries,
+        created_at=run.created_at, started_at=run.started_at, finished_at=run.finished_at,
+        updated_at=run.updated_at, idempotency_key=run.idempotency_key, steps=steps,
+        wait=run.wait, parent=run.parent, damage=damage)
 
 
 def get_run(run_id: str, *, app: Celery | None = None) -> RunInfo:

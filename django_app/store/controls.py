@@ -102,7 +102,7 @@ class ControlsMixin:
         """See :meth:`CheckpointStore.notify_parent`."""
         with transaction.atomic(using=self.using):
             run = self._locked(parent_id)
-            if run is None or RunStatus(run.status).finished:
+            if run is None or rows.STATUS_BY_VALUE.get(run.status, RunStatus.FAILED).finished:
                 return None
             run.children_done += 1
             if (run.status == RunStatus.WAITING.value and run.wait_kind == "children"

@@ -144,6 +144,9 @@ class DjangoStore(ControlsMixin, WaitsMixin, CheckpointStore,
                 assert run is not None
             elif (filled := transitions.merged_options(run.options or {}, options)) is not None:
                 run.options = filled  # created before its first delivery (saved below)
+            if (bad := rows.unreadable_field(run)) is not None:
+                self._dead_letter_corrupt(run, bad, now)
+                return Begin("dead", self._snapshot(run))
             outcome, changes = transitions.begin(
                 _control(run), now=now, owner=owner, lease_ttl=lease_ttl,
                 max_recoveries=max_recoveries, steal_from=steal_from)
@@ -156,6 +159,21 @@ class DjangoStore(ControlsMixin, WaitsMixin, CheckpointStore,
             run.current_step, run.attempts = checkpoints.last_step()
             self._save(run, changes, "current_step", "attempts", "options")
             return Begin("acquired", rows.run_record(run), run.token, checkpoints)
+
+    def _dead_letter_corrupt(self, run: Run, field: str, now: float) -> None:
+        """FAILED, naming ``field``: a run whose control field cannot be read goes no further
+        (and a sweep or a delivery loop over it does not stop at it)."""
+        value = str(getattr(run, field))[:80]
+        run.token += 1
+        run.status, run.owner, run.lease_expires = RunStatus.FAILED.value, "", None
+        run.due_at = run.not_before = None
+        run.finished_at = run.updated_at = rows.to_datetime(now)
+        for column, text in rows.error_fields(ErrorInfo(
+                "CorruptCheckpointError",
+                f"the stored field {field} of this run cannot be read ({value}); the run is "
+                "dead-lettered: fix or drop the field, then retry it")).items():
+            setattr(run, column, text)
+        run.save(using=self.using)
 
     def _save(self, run: Run, changes: transitions.Changes, *also: str) -> None:
         """Apply a decision of :mod:`celery_durable.stores.transitions` to ``run`` and save it.
@@ -279,6 +297,9 @@ class DjangoStore(ControlsMixin, WaitsMixin, CheckpointStore,
         now = time.time()
         with transaction.atomic(using=self.using):
             run = self._locked(run_id)
+            if run is not None and (bad := rows.unreadable_field(run)) is not None:
+                self._dead_letter_corrupt(run, bad, now)
+                return Claim("dead", self._snapshot(run))
             action, changes = transitions.claim_due(
                 None if run is None else _control(run), now=now, grace=grace,
                 max_recoveries=max_recoveries)

@@ -214,10 +214,25 @@ def _reading_cursor(connection: BaseDatabaseWrapper) -> CursorWrapper:
     return connection.make_cursor(cursor)
 
 
+def unreadable_field(row: Run) -> str | None:
+    """The control field of ``row`` that cannot be read (an unknown status), or None.
+
+    The database's column types keep the numbers sound; the status is a string.
+    """
+    return None if row.status in STATUS_BY_VALUE else "status"
+
+
+STATUS_BY_VALUE = {status.value: status for status in RunStatus}
+
+
 def run_record(row: Run, steps: list[StepRecord] | None = None) -> RunRecord:
-    """A Run row (and its checkpoints, from :func:`step_records`) as the engine's RunRecord."""
-    return RunRecord(
-        id=row.id, task=row.task, status=RunStatus(row.status), args=row.args,
+    """A Run row (and its checkpoints, from :func:`step_records`) as the engine's RunRecord.
+
+    An unknown status reads as FAILED, named in ``damage`` (the run is listed, not run).
+    """
+    status = STATUS_BY_VALUE.get(row.status)
+    record = RunRecord(
+        id=row.id, task=row.task, status=status or RunStatus.FAILED, args=row.args,
         kwargs=row.kwargs, options=dict(row.options or {}),
         created_at=to_seconds(row.created_at), updated_at=to_seconds(row.updated_at),
         started_at=to_seconds(row.started_at), finished_at=to_seconds(row.finished_at),
@@ -228,6 +243,9 @@ def run_record(row: Run, steps: list[StepRecord] | None = None) -> RunRecord:
         failed_step=row.failed_step, idempotency_key=row.idempotency_key,
         steps=list(steps or ()), wait=wait_record(row), parent=row.parent,
         children_done=row.children_done)
+    if status is None:
+        record.damage = [f"status (unknown: {row.status[:60]!r})"]
+    return record
 
 
 def wait_record(row: Run) -> WaitInfo | None:

@@ -114,7 +114,7 @@ class WaitsMixin:
         for run_id in run_ids:
             with transaction.atomic(using=self.using):
                 run = self._locked(run_id)
-                if run is None or RunStatus(run.status).finished:
+                if run is None or rows.STATUS_BY_VALUE.get(run.status, RunStatus.FAILED).finished:
                     self.unregister_waiter(run_id, event.name, event.key)
                     continue
                 if (run.status != RunStatus.WAITING.value or run.wait_kind != "event"

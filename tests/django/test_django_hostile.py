@@ -99,3 +99,22 @@ def test_a_corrupt_step_row_dead_letters_the_run_naming_its_position(app) -> Non
     assert f"run {run_id}: the checkpoint at position 0 is corrupt" in str(result.result)
     assert CALLS == []
     assert Run.objects.get(pk=run_id).status == "FAILED"
+
+
+def test_an_unknown_status_dead_letters_the_run_and_is_listed(app: Celery) -> None:
+    """A status the engine never writes: the next delivery dead-letters the run naming the
+    field, and listing the dead letters shows it (it raised ValueError and looped)."""
+    from celery_durable import RunStatus, get_run, list_runs
+    from celery_durable_django.models import Run
+
+    task, run_id = parked(app)
+    Run.objects.filter(pk=run_id).update(status="ZOMBIE")
+    assert {r.id for r in list_runs(app=app, limit=1000)} >= {run_id}
+    shown = get_run(run_id, app=app)
+    assert shown.status is RunStatus.FAILED and shown.damage
+    result = task.apply(args=[2], task_id=run_id)
+    assert "field status" in str(result.result)
+    run = get_run(run_id, app=app)
+    assert run.status is RunStatus.FAILED and run.damage == []
+    assert run.error is not None and "field status" in run.error.message
+    assert CALLS == []

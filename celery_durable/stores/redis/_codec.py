@@ -31,14 +31,25 @@ def as_dict(reply: Any) -> dict[Any, Any]:
     return dict(zip(reply[0::2], reply[1::2], strict=True))
 
 
-def parse_run(run_id: str, flat: list[Any] | dict[Any, Any]) -> RunRecord:
+def parse_run(run_id: str, flat: list[Any] | dict[Any, Any], *,
+              strict: bool = False) -> RunRecord:
     """Build a RunRecord (with its checkpoints, all decoded) from an HGETALL reply.
 
-    Raises :class:`CorruptCheckpointError` naming the run if the hash holds
-    something the store never writes (a truncated or edited field).
+    What the store never writes (a truncated or edited field, a checkpoint that
+    does not decode) is named in ``RunRecord.damage`` and left out, so one bad run
+    can be listed and inspected; ``strict`` raises :class:`CorruptCheckpointError`
+    naming the run and the field instead.
     """
-    run, checkpoints = parse_begin(run_id, flat)
-    run.steps = [checkpoints[position] for position in checkpoints]
+    run, checkpoints = parse_begin(run_id, flat, strict=strict)
+    steps = []
+    for position in sorted(checkpoints):
+        try:
+            steps.append(checkpoints[position])
+        except CorruptCheckpointError:
+            if strict:
+                raise
+            run.damage.append(f"checkpoint at position {position}")
+    run.steps = steps
     return run
 
 
@@ -50,50 +61,94 @@ RUN_FIELDS = ("task", "status", "args", "kwargs", "options", "created", "updated
 _RUN_FIELDS_BYTES = tuple(name.encode() for name in RUN_FIELDS)
 
 
-def parse_begin(run_id: str, flat: list[Any] | dict[Any, Any]
+def parse_begin(run_id: str, flat: list[Any] | dict[Any, Any], *, strict: bool = True
                 ) -> tuple[RunRecord, LazyCheckpoints]:
     """The run (without steps) and its lazily decoded checkpoints, from an HGETALL reply.
 
-    Only the run fields are read now; see :mod:`.redis_checkpoints`.
+    Only the run fields are read now; see :mod:`._checkpoints`. A field that does not
+    parse raises :class:`CorruptCheckpointError` naming it; with ``strict=False`` it
+    gets a default and is named in ``RunRecord.damage`` (for listing and inspection).
     """
     raw = as_dict(flat)
     names = _RUN_FIELDS_BYTES if raw and isinstance(next(iter(raw)), bytes) else RUN_FIELDS
-    try:
-        fields = {name: text(raw[key]) for name, key in zip(RUN_FIELDS, names, strict=True)
-                  if key in raw}
-        run = _run_record(run_id, fields)
-    except (ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError) as exc:
+    fields: dict[str, str] = {}
+    damage: list[str] = []
+    for name, key in zip(RUN_FIELDS, names, strict=True):
+        if key in raw:
+            try:
+                fields[name] = text(raw[key])
+            except UnicodeDecodeError:
+                damage.append(f"{name} (not UTF-8)")
+    run = _run_record(run_id, fields)
+    if damage:
+        run.damage = [*damage, *run.damage]
+    if run.damage and strict:
         raise CorruptCheckpointError(
-            f"run {run_id}: the stored run is corrupt and cannot be read "
-            f"({type(exc).__name__}: {str(exc)[:200]})", run_id=run_id) from exc
+            f"run {run_id}: the stored run is corrupt and cannot be read: "
+            f"{'; '.join(run.damage)[:300]}", run_id=run_id)
     return run, LazyCheckpoints(run_id, raw)
 
 
+class _Fields:
+    """Reads a run's stored fields; a field that does not parse is noted, with a default."""
+
+    def __init__(self, fields: dict[str, str]) -> None:
+        self.fields = fields
+        self.damage: list[str] = []
+
+    def read(self, name: str, convert: Any, default: Any) -> Any:
+        value = self.fields.get(name)
+        if value in (None, ""):
+            return default
+        try:
+            return convert(value)
+        except (ValueError, TypeError, KeyError, IndexError) as exc:
+            self.damage.append(f"{name} ({type(exc).__name__}: {str(value)[:60]!r})")
+            return default
+
+
+def _error(value: str) -> ErrorInfo:
+    return ErrorInfo(*json.loads(value))
+
+
+def _options(value: str) -> dict[str, Any]:
+    options = json.loads(value)
+    if not isinstance(options, dict):
+        raise TypeError("not a JSON object")
+    return options
+
+
 def _run_record(run_id: str, fields: dict[str, str]) -> RunRecord:
-    error = json.loads(fields["error"]) if fields.get("error") else None
+    """The run in ``fields``; what does not parse gets a default and is named in ``damage``."""
+    f = _Fields(fields)
     wait = None
     if fields.get("wkind"):
         wait = WaitInfo(kind=fields["wkind"], step=fields.get("wstep", ""),
-                        position=int(fields.get("wpos") or 0),
-                        wait_id=int(fields.get("wid") or 0), until=as_float(fields.get("wuntil")),
+                        position=f.read("wpos", int, 0), wait_id=f.read("wid", int, 0),
+                        until=f.read("wuntil", float, None),
                         event=fields.get("wname") or None,
                         key=fields.get("wkey") if fields["wkind"] == "event" else None,
-                        after=int(fields.get("wafter") or 0),
-                        resolution=fields.get("wres") or None)
-    return RunRecord(
-        id=run_id, task=fields.get("task", ""), status=RunStatus(fields.get("status", "PENDING")),
+                        after=f.read("wafter", int, 0), resolution=fields.get("wres") or None)
+    run = RunRecord(
+        id=run_id, task=fields.get("task", ""),
+        status=f.read("status", RunStatus, RunStatus.PENDING),
         args=fields.get("args", "[]"), kwargs=fields.get("kwargs", "{}"),
-        options=json.loads(fields["options"]) if fields.get("options") else {},
-        created_at=as_float(fields.get("created")), updated_at=as_float(fields.get("updated")),
-        started_at=as_float(fields.get("started")), finished_at=as_float(fields.get("finished")),
-        token=int(fields.get("token") or 0), owner=fields.get("owner", ""),
-        lease_expires=as_float(fields.get("lease")), not_before=as_float(fields.get("nb")),
-        due_at=as_float(fields.get("due")), recoveries=int(fields.get("rec") or 0),
-        result=fields.get("result") or None, error=ErrorInfo(*error) if error else None,
+        options=f.read("options", _options, {}),
+        created_at=f.read("created", float, None), updated_at=f.read("updated", float, None),
+        started_at=f.read("started", float, None), finished_at=f.read("finished", float, None),
+        token=f.read("token", int, 0), owner=fields.get("owner", ""),
+        lease_expires=f.read("lease", float, None), not_before=f.read("nb", float, None),
+        due_at=f.read("due", float, None), recoveries=f.read("rec", int, 0),
+        result=fields.get("result") or None, error=f.read("error", _error, None),
         failed_step=fields.get("fstep") or None, idempotency_key=fields.get("ikey") or None,
         wait=wait, parent=fields.get("parent") or None,
-        children_done=int(fields.get("cdone") or 0),
+        children_done=f.read("cdone", int, 0),
     )
+    if f.damage:
+        run.damage = f.damage
+        if "status" in (d.split(" ")[0] for d in f.damage):
+            run.status = RunStatus.FAILED  # shown as what it is: a run that cannot go on
+    return run
 
 
 #: ``json.dumps(..., separators=(",", ":"))`` builds an encoder per call; this one is reused.

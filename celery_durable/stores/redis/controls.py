@@ -41,7 +41,7 @@ class RedisControls:
 
     def _run(self, run_id: str, flat: Any, *, steps: bool = True) -> RunRecord:
         """The run in ``flat`` (an HGETALL reply), its checkpoints decoded only if ``steps``."""
-        return parse_run(run_id, flat) if steps else parse_begin(run_id, flat)[0]
+        return parse_run(run_id, flat) if steps else parse_begin(run_id, flat, strict=False)[0]
 
     def create_runs(self, runs: Sequence[NewRun], *, grace: float,
                     replace_finished: bool = False) -> list[bool]:

@@ -176,10 +176,8 @@ class RedisStore(RedisControls, CheckpointStore,
             ("ZADD", self._runs_key, "NX", now, run_id))
         outcome, token, raw = begin_outcome(text(outcome)), int(token), as_dict(flat)
         try:
-            run, checkpoints = parse_begin(run_id, raw)
+            run, checkpoints = parse_begin(run_id, raw, strict=outcome == "acquired")
         except CorruptCheckpointError as exc:
-            if outcome != "acquired":
-                raise
             return self._dead_letter_corrupt(run_id, task, token, raw, exc)
         if not _read_as_decided(outcome, token, owner, run):
             return Begin("busy", run)

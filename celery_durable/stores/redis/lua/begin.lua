@@ -1,10 +1,15 @@
--- uses: now finished
+-- uses: now finished control
 -- KEYS[1] run hash. ARGV: task, args, kwargs, options, owner, ttl, steal_from, max_recoveries,
 -- headers (the JSON of the options' headers, '' = none)
 -- Returns {outcome, token}; RedisStore.begin reads the hash with a plain HGETALL sent right
 -- behind it (a hash returned through Lua costs the server ~4x as much: every field becomes
--- a Lua string and back).
+-- a Lua string and back). A corrupt control field dead-letters the run: {'dead', '0'}.
 local h = KEYS[1]
+local bad = unreadable(h)
+if bad then
+  dead_letter_corrupt(h, bad, now)
+  return {'dead', '0'}
+end
 local ttl = tonumber(ARGV[6])
 local v = redis.call('HMGET', h, 'status', 'nb', 'owner', 'lease', 'options')
 local status = v[1]

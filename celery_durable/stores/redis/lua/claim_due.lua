@@ -1,6 +1,11 @@
--- uses: now finished
+-- uses: now finished control
 -- KEYS[1] run hash. ARGV: grace, max_recoveries
 local h = KEYS[1]
+local bad = unreadable(h)
+if bad then
+  dead_letter_corrupt(h, bad, now)
+  return {'dead', redis.call('HGETALL', h)}
+end
 local v = redis.call('HMGET', h, 'status', 'due', 'owner', 'lease', 'rec')
 local status = v[1]
 if not status or finished[status] then return {'gone'} end
