@@ -1,4 +1,4 @@
-.PHONY: test demo quickstart lint bench
+.PHONY: test demo quickstart lint bench screenshots
 
 test:  ## run the test suite (installs everything it needs); PYTEST_ARGS are passed to pytest
 	scripts/test $(PYTEST_ARGS)
@@ -14,3 +14,6 @@ lint:
 
 bench:
 	scripts/bench
+
+screenshots:  ## refresh docs/images/*.png from the browser tests (the demo's and the admin's)
+	DURABLE_SCREENSHOTS=docs/images scripts/test -q -p no:cacheprovider tests/test_demo.py tests/django/test_django_browser.py tests/django/test_django_xss_browser.py

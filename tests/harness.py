@@ -102,3 +102,12 @@ class Worker:
             except ProcessLookupError:
                 pass
         self._log.close()
+
+
+def skewed(offset: str) -> dict[str, str]:
+    """The environment that runs a worker with its wall clock moved by ``offset`` (libfaketime;
+    the monotonic clock stays true, as a real skewed host's does)."""
+    import libfaketime
+
+    _, env = libfaketime.get_reload_information()
+    return {**env, "FAKETIME": offset}

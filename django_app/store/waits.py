@@ -11,18 +11,18 @@ yet: first write wins.
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Sequence
 from typing import Any
 
 from django.db import transaction
 from django.db.models import QuerySet
+from django.db.models.functions import Now
 
 from celery_durable.records import EventRecord, RunRecord, RunStatus, StepRecord, WaitInfo
 
 from ..models import Event, Mailbox, Run, Waiter
-from . import rows
+from . import clock, rows
 
 _PARKED = (RunStatus.SLEEPING.value, RunStatus.WAITING.value)
 
@@ -53,17 +53,19 @@ class WaitsMixin:
         fields: dict[str, Any] = {
             "status": status.value, "owner": "", "lease_expires": None,
             "not_before": wait.until, "due_at": wait.until,
-            "updated_at": rows.to_datetime(time.time()), **wait_fields(wait)}
+            "updated_at": Now(), **wait_fields(wait)}
         return self._park_row(run_id, token, fields, step)
 
-    def _mailbox(self, name: str, key: str) -> Mailbox:
-        """The locked mailbox row of ``(name, key)``, created if missing (in a transaction)."""
-        boxes = Mailbox.objects.using(self.using)
+    def _mailbox(self, name: str, key: str) -> tuple[Mailbox, float]:
+        """The locked mailbox row of ``(name, key)`` (created if missing) and the database's
+        clock, read with the lock (in a transaction)."""
+        boxes = Mailbox.objects.using(self.using).annotate(store_now=clock.StoreNow())
         box = boxes.select_for_update().filter(name=name, key=key).first()
         if box is None:
-            boxes.bulk_create([Mailbox(name=name, key=key)], ignore_conflicts=True)
+            Mailbox.objects.using(self.using).bulk_create([Mailbox(name=name, key=key)],
+                                                          ignore_conflicts=True)
             box = boxes.select_for_update().get(name=name, key=key)
-        return box
+        return box, float(box.store_now)
 
     @staticmethod
     def _record(box: Mailbox, event: Event) -> EventRecord:
@@ -73,9 +75,9 @@ class WaitsMixin:
     def register_waiter(self, run_id: str, name: str, key: str, *, after: int,
                         buffer: float) -> EventRecord | None:
         """See :meth:`CheckpointStore.register_waiter`."""
-        oldest = int((time.time() - buffer) * 1_000_000)
         with transaction.atomic(using=self.using):
-            box = self._mailbox(name, key)
+            box, now = self._mailbox(name, key)
+            oldest = int((now - buffer) * 1_000_000)
             Waiter.objects.using(self.using).bulk_create(
                 [Waiter(mailbox=box, run_id=run_id)], ignore_conflicts=True)
             event = (Event.objects.using(self.using)
@@ -91,10 +93,9 @@ class WaitsMixin:
     def post_event(self, name: str, key: str, payload: str, *,
                    buffer: float) -> tuple[EventRecord, list[str]]:
         """See :meth:`CheckpointStore.post_event`."""
-        now = time.time()
         events = Event.objects.using(self.using)
         with transaction.atomic(using=self.using):
-            box = self._mailbox(name, key)
+            box, now = self._mailbox(name, key)
             seq = max(int(now * 1_000_000), box.last_seq + 1)
             box.last_seq = seq
             box.save(using=self.using, update_fields=["last_seq"])
@@ -128,7 +129,9 @@ class WaitsMixin:
         return out
 
     def _resume(self, run: Run, grace: float) -> RunRecord:
-        now = time.time()
+        """PENDING, due in ``grace`` s should its publish be lost (``run`` came locked, with
+        the database's clock)."""
+        now = run.store_now
         run.status, run.not_before, run.due_at = RunStatus.PENDING.value, None, now + grace
         run.updated_at = rows.to_datetime(now)
         run.save(using=self.using, update_fields=[

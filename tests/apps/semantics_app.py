@@ -147,3 +147,30 @@ def body_autoretry(tag: str) -> str:
 @app.task(name="semantics.errback")
 def errback(*args: Any, tag: str = "") -> None:
     r.incr(f"{tag}:errback")
+
+
+def _store_time() -> float:
+    """The Redis server's clock (the tests compare times by one clock, never a worker's)."""
+    seconds, micros = r.time()
+    return seconds + micros / 1_000_000
+
+
+@durable_task(app=app, name="semantics.clocked_sleep")
+def clocked_sleep(tag: str, seconds: float) -> float:
+    """Record when it starts sleeping and when it wakes (Redis's clock), sleep in between."""
+    from celery_durable import sleep
+
+    noted(tag, "before-sleep", 1)
+    r.setnx(f"{tag}:slept-at", _store_time())
+    sleep(seconds)
+    r.setnx(f"{tag}:woke-at", _store_time())
+    return seconds
+
+
+@durable_task(app=app, name="semantics.paused")
+def paused(tag: str, pause: float) -> str:
+    """Step 0, a plain pause between steps (the test freezes the process there), step 1."""
+    noted(tag, "step0", 0)
+    r.set(f"{tag}:pausing", 1)
+    time.sleep(pause)
+    return str(noted(tag, "step1", "done"))

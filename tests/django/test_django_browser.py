@@ -1,21 +1,21 @@
 """The admin in a real browser (headless Chromium via Selenium) against a live server,
-with a real worker running the runs. Saves screenshots to ``docs/images/``."""
+with a real worker running the runs. Screenshots: ``make screenshots`` saves them to
+``docs/images/`` (otherwise a temporary folder)."""
 
 from __future__ import annotations
 
 import json
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from browser import chromium
-from harness import ROOT, wait_for
+from browser import shot as save_shot
+from harness import wait_for
 
 pytestmark = [pytest.mark.worker, pytest.mark.usefixtures("db")]
 
-IMAGES = ROOT / "docs" / "images"
 PASSWORD = "pw-for-tests"
 
 
@@ -58,12 +58,8 @@ def login(driver: Any, live: str, user: Any, next_url: str) -> None:
 
 
 def shot(driver: Any, name: str) -> None:
-    """Save a full-height screenshot to docs/images/<name>.png."""
-    IMAGES.mkdir(parents=True, exist_ok=True)
-    height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.set_window_size(1680, min(max(int(height) + 40, 700), 2400))
-    driver.save_screenshot(str(Path(IMAGES) / f"{name}.png"))
-    driver.set_window_size(1440, 1000)
+    """Save a full-height screenshot ``<name>.png`` (``docs/images`` under ``make screenshots``)."""
+    save_shot(driver, name, min_height=700, max_height=2400)
 
 
 def failed_run(tag: str, note: str) -> str:

@@ -98,3 +98,33 @@ def fan_out(tag: str, n: int, gap: float) -> list[int]:
     """A parent gathering n children that finish ``gap`` s apart (counts its deliveries)."""
     hit(tag, "fan_out:delivery")
     return gather(*(slow_square.s(tag, x, gap * (x + 1)) for x in range(n)))
+
+
+def _store_time() -> float:
+    """The Redis server's clock (the tests compare times by one clock, never a worker's)."""
+    seconds, micros = _counters.time()
+    return seconds + micros / 1_000_000
+
+
+@durable_task(app=app)
+def clocked_sleep(tag: str, seconds: float) -> float:
+    """Record when it starts sleeping and when it wakes (Redis's clock), sleep in between."""
+    note(tag, "before-sleep")
+    _counters.setnx(f"{tag}:slept-at", _store_time())
+    sleep(seconds)
+    _counters.setnx(f"{tag}:woke-at", _store_time())
+    return seconds
+
+
+@step
+def slow_step(tag: str, seconds: float) -> str:
+    """Count a start, then take ``seconds``."""
+    hit(tag, "slow-start")
+    time.sleep(seconds)
+    return "slow"
+
+
+@durable_task(app=app)
+def slow_run(tag: str, seconds: float) -> str:
+    """One slow step: it must start once, however the workers' clocks disagree."""
+    return slow_step(tag, seconds)

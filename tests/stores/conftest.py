@@ -19,7 +19,7 @@ import services
 from celery_durable.stores.base import CheckpointStore
 from celery_durable.stores.memory import MemoryStore
 
-STORE_KINDS = ["memory", "redis", "django-sqlite", "django-postgres"]
+STORE_KINDS = ["memory", "redis", "redis-cluster", "django-sqlite", "django-postgres"]
 
 
 @contextlib.contextmanager
@@ -28,6 +28,18 @@ def _redis_store() -> Iterator[CheckpointStore]:
     from redis_stores import redis_store
 
     with redis_store(redis.Redis.from_url(os.environ["TEST_REDIS_URL"]), "contract") as store:
+        yield store
+
+
+@contextlib.contextmanager
+def _redis_cluster_store() -> Iterator[CheckpointStore]:
+    """A RedisStore on the session's real 3-master Redis Cluster, under a fresh prefix."""
+    from redis_stores import redis_store
+
+    from celery_durable.stores.redis import RedisStore
+
+    cluster = RedisStore.from_cluster_url(services.redis_cluster_url()).client
+    with redis_store(cluster, "contract-cluster") as store:
         yield store
 
 
@@ -58,6 +70,9 @@ def store(request: pytest.FixtureRequest) -> Iterator[CheckpointStore]:
         yield MemoryStore()
     elif kind == "redis":
         with _redis_store() as store:
+            yield store
+    elif kind == "redis-cluster":
+        with _redis_cluster_store() as store:
             yield store
     else:
         with _django_store(kind.removeprefix("django-")) as store:

@@ -32,7 +32,7 @@ def source(name: str) -> str:
 #: Every script by the name the store calls it (``BEGIN`` is ``lua/begin.lua``).
 SCRIPTS = {name: source(name.lower()) for name in (
     # a delivery and the sweeper
-    "BEGIN", "SAVE_STEP", "PARK", "FINISH", "RENEW", "CLAIM_DUE", "RESET",
+    "BEGIN", "SAVE_STEP", "PARK", "FINISH", "RENEW", "DUE", "CLAIM_DUE", "RESET",
     # durable waits and events
     "SUSPEND", "REGISTER", "POST", "DELIVER", "WAKE",
     # run controls: child runs, cancel, idempotency, concurrency, retention

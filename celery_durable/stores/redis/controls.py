@@ -15,7 +15,6 @@ finished) and ``cneed`` (the count its children wait resumes at).
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +37,7 @@ class RedisControls:
         def run_key(self, run_id: str) -> str: ...
         def _send(self, *commands: tuple[Any, ...]) -> list[Any]: ...
         def _script(self, name: str, key: str, *args: Any) -> tuple[Any, ...]: ...
+        def clock(self) -> float: ...
 
     def _run(self, run_id: str, flat: Any, *, steps: bool = True) -> RunRecord:
         """The run in ``flat`` (an HGETALL reply), its checkpoints decoded only if ``steps``."""
@@ -53,7 +53,7 @@ class RedisControls:
         """
         if not runs:
             return []
-        now = time.time()
+        now = self.clock()
         commands: list[tuple[Any, ...]] = []
         for new in runs:
             commands += [self._script("CREATE", self.run_key(new.id), new.task, new.args,
@@ -104,7 +104,7 @@ class RedisControls:
                                        "cancelled", run_id=run_id)
         pipe = self.client.pipeline(transaction=False)
         pipe.zrem(self._due_key, run_id)
-        pipe.zadd(self._runs_key, {run_id: time.time()}, nx=True)
+        pipe.zadd(self._runs_key, {run_id: self.clock()}, nx=True)
         pipe.execute()
         run = self._run(run_id, reply[1])
         run.steps = []
@@ -133,7 +133,7 @@ class RedisControls:
         outcome, _ = self._send(
             self._script("SUSPEND_CHILDREN", self.run_key(run_id), token, *step_args, wait.step,
                          wait.position, wait.wait_id, recheck, need),
-            ("ZADD", self._due_key, time.time() + recheck, run_id))
+            ("ZADD", self._due_key, self.clock() + recheck, run_id))
         return park_outcome(text(outcome))
 
     def slot_keys(self, group: str) -> list[str]:

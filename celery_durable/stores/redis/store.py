@@ -59,7 +59,7 @@ except ImportError:  # pragma: no cover - depends on the installed extras
 
 class RedisStore(RedisControls, CheckpointStore,
                  Waits, ChildRuns, IdempotencyKeys, ConcurrencySlots, Retention):
-    """Checkpoints in Redis (standalone, Sentinel or Cluster)."""
+    """Checkpoints in Redis: a standalone server, or a Redis Cluster (``from_cluster_url``)."""
 
     def __init__(self, client: Any, *, prefix: str = "durable:", fast_lane: bool = True) -> None:
         if redis_lib is None:
@@ -67,6 +67,8 @@ class RedisStore(RedisControls, CheckpointStore,
                                         "'celery-durable[redis]'")
         self.client = client
         self.prefix = prefix
+        #: The server's clock minus this process's (see :meth:`clock`).
+        self._offset = 0.0
         self._due_key = f"{prefix}due"
         self._runs_key = f"{prefix}runs"
         self._scripts = {name: client.register_script(source)
@@ -142,16 +144,42 @@ class RedisStore(RedisControls, CheckpointStore,
                                         "'celery-durable[redis]'")
         return cls(redis_lib.Redis.from_url(url, **options), prefix=prefix, fast_lane=fast_lane)
 
+    @classmethod
+    def from_cluster_url(cls, url: str, *, prefix: str = "durable:", fast_lane: bool = True,
+                         **options: Any) -> RedisStore:
+        """Connect to the Redis Cluster that ``redis+cluster://host:port`` names (any node).
+
+        Every script touches one run's keys or one global key (each run's keys share
+        the run id as their hash tag), so the store works unchanged on a cluster.
+        """
+        if redis_lib is None:
+            raise StoreUnavailableError("RedisStore needs redis-py: pip install "
+                                        "'celery-durable[redis]'")
+        from redis.cluster import RedisCluster
+
+        plain = url.replace("+cluster://", "://", 1)
+        return cls(RedisCluster.from_url(plain, **options), prefix=prefix, fast_lane=fast_lane)
+
     def run_key(self, run_id: str) -> str:
         """The hash holding ``run_id``; the run id is its Redis Cluster hash tag."""
         return f"{self.prefix}run:{{{run_id}}}"
 
     def ping(self) -> None:
-        """Raise StoreUnavailableError when Redis does not answer."""
+        """Raise StoreUnavailableError when Redis does not answer; measure its clock."""
         try:
-            self.client.ping()
+            sent = time.time()
+            seconds, micros = self.client.time()
+            cluster_node = (not hasattr(self.client, "get_nodes")  # not a cluster client
+                            and self.client.info("cluster").get("cluster_enabled") == 1)
         except Exception as exc:
             raise StoreUnavailableError(f"Redis store unreachable: {exc}") from exc
+        if cluster_node:
+            raise StoreUnavailableError(
+                "the Redis store's server is a Redis Cluster node, reached as a single "
+                "server (runs hashed to other nodes would fail with MOVED): set "
+                "app.conf.durable_store = 'redis+cluster://<host>:<port>' (any node)")
+        # the server read its clock about halfway through the round trip
+        self._offset = seconds + micros / 1_000_000 - (sent + time.time()) / 2
 
     def begin(self, run_id: str, *, task: str, args: str, kwargs: str,
               options: Mapping[str, object], owner: str, lease_ttl: float,
@@ -165,7 +193,7 @@ class RedisStore(RedisControls, CheckpointStore,
         :func:`_read_as_decided`) the delivery is told ``busy`` instead of
         running on a state it does not hold.
         """
-        now = time.time()
+        now = self.clock()
         key = self.run_key(run_id)
         (outcome, token), flat, _, _ = self._send(
             self._script("BEGIN", key, task, args, kwargs, json.dumps(dict(options)), owner,
@@ -222,7 +250,7 @@ class RedisStore(RedisControls, CheckpointStore,
             self._script("PARK", self.run_key(run_id), token, status.value, delay, due_in,
                          *step_args, args or "", kwargs or "",
                          json.dumps(dict(options)) if options is not None else ""),
-            ("ZADD", self._due_key, time.time() + due_in, run_id))
+            ("ZADD", self._due_key, self.clock() + due_in, run_id))
         return bool(ok)
 
     def finish(self, run_id: str, token: int, *, status: RunStatus,
@@ -251,9 +279,22 @@ class RedisStore(RedisControls, CheckpointStore,
         return lost
 
     def due_runs(self, limit: int = 100) -> list[str]:
-        """See :meth:`CheckpointStore.due_runs`."""
-        ids = self.client.zrangebyscore(self._due_key, "-inf", time.time(), start=0, num=limit)
+        """See :meth:`CheckpointStore.due_runs`: due by the server's clock (``TIME``)."""
+        server_now, *ids = self._scripts["DUE"](keys=[self._due_key], args=[limit])
+        self._learn_clock(float(server_now))
         return [text(i) for i in ids]
+
+    def clock(self) -> float:
+        """The server's clock, as this process last measured it against its own.
+
+        Only the due set's scores use it (they tell the sweeper when to look; the
+        scripts decide by ``TIME``); a worker whose own clock is off still writes
+        them in the server's time. Measured at :meth:`ping` and on every sweep.
+        """
+        return time.time() + self._offset
+
+    def _learn_clock(self, server_now: float) -> None:
+        self._offset = server_now - time.time()
 
     def claim_due(self, run_id: str, *, grace: float, max_recoveries: int) -> Claim:
         """See :meth:`CheckpointStore.claim_due`."""
@@ -319,7 +360,7 @@ class RedisStore(RedisControls, CheckpointStore,
             raise InvalidRunStateError(f"run {run_id} is {text(reply[1])}, not failed or "
                                        "cancelled", run_id=run_id)
         run = parse_run(run_id, reply[1])
-        self.client.zadd(self._due_key, {run_id: time.time() + grace})
+        self.client.zadd(self._due_key, {run_id: self.clock() + grace})
         return run
 
     def close(self) -> None:
