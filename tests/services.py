@@ -124,7 +124,7 @@ def redis_cluster_url() -> str:
             proc.wait(timeout=10)
 
     atexit.register(stop)
-    clients = [redis.Redis(port=port) for port in ports]
+    clients = [redis.Redis(host="127.0.0.1", port=port) for port in ports]
     deadline = time.monotonic() + 20
     while True:
         try:
