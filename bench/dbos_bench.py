@@ -15,9 +15,10 @@ import json
 import logging
 import statistics
 import time
+import uuid
 from typing import Any
 
-from dbos import DBOS
+from dbos import DBOS, SetWorkflowID
 
 from .measure import jobs_for, summary
 
@@ -74,6 +75,31 @@ def _per_step(steps: int, jobs: int) -> float:
     return sum(float(job(steps)["body"]) for _ in range(jobs)) / (steps * jobs)
 
 
+def _recovery(url: str, n: int, trials: int) -> dict[str, Any]:
+    """DBOS's recovery of an interrupted ``n``-step workflow whose steps all completed.
+
+    The workflow runs once under a fixed id; each trial flips it back to PENDING (what a
+    crash leaves) and times ``DBOS._recover_pending_workflows()`` until the result is
+    back: DBOS re-enqueues the workflow, one of its executors dequeues it and replays the
+    ``n`` recorded steps. ``body`` is the replay alone, timed inside the workflow.
+    """
+    import psycopg
+
+    workflow_id = str(uuid.uuid4())
+    with SetWorkflowID(workflow_id):
+        job(n)
+    total, body = [], []
+    for _ in range(trials):
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("UPDATE dbos.workflow_status SET status = 'PENDING' "
+                         "WHERE workflow_uuid = %s", (workflow_id,))
+        t0 = time.perf_counter()
+        results = [h.get_result() for h in DBOS._recover_pending_workflows()]
+        total.append(time.perf_counter() - t0)
+        body.extend(float(r["body"]) for r in results if r.get("n") == n)
+    return {"total": summary(total), "body": summary(body)}
+
+
 def main() -> None:
     """Launch DBOS on the given database, measure, print JSON."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -83,6 +109,9 @@ def main() -> None:
     parser.add_argument("--latency-jobs", type=int, default=10)
     parser.add_argument("--counts", default="10,100,1000")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--recover", type=int, default=1000,
+                        help="also time DBOS's recovery of a workflow with this many completed "
+                             "steps (0: skip)")
     ns = parser.parse_args()
     logging.getLogger("dbos").setLevel(logging.WARNING)
     DBOS(config={"name": "celery-durable-bench", "system_database_url": _sqlalchemy_url(ns.url),
@@ -98,6 +127,9 @@ def main() -> None:
         for n in (int(c) for c in ns.counts.split(",")):
             jobs = jobs_for(n, ns.quick)
             out["per_step"][str(n)] = summary([_per_step(n, jobs) for _ in range(ns.trials)])
+        if ns.recover:
+            out["recovery"] = {str(ns.recover): _recovery(ns.url, ns.recover,
+                                                          2 if ns.quick else ns.trials)}
     finally:
         DBOS.destroy()
     print("BENCH-JSON " + json.dumps(out))
