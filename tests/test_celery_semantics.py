@@ -234,3 +234,21 @@ def test_a_short_lease_is_renewed_on_an_idle_worker(start_worker, tag, redis_cli
     assert result.get(timeout=30) == "done"
     assert count(redis_client, f"{tag}:nap") == 1
     assert get_run(result.id, app=app).recoveries == 0
+
+
+def test_sys_exit_in_a_step_dead_letters_the_run_naming_the_step(start_worker, tag,
+                                                                 redis_client) -> None:
+    """``sys.exit(3)`` in a step's code: the process ends as asked, and the next delivery
+    dead-letters the run naming the step and SystemExit, after one execution (it ran six
+    times and ended as 'worker lost 6 times' with no failed step)."""
+    from apps.semantics_app import app, exiting
+
+    start_worker("apps.semantics_app", concurrency=1)
+    result = exiting.delay(tag)
+    wait_for(lambda: get_run(result.id, app=app).status is RunStatus.FAILED, 40,
+             message="the run dead-lettered")
+    run = get_run(result.id, app=app)
+    assert run.failed_step == "exits#0"
+    assert run.error is not None and "SystemExit" in run.error.type
+    assert count(redis_client, f"{tag}:exits") == 1
+    assert count(redis_client, f"{tag}:before-exit") == 1

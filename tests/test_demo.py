@@ -122,6 +122,9 @@ def offline_venv(tree: Path) -> None:
     venv = tree / ".venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     python = venv / "bin" / "python"
+    # Python 3.11's venv brings an old setuptools that would shadow this session's.
+    subprocess.run([str(python), "-m", "pip", "uninstall", "-q", "-y", "setuptools"],
+                   check=False, capture_output=True, timeout=300)
     site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()"
                            "['purelib'])"], check=True, capture_output=True,
                           text=True).stdout.strip()

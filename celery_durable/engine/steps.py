@@ -108,14 +108,17 @@ def run_step(ctx: RunContext, name: str, fn: Callable[..., Any], args: tuple[Any
                       what=f"result of step {key}", run_id=ctx.run_id, step=key)
     except (Reenqueue, LeaseLost):
         raise
-    except (Exception, SystemExit, KeyboardInterrupt) as exc:  # exit calls: a step failure
+    except (Exception, SystemExit, KeyboardInterrupt) as exc:
         error = ErrorInfo.from_exception(exc, traceback.format_exc()[-MAX_TRACEBACK:])
         if lines is not None:
             error.logs = list(lines)
         error = error.redacted(ctx.settings.redact_names)  # durable_redact
-        return _on_error(ctx, exc, StepRecord(
-            position, key, name, StepStatus.FAILED, attempt, started_at=started,
-            finished_at=time.time(), error=error), options)
+        failed = StepRecord(position, key, name, StepStatus.FAILED, attempt,
+                            started_at=started, finished_at=time.time(), error=error)
+        if isinstance(exc, Exception):
+            return _on_error(ctx, exc, failed, options)
+        _record_exit(ctx, failed)
+        raise  # the process exits as asked (sys.exit, a SIGTERM from revoke(terminate=True))
     finally:
         current_step.reset(reset)
         steplogs.stop(lines)
@@ -131,6 +134,20 @@ def run_step(ctx: RunContext, name: str, fn: Callable[..., Any], args: tuple[Any
                                     step=key, name=name, attempt=attempt, position=position,
                                     duration=(done.finished_at or started) - started)
     return _value(ctx, text, key)
+
+
+def _record_exit(ctx: RunContext, record: StepRecord) -> None:
+    """``SystemExit``/``KeyboardInterrupt`` from a step's code: the step failed for good.
+
+    Recorded (if the lease still holds) before the exit goes on, so the next
+    delivery dead-letters the run naming this step and its cause, instead of
+    running it again and again as a lost worker.
+    """
+    try:
+        if ctx.store.save_step(ctx.run_id, ctx.token, record):
+            ctx.checkpoints[record.position] = record
+    except Exception:  # exiting anyway; the next delivery retries the step
+        pass
 
 
 def _value(ctx: RunContext, text: str, key: str) -> Any:
@@ -159,12 +176,10 @@ def _on_error(ctx: RunContext, exc: BaseException, record: StepRecord,
               options: dict[str, Any]) -> Any:
     """Retry the step later (re-enqueue the run) or record its failure and raise it.
 
-    A value that cannot be stored, and ``SystemExit``/``KeyboardInterrupt`` raised by the
-    step's code, fail the step at once: retrying cannot change them.
+    A value that cannot be stored fails the step at once: retrying cannot change it.
     """
     policy = merge(options, ctx.policy) if options else ctx.policy
-    delay = (None if isinstance(exc, (SerializationError, SystemExit, KeyboardInterrupt))
-             else policy.decide(exc, record.attempts))
+    delay = None if isinstance(exc, SerializationError) else policy.decide(exc, record.attempts)
     if delay is None:
         if not ctx.store.save_step(ctx.run_id, ctx.token, record):
             raise LeaseLost() from exc

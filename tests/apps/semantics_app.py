@@ -174,3 +174,18 @@ def paused(tag: str, pause: float) -> str:
     r.set(f"{tag}:pausing", 1)
     time.sleep(pause)
     return str(noted(tag, "step1", "done"))
+
+
+@step
+def exits(tag: str) -> None:
+    """Step code that calls ``sys.exit``: the pool process ends."""
+    import sys
+
+    hit(tag, "exits")
+    sys.exit(3)
+
+
+@durable_task(app=app, name="semantics.exiting")
+def exiting(tag: str) -> None:
+    noted(tag, "before-exit", 1)
+    exits(tag)
