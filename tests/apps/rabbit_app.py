@@ -8,10 +8,10 @@ queue.
 from __future__ import annotations
 
 import os
-import time
 
 from apps.common import counters, make_app
-from celery_durable import durable_task, gather, sleep, step, wait_for_event
+from apps.core_app import add_one, flaky, slow  # the core tests' steps (counted in Redis)
+from celery_durable import durable_task, gather, sleep, wait_for_event
 
 app = make_app("rabbit_app", broker_url=os.environ.get("TEST_RABBITMQ_URL",
                                                        "amqp://guest:guest@127.0.0.1:5672//"))
@@ -21,26 +21,6 @@ r = counters()
 def hit(tag: str, name: str) -> int:
     """Count one execution of ``name`` for test ``tag``."""
     return int(r.incr(f"{tag}:{name}"))
-
-
-@step
-def add_one(tag: str, x: int) -> int:
-    hit(tag, "add_one")
-    return x + 1
-
-
-@step(max_attempts=4, backoff=0.2)
-def flaky(tag: str, x: int, failures: int) -> int:
-    if hit(tag, "flaky") <= failures:
-        raise ConnectionError(f"flaky failure for {tag}")
-    return x * 10
-
-
-@step
-def slow(tag: str, seconds: float) -> str:
-    hit(tag, "slow")
-    time.sleep(seconds)
-    return "slept"
 
 
 @durable_task(app=app, name="rabbit.crash_and_retry")
