@@ -109,6 +109,9 @@ class DurableTask(Task):  # type: ignore[misc]
         tracer = tracing.for_app(self.app)
         if tracer is not None:
             tracer.inject(self.name, options)
+        dump_models = getattr(self, "_dump_pydantic_arguments", None)  # pydantic=True tasks
+        if dump_models is not None and options.get("serializer") != "pickle":
+            args, kwargs = dump_models(args, kwargs)  # what Celery sends (and the run stores)
         if idempotency_key is None:
             if (settings_for(self.app).register_on_publish and not more
                     and not self.app.conf.task_always_eager

@@ -252,3 +252,15 @@ def test_sys_exit_in_a_step_dead_letters_the_run_naming_the_step(start_worker, t
     assert run.error is not None and "SystemExit" in run.error.type
     assert count(redis_client, f"{tag}:exits") == 1
     assert count(redis_client, f"{tag}:before-exit") == 1
+
+
+def test_a_task_returning_an_async_result_behaves_as_a_plain_one(start_worker) -> None:
+    """A body that returns an ``AsyncResult``: the caller gets what a plain task's caller gets
+    (it failed: the result object could not be serialized)."""
+    from apps.semantics_app import plain_returns_result, returns_result
+
+    start_worker("apps.semantics_app", concurrency=2)
+    plain = plain_returns_result.delay().get(timeout=20)
+    durable = returns_result.delay().get(timeout=20)
+    assert type(durable) is type(plain)
+    assert len(durable) == len(plain)

@@ -189,3 +189,13 @@ def exits(tag: str) -> None:
 def exiting(tag: str) -> None:
     noted(tag, "before-exit", 1)
     exits(tag)
+
+
+@app.task(name="semantics.plain_returns_result")
+def plain_returns_result() -> Any:
+    return plain_add.delay(1, 2)
+
+
+@durable_task(app=app, name="semantics.returns_result")
+def returns_result() -> Any:
+    return plain_add.delay(1, 2)
