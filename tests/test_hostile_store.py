@@ -308,3 +308,24 @@ def test_one_corrupt_run_does_not_hide_the_dead_letters(app: Celery) -> None:
     assert any(d.startswith("options") for d in shown.damage)
     assert "checkpoint at position 0" in shown.damage
     assert shown.error is not None and shown.error.message == "no"
+
+
+def test_a_run_whose_message_cannot_be_built_is_dead_lettered_by_the_sweep(app: Celery) -> None:
+    """A queued run whose stored arguments do not decode: the sweep dead-letters it with the
+    reason instead of failing to publish it every ``durable_requeue_grace`` forever."""
+    from celery_durable.ops.sweeper import sweep
+    from celery_durable.records import NewRun
+
+    task = two_steps(app)
+    store = get_store(app)
+    run_id = str(uuid.uuid4())
+    assert store.create_runs([NewRun(run_id, task.name, "[1]")], grace=60) == [True]
+    store.client.hset(store.run_key(run_id), mapping={"args": "[1, ", "due": "1"})  # due now
+    store.client.zadd(store._due_key, {run_id: 0})
+    app.conf.task_always_eager = False
+    app.conf.broker_url = "memory://"
+    assert sweep(app) == 1
+    run = get_run(run_id, app=app)
+    assert run.status is RunStatus.FAILED
+    assert run.error is not None and "cannot be sent" in run.error.message
+    assert sweep(app) == 0  # not due any more: nothing loops
