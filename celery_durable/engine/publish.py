@@ -12,6 +12,7 @@ with the run when it is registered (``apply_async``) or first delivered.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -39,12 +40,13 @@ CONTINUATION = ("link", "link_error", "chain", "chord", "group_id", "group_index
 
 
 def _json_safe(name: str, value: Any) -> tuple[bool, Any]:
-    """``value`` as the store keeps it (JSON, through kombu's encoder: signatures are dicts,
-    datetimes ISO text); ``(False, None)`` when it cannot be kept."""
+    """``value`` as the store keeps it: plain JSON, as kombu's encoder writes it (signatures
+    are dicts; bytes, UUIDs and Decimals carry kombu's type markers, which
+    :func:`publish_run` turns back into values); ``(False, None)`` when it cannot be kept."""
     if isinstance(value, dt.datetime):
         return True, value.isoformat()
     try:
-        return True, _kombu_loads(_kombu_dumps(value))
+        return True, json.loads(_kombu_dumps(value))
     except Exception as exc:  # kept out of the store; the first message still carries it
         logger.warning("celery_durable: the message option %r (%s) cannot be stored as "
                        "JSON; a re-sent message will not carry it", name, type(exc).__name__)
@@ -89,5 +91,14 @@ def publish_run(app: Celery, run: RunRecord, **extra: Any) -> AsyncResult:
     serializer = get_serializer(settings_for(app).serializer)
     args = decode(serializer, run.args, what="arguments", run_id=run.id)
     kwargs = decode(serializer, run.kwargs, what="keyword arguments", run_id=run.id)
-    options = {**run.options, **extra}
+    options = {**_revived(run.options), **extra}
     return app.send_task(run.task, args=args, kwargs=kwargs, task_id=run.id, **options)
+
+
+def _revived(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Stored message options with kombu's type markers turned back into values (bytes...)."""
+    try:
+        revived: dict[str, Any] = _kombu_loads(json.dumps(dict(options)))
+    except Exception:  # not from message_options (a hand-written store): as they are
+        return dict(options)
+    return revived
