@@ -20,7 +20,7 @@ from ..errors import (
     StoreUnavailableError,
     WorkerLostError,
 )
-from ..records import Begin, ErrorInfo, RunStatus, StepStatus
+from ..records import Begin, ErrorInfo, NewRun, RunStatus, StepStatus
 from ..serialization import decode, encode, get_serializer
 from ..stores import get_store
 from . import endings, leases, tracing
@@ -53,6 +53,12 @@ def _begin(task: Task, run_id: str, args: tuple[Any, ...], kwargs: dict[str, Any
               "owner": owner, "lease_ttl": float(settings.lease_ttl),
               "max_recoveries": int(settings.max_recoveries)}
     begin: Begin = store.begin(run_id, **common)
+    if begin.outcome == "finished" and request.is_eager:
+        # ``task.apply()`` runs the task again, as Celery does, even under the id of a run
+        # that finished (a frozen chain applied after it ran): a new run replaces it.
+        store.create_runs([NewRun(run_id, task.name, args_text, kwargs_text, options)],
+                          grace=float(settings.requeue_grace), replace_finished=True)
+        begin = store.begin(run_id, **common)
     if begin.outcome == "busy" and leases.owner_is_dead(begin.run.owner):
         logger.info("run %s: previous holder %s is dead; taking over", run_id, begin.run.owner)
         begin = store.begin(run_id, steal_from=begin.run.owner, **common)

@@ -134,3 +134,23 @@ def test_ignore_ends_a_durable_run_without_failing_it(app: Celery) -> None:
     run = get_run(result.id, app=app)
     assert run.status == "CANCELLED"
     assert run.error is not None and "Ignore" in run.error.message
+
+
+def test_apply_runs_again_under_the_id_of_a_finished_run() -> None:
+    """``task.apply(task_id=X)`` after the run X finished runs the task again, as Celery
+    does (a frozen chain applied after it ran returned None)."""
+    from celery_durable.stores import MemoryStore
+
+    app = Celery("apply-again", set_as_current=False)
+    app.conf.update(broker_url="memory://", result_backend="cache+memory://",
+                    durable_store=MemoryStore())
+    calls: list[int] = []
+
+    @durable_task(app=app, name="again.echo")
+    def echo(x: int) -> int:
+        calls.append(x)
+        return x
+
+    assert echo.apply((1,), task_id="same-id").get() == 1
+    assert echo.apply((2,), task_id="same-id").get() == 2
+    assert calls == [1, 2]
