@@ -53,9 +53,11 @@ def _begin(task: Task, run_id: str, args: tuple[Any, ...], kwargs: dict[str, Any
               "owner": owner, "lease_ttl": float(settings.lease_ttl),
               "max_recoveries": int(settings.max_recoveries)}
     begin: Begin = store.begin(run_id, **common)
-    if begin.outcome == "finished" and request.is_eager:
+    if (begin.outcome == "finished" and request.is_eager
+            and begin.run.status is RunStatus.SUCCEEDED):
         # ``task.apply()`` runs the task again, as Celery does, even under the id of a run
-        # that finished (a frozen chain applied after it ran): a new run replaces it.
+        # that succeeded (a frozen chain applied after it ran): a new run replaces it. A
+        # failed, dead-lettered or cancelled run is kept for the operator instead.
         store.create_runs([NewRun(run_id, task.name, args_text, kwargs_text, options)],
                           grace=float(settings.requeue_grace), replace_finished=True)
         begin = store.begin(run_id, **common)
