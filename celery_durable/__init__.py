@@ -16,6 +16,7 @@ from .controls.cancel import cancel_run
 from .controls.children import call, gather, map
 from .controls.deterministic import now, random, uuid4
 from .controls.waits import send_event, sleep, sleep_until, wait_for_event, wake_run
+from .engine.metadata import set_metadata, update_metadata
 from .engine.steplogs import StepLogFilter, step_logger
 from .engine.steps import StepContext, step
 from .errors import (
@@ -33,7 +34,8 @@ from .errors import (
     StoreUnavailableError,
     WorkerLostError,
 )
-from .ops.inspection import RunInfo, StepInfo, get_run, list_runs, retry_run
+from .ops.inspection import Attempt, RunInfo, StepInfo, WaitState, get_run, list_runs
+from .ops.replay import replay_run, retry_run
 from .ops.retention import purge_runs
 from .records import RunStatus, StepStatus
 from .retry import RetryPolicy, exponential, fixed
@@ -52,6 +54,9 @@ __all__ = [  # noqa: RUF022 - grouped by purpose
     "now",
     "random",
     "uuid4",
+    # what a run reports about itself
+    "set_metadata",
+    "update_metadata",
     # durable waits
     "sleep",
     "sleep_until",
@@ -66,10 +71,13 @@ __all__ = [  # noqa: RUF022 - grouped by purpose
     "RunInfo",
     "RunStatus",
     "StepInfo",
+    "Attempt",
+    "WaitState",
     "StepStatus",
     "get_run",
     "list_runs",
     "retry_run",
+    "replay_run",
     "cancel_run",
     # operating runs: signals, logs per step, retention
     "signals",

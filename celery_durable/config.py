@@ -76,6 +76,9 @@ class DurableSettings:
     #: OpenTelemetry spans per run, delivery and step: None (on when opentelemetry is
     #: installed), True or False (see celery_durable/engine/tracing.py).
     tracing: Any = None
+    #: The code version recorded on every run started by this app (``get_run().version``,
+    #: admin filter); ``@durable_task(version=...)`` overrides it per task.
+    version: str | None = None
 
     @classmethod
     def from_app(cls, app: Celery) -> DurableSettings:

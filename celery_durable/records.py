@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import enum
+import json
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
@@ -59,11 +60,18 @@ FINISHED = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED
 
 
 class StepStatus(str, enum.Enum):
-    """Outcome recorded for one step."""
+    """Outcome recorded for one step.
+
+    ``SLEEPING`` and ``WAITING`` are never stored: ``get_run`` shows a durable
+    wait that has not ended with them (its checkpoint holds the wake time, not
+    an outcome).
+    """
 
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     RETRYING = "retrying"
+    SLEEPING = "sleeping"
+    WAITING = "waiting"
 
     def __str__(self) -> str:
         return self.value
@@ -121,6 +129,10 @@ class StepRecord:
     error: ErrorInfo | None = None    # last error (status FAILED or RETRYING)
     started_at: float | None = None
     finished_at: float | None = None
+    #: The step's ``max_attempts`` when it failed (None: not recorded, or no limit).
+    max_attempts: int | None = None
+    #: Seconds the step waits before its next attempt (status RETRYING).
+    retry_delay: float | None = None
 
     def to_meta(self) -> dict[str, Any]:
         """Everything but the value, as a JSON-ready dict."""
@@ -131,6 +143,10 @@ class StepRecord:
             meta["e"] = [self.error.type, self.error.message, self.error.traceback]
             if self.error.logs:
                 meta["e"].append(self.error.logs)
+        if self.max_attempts is not None:
+            meta["m"] = self.max_attempts
+        if self.retry_delay is not None:
+            meta["d"] = self.retry_delay
         return meta
 
     @classmethod
@@ -140,7 +156,7 @@ class StepRecord:
         # Positional: replay rebuilds one record per checkpoint (3x cheaper than keywords).
         return cls(position, meta["k"], meta["n"], STEP_STATUS_BY_VALUE[meta["s"]],
                    int(meta.get("a", 1)), value, ErrorInfo(*err) if err else None,
-                   meta.get("t0"), meta.get("t1"))
+                   meta.get("t0"), meta.get("t1"), meta.get("m"), meta.get("d"))
 
 
 def succeeded_value(checkpoints: Mapping[int, StepRecord], position: int,
@@ -250,6 +266,87 @@ class EventRecord:
     sent_at: float
 
 
+#: What a :class:`HistoryEntry` records.
+HistoryKind = Literal["attempt", "recovery", "retry", "cancel", "wake"]
+
+
+@dataclass
+class HistoryEntry:
+    """One event of a run's history, kept apart from its checkpoints (never loaded to resume).
+
+    ``attempt``: a step attempt that failed (``step`` is its record: error,
+    traceback, log lines, attempt number, the delay chosen when RETRYING); the
+    attempt that succeeded is the checkpoint itself. ``recovery``: the run's
+    worker was lost (its lease expired and the sweeper sent the run again, or
+    a delivery took it over; ``detail`` names the worker). ``retry``,
+    ``cancel``, ``wake``: what an operator (or the API) did. ``at`` is the
+    store's clock.
+    """
+
+    kind: HistoryKind
+    at: float
+    step: StepRecord | None = None
+    detail: str = ""
+
+    def to_json(self) -> str:
+        """The stored text of the entry."""
+        data: dict[str, Any] = {"kind": self.kind, "at": self.at}
+        if self.step is not None:
+            data["pos"], data["step"] = self.step.position, self.step.to_meta()
+        if self.detail:
+            data["detail"] = self.detail
+        return json.dumps(data, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> HistoryEntry:
+        """Rebuild an entry from :meth:`to_json`; ValueError for anything else."""
+        try:
+            data = json.loads(text)
+            kind = data["kind"]
+            if kind not in get_args(HistoryKind):
+                raise ValueError(f"unknown kind {kind!r}")
+            step = (StepRecord.from_meta(int(data["pos"]), data["step"], None)
+                    if "step" in data else None)
+            return cls(kind, float(data["at"]), step, str(data.get("detail", "")))
+        except (KeyError, TypeError, IndexError, AttributeError) as exc:
+            raise ValueError(f"not a history entry: {exc!r}") from exc
+
+    @classmethod
+    def attempt(cls, at: float, step: StepRecord) -> HistoryEntry:
+        """The entry for a failed attempt (``step`` without its value)."""
+        return cls("attempt", at, step)
+
+
+def failed_attempt(step: StepRecord | None) -> bool:
+    """Whether writing ``step`` also records a failed attempt in the run's history."""
+    return step is not None and step.status in (StepStatus.FAILED, StepStatus.RETRYING)
+
+
+@dataclass
+class RetryInfo:
+    """The step a RETRYING run waits to try again, and which attempt that will be."""
+
+    step: str
+    #: The attempt that failed (the next one is ``attempt + 1``).
+    attempt: int
+    max_attempts: int | None = None
+
+    def to_json(self) -> str:
+        """The stored text."""
+        return json.dumps([self.step, self.attempt, self.max_attempts])
+
+    @classmethod
+    def from_json(cls, text: str) -> RetryInfo:
+        """Rebuild from :meth:`to_json`; ValueError/TypeError for anything else."""
+        step, attempt, most = json.loads(text)
+        return cls(str(step), int(attempt), None if most is None else int(most))
+
+    @classmethod
+    def of(cls, step: StepRecord) -> RetryInfo:
+        """The retry a RETRYING checkpoint ``step`` stands for."""
+        return cls(step.key, step.attempts, step.max_attempts)
+
+
 @dataclass
 class RunRecord:
     """A durable run as stored. Arguments and result are serialized text."""
@@ -285,14 +382,53 @@ class RunRecord:
     #: Stored fields (and checkpoints) that could not be read, each named with what is wrong;
     #: empty for a sound run. Such a run is listed and shown, never run on.
     damage: list[str] = field(default_factory=list)
+    #: Labels given when the run was started (``apply_async(tags=...)``); filterable.
+    tags: list[str] = field(default_factory=list)
+    #: The code version the run started under (``durable_version``), if any.
+    version: str | None = None
+    #: What the run reported about itself (``set_metadata``): a JSON object.
+    metadata: dict[str, Any] = field(default_factory=dict)
+    #: How many times a step of this run was retried, over its whole life.
+    retries: int = 0
+    #: The last retry scheduled (meaningful while RETRYING): step, attempt, max attempts.
+    retrying: RetryInfo | None = None
+    #: The run this one replays (``replay_run``), and the runs that replay this one.
+    replay_of: str | None = None
+    replayed_as: list[str] = field(default_factory=list)
+
+
+def check_tags(tags: Any) -> list[str]:
+    """``tags`` as a list of distinct tags; ValueError/TypeError naming a bad one.
+
+    A tag is text of 1 to 128 characters without control characters; at most
+    :data:`MAX_TAGS` per run.
+    """
+    if isinstance(tags, str):
+        raise TypeError("tags must be a list of strings, not a string")
+    out: list[str] = []
+    for tag in tags or ():
+        if not isinstance(tag, str):
+            raise TypeError(f"a tag must be a string, not {type(tag).__name__}: {tag!r}")
+        if not 0 < len(tag) <= 128 or any(ord(c) < 32 or ord(c) == 127 for c in tag):
+            raise ValueError(f"a tag is 1 to 128 printable characters: {tag[:140]!r}")
+        if tag not in out:
+            out.append(tag)
+    if len(out) > MAX_TAGS:
+        raise ValueError(f"at most {MAX_TAGS} tags per run, not {len(out)}")
+    return out
+
+
+#: How many tags one run may carry.
+MAX_TAGS = 20
 
 
 @dataclass
 class NewRun:
-    """A run created before its first delivery (a child run, an idempotent trigger).
+    """A run created before its first delivery (``apply_async``, a child run, a replay).
 
     ``args``/``kwargs`` are serialized text; ``options`` the routing of its
-    message (filled in by the first delivery when empty).
+    message (filled in by the first delivery when empty). A replay carries the
+    checkpoints it keeps from the run it replays in ``steps``.
     """
 
     id: str
@@ -302,6 +438,10 @@ class NewRun:
     options: dict[str, Any] = field(default_factory=dict)
     parent: str | None = None
     idempotency_key: str | None = None
+    tags: list[str] = field(default_factory=list)
+    version: str | None = None
+    replay_of: str | None = None
+    steps: list[StepRecord] = field(default_factory=list)
 
 
 @dataclass

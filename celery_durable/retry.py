@@ -21,6 +21,10 @@ Backoff = Callable[[int], float]
 """Seconds to wait before attempt ``n + 1``, given the ``n`` attempts made so far."""
 
 
+#: ``max_attempts`` of a policy that retries forever (Celery's ``max_retries=None``).
+FOREVER = 1_000_000
+
+
 def exponential(factor: float = 1.0, *, minimum: float = 0.0, maximum: float = 600.0,
                 jitter: bool = True) -> Backoff:
     """Exponential backoff: ``factor * 2 ** (attempts - 1)`` clamped to [minimum, maximum].
@@ -96,7 +100,7 @@ def policy_from_task(task: Any, default_max_attempts: int,
     if "max_retries" in explicit and max_retries is not None:
         max_attempts = int(max_retries) + 1
     elif "max_retries" in explicit:
-        max_attempts = 1_000_000  # max_retries=None: retry forever, as in Celery
+        max_attempts = FOREVER  # max_retries=None: retry forever, as in Celery
     else:
         max_attempts = default_max_attempts
     retry_backoff = getattr(task, "retry_backoff", False)

@@ -25,6 +25,7 @@ from .controls.cancel import cancel_revoked
 from .controls.idempotency import check_call, register, trigger
 from .engine import endings, events, tracing
 from .engine.context import active_run
+from .engine.labels import run_tags
 from .engine.runner import execute
 from .ops.sweeper import Sweeper
 from .stores import get_store
@@ -47,7 +48,8 @@ def _public_names(cls: type) -> frozenset[str]:
                      for name in vars(klass) if not name.startswith("_"))
 
 
-ALLOWED_OPTIONS = _DECORATOR_OPTIONS | _public_names(Task) | concurrency.OPTIONS
+ALLOWED_OPTIONS = (_DECORATOR_OPTIONS | _public_names(Task) | concurrency.OPTIONS
+                   | {"tags", "version"})
 
 
 class DurableRequest(Request):  # type: ignore[misc]
@@ -83,6 +85,10 @@ class DurableTask(Task):  # type: ignore[misc]
     concurrency: int | None = None
     #: ``fn(*args, **kwargs)`` -> key: apply ``concurrency`` per key (None: per task).
     concurrency_key: Any = None
+    #: Tags every run of this task carries (``apply_async(tags=...)`` adds to them).
+    tags: Any = ()
+    #: The code version recorded on its runs (None: the ``durable_version`` setting).
+    version: str | None = None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         request = self.request_stack.top
@@ -95,14 +101,16 @@ class DurableTask(Task):  # type: ignore[misc]
 
     def apply_async(self, args: Any = None, kwargs: Any = None, task_id: str | None = None,
                     *more: Any, idempotency_key: Any = None, idempotency_ttl: Any = None,
-                    **options: Any) -> Any:
-        """Celery's ``apply_async``, plus ``idempotency_key`` and ``idempotency_ttl``.
+                    tags: Any = None, **options: Any) -> Any:
+        """Celery's ``apply_async``, plus ``idempotency_key``, ``idempotency_ttl`` and ``tags``.
 
         With an ``idempotency_key`` (per task name), a second trigger within
         ``idempotency_ttl`` (seconds or a timedelta; default the
         ``durable_idempotency_ttl`` setting, 24 h) returns the first run's
         AsyncResult instead of starting a new run. ``delay()`` cannot take a
         key (its keyword arguments go to the task): use ``apply_async``.
+        ``tags=["customer:42", "beta"]`` labels the run (after the task's own
+        ``tags``); ``list_runs(tag=...)`` and the admin filter by them.
         """
         if task_id is not None and task_id == _held_back.get():
             return self.AsyncResult(task_id)  # the store's timer sends it (see retry)
@@ -117,11 +125,13 @@ class DurableTask(Task):  # type: ignore[misc]
                     and not self.app.conf.task_always_eager
                     and not _resends_the_current_run(task_id)):
                 check_call(self, args, kwargs, options)  # before anything is registered
-                task_id = register(self, args, kwargs, task_id, options)
+                task_id = register(self, args, kwargs, task_id, options,
+                                   run_tags(self, tags))
             return super().apply_async(args, kwargs, task_id, *more, **options)
         if more:
             raise TypeError("pass apply_async options by keyword with an idempotency_key")
-        return trigger(self, args, kwargs, task_id, idempotency_key, idempotency_ttl, options)
+        return trigger(self, args, kwargs, task_id, idempotency_key, idempotency_ttl, options,
+                       run_tags(self, tags))
 
     def retry(self, args: Any = None, kwargs: Any = None, exc: Any = None, throw: bool = True,
               eta: Any = None, countdown: Any = None, max_retries: Any = None,

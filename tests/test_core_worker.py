@@ -16,7 +16,15 @@ import pytest
 from celery.result import AsyncResult
 from harness import wait_for
 
-from celery_durable import RunStatus, StepStatus, get_run, list_runs, retry_run
+from celery_durable import (
+    RunStatus,
+    StepStatus,
+    cancel_run,
+    get_run,
+    list_runs,
+    replay_run,
+    retry_run,
+)
 
 pytestmark = pytest.mark.worker
 
@@ -406,30 +414,67 @@ def test_retry_run_from_start_reruns_every_step(start_worker, tag, redis_client)
     assert (count(redis_client, tag, "add_one"), count(redis_client, tag, "gate")) == (3, 2)
 
 
-def test_retry_run_with_edited_arguments(start_worker, tag, redis_client) -> None:
-    """Edited arguments reach the re-run steps; completed steps keep their recorded values."""
+def test_retry_with_edited_arguments_is_a_new_run_that_uses_them(
+        start_worker, tag, redis_client) -> None:
+    """Edited arguments start a new run (from scratch): the original stays as the record,
+    linked both ways, and no step of the new run replays a value computed from the old
+    arguments. Old main re-ran the same run, keeping its checkpoints."""
     from apps.core_app import app, validated
 
     start_worker("apps.core_app", concurrency=1)
     result = validated.delay(tag, 0)
     with pytest.raises(Exception, match="x must be positive"):
         result.get(timeout=30)
-    assert retry_run(result.id, args=[tag, 5], app=app).get(timeout=30) == 1 + 5
-    assert count(redis_client, tag, "add_one") == 1
+    again = retry_run(result.id, args=[tag, 5], app=app)
+    assert again.id != result.id
+    assert again.get(timeout=30) == 1 + 5
+    assert count(redis_client, tag, "add_one") == 2  # run again with the new arguments
     assert count(redis_client, tag, "must_be_positive") == 2
-    assert get_run(result.id, app=app).args == [tag, 5]
-    # edited args and a clean restart together
-    redis_client.delete(f"{tag}:add_one")
-    result2 = validated.delay(tag, -1)
+    original, replay = get_run(result.id, app=app), get_run(again.id, app=app)
+    assert (original.status, original.args) == (RunStatus.FAILED, [tag, 0])
+    assert original.replayed_as == [again.id]
+    assert (replay.replay_of, replay.args, replay.status) == (result.id, [tag, 5],
+                                                              RunStatus.SUCCEEDED)
+
+
+def test_a_replay_from_a_step_keeps_only_the_steps_before_it(start_worker, tag,
+                                                             redis_client) -> None:
+    """``from_step`` names where the replay starts: the successes before it keep their values."""
+    from apps.core_app import app, validated
+
+    start_worker("apps.core_app", concurrency=1)
+    result = validated.delay(tag, -1)
     with pytest.raises(Exception, match="x must be positive"):
-        result2.get(timeout=30)
-    assert retry_run(result2.id, from_step="start", args=[tag, 3],
-                     app=app).get(timeout=30) == 1 + 3
-    assert count(redis_client, tag, "add_one") == 2
+        result.get(timeout=30)
+    original = get_run(result.id, app=app)
+    assert [s.key for s in original.steps] == ["add_one#0", "must_be_positive#0"]
+    with pytest.raises(ValueError, match="no step 'nope#0'"):
+        replay_run(result.id, args=[tag, 3], from_step="nope#0", app=app)
+    again = replay_run(result.id, args=[tag, 3], from_step="must_be_positive#0", app=app)
+    assert again.get(timeout=30) == 1 + 3
+    assert count(redis_client, tag, "add_one") == 1  # kept from the original
+    assert [s.key for s in get_run(again.id, app=app).steps] == ["add_one#0",
+                                                                "must_be_positive#0"]
 
 
-def test_edited_arguments_win_over_a_stale_message(start_worker, tag, redis_client) -> None:
-    """A stale message with old arguments, delivered after ``retry_run``, runs the edited ones."""
+def test_edited_arguments_are_bound_to_the_task_signature_first() -> None:
+    """Arguments that do not fit the task are refused before any run is created (old main
+    accepted ``{"bogus": 1}`` and the run died with TypeError)."""
+    from apps.core_app import app, validated
+
+    run_id = validated.apply_async(("t", 0), countdown=3600).id  # never delivered here
+    before = len(list_runs(task=validated.name, limit=1000, app=app))
+    with pytest.raises(TypeError, match="bogus"):
+        retry_run(run_id, args=["t", 1], kwargs={"bogus": 1}, app=app)
+    with pytest.raises(TypeError, match="missing a required argument"):
+        replay_run(run_id, args=["t"], app=app)
+    assert len(list_runs(task=validated.name, limit=1000, app=app)) == before
+    cancel_run(run_id, app=app)
+
+
+def test_a_stale_message_of_the_original_does_not_run_after_a_replay(
+        start_worker, tag, redis_client) -> None:
+    """A late redelivery of the replayed (failed) run is ignored; the replay runs once."""
     from apps.core_app import app, validated
 
     worker = start_worker("apps.core_app", concurrency=1)
@@ -437,12 +482,13 @@ def test_edited_arguments_win_over_a_stale_message(start_worker, tag, redis_clie
     with pytest.raises(Exception, match="x must be positive"):
         result.get(timeout=30)
     worker.stop()
-    app.send_task(validated.name, args=(tag, 0), task_id=result.id)  # a late redelivery, first
-    retry_run(result.id, args=[tag, 5], app=app)
+    app.send_task(validated.name, args=(tag, 0), task_id=result.id)  # a late redelivery
+    again = retry_run(result.id, args=[tag, 5], app=app)
     start_worker("apps.core_app", concurrency=1)
-    assert AsyncResult(result.id, app=app).get(timeout=30) == 1 + 5
-    assert count(redis_client, tag, "must_be_positive") == 2
-    assert count(redis_client, tag, "add_one") == 1
+    assert AsyncResult(again.id, app=app).get(timeout=30) == 1 + 5
+    time.sleep(1)
+    assert count(redis_client, tag, "must_be_positive") == 2  # the original once, the replay
+    assert get_run(result.id, app=app).status is RunStatus.FAILED
 
 
 # -- (g) the recovery cap ----------------------------------------------------------------------

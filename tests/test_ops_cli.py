@@ -90,12 +90,26 @@ def test_cli_runs_show_and_retry_on_real_runs(start_worker, tag, redis_client):
     assert "SUCCEEDED" in cli("retry", ok.id, expect=1).stderr
     assert cli.status(broken[0].id) == "FAILED"
 
+    assert "arguments do not fit" in cli("retry", broken[0].id, "--kwargs", '{"nope": 1}',
+                                         expect=2).stderr
+    assert "has no step 'nope'" in cli("replay", broken[0].id, "--from", "nope",
+                                       expect=2).stderr
+    assert cli.status(broken[0].id) == "FAILED"
+
     redis_client.delete(f"{tag}:broken")
-    cli("retry", broken[0].id, "--args", json.dumps([tag]), "--kwargs", '{"x": 70}')
-    assert broken[0].get(timeout=30) == {"flag": "fixed", "x": 70}
+    said = cli("retry", broken[0].id, "--args", json.dumps([tag]), "--kwargs", '{"x": 70}').stdout
+    replay_id = said.split(" as ")[-1].strip().rstrip(".")
+    assert said.startswith(f"Replaying {broken[0].id} with the new arguments as ")
+    assert replay_id != broken[0].id
+    assert fixable.AsyncResult(replay_id).get(timeout=30) == {"flag": "fixed", "x": 70}
+    assert cli.status(broken[0].id) == "FAILED"  # the original is kept as it was
+    shown = cli.json("show", replay_id)
+    assert shown["replay_of"] == broken[0].id and shown["args"] == [tag]
+    assert cli.json("show", broken[0].id)["replayed_as"] == [replay_id]
 
     refused = cli("retry", "--dead-letter", "--task", "apps.ops_app.fixable", input="n\n",
                   expect=1)
+    assert "Leaving 1 dead-lettered run(s) that were already replayed" in refused.stdout
     assert "Retry 2 dead-lettered run(s) of apps.ops_app.fixable?" in refused.stdout
     assert cli.status(broken[1].id) == "FAILED"
     done = cli("retry", "--dead-letter", "--task", "apps.ops_app.fixable", "--yes").stdout

@@ -17,7 +17,7 @@ EXPECTED_ALL = {
     "sleep", "sleep_until", "wait_for_event", "send_event", "wake_run",
     "call", "gather", "map",
     "RunInfo", "RunStatus", "StepInfo", "StepStatus", "get_run", "list_runs", "retry_run",
-    "cancel_run",
+    "replay_run", "Attempt", "WaitState", "set_metadata", "update_metadata", "cancel_run",
     "signals", "StepLogFilter", "step_logger", "purge_runs",
     "CheckpointTooLargeError", "ChildCancelledError", "ChildRunError", "DurableError",
     "InvalidRunStateError",

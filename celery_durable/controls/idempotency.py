@@ -23,6 +23,7 @@ from kombu import serialization
 from kombu.exceptions import EncodeError
 
 from ..config import settings_for
+from ..engine.labels import code_version, run_tags
 from ..engine.publish import message_options
 from ..errors import SerializationError
 from ..records import NewRun
@@ -45,7 +46,7 @@ def _seconds(ttl: Any, default: float) -> float:
 
 
 def trigger(task: Task, args: Any, kwargs: Any, task_id: str | None, key: Any, ttl: Any,
-            options: dict[str, Any]) -> AsyncResult:
+            options: dict[str, Any], tags: list[str] | None = None) -> AsyncResult:
     """Start a run of ``task`` unless a run with ``idempotency_key=key`` exists; its AsyncResult."""
     app = task.app
     settings = settings_for(app)
@@ -56,7 +57,7 @@ def trigger(task: Task, args: Any, kwargs: Any, task_id: str | None, key: Any, t
     store = get_store(app)
     bound = idempotency_keys_of(store).claim_idempotency_key(task.name, key_text,
                                                              task_id or uuid(), ttl=seconds)
-    new = _new_run(task, bound, args, kwargs, options, idempotency_key=key_text)
+    new = _new_run(task, bound, args, kwargs, options, idempotency_key=key_text, tags=tags)
     created = store.create_runs([new], grace=float(settings.requeue_grace))[0]
     if not created:  # another trigger made the run and publishes it (or the sweeper will)
         logger.info("%s: idempotency key %r already started run %s", task.name, key_text,
@@ -66,7 +67,7 @@ def trigger(task: Task, args: Any, kwargs: Any, task_id: str | None, key: Any, t
 
 
 def register(task: Task, args: Any, kwargs: Any, task_id: str | None,
-             options: dict[str, Any]) -> str:
+             options: dict[str, Any], tags: list[str] | None = None) -> str:
     """Create the run (``PENDING``, due after ``durable_requeue_grace``) before its message.
 
     A message can be lost between the broker and a worker (kombu's Redis
@@ -78,7 +79,7 @@ def register(task: Task, args: Any, kwargs: Any, task_id: str | None,
     applied twice) is replaced: the new message starts a new run, as with Celery.
     """
     run_id = task_id or uuid()
-    get_store(task.app).create_runs([_new_run(task, run_id, args, kwargs, options)],
+    get_store(task.app).create_runs([_new_run(task, run_id, args, kwargs, options, tags=tags)],
                                     grace=float(settings_for(task.app).requeue_grace),
                                     replace_finished=True)
     return run_id
@@ -105,8 +106,8 @@ def check_call(task: Task, args: Any, kwargs: Any, options: dict[str, Any]) -> N
 
 
 def _new_run(task: Task, run_id: str, args: Any, kwargs: Any, options: dict[str, Any],
-             idempotency_key: str | None = None) -> NewRun:
-    """The run a trigger is about to publish: its arguments, routing and trace context.
+             idempotency_key: str | None = None, tags: list[str] | None = None) -> NewRun:
+    """The run a trigger is about to publish: its arguments, routing, trace context and labels.
 
     The routing lets the sweeper re-send a lost first message where it was
     going; the trace header keeps every delivery in the trace that sent it.
@@ -120,6 +121,8 @@ def _new_run(task: Task, run_id: str, args: Any, kwargs: Any, options: dict[str,
                    "parent_id": current.request.id, **options}
     stored = message_options(options)
     return NewRun(id=run_id, task=task.name, options=stored, idempotency_key=idempotency_key,
+                  tags=tags if tags is not None else run_tags(task),
+                  version=code_version(task),
                   args=encode(serializer, list(args or ()), max_bytes=max_bytes,
                               what="task arguments", run_id=run_id),
                   kwargs=encode(serializer, dict(kwargs or {}), max_bytes=max_bytes,

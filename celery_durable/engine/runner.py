@@ -26,6 +26,7 @@ from ..stores import get_store
 from . import endings, leases, tracing
 from ._flow import LeaseLost, Reenqueue, Suspend
 from .context import RunContext, current_run
+from .labels import code_version, run_tags
 from .lifecycle import announce_dead_letter, mark_revoked, notify_parent
 from .publish import delivery_options, publish_run
 from .storeguard import guard
@@ -48,17 +49,20 @@ def _begin(task: Task, run_id: str, args: tuple[Any, ...], kwargs: dict[str, Any
         tracing.for_app(task.app)  # a tracer provider may have been configured since
     if tracing.active is not None:  # the trace context to keep if the run is new
         ctx_fields["trace_root"] = tracing.active.before_begin(task, options)
+    tags, version = run_tags(task), code_version(task)
     common = {"task": task.name, "args": args_text, "kwargs": kwargs_text,
               "options": options,
               "owner": owner, "lease_ttl": float(settings.lease_ttl),
-              "max_recoveries": int(settings.max_recoveries)}
+              "max_recoveries": int(settings.max_recoveries),
+              "tags": tags, "version": version}
     begin: Begin = store.begin(run_id, **common)
     if (begin.outcome == "finished" and request.is_eager
             and begin.run.status is RunStatus.SUCCEEDED):
         # ``task.apply()`` runs the task again, as Celery does, even under the id of a run
         # that succeeded (a frozen chain applied after it ran): a new run replaces it. A
         # failed, dead-lettered or cancelled run is kept for the operator instead.
-        store.create_runs([NewRun(run_id, task.name, args_text, kwargs_text, options)],
+        store.create_runs([NewRun(run_id, task.name, args_text, kwargs_text, options,
+                                  tags=tags, version=version)],
                           grace=float(settings.requeue_grace), replace_finished=True)
         begin = store.begin(run_id, **common)
     if begin.outcome == "busy" and leases.owner_is_dead(begin.run.owner):

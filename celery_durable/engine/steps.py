@@ -14,6 +14,7 @@ import functools
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
 from .. import signals
@@ -24,20 +25,32 @@ from ..errors import (
     StepFailedError,
 )
 from ..records import ErrorInfo, RunStatus, StepRecord, StepStatus
-from ..retry import Backoff, RetryPolicy, as_backoff, merge
+from ..retry import FOREVER, Backoff, RetryPolicy, as_backoff, merge
 from ..serialization import decode, encode
 from . import _testhooks, steplogs
 from ._flow import LeaseLost, Reenqueue
 from .context import (
     RunContext,
-    StepContext,
     active_run,
     current_step,
     require_step_context,
 )
+from .context import StepContext as _BaseStepContext
 from .leases import ensure_held
+from .metadata import RunMetadata
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class StepContext(_BaseStepContext):
+    """What a step can know about itself while it runs (``step.context()``): run id, key,
+    attempt, position, ``idempotency_key`` and the run's ``metadata``."""
+
+    @property
+    def metadata(self) -> RunMetadata:
+        """The run's metadata, to report progress: ``metadata["page"] = "3 of 10"``."""
+        return RunMetadata()
 MAX_TRACEBACK = 32 * 1024
 
 
@@ -180,6 +193,7 @@ def _on_error(ctx: RunContext, exc: BaseException, record: StepRecord,
     """
     policy = merge(options, ctx.policy) if options else ctx.policy
     delay = None if isinstance(exc, SerializationError) else policy.decide(exc, record.attempts)
+    record.max_attempts = policy.max_attempts if policy.max_attempts < FOREVER else None
     if delay is None:
         if not ctx.store.save_step(ctx.run_id, ctx.token, record):
             raise LeaseLost() from exc
@@ -188,6 +202,7 @@ def _on_error(ctx: RunContext, exc: BaseException, record: StepRecord,
             _send_failure(signals.step_failed, ctx, exc, record)
         raise _failed(ctx, record) from exc
     record.status = StepStatus.RETRYING
+    record.retry_delay = delay
     broker_countdown = delay <= ctx.settings.max_countdown
     wait = 0.0 if ctx.eager else delay
     due_in = wait + ctx.settings.requeue_grace if broker_countdown else wait
@@ -265,7 +280,10 @@ class _StepAPI:
     @staticmethod
     def context() -> StepContext:
         """The running step's :class:`StepContext` (run id, key, attempt, idempotency key)."""
-        return require_step_context()
+        ctx = require_step_context()
+        if isinstance(ctx, StepContext):
+            return ctx
+        return StepContext(ctx.run_id, ctx.key, ctx.attempt, ctx.position)
 
 
 step = _StepAPI()

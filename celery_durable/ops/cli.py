@@ -7,6 +7,7 @@ it uses the project's own app, settings and store::
     celery -A proj durable show RUN_ID
     celery -A proj durable retry RUN_ID [--from-start] [--args JSON] [--kwargs JSON]
     celery -A proj durable retry --dead-letter --task proj.tasks.charge [--yes]
+    celery -A proj durable replay RUN_ID [--from STEP] [--args JSON] [--kwargs JSON]
     celery -A proj durable cancel RUN_ID [--terminate]
     celery -A proj durable wake RUN_ID
     celery -A proj durable send-event NAME KEY [--payload JSON]
@@ -35,7 +36,8 @@ from ..controls.waits import send_event, wake_run
 from ..errors import DurableError, InvalidRunStateError, RunNotFoundError
 from ..records import RunRecord, RunStatus
 from ..stores import get_store
-from .inspection import get_run, retry_run
+from .inspection import get_run
+from .replay import replay_run, retry_run
 from .retention import DEFAULT_PURGE_STATUSES, parse_age, purge_runs
 
 _STATUSES = [s.value for s in RunStatus]
@@ -66,6 +68,15 @@ def _errors() -> Iterator[None]:
         raise
     except Exception as exc:  # the store or broker: say what, without a traceback
         raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+
+
+@contextmanager
+def _refused_input() -> Iterator[None]:
+    """Arguments the task's signature refuses, or an unknown step: bad input (exit code 2)."""
+    try:
+        yield
+    except (TypeError, ValueError) as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 def _json_option(value: str | None, what: str, kind: type | None = None) -> Any:
@@ -130,7 +141,8 @@ def _run_json(run: RunRecord) -> dict[str, Any]:
             "error": None if run.error is None else {"type": run.error.type,
                                                      "message": run.error.message},
             "recoveries": run.recoveries, "parent": run.parent,
-            "idempotency_key": run.idempotency_key}
+            "idempotency_key": run.idempotency_key, "tags": list(run.tags),
+            "version": run.version, "replay_of": run.replay_of}
 
 
 @click.group(name="durable")
@@ -139,10 +151,12 @@ def durable() -> None:
 
 
 def _select(app: Celery, status: str | None, task: str | None, older: float | None,
-            newer: float | None, limit: int) -> list[RunRecord]:
+            newer: float | None, limit: int, tag: str | None = None,
+            version: str | None = None) -> list[RunRecord]:
     wanted = RunStatus(status.upper()) if status else None
     fetch = limit if older is None and newer is None else max(limit, 10_000)
-    runs = get_store(app).list_runs(status=wanted, task=task, limit=fetch)
+    runs = get_store(app).list_runs(status=wanted, task=task, tag=tag, version=version,
+                                    limit=fetch)
     now = time.time()
     if older is not None:
         runs = [r for r in runs if r.created_at is not None and r.created_at <= now - older]
@@ -160,15 +174,19 @@ _status_choice = click.Choice(_STATUSES, case_sensitive=False)
 @click.option("--older-than", "older", metavar="AGE",
               help="Only runs created longer ago than AGE (90s, 15m, 2h, 7d, 1w).")
 @click.option("--newer-than", "newer", metavar="AGE", help="Only runs created within AGE.")
+@click.option("--tag", help="Only runs carrying this tag.")
+@click.option("--version", "code_version", metavar="VERSION",
+              help="Only runs started under this code version.")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1))
 @click.option("--json", "as_json", is_flag=True, help="One JSON array instead of a table.")
 @click.pass_context
 def runs(ctx: click.Context, status: str | None, task: str | None, older: str | None,
-         newer: str | None, limit: int, as_json: bool) -> None:
+         newer: str | None, tag: str | None, code_version: str | None, limit: int,
+         as_json: bool) -> None:
     """List runs, newest first."""
     older_s, newer_s = _age(older, "--older-than"), _age(newer, "--newer-than")
     with _errors():
-        found = _select(_app(ctx), status, task, older_s, newer_s, limit)
+        found = _select(_app(ctx), status, task, older_s, newer_s, limit, tag, code_version)
     if as_json:
         click.echo(json.dumps([_run_json(r) for r in found], indent=2))
         return
@@ -191,6 +209,16 @@ def _show_text(info: Any) -> str:
            f"Kwargs   {_short(json.dumps(info.kwargs, default=str), 200)}"]
     if info.parent:
         out.append(f"Parent   {info.parent}")
+    if info.tags:
+        out.append(f"Tags     {', '.join(info.tags)}")
+    if info.version:
+        out.append(f"Version  {info.version}")
+    if info.replay_of:
+        out.append(f"Replays  {info.replay_of}")
+    if info.replayed_as:
+        out.append(f"Replayed as {', '.join(info.replayed_as)}")
+    for name, value in info.metadata.items():
+        out.append(f"Metadata {name} = {_short(json.dumps(value, default=str), 160)}")
     if info.recoveries:
         out.append(f"Recovered {info.recoveries} time(s) from a lost worker")
     if info.wait is not None and info.status.value in ("SLEEPING", "WAITING"):
@@ -222,6 +250,15 @@ def _show_text(info: Any) -> str:
             out += ["", f"Last {len(s.error.logs)} log line(s) of {s.key} "
                         f"(attempt {s.attempts}):"]
             out += [f"  {line}" for line in s.error.logs]
+    if info.history:
+        out += ["", "History:"]
+        for entry in info.history:
+            what = entry.detail
+            if entry.step is not None:
+                err = entry.step.error
+                what = (f"{entry.step.key} attempt {entry.step.attempts}"
+                        + (f": {err.type.rsplit('.', 1)[-1]}: {err.message}" if err else ""))
+            out.append(f"  {_when(entry.at)}  {entry.kind:<8}  {_short(what, 100)}")
     if info.error is not None and info.error.traceback:
         out += ["", "Traceback of the failure:", info.error.traceback.rstrip()]
     return "\n".join(out)
@@ -255,7 +292,13 @@ def show(ctx: click.Context, run_id: str, as_json: bool) -> None:
               "failed_step": info.failed_step, "recoveries": info.recoveries,
               "created_at": _iso(info.created_at), "started_at": _iso(info.started_at),
               "finished_at": _iso(info.finished_at), "parent": info.parent,
-              "steps": [_step_json(s) for s in info.steps]}
+              "tags": info.tags, "version": info.version, "metadata": info.metadata,
+              "retries": info.retries, "replay_of": info.replay_of,
+              "replayed_as": info.replayed_as,
+              "steps": [_step_json(s) for s in info.steps],
+              "history": [{"kind": h.kind, "at": _iso(h.at), "detail": h.detail,
+                           "step": None if h.step is None else _step_json(h.step)}
+                          for h in info.history]}
     click.echo(json.dumps(record, indent=2, default=str))
 
 
@@ -265,7 +308,8 @@ def show(ctx: click.Context, run_id: str, as_json: bool) -> None:
 @click.option("--args", "args_json", metavar="JSON", help="Replace the arguments (a JSON array).")
 @click.option("--kwargs", "kwargs_json", metavar="JSON",
               help="Replace the keyword arguments (a JSON object).")
-@click.option("--dead-letter", is_flag=True, help="Retry every dead-lettered run of --task.")
+@click.option("--dead-letter", is_flag=True,
+              help="Retry every dead-lettered run of --task (but those already replayed).")
 @click.option("--task", help="With --dead-letter: the task whose dead letters to retry.")
 @click.option("--limit", default=1000, show_default=True, type=click.IntRange(1),
               help="With --dead-letter: at most this many runs.")
@@ -274,7 +318,11 @@ def show(ctx: click.Context, run_id: str, as_json: bool) -> None:
 def retry(ctx: click.Context, run_id: str | None, from_start: bool, args_json: str | None,
           kwargs_json: str | None, dead_letter: bool, task: str | None, limit: int,
           yes: bool) -> None:
-    """Re-trigger a FAILED or CANCELLED run, or (--dead-letter) every dead letter of a task."""
+    """Re-trigger a FAILED or CANCELLED run, or (--dead-letter) every dead letter of a task.
+
+    With --args/--kwargs the run is replayed into a new run (see ``replay``);
+    the original stays as it is, linked to the new one.
+    """
     app = _app(ctx)
     from_step = "start" if from_start else "failed"
     if dead_letter:
@@ -284,8 +332,13 @@ def retry(ctx: click.Context, run_id: str | None, from_start: bool, args_json: s
             raise click.UsageError("--dead-letter needs --task NAME")
         with _errors():
             dead = _select(app, RunStatus.FAILED.value, task, None, None, limit)
+        replayed = [r for r in dead if r.replayed_as]
+        dead = [r for r in dead if not r.replayed_as]
+        if replayed:
+            click.echo(f"Leaving {len(replayed)} dead-lettered run(s) that were already "
+                       f"replayed as new runs.")
         if not dead:
-            click.echo(f"No dead-lettered runs of {task}.")
+            click.echo(f"No dead-lettered runs of {task}{' left' if replayed else ''}.")
             return
         if not yes:
             click.confirm(f"Retry {len(dead)} dead-lettered run(s) of {task}"
@@ -303,9 +356,38 @@ def retry(ctx: click.Context, run_id: str | None, from_start: bool, args_json: s
         raise click.UsageError("give a RUN_ID, or --dead-letter --task NAME")
     args = _json_option(args_json, "--args", list)
     kwargs = _json_option(kwargs_json, "--kwargs", dict)
+    if args is not None or kwargs is not None:
+        with _errors(), _refused_input():
+            new = replay_run(run_id, args=args, kwargs=kwargs, app=app)
+        click.echo(f"Replaying {run_id} with the new arguments as {new.id}.")
+        return
     with _errors():
-        retry_run(run_id, from_step=from_step, args=args, kwargs=kwargs, app=app)
+        retry_run(run_id, from_step=from_step, app=app)
     click.echo(f"Retrying {run_id}{' from the start' if from_start else ''}.")
+
+
+@durable.command()
+@click.argument("run_id")
+@click.option("--from", "from_step", default="start", show_default=True, metavar="STEP",
+              help="'start', 'failed' (keep every step that succeeded) or a step key "
+                   "(keep the steps before it).")
+@click.option("--args", "args_json", metavar="JSON",
+              help="New arguments (a JSON array); default: the original's.")
+@click.option("--kwargs", "kwargs_json", metavar="JSON",
+              help="New keyword arguments (a JSON object); default: the original's.")
+@click.option("--idempotency-key", metavar="KEY",
+              help="A second replay under the same key starts nothing new.")
+@click.pass_context
+def replay(ctx: click.Context, run_id: str, from_step: str, args_json: str | None,
+           kwargs_json: str | None, idempotency_key: str | None) -> None:
+    """Start a new run that replays RUN_ID (any state); the original is kept and linked."""
+    app = _app(ctx)
+    args = _json_option(args_json, "--args", list)
+    kwargs = _json_option(kwargs_json, "--kwargs", dict)
+    with _errors(), _refused_input():
+        new = replay_run(run_id, args=args, kwargs=kwargs, from_step=from_step,
+                         idempotency_key=idempotency_key, app=app)
+    click.echo(f"Replaying {run_id} as {new.id}.")
 
 
 @durable.command()

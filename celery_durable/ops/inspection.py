@@ -1,4 +1,10 @@
-"""Inspecting and re-triggering runs: ``get_run``, ``list_runs``, ``retry_run``."""
+"""Inspecting runs: ``get_run`` and ``list_runs``, as an operator should see them.
+
+A run's steps are shown as what they are: a durable wait that has not ended
+is ``sleeping`` or ``waiting`` (with its wake time or awaited event), never a
+success; every failed attempt of a step is listed with its error, from the
+run's history (:class:`~celery_durable.stores.base.RunHistory`).
+"""
 
 from __future__ import annotations
 
@@ -6,19 +12,77 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from celery import Celery
-from celery.result import AsyncResult
 
 from ..config import app_or_current, settings_for
-from ..engine.publish import publish_run
 from ..errors import RunNotFoundError, SerializationError
-from ..records import ErrorInfo, RunRecord, RunStatus, StepStatus, WaitInfo
-from ..serialization import decode, encode, get_serializer
+from ..records import (
+    ErrorInfo,
+    HistoryEntry,
+    RetryInfo,
+    RunRecord,
+    RunStatus,
+    StepRecord,
+    StepStatus,
+    WaitInfo,
+)
+from ..serialization import Serializer, decode, get_serializer
 from ..stores import get_store
+from ..stores.base import RunHistory, run_history_of
+
+#: Step names of durable waits (controls/waits.py, controls/children.py): their
+#: checkpoint holds the wait's state, ``{"kind": ..., "outcome": ...}`` once it ended.
+_WAIT_KINDS = {"sleep": StepStatus.SLEEPING, "event": StepStatus.WAITING,
+               "children": StepStatus.WAITING}
+
+
+@dataclass(frozen=True)
+class WaitState:
+    """A durable wait step, read: what it waits for and how it ended.
+
+    ``kind`` is ``sleep``, ``event`` or ``children``. ``until`` is the wake
+    time of a sleep or the timeout of an event wait (store clock; None: no
+    timeout). ``outcome`` is None while it waits, else ``elapsed`` (a sleep
+    that ran out), ``woken`` (ended early by ``wake_run``), ``event`` (got
+    ``payload``), ``timeout``, or ``done`` (every child run finished).
+    """
+
+    kind: str
+    until: float | None = None
+    event: str | None = None
+    key: str | None = None
+    outcome: str | None = None
+    payload: Any = None
+    #: The child runs of a ``children`` wait.
+    children: list[str] = field(default_factory=list)
+
+    @property
+    def pending(self) -> bool:
+        """True while the wait has not ended."""
+        return self.outcome is None
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One attempt of a step that failed (from the run's history)."""
+
+    number: int
+    status: StepStatus
+    error: ErrorInfo | None
+    started_at: float | None
+    finished_at: float | None
+    #: Seconds chosen before the next attempt (a RETRYING attempt), and the step's limit.
+    retry_delay: float | None = None
+    max_attempts: int | None = None
 
 
 @dataclass(frozen=True)
 class StepInfo:
-    """One step of a run, decoded: key, status, attempts, value or error, timestamps."""
+    """One step of a run, decoded: key, status, attempts, value or error, timestamps.
+
+    ``status`` is ``sleeping``/``waiting`` for a wait that has not ended (see
+    ``wait``); ``failures`` lists the failed attempts before this record (with
+    ``get_run``, from the run's history).
+    """
 
     position: int
     key: str
@@ -29,6 +93,9 @@ class StepInfo:
     error: ErrorInfo | None
     started_at: float | None
     finished_at: float | None
+    max_attempts: int | None = None
+    wait: WaitState | None = None
+    failures: list[Attempt] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -58,73 +125,112 @@ class RunInfo:
     #: What of the stored run could not be read, each named (empty for a sound run); such a
     #: value reads as None here.
     damage: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+    version: str | None = None
+    #: What the run reported with ``set_metadata``.
+    metadata: dict[str, Any] = field(default_factory=dict)
+    #: Step retries over the run's life, and the retry it waits for (while RETRYING).
+    retries: int = 0
+    retrying: RetryInfo | None = None
+    #: When a RETRYING run tries again (the store's clock).
+    next_retry_at: float | None = None
+    #: The run this one replays, and the runs that replay it.
+    replay_of: str | None = None
+    replayed_as: list[str] = field(default_factory=list)
+    #: Everything that happened beyond the checkpoints (``get_run`` only): failed
+    #: attempts, recoveries from lost workers, retries, cancels and wakes, oldest first.
+    history: list[HistoryEntry] = field(default_factory=list)
 
 
-def _info(app: Celery, run: RunRecord) -> RunInfo:
-    serializer = get_serializer(settings_for(app).serializer)
-    damage = list(run.damage)
+class _Decoder:
+    """Decodes a run's stored values; one that cannot be read is named in ``damage``."""
 
-    def value(text: str | None, what: str) -> Any:
+    def __init__(self, run: RunRecord, serializer: Serializer) -> None:
+        self.run, self.serializer = run, serializer
+        self.damage = list(run.damage)
+
+    def __call__(self, text: str | None, what: str) -> Any:
         if text is None:
             return None
         try:
-            return decode(serializer, text, what=what, run_id=run.id)
+            return decode(self.serializer, text, what=what, run_id=self.run.id)
         except SerializationError as exc:
-            damage.append(f"{what} ({exc})")
+            self.damage.append(f"{what} ({exc})")
             return None
 
-    steps = [StepInfo(s.position, s.key, s.name, s.status, s.attempts,
-                      value(s.value, f"value of step {s.key}"), s.error, s.started_at,
-                      s.finished_at) for s in run.steps]
+
+def _wait_state(record: StepRecord, value: Any) -> WaitState | None:
+    """The wait a checkpoint holds, or None for an ordinary step."""
+    if not isinstance(value, dict) or value.get("kind") not in _WAIT_KINDS:
+        return None
+    until = value.get("until")
+    outcome = value.get("outcome")
+    if value["kind"] == "children" and outcome is not None:
+        outcome = "done"
+    return WaitState(kind=value["kind"], until=float(until) if until is not None else None,
+                     event=value.get("event"), key=value.get("key"), outcome=outcome,
+                     payload=value.get("payload"), children=list(value.get("ids") or []))
+
+
+def _step(record: StepRecord, value: Any, failures: list[Attempt]) -> StepInfo:
+    wait = _wait_state(record, value) if record.status is StepStatus.SUCCEEDED else None
+    status = record.status
+    if wait is not None and wait.pending:
+        status = _WAIT_KINDS[wait.kind]
+    return StepInfo(record.position, record.key, record.name, status, record.attempts, value,
+                    record.error, record.started_at, record.finished_at, record.max_attempts,
+                    wait, failures)
+
+
+def _failures(history: list[HistoryEntry], record: StepRecord) -> list[Attempt]:
+    """The failed attempts of the step at ``record``'s position before ``record`` itself."""
+    out = []
+    for entry in history:
+        step = entry.step
+        if (entry.kind != "attempt" or step is None or step.position != record.position
+                or step.key != record.key):
+            continue
+        if step.attempts == record.attempts and record.status is not StepStatus.SUCCEEDED:
+            continue  # that attempt is the checkpoint itself
+        out.append(Attempt(step.attempts, step.status, step.error, step.started_at,
+                           step.finished_at, step.retry_delay, step.max_attempts))
+    return out
+
+
+def _info(app: Celery, run: RunRecord, history: list[HistoryEntry] | None = None) -> RunInfo:
+    value = _Decoder(run, get_serializer(settings_for(app).serializer))
+    steps = [_step(s, value(s.value, f"value of step {s.key}"), _failures(history or [], s))
+             for s in run.steps]
     return RunInfo(
         id=run.id, task=run.task, status=run.status, args=value(run.args, "arguments"),
         kwargs=value(run.kwargs, "keyword arguments"), result=value(run.result, "result"),
         error=run.error, failed_step=run.failed_step, recoveries=run.recoveries,
         created_at=run.created_at, started_at=run.started_at, finished_at=run.finished_at,
         updated_at=run.updated_at, idempotency_key=run.idempotency_key, steps=steps,
-        wait=run.wait, parent=run.parent, damage=damage)
+        wait=run.wait, parent=run.parent, damage=value.damage, tags=list(run.tags),
+        version=run.version, metadata=dict(run.metadata), retries=run.retries,
+        retrying=run.retrying if run.status is RunStatus.RETRYING else None,
+        next_retry_at=run.not_before if run.status is RunStatus.RETRYING else None,
+        replay_of=run.replay_of, replayed_as=list(run.replayed_as), history=history or [])
 
 
 def get_run(run_id: str, *, app: Celery | None = None) -> RunInfo:
     """The run ``run_id`` with its steps; RunNotFoundError if the store has none."""
     app = app_or_current(app)
-    run = get_store(app).get_run(run_id)
+    store = get_store(app)
+    run = store.get_run(run_id)
     if run is None:
         raise RunNotFoundError(f"no durable run {run_id!r}", run_id=run_id)
-    return _info(app, run)
+    history = run_history_of(store).history(run_id) if store.supports(RunHistory) else []
+    return _info(app, run, history)
 
 
 def list_runs(*, status: RunStatus | str | None = None, task: str | None = None,
-              limit: int = 100, app: Celery | None = None) -> list[RunInfo]:
-    """Runs, newest first, optionally filtered by status and task name (steps not loaded)."""
+              tag: str | None = None, version: str | None = None, limit: int = 100,
+              app: Celery | None = None) -> list[RunInfo]:
+    """Runs, newest first, optionally filtered by status, task name, tag and code version
+    (steps and history not loaded)."""
     app = app_or_current(app)
     wanted = RunStatus(status) if status is not None else None
-    return [_info(app, r) for r in get_store(app).list_runs(status=wanted, task=task,
-                                                             limit=limit)]
-
-
-def retry_run(run_id: str, *, from_step: str = "failed", args: list[Any] | None = None,
-              kwargs: dict[str, Any] | None = None, app: Celery | None = None) -> AsyncResult:
-    """Re-trigger a FAILED (dead-lettered) or CANCELLED run.
-
-    ``from_step="failed"`` resumes at the failed step (completed steps are not
-    re-run); ``"start"`` drops every checkpoint. ``args`` / ``kwargs`` replace
-    the stored arguments. Returns the run's AsyncResult (same id).
-    """
-    if from_step not in ("failed", "start"):
-        raise ValueError("from_step must be 'failed' or 'start'")
-    app = app_or_current(app)
-    settings = settings_for(app)
-    serializer = get_serializer(settings.serializer)
-    max_bytes = settings.max_checkpoint_bytes
-    args_text = None if args is None else encode(serializer, list(args), max_bytes=max_bytes,
-                                                 what="arguments", run_id=run_id)
-    kwargs_text = None if kwargs is None else encode(serializer, dict(kwargs),
-                                                     max_bytes=max_bytes,
-                                                     what="keyword arguments", run_id=run_id)
-    run = get_store(app).reset_run(run_id, from_start=from_step == "start", args=args_text,
-                                   kwargs=kwargs_text, grace=float(settings.requeue_grace))
-    if run is None:
-        raise RunNotFoundError(f"no durable run {run_id!r}", run_id=run_id)
-    app.backend.forget(run_id)  # drop the FAILURE so AsyncResult.get() waits again
-    return publish_run(app, run)
+    return [_info(app, r) for r in get_store(app).list_runs(
+        status=wanted, task=task, tag=tag, version=version, limit=limit)]

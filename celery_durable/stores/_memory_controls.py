@@ -15,8 +15,9 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from ..errors import InvalidRunStateError
-from ..records import NewRun, RunRecord, RunStatus, StepRecord, WaitInfo
+from ..records import HistoryEntry, NewRun, RunRecord, RunStatus, StepRecord, WaitInfo
 from .base import ParkOutcome
+from .transitions import CANCEL_NOTE
 
 _order = itertools.count()
 
@@ -31,6 +32,8 @@ class MemoryControls:
     if TYPE_CHECKING:  # provided by MemoryStore
         def _snapshot(self, run: RunRecord) -> RunRecord: ...
         def _holds(self, run_id: str, token: int) -> RunRecord | None: ...
+        def _forget(self, run_id: str) -> None: ...
+        def _note(self, run_id: str, entry: HistoryEntry | None) -> None: ...
 
     def _init_controls(self) -> None:
         """The control state (called by ``MemoryStore.__init__``)."""
@@ -52,13 +55,14 @@ class MemoryControls:
                 if old is not None and not (replace_finished and old.status.finished):
                     out.append(False)
                     continue
-                self._children_needed.pop(new.id, None)
+                self._forget(new.id)
                 self._runs[new.id] = RunRecord(
                     id=new.id, task=new.task, status=RunStatus.PENDING, args=new.args,
                     kwargs=new.kwargs, options=dict(new.options), created_at=now,
                     updated_at=now, due_at=now + grace, parent=new.parent,
-                    idempotency_key=new.idempotency_key)
-                self._steps[new.id] = {}
+                    idempotency_key=new.idempotency_key, tags=list(new.tags),
+                    version=new.version, replay_of=new.replay_of)
+                self._steps[new.id] = {s.position: copy.deepcopy(s) for s in new.steps}
                 out.append(True)
         return out
 
@@ -84,6 +88,7 @@ class MemoryControls:
             run.status, run.owner, run.lease_expires = RunStatus.CANCELLED, "", None
             run.due_at = run.not_before = None
             run.finished_at = run.updated_at = now
+            self._note(run_id, HistoryEntry("cancel", now, detail=CANCEL_NOTE))
             return copy.deepcopy(run)
 
     def claim_idempotency_key(self, task: str, key: str, run_id: str, *, ttl: float) -> str:

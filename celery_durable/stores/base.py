@@ -6,7 +6,8 @@ sweeper, ``apply_async``, ``get_run``/``list_runs``/``retry_run`` and
 ``cancel_run`` use nothing else. Features beyond that are *capabilities*, each
 a class a store also inherits from to declare it: :class:`Waits`,
 :class:`ChildRuns`, :class:`IdempotencyKeys`, :class:`ConcurrencySlots`,
-:class:`Retention`. The engine asks for it before it uses one (:func:`waits_of`, …), so a
+:class:`Retention`, :class:`RunHistory`. The engine asks for it before it uses one
+(:func:`waits_of`, …), so a
 store without it fails with an error naming the store and the feature.
 
 Rules every method keeps:
@@ -42,6 +43,7 @@ from ..records import (
     Claim,
     ErrorInfo,
     EventRecord,
+    HistoryEntry,
     NewRun,
     RunRecord,
     RunStatus,
@@ -62,11 +64,12 @@ class CheckpointStore(ABC):
     @abstractmethod
     def begin(self, run_id: str, *, task: str, args: str, kwargs: str,
               options: Mapping[str, object], owner: str, lease_ttl: float,
-              max_recoveries: int = 5, steal_from: str | None = None) -> Begin:
+              max_recoveries: int = 5, steal_from: str | None = None,
+              tags: Sequence[str] = (), version: str | None = None) -> Begin:
         """Start a delivery of ``run_id``: decide (:func:`.transitions.begin`) and load the run.
 
         Creates the run (PENDING, with ``task``, ``args``, ``kwargs``,
-        ``options``) if it does not exist; fills in ``options`` by
+        ``options``, ``tags``, ``version``) if it does not exist; fills in ``options`` by
         :func:`.transitions.merged_options`. When the outcome is ``acquired``
         the lease is now ``owner``'s under a new fencing token, and the run
         comes back with all its checkpoints: in ``run.steps``, or (a store that
@@ -76,7 +79,11 @@ class CheckpointStore(ABC):
 
     @abstractmethod
     def save_step(self, run_id: str, token: int, step: StepRecord) -> bool:
-        """Write one checkpoint under ``token`` (the hot path: one write, nothing else)."""
+        """Write one checkpoint under ``token`` (the hot path: one write, nothing else).
+
+        A store with :class:`RunHistory` also appends a FAILED ``step`` to the
+        run's history, in the same write.
+        """
 
     @abstractmethod
     def park(self, run_id: str, token: int, *, status: RunStatus, delay: float,
@@ -89,6 +96,10 @@ class CheckpointStore(ABC):
         the sweeper looks at it after ``due_in`` seconds (its ``due_at``).
         ``args``, ``kwargs`` and ``options`` replace the stored ones when given
         (``self.retry(args=...)``: the next delivery runs with them).
+
+        A RETRYING ``step`` counts a retry (``retries`` + 1) and becomes the run's
+        ``retrying`` (:meth:`RetryInfo.of <celery_durable.records.RetryInfo.of>`);
+        a store with :class:`RunHistory` appends it to the history too.
         """
 
     @abstractmethod
@@ -130,7 +141,9 @@ class CheckpointStore(ABC):
         message is sent, so a lost message is published again) and for child
         runs and idempotent triggers. An existing run is left as it is, unless
         ``replace_finished`` and it is finished (SUCCEEDED, FAILED, CANCELLED):
-        then it is replaced, checkpoints and all (a task id used again).
+        then it is replaced, checkpoints, history and metadata all (a task id
+        used again). A new run records the ``NewRun``'s tags, version and
+        ``replay_of``, and starts with its ``steps`` as checkpoints.
         """
 
     @abstractmethod
@@ -143,8 +156,14 @@ class CheckpointStore(ABC):
 
     @abstractmethod
     def list_runs(self, *, status: RunStatus | None = None, task: str | None = None,
+                  tag: str | None = None, version: str | None = None,
                   limit: int = 100) -> list[RunRecord]:
-        """Runs, newest first, without their checkpoints, optionally filtered."""
+        """Runs, newest first, without their checkpoints, optionally filtered.
+
+        ``tag`` keeps the runs carrying that tag, ``version`` those started under
+        that code version; a store keeps an index for each so a filter does not
+        read every run.
+        """
 
     @abstractmethod
     def reset_run(self, run_id: str, *, from_start: bool, args: str | None = None,
@@ -323,6 +342,37 @@ class Retention(ABC):
         """
 
 
+class RunHistory(ABC):
+    """Capability: the operator's record of a run beyond its checkpoints.
+
+    Kept apart from the checkpoints, so resuming a run never loads it:
+
+    * **history** (:class:`~celery_durable.records.HistoryEntry`), appended by
+      the store itself in the write that causes it: every failed attempt
+      (``save_step`` of a FAILED step, ``park`` of a RETRYING one), every
+      recovery (``begin`` or ``claim_due`` taking a RUNNING run from a lost
+      worker, with that worker named; a dead letter for it too), and every
+      ``reset_run`` (``retry``), ``cancel`` and ``wake``;
+    * **metadata**: what the run says about itself (``set_metadata``);
+    * **replay links**: ``replay_of`` is written when the replay is created
+      (``NewRun.replay_of``); the original's ``replayed_as`` by :meth:`link_replay`.
+
+    History and metadata go with the run (deleted, replaced, expired with it).
+    """
+
+    @abstractmethod
+    def history(self, run_id: str) -> list[HistoryEntry]:
+        """The run's history, oldest first (an unreadable entry is skipped and logged)."""
+
+    @abstractmethod
+    def set_metadata(self, run_id: str, token: int, values: Mapping[str, str]) -> bool:
+        """Under ``token``: set metadata keys to ``values`` (each JSON text); False if lost."""
+
+    @abstractmethod
+    def link_replay(self, original_id: str, replay_id: str) -> bool:
+        """Add ``replay_id`` to the ``replayed_as`` of ``original_id``; False if it is gone."""
+
+
 #: What :meth:`ChildRuns.suspend_children` answers.
 ParkOutcome = Literal["lost", "notice", "parked"]
 
@@ -340,6 +390,8 @@ CAPABILITIES: dict[type, str] = {
     IdempotencyKeys: "idempotency keys (apply_async(idempotency_key=...))",
     ConcurrencySlots: "concurrency limits (@durable_task(concurrency=N))",
     Retention: "purging runs (purge_runs, durable_result_retention)",
+    RunHistory: "run history, metadata and replay links (every attempt, set_metadata, "
+                "replay_run)",
 }
 
 
@@ -382,3 +434,8 @@ def concurrency_slots_of(store: CheckpointStore) -> ConcurrencySlots:
 def retention_of(store: CheckpointStore) -> Retention:
     """``store`` as :class:`Retention`."""
     return cast(Retention, _require(store, Retention))
+
+
+def run_history_of(store: CheckpointStore) -> RunHistory:
+    """``store`` as :class:`RunHistory`."""
+    return cast(RunHistory, _require(store, RunHistory))

@@ -14,10 +14,14 @@ from ..records import (
     Claim,
     ErrorInfo,
     EventRecord,
+    HistoryEntry,
+    RetryInfo,
     RunRecord,
     RunStatus,
     StepRecord,
+    StepStatus,
     WaitInfo,
+    failed_attempt,
 )
 from . import transitions
 from ._memory_controls import MemoryControls
@@ -27,14 +31,15 @@ from .base import (
     ConcurrencySlots,
     IdempotencyKeys,
     Retention,
+    RunHistory,
     Waits,
 )
 
 _PARKED = (RunStatus.SLEEPING, RunStatus.WAITING)
 
 
-class MemoryStore(MemoryControls, CheckpointStore,
-                  Waits, ChildRuns, IdempotencyKeys, ConcurrencySlots, Retention):
+class MemoryStore(MemoryControls, CheckpointStore, Waits, ChildRuns, IdempotencyKeys,
+                  ConcurrencySlots, Retention, RunHistory):
     """Keeps runs in a dict of this process; lost when the process exits."""
 
     def __init__(self) -> None:
@@ -42,6 +47,8 @@ class MemoryStore(MemoryControls, CheckpointStore,
         self._steps: dict[str, dict[int, StepRecord]] = {}
         self._boxes: dict[tuple[str, str], list[EventRecord]] = {}
         self._waiters: dict[tuple[str, str], set[str]] = {}
+        self._history: dict[str, list[HistoryEntry]] = {}
+        self._metadata: dict[str, dict[str, str]] = {}
         self._lock = threading.RLock()
         self._init_controls()
 
@@ -51,7 +58,31 @@ class MemoryStore(MemoryControls, CheckpointStore,
     def _snapshot(self, run: RunRecord) -> RunRecord:
         out = copy.deepcopy(run)
         out.steps = [copy.deepcopy(s) for _, s in sorted(self._steps[run.id].items())]
+        out.metadata = {k: json.loads(v) for k, v in self._metadata.get(run.id, {}).items()}
         return out
+
+    def _forget(self, run_id: str) -> None:
+        """Drop a run and everything kept about it."""
+        self._runs.pop(run_id, None)
+        self._steps.pop(run_id, None)
+        self._children_needed.pop(run_id, None)
+        self._history.pop(run_id, None)
+        self._metadata.pop(run_id, None)
+
+    def _note(self, run_id: str, entry: HistoryEntry | None) -> None:
+        if entry is not None:
+            self._history.setdefault(run_id, []).append(copy.deepcopy(entry))
+
+    def _write_step(self, run: RunRecord, step: StepRecord, now: float) -> None:
+        """Store checkpoint ``step``; a failed attempt goes to the history too."""
+        self._steps[run.id][step.position] = copy.deepcopy(step)
+        if failed_attempt(step):
+            kept = copy.deepcopy(step)
+            kept.value = None
+            self._note(run.id, HistoryEntry.attempt(now, kept))
+        if step.status is StepStatus.RETRYING:
+            run.retries += 1
+            run.retrying = RetryInfo.of(step)
 
     def _holds(self, run_id: str, token: int) -> RunRecord | None:
         run = self._runs.get(run_id)
@@ -72,30 +103,35 @@ class MemoryStore(MemoryControls, CheckpointStore,
 
     def begin(self, run_id: str, *, task: str, args: str, kwargs: str,
               options: Mapping[str, object], owner: str, lease_ttl: float,
-              max_recoveries: int = 5, steal_from: str | None = None) -> Begin:
+              max_recoveries: int = 5, steal_from: str | None = None,
+              tags: Sequence[str] = (), version: str | None = None) -> Begin:
         """See :meth:`CheckpointStore.begin`."""
         now = time.time()
         with self._lock:
             run = self._runs.get(run_id)
             if run is None:
                 run = RunRecord(id=run_id, task=task, status=RunStatus.PENDING, args=args,
-                                kwargs=kwargs, options=dict(options), created_at=now)
+                                kwargs=kwargs, options=dict(options), created_at=now,
+                                tags=list(tags), version=version)
                 self._runs[run_id] = run
                 self._steps[run_id] = {}
             elif (filled := transitions.merged_options(run.options, options)) is not None:
                 run.options = filled  # created before its first delivery
+            control = self._control(run)
             outcome, changes = transitions.begin(
-                self._control(run), now=now, owner=owner, lease_ttl=lease_ttl,
+                control, now=now, owner=owner, lease_ttl=lease_ttl,
                 max_recoveries=max_recoveries, steal_from=steal_from)
+            self._note(run_id, transitions.recovery(control, changes, now=now, by="delivery"))
             self._apply(run, changes)
             return Begin(outcome, self._snapshot(run), run.token if outcome == "acquired" else 0)
 
     def save_step(self, run_id: str, token: int, step: StepRecord) -> bool:
         """See :meth:`CheckpointStore.save_step`."""
         with self._lock:
-            if self._holds(run_id, token) is None:
+            run = self._holds(run_id, token)
+            if run is None:
                 return False
-            self._steps[run_id][step.position] = copy.deepcopy(step)
+            self._write_step(run, step, time.time())
             return True
 
     def park(self, run_id: str, token: int, *, status: RunStatus, delay: float,
@@ -109,7 +145,7 @@ class MemoryStore(MemoryControls, CheckpointStore,
             if run is None:
                 return False
             if step is not None:
-                self._steps[run_id][step.position] = copy.deepcopy(step)
+                self._write_step(run, step, now)
             run.args = args if args is not None else run.args
             run.kwargs = kwargs if kwargs is not None else run.kwargs
             run.options = dict(options) if options is not None else run.options
@@ -156,11 +192,12 @@ class MemoryStore(MemoryControls, CheckpointStore,
         now = time.time()
         with self._lock:
             run = self._runs.get(run_id)
-            action, changes = transitions.claim_due(
-                None if run is None else self._control(run), now=now, grace=grace,
-                max_recoveries=max_recoveries)
-            if run is None or action == "gone":
+            control = None if run is None else self._control(run)
+            action, changes = transitions.claim_due(control, now=now, grace=grace,
+                                                    max_recoveries=max_recoveries)
+            if run is None or control is None or action == "gone":
                 return Claim("gone")
+            self._note(run_id, transitions.recovery(control, changes, now=now, by="sweeper"))
             self._apply(run, changes)
             if action == "later":
                 return Claim("later", due_at=run.due_at)
@@ -173,12 +210,15 @@ class MemoryStore(MemoryControls, CheckpointStore,
             return None if run is None else self._snapshot(run)
 
     def list_runs(self, *, status: RunStatus | None = None, task: str | None = None,
+                  tag: str | None = None, version: str | None = None,
                   limit: int = 100) -> list[RunRecord]:
         """See :meth:`CheckpointStore.list_runs`."""
         with self._lock:
             runs = [copy.deepcopy(r) for r in self._runs.values()
                     if (status is None or r.status is status)
-                    and (task is None or r.task == task)]
+                    and (task is None or r.task == task)
+                    and (tag is None or tag in r.tags)
+                    and (version is None or r.version == version)]
         runs.sort(key=lambda r: r.created_at or 0, reverse=True)
         return runs[:limit]
 
@@ -191,9 +231,7 @@ class MemoryStore(MemoryControls, CheckpointStore,
                    if r.status in wanted and r.finished_at is not None
                    and r.finished_at < finished_before][:limit]
             for run_id in ids:
-                del self._runs[run_id]
-                self._steps.pop(run_id, None)
-                self._children_needed.pop(run_id, None)
+                self._forget(run_id)
         return ids
 
     def reset_run(self, run_id: str, *, from_start: bool, args: str | None = None,
@@ -211,7 +249,34 @@ class MemoryStore(MemoryControls, CheckpointStore,
                 if not transitions.keeps_step(steps[pos].status, from_start=from_start):
                     del steps[pos]
             self._apply(run, changes)
+            self._note(run_id, HistoryEntry("retry", now, detail=transitions.reset_note(
+                from_start=from_start, new_args=args is not None or kwargs is not None)))
             return self._snapshot(run)
+
+    # -- run history -------------------------------------------------------------
+
+    def history(self, run_id: str) -> list[HistoryEntry]:
+        """See :meth:`RunHistory.history`."""
+        with self._lock:
+            return copy.deepcopy(self._history.get(run_id, []))
+
+    def set_metadata(self, run_id: str, token: int, values: Mapping[str, str]) -> bool:
+        """See :meth:`RunHistory.set_metadata`."""
+        with self._lock:
+            if self._holds(run_id, token) is None:
+                return False
+            self._metadata.setdefault(run_id, {}).update(values)
+            return True
+
+    def link_replay(self, original_id: str, replay_id: str) -> bool:
+        """See :meth:`RunHistory.link_replay`."""
+        with self._lock:
+            run = self._runs.get(original_id)
+            if run is None:
+                return False
+            if replay_id not in run.replayed_as:
+                run.replayed_as.append(replay_id)
+            return True
 
     # -- durable waits ---------------------------------------------------------
 
@@ -224,7 +289,7 @@ class MemoryStore(MemoryControls, CheckpointStore,
             if run is None:
                 return False
             if step is not None:
-                self._steps[run_id][step.position] = copy.deepcopy(step)
+                self._write_step(run, step, now)
             run.wait = copy.deepcopy(wait)
             run.wait.resolution = None
             run.status, run.owner, run.lease_expires = status, "", None
@@ -307,5 +372,7 @@ class MemoryStore(MemoryControls, CheckpointStore,
                     or run.wait.resolution is not None):
                 return None
             run.wait.resolution = json.dumps({"how": "woken", "wid": run.wait.wait_id})
+            self._note(run_id, HistoryEntry("wake", now, detail=transitions.wake_note(
+                run.status)))
             self._resume(run, now, grace)
             return self._snapshot(run)

@@ -22,7 +22,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InvalidRunStateError
-from ..records import BeginOutcome, ClaimAction, ErrorInfo, RunStatus, StepStatus
+from ..records import (
+    BeginOutcome,
+    ClaimAction,
+    ErrorInfo,
+    HistoryEntry,
+    RunStatus,
+    StepStatus,
+)
 
 Changes = dict[str, Any]
 
@@ -132,6 +139,43 @@ def reset(run_id: str, control: Control, *, now: float, grace: float,
     if kwargs is not None:
         changes["kwargs"] = kwargs
     return changes
+
+
+def recovery(control: Control, changes: Changes, *, now: float,
+             by: str) -> HistoryEntry | None:
+    """The history entry for a decision that counted a recovery (else None).
+
+    ``by`` says who noticed: ``"sweeper"`` (:func:`claim_due`) or ``"delivery"``
+    (:func:`begin`).
+    """
+    if int(changes.get("recoveries", control.recoveries)) <= control.recoveries:
+        return None
+    worker = control.owner or "(unknown)"
+    if changes.get("status") is RunStatus.FAILED:
+        then = f"dead-lettered after {changes['recoveries']} recoveries"
+    elif by == "sweeper":
+        then = "the sweeper sent the run again"
+    else:
+        then = "a new delivery took the run over"
+    return HistoryEntry("recovery", now, detail=f"worker {worker} lost (its lease "
+                                                f"expired); {then}")
+
+
+def reset_note(*, from_start: bool, new_args: bool = False) -> str:
+    """The history text of a ``reset_run``."""
+    note = ("retried from the start (every checkpoint dropped)" if from_start
+            else "retried from the failed step (completed steps kept)")
+    return note + (", with new arguments" if new_args else "")
+
+
+def wake_note(status: RunStatus) -> str:
+    """The history text of a ``wake`` of a run parked in ``status``."""
+    if status is RunStatus.WAITING:
+        return "the wait was timed out now (woken by an operator or wake_run)"
+    return "the sleep was ended now (woken by an operator or wake_run)"
+
+
+CANCEL_NOTE = "cancelled"
 
 
 def keeps_step(status: StepStatus, *, from_start: bool) -> bool:

@@ -10,7 +10,7 @@ import json
 from typing import Any
 
 from ...errors import CorruptCheckpointError
-from ...records import ErrorInfo, RunRecord, RunStatus, StepRecord, WaitInfo
+from ...records import ErrorInfo, RetryInfo, RunRecord, RunStatus, StepRecord, WaitInfo
 from ._checkpoints import LazyCheckpoints
 
 
@@ -57,7 +57,8 @@ def parse_run(run_id: str, flat: list[Any] | dict[Any, Any], *,
 RUN_FIELDS = ("task", "status", "args", "kwargs", "options", "created", "updated", "started",
               "finished", "token", "owner", "lease", "nb", "due", "rec", "result", "error",
               "fstep", "ikey", "wkind", "wstep", "wpos", "wid", "wuntil", "wname", "wkey",
-              "wafter", "wres", "parent", "cdone")
+              "wafter", "wres", "parent", "cdone", "tags", "ver", "retries", "retrying",
+              "replay_of", "replayed")
 _RUN_FIELDS_BYTES = tuple(name.encode() for name in RUN_FIELDS)
 
 
@@ -111,6 +112,24 @@ def _error(value: str) -> ErrorInfo:
     return ErrorInfo(*json.loads(value))
 
 
+def _strings(value: str) -> list[str]:
+    items = json.loads(value)
+    if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+        raise TypeError("not a JSON list of strings")
+    return items
+
+
+def parse_metadata(run: RunRecord, raw: dict[Any, Any]) -> dict[str, Any]:
+    """A run's metadata hash, decoded; a value that does not parse is named in ``damage``."""
+    out: dict[str, Any] = {}
+    for name, value in raw.items():
+        try:
+            out[text(name)] = json.loads(value)
+        except (ValueError, UnicodeDecodeError) as exc:
+            run.damage.append(f"metadata {text(name)[:60]!r} ({type(exc).__name__})")
+    return out
+
+
 def _options(value: str) -> dict[str, Any]:
     options = json.loads(value)
     if not isinstance(options, dict):
@@ -142,7 +161,11 @@ def _run_record(run_id: str, fields: dict[str, str]) -> RunRecord:
         result=fields.get("result") or None, error=f.read("error", _error, None),
         failed_step=fields.get("fstep") or None, idempotency_key=fields.get("ikey") or None,
         wait=wait, parent=fields.get("parent") or None,
-        children_done=f.read("cdone", int, 0),
+        children_done=f.read("cdone", int, 0), tags=f.read("tags", _strings, []),
+        version=fields.get("ver") or None, retries=f.read("retries", int, 0),
+        retrying=f.read("retrying", RetryInfo.from_json, None),
+        replay_of=fields.get("replay_of") or None,
+        replayed_as=f.read("replayed", _strings, []),
     )
     if f.damage:
         run.damage = f.damage

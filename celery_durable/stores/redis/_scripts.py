@@ -1,6 +1,7 @@
 """The Lua scripts of the RedisStore, read from ``lua/*.lua`` at import.
 
-Each script touches only one run's hash, one global key, or the keys of one
+Each script touches only one run's keys (its hash, history and metadata share
+its hash tag), one global key, or the keys of one
 event or one concurrency group (which share a hash tag), so the store works
 unchanged on Redis Cluster. Times come from the server's clock (``TIME``).
 
@@ -32,9 +33,11 @@ def source(name: str) -> str:
 #: Every script by the name the store calls it (``BEGIN`` is ``lua/begin.lua``).
 SCRIPTS = {name: source(name.lower()) for name in (
     # a delivery and the sweeper
-    "BEGIN", "SAVE_STEP", "PARK", "FINISH", "RENEW", "DUE", "CLAIM_DUE", "RESET",
+    "BEGIN", "SAVE_STEP", "SAVE_FAILURE", "PARK", "FINISH", "RENEW", "DUE", "CLAIM_DUE", "RESET",
     # durable waits and events
     "SUSPEND", "REGISTER", "POST", "DELIVER", "WAKE",
     # run controls: child runs, cancel, idempotency, concurrency, retention
     "CREATE", "CANCEL", "IDEMPOTENCY", "NOTIFY", "SUSPEND_CHILDREN", "ACQUIRE", "RELEASE",
-    "RENEW_SLOTS", "PURGE")}
+    "RENEW_SLOTS", "PURGE",
+    # the operator's record: metadata and replay links
+    "SET_META", "LINK_REPLAY")}

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 from ...errors import InvalidRunStateError
 from ...records import NewRun, RunRecord, RunStatus, StepRecord, WaitInfo
 from ..base import ParkOutcome, park_outcome
-from ._codec import RUN_FIELDS, checkpoint_args, parse_begin, parse_run, text
+from ..transitions import CANCEL_NOTE
+from ._codec import RUN_FIELDS, checkpoint_args, meta_text, parse_begin, parse_run, text
 
 
 class RedisControls:
@@ -36,8 +37,12 @@ class RedisControls:
     if TYPE_CHECKING:  # provided by RedisStore
         def run_key(self, run_id: str) -> str: ...
         def _send(self, *commands: tuple[Any, ...]) -> list[Any]: ...
-        def _script(self, name: str, key: str, *args: Any) -> tuple[Any, ...]: ...
+        def _script(self, name: str, keys: str | tuple[str, ...],
+                    *args: Any) -> tuple[Any, ...]: ...
         def clock(self) -> float: ...
+        def run_keys(self, run_id: str) -> tuple[str, str, str]: ...
+        def _index(self, run_id: str, now: float, tags: Sequence[str],
+                   version: str | None) -> list[tuple[Any, ...]]: ...
 
     def _run(self, run_id: str, flat: Any, *, steps: bool = True) -> RunRecord:
         """The run in ``flat`` (an HGETALL reply), its checkpoints decoded only if ``steps``."""
@@ -55,14 +60,22 @@ class RedisControls:
             return []
         now = self.clock()
         commands: list[tuple[Any, ...]] = []
+        created: list[int] = []
         for new in runs:
-            commands += [self._script("CREATE", self.run_key(new.id), new.task, new.args,
+            carried = [part for step in new.steps for part in (
+                f"c:{step.position}", meta_text(step), f"v:{step.position}", step.value or "")]
+            commands += [self._script("CREATE", self.run_keys(new.id), new.task, new.args,
                                       new.kwargs, json.dumps(new.options), new.parent or "",
                                       new.idempotency_key or "", grace,
-                                      "1" if replace_finished else "0"),
-                         ("ZADD", self._due_key, "NX", now + grace, new.id),
-                         ("ZADD", self._runs_key, "NX", now, new.id)]
-        return [bool(made) for made in self._send(*commands)[0::3]]
+                                      "1" if replace_finished else "0",
+                                      json.dumps(new.tags) if new.tags else "",
+                                      new.version or "", new.replay_of or "", *carried)]
+            created.append(len(commands) - 1)
+            commands += [("ZADD", self._due_key, "NX", now + grace, new.id),
+                         ("ZADD", self._runs_key, "NX", now, new.id),
+                         *self._index(new.id, now, new.tags, new.version)]
+        replies = self._send(*commands)
+        return [bool(replies[i]) for i in created]
 
     def get_runs(self, run_ids: Sequence[str]) -> list[RunRecord | None]:
         """See :meth:`CheckpointStore.get_runs`: one round trip of HMGETs.
@@ -94,8 +107,8 @@ class RedisControls:
 
     def cancel(self, run_id: str, *, create_missing: bool = False) -> RunRecord | None:
         """See :meth:`CheckpointStore.cancel`."""
-        reply = self._scripts["CANCEL"](keys=[self.run_key(run_id)],
-                                        args=["1" if create_missing else "0"])
+        reply = self._scripts["CANCEL"](keys=list(self.run_keys(run_id)[:2]),
+                                        args=["1" if create_missing else "0", CANCEL_NOTE])
         action = text(reply[0])
         if action == "missing":
             return None
@@ -168,7 +181,7 @@ class RedisControls:
                 num=min(page, limit - len(deleted)))]
             if not ids:
                 break
-            replies = self._send(*(self._script("PURGE", self.run_key(run_id), finished_before,
+            replies = self._send(*(self._script("PURGE", self.run_keys(run_id), finished_before,
                                                 *wanted) for run_id in ids))
             removed = [i for i, r in zip(ids, replies, strict=True) if int(r) != 0]
             deleted += [i for i, r in zip(ids, replies, strict=True) if int(r) == 1]

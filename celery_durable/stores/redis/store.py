@@ -4,6 +4,10 @@ Layout (``P`` is the result backend's ``global_keyprefix`` plus
 ``durable_key_prefix``)::
 
     P run:{<run id>}   hash: run fields, plus c:<pos> (step meta JSON) and v:<pos> (value)
+    P run:{<run id>}:h list: the run's history (HistoryEntry JSON), never read to resume
+    P run:{<run id>}:m hash: the run's metadata (name -> JSON)
+    P tag:<tag>        sorted set: run id -> creation time, of the runs with that tag
+    P ver:<version>    sorted set: run id -> creation time, of the runs of that version
     P due              sorted set: run id -> when the sweeper should look at it
     P runs             sorted set: run id -> creation time (for listing)
     P ev:{<h>}:box     sorted set: the mailbox of one event name and key (``h`` hashes
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -29,12 +34,15 @@ from ...records import (
     Claim,
     ErrorInfo,
     EventRecord,
+    RetryInfo,
     RunRecord,
     RunStatus,
     StepRecord,
+    StepStatus,
     WaitInfo,
     begin_outcome,
     claim_action,
+    failed_attempt,
 )
 from ..base import (
     CheckpointStore,
@@ -42,11 +50,23 @@ from ..base import (
     ConcurrencySlots,
     IdempotencyKeys,
     Retention,
+    RunHistory,
     Waits,
 )
-from ._codec import as_dict, as_float, checkpoint_args, parse_begin, parse_run, text
+from ..transitions import reset_note, wake_note
+from ._codec import (
+    as_dict,
+    as_float,
+    checkpoint_args,
+    parse_begin,
+    parse_run,
+    text,
+)
 from ._scripts import SCRIPTS
 from .controls import RedisControls
+from .listing import RedisRunRecords
+
+logger = logging.getLogger(__name__)
 
 redis_lib: Any
 try:
@@ -57,8 +77,8 @@ except ImportError:  # pragma: no cover - depends on the installed extras
     redis_lib = None
 
 
-class RedisStore(RedisControls, CheckpointStore,
-                 Waits, ChildRuns, IdempotencyKeys, ConcurrencySlots, Retention):
+class RedisStore(RedisControls, RedisRunRecords, CheckpointStore, Waits, ChildRuns, IdempotencyKeys,
+                 ConcurrencySlots, Retention, RunHistory):
     """Checkpoints in Redis: a standalone server, or a Redis Cluster (``from_cluster_url``)."""
 
     def __init__(self, client: Any, *, prefix: str = "durable:", fast_lane: bool = True) -> None:
@@ -107,9 +127,11 @@ class RedisStore(RedisControls, CheckpointStore,
                 return [self.client.execute_command(*commands[0])]
         return self._pipeline(lambda pipe: [pipe.execute_command(*c) for c in commands])
 
-    def _script(self, name: str, key: str, *args: Any) -> tuple[Any, ...]:
-        """The EVALSHA command of script ``name`` on ``key`` (for :meth:`_send`)."""
-        return ("EVALSHA", self._scripts[name].sha, 1, key, *args)
+    def _script(self, name: str, keys: str | tuple[str, ...], *args: Any) -> tuple[Any, ...]:
+        """The EVALSHA command of script ``name`` on ``keys`` (one key or several)."""
+        if isinstance(keys, str):
+            return ("EVALSHA", self._scripts[name].sha, 1, keys, *args)
+        return ("EVALSHA", self._scripts[name].sha, len(keys), *keys, *args)
 
     def _pipeline(self, build: Callable[[Any], object]) -> list[Any]:
         """Run the commands ``build`` queues in one round trip.
@@ -164,6 +186,11 @@ class RedisStore(RedisControls, CheckpointStore,
         """The hash holding ``run_id``; the run id is its Redis Cluster hash tag."""
         return f"{self.prefix}run:{{{run_id}}}"
 
+    def run_keys(self, run_id: str) -> tuple[str, str, str]:
+        """The run's hash, history list and metadata hash (one hash tag)."""
+        key = self.run_key(run_id)
+        return key, f"{key}:h", f"{key}:m"
+
     def ping(self) -> None:
         """Raise StoreUnavailableError when Redis does not answer; measure its clock."""
         try:
@@ -183,7 +210,8 @@ class RedisStore(RedisControls, CheckpointStore,
 
     def begin(self, run_id: str, *, task: str, args: str, kwargs: str,
               options: Mapping[str, object], owner: str, lease_ttl: float,
-              max_recoveries: int = 5, steal_from: str | None = None) -> Begin:
+              max_recoveries: int = 5, steal_from: str | None = None,
+              tags: Sequence[str] = (), version: str | None = None) -> Begin:
         """See :meth:`CheckpointStore.begin`: one pipelined round trip.
 
         The BEGIN script decides and takes the lease; the ``HGETALL`` right
@@ -194,14 +222,17 @@ class RedisStore(RedisControls, CheckpointStore,
         running on a state it does not hold.
         """
         now = self.clock()
-        key = self.run_key(run_id)
-        (outcome, token), flat, _, _ = self._send(
-            self._script("BEGIN", key, task, args, kwargs, json.dumps(dict(options)), owner,
-                         lease_ttl, steal_from or "", max_recoveries,
-                         json.dumps(options["headers"]) if options.get("headers") else ""),
+        key, history, _ = self.run_keys(run_id)
+        (outcome, token), flat, *_ = self._send(
+            self._script("BEGIN", (key, history), task, args, kwargs,
+                         json.dumps(dict(options)), owner, lease_ttl, steal_from or "",
+                         max_recoveries,
+                         json.dumps(options["headers"]) if options.get("headers") else "",
+                         json.dumps(list(tags)) if tags else "", version or ""),
             ("HGETALL", key),
             ("ZADD", self._due_key, now + lease_ttl, run_id),
-            ("ZADD", self._runs_key, "NX", now, run_id))
+            ("ZADD", self._runs_key, "NX", now, run_id),
+            *self._index(run_id, now, tags, version))
         outcome, token, raw = begin_outcome(text(outcome)), int(token), as_dict(flat)
         try:
             run, checkpoints = parse_begin(run_id, raw, strict=outcome == "acquired")
@@ -237,6 +268,9 @@ class RedisStore(RedisControls, CheckpointStore,
         The hot path of every step: sent by :meth:`_send`, over the fast lane
         when it can.
         """
+        if failed_attempt(step):
+            return bool(self._send(self._script("SAVE_FAILURE", self.run_keys(run_id)[:2], token,
+                                                *checkpoint_args(step)))[0])
         return bool(self._send(
             self._script("SAVE_STEP", self.run_key(run_id), token, *checkpoint_args(step)))[0])
 
@@ -246,10 +280,12 @@ class RedisStore(RedisControls, CheckpointStore,
              options: Mapping[str, object] | None = None) -> bool:
         """See :meth:`CheckpointStore.park`."""
         step_args = checkpoint_args(step) if step is not None else ["", "", ""]
+        retrying = (RetryInfo.of(step).to_json()
+                    if step is not None and step.status is StepStatus.RETRYING else "")
         ok, _ = self._send(
-            self._script("PARK", self.run_key(run_id), token, status.value, delay, due_in,
+            self._script("PARK", self.run_keys(run_id)[:2], token, status.value, delay, due_in,
                          *step_args, args or "", kwargs or "",
-                         json.dumps(dict(options)) if options is not None else ""),
+                         json.dumps(dict(options)) if options is not None else "", retrying),
             ("ZADD", self._due_key, self.clock() + due_in, run_id))
         return bool(ok)
 
@@ -259,7 +295,7 @@ class RedisStore(RedisControls, CheckpointStore,
         """See :meth:`CheckpointStore.finish`."""
         err = json.dumps([error.type, error.message, error.traceback]) if error else ""
         ok, _ = self._send(
-            self._script("FINISH", self.run_key(run_id), token, status.value, result or "", err,
+            self._script("FINISH", self.run_keys(run_id), token, status.value, result or "", err,
                          failed_step or "", retention),
             ("ZREM", self._due_key, run_id))
         return bool(ok)
@@ -298,7 +334,7 @@ class RedisStore(RedisControls, CheckpointStore,
 
     def claim_due(self, run_id: str, *, grace: float, max_recoveries: int) -> Claim:
         """See :meth:`CheckpointStore.claim_due`."""
-        reply = self._scripts["CLAIM_DUE"](keys=[self.run_key(run_id)],
+        reply = self._scripts["CLAIM_DUE"](keys=list(self.run_keys(run_id)[:2]),
                                            args=[grace, max_recoveries])
         action = claim_action(text(reply[0]))
         if action == "gone":
@@ -318,41 +354,12 @@ class RedisStore(RedisControls, CheckpointStore,
             self.client.zadd(self._due_key, {run_id: run.due_at})
         return Claim(action, run)
 
-    def get_run(self, run_id: str) -> RunRecord | None:
-        """See :meth:`CheckpointStore.get_run`."""
-        raw = as_dict(self.client.execute_command("HGETALL", self.run_key(run_id)))
-        return parse_run(run_id, raw) if raw else None
-
-    def list_runs(self, *, status: RunStatus | None = None, task: str | None = None,
-                  limit: int = 100) -> list[RunRecord]:
-        """See :meth:`CheckpointStore.list_runs` (scans the index newest first)."""
-        out: list[RunRecord] = []
-        start, batch = 0, max(limit, 200)
-        wanted = ["task", "status", "args", "kwargs", "created", "updated", "finished",
-                  "fstep", "error", "ikey", "rec", "wkind", "wstep", "wpos", "wid", "wuntil",
-                  "wname", "wkey", "wafter", "wres", "parent"]
-        while len(out) < limit:
-            ids = [text(i) for i in
-                   self.client.zrevrange(self._runs_key, start, start + batch - 1)]
-            if not ids:
-                break
-            start += batch
-            gone = []
-            for run_id, run in zip(ids, self._read_runs(ids, wanted), strict=True):
-                if run is None:
-                    gone.append(run_id)
-                elif (status is None or run.status is status) and (task is None
-                                                                   or run.task == task):
-                    out.append(run)
-            if gone:
-                self.client.zrem(self._runs_key, *gone)
-        return out[:limit]
-
     def reset_run(self, run_id: str, *, from_start: bool, args: str | None = None,
                   kwargs: str | None = None, grace: float = 300.0) -> RunRecord | None:
         """See :meth:`CheckpointStore.reset_run`."""
-        reply = self._scripts["RESET"](keys=[self.run_key(run_id)], args=[
-            "1" if from_start else "0", args or "", kwargs or "", grace])
+        note = reset_note(from_start=from_start, new_args=args is not None or kwargs is not None)
+        reply = self._scripts["RESET"](keys=list(self.run_keys(run_id)), args=[
+            "1" if from_start else "0", args or "", kwargs or "", grace, note])
         action = text(reply[0])
         if action == "missing":
             return None
@@ -444,7 +451,8 @@ class RedisStore(RedisControls, CheckpointStore,
 
     def wake(self, run_id: str, *, grace: float) -> RunRecord | None:
         """See :meth:`CheckpointStore.wake`."""
-        reply = self._scripts["WAKE"](keys=[self.run_key(run_id)], args=[grace])
+        reply = self._scripts["WAKE"](keys=list(self.run_keys(run_id)[:2]), args=[
+            grace, wake_note(RunStatus.SLEEPING), wake_note(RunStatus.WAITING)])
         if text(reply[0]) != "publish":
             return None
         run = parse_run(run_id, reply[1])

@@ -1,6 +1,7 @@
--- uses: now finished control
--- KEYS[1] run hash. ARGV: task, args, kwargs, options, owner, ttl, steal_from, max_recoveries,
--- headers (the JSON of the options' headers, '' = none)
+-- uses: now finished control history
+-- KEYS[1] run hash, KEYS[2] its history. ARGV: task, args, kwargs, options, owner, ttl,
+-- steal_from, max_recoveries, headers (the JSON of the options' headers, '' = none),
+-- tags (JSON list, '' = none), version ('' = none): recorded if the run is created here
 -- Returns {outcome, token}; RedisStore.begin reads the hash with a plain HGETALL sent right
 -- behind it (a hash returned through Lua costs the server ~4x as much: every field becomes
 -- a Lua string and back). A corrupt control field dead-letters the run: {'dead', '0'}.
@@ -17,6 +18,8 @@ if not status then
   redis.call('HSET', h, 'task', ARGV[1], 'args', ARGV[2], 'kwargs', ARGV[3],
              'options', ARGV[4], 'status', 'PENDING', 'created', tostring(now),
              'token', '0', 'rec', '0')
+  if ARGV[10] ~= '' then redis.call('HSET', h, 'tags', ARGV[10]) end
+  if ARGV[11] ~= '' then redis.call('HSET', h, 'ver', ARGV[11]) end
   status = 'PENDING'
 elseif finished[status] then
   return {'finished', '0'}
@@ -40,6 +43,7 @@ if status == 'RUNNING' then
   -- the previous holder died (its lease expired, or it was seen dead): a recovery
   local rec = redis.call('HINCRBY', h, 'rec', 1)
   if rec > tonumber(ARGV[8]) then
+    note(KEYS[2], 'recovery', now, lost_note(v[3], 'dead-lettered after ' .. rec .. ' recoveries'))
     redis.call('HINCRBY', h, 'token', 1)
     redis.call('HSET', h, 'status', 'FAILED', 'owner', '', 'lease', '', 'due', '',
                'finished', tostring(now), 'updated', tostring(now), 'error', cjson.encode({
@@ -48,6 +52,7 @@ if status == 'RUNNING' then
                  ''}))
     return {'dead', '0'}
   end
+  note(KEYS[2], 'recovery', now, lost_note(v[3], 'a new delivery took the run over'))
 end
 local token = redis.call('HINCRBY', h, 'token', 1)
 local lease = tostring(now + ttl)

@@ -1,5 +1,5 @@
--- uses: now fmt
--- KEYS[1] run hash. ARGV: create_missing ('1'/'0').
+-- uses: now fmt history
+-- KEYS[1] run hash, KEYS[2] its history. ARGV: create_missing ('1'/'0'), the history note.
 local h = KEYS[1]
 local status = redis.call('HGET', h, 'status')
 if not status then
@@ -12,4 +12,5 @@ end
 redis.call('HINCRBY', h, 'token', 1)
 redis.call('HSET', h, 'status', 'CANCELLED', 'owner', '', 'lease', '', 'due', '', 'nb', '',
            'finished', fmt(now), 'updated', fmt(now))
+note(KEYS[2], 'cancel', now, ARGV[2])
 return {'ok', redis.call('HGETALL', h)}

@@ -1,5 +1,5 @@
--- uses: now finished control
--- KEYS[1] run hash. ARGV: grace, max_recoveries
+-- uses: now finished control history
+-- KEYS[1] run hash, KEYS[2] its history. ARGV: grace, max_recoveries
 local h = KEYS[1]
 local bad = unreadable(h)
 if bad then
@@ -20,6 +20,7 @@ if status == 'RUNNING' then
   redis.call('HINCRBY', h, 'token', 1)
   redis.call('HSET', h, 'owner', '', 'lease', '')
   if rec > tonumber(ARGV[2]) then
+    note(KEYS[2], 'recovery', now, lost_note(v[3], 'dead-lettered after ' .. rec .. ' recoveries'))
     redis.call('HSET', h, 'status', 'FAILED', 'due', '', 'finished', tostring(now),
                'updated', tostring(now), 'error', cjson.encode({
                  'celery_durable.errors.WorkerLostError',
@@ -27,6 +28,7 @@ if status == 'RUNNING' then
                  ''}))
     return {'dead', redis.call('HGETALL', h)}
   end
+  note(KEYS[2], 'recovery', now, lost_note(v[3], 'the sweeper sent the run again'))
   status = 'PENDING'
 elseif status == 'SLEEPING' or status == 'WAITING' then
   status = 'PENDING'

@@ -1,5 +1,6 @@
--- uses: now
--- KEYS[1] run hash. ARGV: from_start ('1'/'0'), args ('' = keep), kwargs ('' = keep), grace
+-- uses: now history
+-- KEYS[1] run hash, KEYS[2] its history, KEYS[3] its metadata. ARGV: from_start ('1'/'0'),
+-- args ('' = keep), kwargs ('' = keep), grace, the history note
 local h = KEYS[1]
 local status = redis.call('HGET', h, 'status')
 if not status then return {'missing'} end
@@ -19,6 +20,9 @@ end
 if ARGV[2] ~= '' then redis.call('HSET', h, 'args', ARGV[2]) end
 if ARGV[3] ~= '' then redis.call('HSET', h, 'kwargs', ARGV[3]) end
 redis.call('PERSIST', h)
+redis.call('PERSIST', KEYS[2])
+redis.call('PERSIST', KEYS[3])
+note(KEYS[2], 'retry', now, ARGV[5])
 redis.call('HINCRBY', h, 'token', 1)
 redis.call('HSET', h, 'status', 'PENDING', 'error', '', 'fstep', '', 'result', '',
            'rec', '0', 'finished', '', 'nb', '', 'owner', '', 'lease', '',
