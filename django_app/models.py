@@ -70,6 +70,17 @@ class Run(models.Model):
     parent = models.CharField("parent run", max_length=255, null=True, blank=True)
     children_done = models.IntegerField(default=0)
     children_needed = models.IntegerField(default=0)
+    # The operator's record (RunHistory): labels and code version given at the start
+    # (the tags are also RunTag rows, the index a tag filter uses), what the run reported
+    # with set_metadata, its step retries, and its replay links.
+    tags = models.JSONField(default=list, blank=True)
+    version = models.CharField("code version", max_length=255, null=True, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    retries = models.IntegerField(default=0)
+    retrying = models.TextField(default="", blank=True,
+                                help_text="the retry a RETRYING run waits for (JSON)")
+    replay_of = models.CharField("replays", max_length=255, null=True, blank=True)
+    replayed_as = models.JSONField(default=list, blank=True)
 
     class Meta:
         db_table = "celery_durable_run"
@@ -90,6 +101,8 @@ class Run(models.Model):
                          condition=Q(expires_at__isnull=False)),
             models.Index(fields=["parent"], name="cd_run_parent_idx",
                          condition=Q(parent__isnull=False)),
+            models.Index(fields=["version", "-created_at"], name="cd_run_version_idx",
+                         condition=Q(version__isnull=False)),
         ]
         permissions = [
             ("retry_run", "Can retry a run from its failed step"),
@@ -144,6 +157,48 @@ class Step(models.Model):
 
     def __str__(self) -> str:
         return f"{self.run_id} #{self.position} {self.key}"
+
+
+class RunTag(models.Model):
+    """One tag of a run: the index ``list_runs(tag=...)`` and the admin's tag filter use."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="tag_rows",
+                            db_index=False)
+    tag = models.CharField(max_length=255)
+    created_at = models.DateTimeField("created")
+
+    class Meta:
+        db_table = "celery_durable_run_tag"
+        constraints = [
+            models.UniqueConstraint(fields=["run", "tag"], name="cd_tag_run_tag_uniq"),
+        ]
+        indexes = [models.Index(fields=["tag", "-created_at"], name="cd_tag_created_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.run_id} {self.tag}"
+
+
+class HistoryRow(models.Model):
+    """One entry of a run's history (a failed attempt, a recovery, a retry, a cancel, a wake).
+
+    ``entry`` is :meth:`celery_durable.records.HistoryEntry.to_json`; ``kind`` and
+    ``at`` (the database's clock) are copied out of it for queries.
+    """
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="history_rows",
+                            db_index=False)
+    kind = models.CharField(max_length=16)
+    at = models.FloatField()
+    entry = models.TextField()
+
+    class Meta:
+        db_table = "celery_durable_history"
+        verbose_name = "history entry"
+        verbose_name_plural = "history entries"
+        indexes = [models.Index(fields=["run", "id"], name="cd_history_run_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.run_id} {self.kind}"
 
 
 class Mailbox(models.Model):

@@ -104,7 +104,8 @@ def truncate(alias: str) -> None:
     from django.db import connections, transaction
 
     with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
-        for table in ("celery_durable_step", "celery_durable_run", "celery_durable_event",
+        for table in ("celery_durable_step", "celery_durable_history", "celery_durable_run_tag",
+                      "celery_durable_run", "celery_durable_event",
                       "celery_durable_waiter", "celery_durable_mailbox",
                       "django_celery_results_taskresult"):
             cursor.execute(f"DELETE FROM {table}")

@@ -22,7 +22,7 @@ from django.db.models.functions import Now
 from celery_durable.records import NewRun, RunRecord, RunStatus, StepRecord, WaitInfo
 from celery_durable.stores.base import ParkOutcome
 
-from ..models import ConcurrencyGroup, ConcurrencySlot, IdempotencyKey, Run
+from ..models import ConcurrencyGroup, ConcurrencySlot, IdempotencyKey, Run, RunTag, Step
 from . import clock, rows
 from .waits import wait_fields
 
@@ -36,7 +36,9 @@ class ControlsMixin:
     def _runs(self) -> QuerySet[Run]: ...  # pragma: no cover
     def _holding(self, run_id: str, token: int) -> QuerySet[Run]: ...  # pragma: no cover
     def _locked(self, run_id: str) -> Run | None: ...  # pragma: no cover
-    def _upsert(self, run_id: str, step: StepRecord) -> None: ...  # pragma: no cover
+    def _write_step(self, run_id: str, step: StepRecord,
+                    now: float | None = None) -> None: ...  # pragma: no cover
+    def _delete(self, ids: list[str]) -> None: ...  # pragma: no cover
     def _snapshot(self, run: Run) -> RunRecord: ...  # pragma: no cover
 
     def create_runs(self, runs: Sequence[NewRun], *, grace: float,
@@ -57,7 +59,8 @@ class ControlsMixin:
             fresh = [Run(id=new.id, task=new.task, args=new.args, kwargs=new.kwargs,
                          options=dict(new.options), status=RunStatus.PENDING.value,
                          created_at=stamp, updated_at=stamp, due_at=now + grace,
-                         parent=new.parent, idempotency_key=new.idempotency_key)
+                         parent=new.parent, idempotency_key=new.idempotency_key,
+                         tags=list(new.tags), version=new.version, replay_of=new.replay_of)
                      for new in runs]
             if replace_finished:  # a task id used again: the finished run makes way
                 finished = [r.value for r in RunStatus if r.finished]
@@ -71,6 +74,11 @@ class ControlsMixin:
                 self._runs().bulk_create([r for r in fresh if r.id not in existing],
                                          ignore_conflicts=True)
                 inserted = {r.id for r in fresh} - existing
+            made = [new for new in runs if new.id in inserted]
+            RunTag.objects.using(self.using).bulk_create(
+                [tag for new in made for tag in rows.tag_rows(new.id, new.tags, stamp)])
+            Step.objects.using(self.using).bulk_create(
+                [rows.step_row(new.id, step) for new in made for step in new.steps])
         return [new.id in inserted for new in runs]
 
     def get_runs(self, run_ids: Sequence[str]) -> list[RunRecord | None]:
@@ -127,7 +135,7 @@ class ControlsMixin:
             if run is None:
                 return "lost"
             if step is not None:
-                self._upsert(run_id, step)
+                self._write_step(run_id, step)
             if run.children_done >= need:
                 return "notice"
             fields: dict[str, Any] = {

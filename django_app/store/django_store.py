@@ -19,12 +19,16 @@ Works on PostgreSQL and SQLite (give SQLite ``"transaction_mode":
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import json
+import logging
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, TypeVar
 
 from django.db import DatabaseError, connections, router, transaction
+from django.db.models import F as Col
 from django.db.models import Q, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce, Now
 
@@ -33,10 +37,13 @@ from celery_durable.records import (
     Begin,
     Claim,
     ErrorInfo,
+    HistoryEntry,
+    RetryInfo,
     RunRecord,
     RunStatus,
     StepRecord,
     StepStatus,
+    failed_attempt,
 )
 from celery_durable.stores import transitions
 from celery_durable.stores.base import (
@@ -45,10 +52,11 @@ from celery_durable.stores.base import (
     ConcurrencySlots,
     IdempotencyKeys,
     Retention,
+    RunHistory,
     Waits,
 )
 
-from ..models import Run, Step
+from ..models import HistoryRow, Run, RunTag, Step
 from . import clock, rows
 from .controls import ControlsMixin
 from .waits import WaitsMixin
@@ -57,6 +65,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 #: Seconds between two purges of expired finished runs (done by ``due_runs``).
 PURGE_EVERY = 60.0
 PURGE_BATCH = 500
+log = logging.getLogger(__name__)
 
 
 def _db_call(method: F) -> F:
@@ -80,8 +89,8 @@ def _control(run: Run) -> transitions.Control:
                                run.started_at is not None)
 
 
-class DjangoStore(ControlsMixin, WaitsMixin, CheckpointStore,
-                  Waits, ChildRuns, IdempotencyKeys, ConcurrencySlots, Retention):
+class DjangoStore(ControlsMixin, WaitsMixin, CheckpointStore, Waits, ChildRuns,
+                  IdempotencyKeys, ConcurrencySlots, Retention, RunHistory):
     """Durable runs in the Django database (``using`` names the alias; default: the router's)."""
 
     def __init__(self, using: str | None = None) -> None:
@@ -128,7 +137,8 @@ class DjangoStore(ControlsMixin, WaitsMixin, CheckpointStore,
     @_db_call
     def begin(self, run_id: str, *, task: str, args: str, kwargs: str,
               options: Mapping[str, object], owner: str, lease_ttl: float,
-              max_recoveries: int = 5, steal_from: str | None = None) -> Begin:
+              max_recoveries: int = 5, steal_from: str | None = None,
+              tags: Sequence[str] = (), version: str | None = None) -> Begin:
         """See :meth:`CheckpointStore.begin`."""
         with transaction.atomic(using=self.using):
             run = self._locked(run_id)
@@ -141,18 +151,24 @@ class DjangoStore(ControlsMixin, WaitsMixin, CheckpointStore,
                 self._runs().bulk_create([Run(
                     id=run_id, task=task, args=args, kwargs=kwargs, options=dict(options),
                     status=RunStatus.PENDING.value, created_at=stamp, updated_at=stamp,
-                    idempotency_key=str(ikey) if ikey else None)], ignore_conflicts=True)
+                    idempotency_key=str(ikey) if ikey else None, tags=list(tags),
+                    version=version)], ignore_conflicts=True)
                 run = self._locked(run_id)
                 assert run is not None
+                RunTag.objects.using(self.using).bulk_create(
+                    rows.tag_rows(run_id, run.tags or [], run.created_at),
+                    ignore_conflicts=True)
             elif (filled := transitions.merged_options(run.options or {}, options)) is not None:
                 run.options = filled  # created before its first delivery (saved below)
             now = run.store_now
             if (bad := rows.unreadable_field(run)) is not None:
                 self._dead_letter_corrupt(run, bad, now)
                 return Begin("dead", self._snapshot(run))
+            control = _control(run)
             outcome, changes = transitions.begin(
-                _control(run), now=now, owner=owner, lease_ttl=lease_ttl,
+                control, now=now, owner=owner, lease_ttl=lease_ttl,
                 max_recoveries=max_recoveries, steal_from=steal_from)
+            self._note(run_id, transitions.recovery(control, changes, now=now, by="delivery"))
             if outcome in ("finished", "early", "busy"):
                 return Begin(outcome, self._snapshot(run))
             if outcome == "dead":
@@ -206,6 +222,15 @@ class DjangoStore(ControlsMixin, WaitsMixin, CheckpointStore,
         connection (see :func:`.rows.checkpoint_cursor`).
         """
         conn = connections[self.using]
+        if failed_attempt(step):  # rare: the checkpoint and its history entry together
+            with transaction.atomic(using=self.using):
+                now = (self._holding(run_id, token).select_for_update()
+                       .annotate(store_now=clock.StoreNow())
+                       .values_list("store_now", flat=True).first())
+                if now is None:
+                    return False
+                self._write_step(run_id, step, float(now))
+                return True
         if conn.vendor in ("postgresql", "sqlite"):
             with rows.checkpoint_cursor(conn) as cursor:
                 cursor.execute(rows.save_step_sql(conn),
@@ -221,6 +246,21 @@ class DjangoStore(ControlsMixin, WaitsMixin, CheckpointStore,
         Step.objects.using(self.using).bulk_create(
             [rows.step_row(run_id, step)], update_conflicts=True,
             unique_fields=["run", "position"], update_fields=list(rows.STEP_COLUMNS[1:]))
+
+    def _write_step(self, run_id: str, step: StepRecord, now: float | None = None) -> None:
+        """Upsert checkpoint ``step`` (under a lease the caller holds, in its transaction);
+        a failed attempt also goes to the history, at ``now`` (default: the database's clock).
+        """
+        self._upsert(run_id, step)
+        if failed_attempt(step):
+            kept = dataclasses.replace(step, value=None)
+            self._note(run_id, HistoryEntry.attempt(
+                clock.read(self.using) if now is None else now, kept))
+
+    def _note(self, run_id: str, entry: HistoryEntry | None) -> None:
+        """Append ``entry`` to the run's history (in the caller's transaction)."""
+        if entry is not None:
+            HistoryRow.objects.using(self.using).bulk_create([rows.history_row(run_id, entry)])
 
     @_db_call
     def park(self, run_id: str, token: int, *, status: RunStatus, delay: float,
@@ -245,11 +285,14 @@ class DjangoStore(ControlsMixin, WaitsMixin, CheckpointStore,
         """
         if step is not None:
             fields.update(current_step=step.key, attempts=step.attempts)
+            if step.status is StepStatus.RETRYING:
+                fields.update(retries=Col("retries") + 1,
+                              retrying=RetryInfo.of(step).to_json())
         with transaction.atomic(using=self.using):
             if not self._holding(run_id, token).update(**fields):
                 return False
             if step is not None:
-                self._upsert(run_id, step)
+                self._write_step(run_id, step)
             return True
 
     @_db_call
@@ -299,11 +342,12 @@ class DjangoStore(ControlsMixin, WaitsMixin, CheckpointStore,
             if run is not None and (bad := rows.unreadable_field(run)) is not None:
                 self._dead_letter_corrupt(run, bad, now)
                 return Claim("dead", self._snapshot(run))
-            action, changes = transitions.claim_due(
-                None if run is None else _control(run), now=now, grace=grace,
-                max_recoveries=max_recoveries)
-            if run is None or action == "gone":
+            control = None if run is None else _control(run)
+            action, changes = transitions.claim_due(control, now=now, grace=grace,
+                                                    max_recoveries=max_recoveries)
+            if run is None or control is None or action == "gone":
                 return Claim("gone")
+            self._note(run_id, transitions.recovery(control, changes, now=now, by="sweeper"))
             if action == "later":
                 if changes["due_at"] != run.due_at:
                     self._save(run, changes)
@@ -321,14 +365,20 @@ class DjangoStore(ControlsMixin, WaitsMixin, CheckpointStore,
 
     @_db_call
     def list_runs(self, *, status: RunStatus | None = None, task: str | None = None,
+                  tag: str | None = None, version: str | None = None,
                   limit: int = 100) -> list[RunRecord]:
-        """See :meth:`CheckpointStore.list_runs`."""
+        """See :meth:`CheckpointStore.list_runs` (a tag through the RunTag index)."""
         qs = self._runs().filter(Q(expires_at__isnull=True)
                                  | Q(expires_at__gt=clock.StoreNow()))
         if status is not None:
             qs = qs.filter(status=status.value)
         if task is not None:
             qs = qs.filter(task=task)
+        if version is not None:
+            qs = qs.filter(version=version)
+        if tag is not None:
+            qs = qs.filter(pk__in=RunTag.objects.using(self.using).filter(tag=tag)
+                           .values("run_id"))
         return [rows.run_record(r) for r in qs.order_by("-created_at", "-id")[:limit]]
 
     @_db_call
@@ -350,6 +400,8 @@ class DjangoStore(ControlsMixin, WaitsMixin, CheckpointStore,
             run.current_step = last.key if last else ""
             run.attempts = last.attempts if last else 0
             self._save(run, changes, "expires_at", "current_step", "attempts")
+            self._note(run_id, HistoryEntry("retry", run.store_now, detail=transitions.reset_note(
+                from_start=from_start, new_args=args is not None or kwargs is not None)))
             return self._snapshot(run)
 
     # -- cancel (see CheckpointStore.cancel) and purging ---------------------------------
@@ -383,6 +435,8 @@ class DjangoStore(ControlsMixin, WaitsMixin, CheckpointStore,
             run.due_at = run.not_before = run.expires_at = None
             run.finished_at = run.updated_at = rows.to_datetime(run.store_now)
             run.save(using=self.using)
+            self._note(run_id, HistoryEntry("cancel", run.store_now,
+                                            detail=transitions.CANCEL_NOTE))
             return rows.run_record(run)
 
     @_db_call
@@ -410,8 +464,50 @@ class DjangoStore(ControlsMixin, WaitsMixin, CheckpointStore,
         return ids
 
     def _delete(self, ids: list[str]) -> None:
-        Step.objects.using(self.using).filter(run_id__in=ids).delete()
+        for model in (Step, HistoryRow, RunTag):
+            model.objects.using(self.using).filter(run_id__in=ids).delete()
         self._runs().filter(pk__in=ids).delete()
+
+    # -- run history (see RunHistory) ------------------------------------------------------
+
+    @_db_call
+    def history(self, run_id: str) -> list[HistoryEntry]:
+        """See :meth:`RunHistory.history`: one query, oldest first."""
+        out = []
+        for pk, text in (HistoryRow.objects.using(self.using).filter(run_id=run_id)
+                         .order_by("id").values_list("pk", "entry")):
+            try:
+                out.append(HistoryEntry.from_json(text))
+            except ValueError as exc:
+                log.warning("run %s: history entry %s cannot be read (%s); skipped",
+                            run_id, pk, exc)
+        return out
+
+    @_db_call
+    def set_metadata(self, run_id: str, token: int, values: Mapping[str, str]) -> bool:
+        """See :meth:`RunHistory.set_metadata`: the row locked, the keys merged."""
+        decoded = {name: json.loads(text) for name, text in values.items()}
+        with transaction.atomic(using=self.using):
+            run = self._holding(run_id, token).select_for_update().only("metadata").first()
+            if run is None:
+                return False
+            merged = dict(run.metadata) if isinstance(run.metadata, dict) else {}
+            merged.update(decoded)
+            return bool(self._holding(run_id, token).update(metadata=merged))
+
+    @_db_call
+    def link_replay(self, original_id: str, replay_id: str) -> bool:
+        """See :meth:`RunHistory.link_replay`."""
+        with transaction.atomic(using=self.using):
+            run = self._runs().select_for_update().filter(pk=original_id).only(
+                "replayed_as").first()
+            if run is None:
+                return False
+            linked = [str(v) for v in run.replayed_as] if isinstance(run.replayed_as,
+                                                                     list) else []
+            if replay_id not in linked:
+                self._runs().filter(pk=original_id).update(replayed_as=[*linked, replay_id])
+            return True
 
     def close(self) -> None:
         """Close this thread's connection to the store's database."""

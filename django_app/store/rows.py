@@ -21,7 +21,9 @@ from django.db.models import QuerySet
 from celery_durable.records import (
     STEP_STATUS_BY_VALUE,
     ErrorInfo,
+    HistoryEntry,
     OnDemandCheckpoints,
+    RetryInfo,
     RunRecord,
     RunStatus,
     StepRecord,
@@ -29,7 +31,7 @@ from celery_durable.records import (
     WaitInfo,
 )
 
-from ..models import Run, Step
+from ..models import HistoryRow, Run, RunTag, Step
 
 #: Step columns written by a checkpoint, in the order of :func:`step_values`.
 STEP_COLUMNS = ("position", "key", "name", "status", "attempts", "value", "error_type",
@@ -242,10 +244,34 @@ def run_record(row: Run, steps: list[StepRecord] | None = None) -> RunRecord:
         error=error_of(row.error_type, row.error_message, row.error_traceback),
         failed_step=row.failed_step, idempotency_key=row.idempotency_key,
         steps=list(steps or ()), wait=wait_record(row), parent=row.parent,
-        children_done=row.children_done)
-    if status is None:
-        record.damage = [f"status (unknown: {row.status[:60]!r})"]
+        children_done=row.children_done, tags=_strings(row.tags), version=row.version,
+        metadata=dict(row.metadata) if isinstance(row.metadata, dict) else {},
+        retries=row.retries, replay_of=row.replay_of, replayed_as=_strings(row.replayed_as))
+    damage = [] if status is not None else [f"status (unknown: {row.status[:60]!r})"]
+    if row.retrying:
+        try:
+            record.retrying = RetryInfo.from_json(row.retrying)
+        except (ValueError, TypeError) as exc:
+            damage.append(f"retrying ({exc})")
+    if not isinstance(row.metadata, dict):
+        damage.append("metadata (not a JSON object)")
+    record.damage = damage
     return record
+
+
+def _strings(value: Any) -> list[str]:
+    """A JSON list column as a list of strings (anything else reads as empty)."""
+    return [str(v) for v in value] if isinstance(value, list) else []
+
+
+def history_row(run_id: str, entry: HistoryEntry) -> HistoryRow:
+    """An unsaved history row for ``entry``."""
+    return HistoryRow(run_id=run_id, kind=entry.kind, at=entry.at, entry=entry.to_json())
+
+
+def tag_rows(run_id: str, tags: Sequence[str], created: dt.datetime | None) -> list[RunTag]:
+    """Unsaved RunTag rows: the tag index of a new run."""
+    return [RunTag(run_id=run_id, tag=tag, created_at=created) for tag in tags]
 
 
 def wait_record(row: Run) -> WaitInfo | None:

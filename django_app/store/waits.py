@@ -19,7 +19,15 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.db.models.functions import Now
 
-from celery_durable.records import EventRecord, RunRecord, RunStatus, StepRecord, WaitInfo
+from celery_durable.records import (
+    EventRecord,
+    HistoryEntry,
+    RunRecord,
+    RunStatus,
+    StepRecord,
+    WaitInfo,
+)
+from celery_durable.stores import transitions
 
 from ..models import Event, Mailbox, Run, Waiter
 from . import clock, rows
@@ -42,7 +50,7 @@ class WaitsMixin:
     # provided by DjangoStore
     def _holding(self, run_id: str, token: int) -> QuerySet[Run]: ...  # pragma: no cover
     def _locked(self, run_id: str) -> Run | None: ...  # pragma: no cover
-    def _upsert(self, run_id: str, step: StepRecord) -> None: ...  # pragma: no cover
+    def _note(self, run_id: str, entry: HistoryEntry | None) -> None: ...  # pragma: no cover
     def _park_row(self, run_id: str, token: int, fields: dict[str, Any],
                   step: StepRecord | None) -> bool: ...  # pragma: no cover
     def _snapshot(self, run: Run) -> RunRecord: ...  # pragma: no cover
@@ -146,4 +154,6 @@ class WaitsMixin:
                     or run.wait_resolution is not None):
                 return None
             run.wait_resolution = json.dumps({"how": "woken", "wid": run.wait_id})
+            self._note(run_id, HistoryEntry("wake", run.store_now, detail=transitions.wake_note(
+                RunStatus(run.status))))
             return self._resume(run, grace)
