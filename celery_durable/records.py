@@ -5,7 +5,8 @@ from __future__ import annotations
 import abc
 import enum
 import json
-from collections.abc import Mapping, MutableMapping
+import logging
+from collections.abc import Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
@@ -315,6 +316,19 @@ class HistoryEntry:
     def attempt(cls, at: float, step: StepRecord) -> HistoryEntry:
         """The entry for a failed attempt (``step`` without its value)."""
         return cls("attempt", at, step)
+
+
+def readable_history(run_id: str, stored: Iterable[tuple[Any, str | bytes]]) -> list[HistoryEntry]:
+    """The entries of ``stored`` (``(where, text)`` pairs, oldest first) that can be read;
+    one that cannot is skipped and logged, naming the run and ``where``."""
+    out = []
+    for where, text in stored:
+        try:
+            out.append(HistoryEntry.from_json(text))
+        except ValueError as exc:
+            logging.getLogger(__name__).warning(
+                "run %s: history entry %s cannot be read (%s); skipped", run_id, where, exc)
+    return out
 
 
 def failed_attempt(step: StepRecord | None) -> bool:

@@ -20,12 +20,9 @@ Works on PostgreSQL and SQLite (give SQLite ``"transaction_mode":
 from __future__ import annotations
 
 import dataclasses
-import functools
-import json
-import logging
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
 
 from django.db import DatabaseError, connections, router, transaction
 from django.db.models import F as Col
@@ -58,28 +55,16 @@ from celery_durable.stores.base import (
 
 from ..models import HistoryRow, Run, RunTag, Step
 from . import clock, rows
+from ._connection import db_call
 from .controls import ControlsMixin
+from .history import HistoryMixin
 from .waits import WaitsMixin
 
-F = TypeVar("F", bound=Callable[..., Any])
 #: Seconds between two purges of expired finished runs (done by ``due_runs``).
 PURGE_EVERY = 60.0
 PURGE_BATCH = 500
-log = logging.getLogger(__name__)
 
 
-def _db_call(method: F) -> F:
-    """Close a connection that broke during ``method`` so the next call reconnects."""
-    @functools.wraps(method)
-    def wrapper(self: DjangoStore, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return method(self, *args, **kwargs)
-        except DatabaseError:
-            conn = connections[self.using]
-            if not conn.in_atomic_block:
-                conn.close_if_unusable_or_obsolete()
-            raise
-    return wrapper  # type: ignore[return-value]
 
 
 def _control(run: Run) -> transitions.Control:
@@ -89,7 +74,7 @@ def _control(run: Run) -> transitions.Control:
                                run.started_at is not None)
 
 
-class DjangoStore(ControlsMixin, WaitsMixin, CheckpointStore, Waits, ChildRuns,
+class DjangoStore(HistoryMixin, ControlsMixin, WaitsMixin, CheckpointStore, Waits, ChildRuns,
                   IdempotencyKeys, ConcurrencySlots, Retention, RunHistory):
     """Durable runs in the Django database (``using`` names the alias; default: the router's)."""
 
@@ -123,7 +108,7 @@ class DjangoStore(ControlsMixin, WaitsMixin, CheckpointStore, Waits, ChildRuns,
         """The run with its checkpoints: one query for all of them."""
         return rows.run_record(run, rows.step_records(self.using, run.pk))
 
-    @_db_call
+    @db_call
     def ping(self) -> None:
         """Raise StoreUnavailableError if the database or the app's tables are missing."""
         try:
@@ -134,7 +119,7 @@ class DjangoStore(ControlsMixin, WaitsMixin, CheckpointStore, Waits, ChildRuns,
                 f"Django store unusable (database {self.using!r}): {exc}; is the database "
                 "reachable and has `manage.py migrate` been run?") from exc
 
-    @_db_call
+    @db_call
     def begin(self, run_id: str, *, task: str, args: str, kwargs: str,
               options: Mapping[str, object], owner: str, lease_ttl: float,
               max_recoveries: int = 5, steal_from: str | None = None,
@@ -214,7 +199,7 @@ class DjangoStore(ControlsMixin, WaitsMixin, CheckpointStore, Waits, ChildRuns,
             fields.append(name)
         run.save(using=self.using, update_fields=fields)
 
-    @_db_call
+    @db_call
     def save_step(self, run_id: str, token: int, step: StepRecord) -> bool:
         """See :meth:`CheckpointStore.save_step`: one statement (PostgreSQL, SQLite).
 
@@ -257,12 +242,7 @@ class DjangoStore(ControlsMixin, WaitsMixin, CheckpointStore, Waits, ChildRuns,
             self._note(run_id, HistoryEntry.attempt(
                 clock.read(self.using) if now is None else now, kept))
 
-    def _note(self, run_id: str, entry: HistoryEntry | None) -> None:
-        """Append ``entry`` to the run's history (in the caller's transaction)."""
-        if entry is not None:
-            HistoryRow.objects.using(self.using).bulk_create([rows.history_row(run_id, entry)])
-
-    @_db_call
+    @db_call
     def park(self, run_id: str, token: int, *, status: RunStatus, delay: float,
              due_in: float, step: StepRecord | None = None, args: str | None = None,
              kwargs: str | None = None,
@@ -295,7 +275,7 @@ class DjangoStore(ControlsMixin, WaitsMixin, CheckpointStore, Waits, ChildRuns,
                 self._write_step(run_id, step)
             return True
 
-    @_db_call
+    @db_call
     def finish(self, run_id: str, token: int, *, status: RunStatus,
                result: str | None = None, error: ErrorInfo | None = None,
                failed_step: str | None = None, retention: float = 0) -> bool:
@@ -310,7 +290,7 @@ class DjangoStore(ControlsMixin, WaitsMixin, CheckpointStore, Waits, ChildRuns,
             updated_at=Now(), expires_at=clock.later(retention) if keep else None,
             **rows.error_fields(error)))
 
-    @_db_call
+    @db_call
     def renew(self, leases: Mapping[str, int], lease_ttl: float) -> set[str]:
         """See :meth:`CheckpointStore.renew`: one transaction for all leases."""
         if not leases:
@@ -324,7 +304,7 @@ class DjangoStore(ControlsMixin, WaitsMixin, CheckpointStore, Waits, ChildRuns,
                     lost.add(run_id)
         return lost
 
-    @_db_call
+    @db_call
     def due_runs(self, limit: int = 100) -> list[str]:
         """See :meth:`CheckpointStore.due_runs` (uses the partial index on ``due_at``)."""
         if time.monotonic() - self._last_purge > PURGE_EVERY:
@@ -333,7 +313,7 @@ class DjangoStore(ControlsMixin, WaitsMixin, CheckpointStore, Waits, ChildRuns,
         return list(self._runs().filter(due_at__lte=clock.StoreNow()).order_by("due_at")
                     .values_list("id", flat=True)[:limit])
 
-    @_db_call
+    @db_call
     def claim_due(self, run_id: str, *, grace: float, max_recoveries: int) -> Claim:
         """See :meth:`CheckpointStore.claim_due`."""
         with transaction.atomic(using=self.using):
@@ -355,7 +335,7 @@ class DjangoStore(ControlsMixin, WaitsMixin, CheckpointStore, Waits, ChildRuns,
             self._save(run, changes)
             return Claim(action, self._snapshot(run))
 
-    @_db_call
+    @db_call
     def get_run(self, run_id: str) -> RunRecord | None:
         """See :meth:`CheckpointStore.get_run`."""
         run = self._runs().filter(pk=run_id).annotate(store_now=clock.StoreNow()).first()
@@ -363,7 +343,7 @@ class DjangoStore(ControlsMixin, WaitsMixin, CheckpointStore, Waits, ChildRuns,
             return None
         return self._snapshot(run)
 
-    @_db_call
+    @db_call
     def list_runs(self, *, status: RunStatus | None = None, task: str | None = None,
                   tag: str | None = None, version: str | None = None,
                   limit: int = 100) -> list[RunRecord]:
@@ -381,7 +361,7 @@ class DjangoStore(ControlsMixin, WaitsMixin, CheckpointStore, Waits, ChildRuns,
                            .values("run_id"))
         return [rows.run_record(r) for r in qs.order_by("-created_at", "-id")[:limit]]
 
-    @_db_call
+    @db_call
     def reset_run(self, run_id: str, *, from_start: bool, args: str | None = None,
                   kwargs: str | None = None, grace: float = 300.0) -> RunRecord | None:
         """See :meth:`CheckpointStore.reset_run`."""
@@ -406,7 +386,7 @@ class DjangoStore(ControlsMixin, WaitsMixin, CheckpointStore, Waits, ChildRuns,
 
     # -- cancel (see CheckpointStore.cancel) and purging ---------------------------------
 
-    @_db_call
+    @db_call
     def cancel(self, run_id: str, *, create_missing: bool = False) -> RunRecord | None:
         """Mark a run that has not succeeded CANCELLED and fence out any holder.
 
@@ -439,7 +419,7 @@ class DjangoStore(ControlsMixin, WaitsMixin, CheckpointStore, Waits, ChildRuns,
                                             detail=transitions.CANCEL_NOTE))
             return rows.run_record(run)
 
-    @_db_call
+    @db_call
     def purge_expired(self, limit: int = PURGE_BATCH) -> int:
         """Delete up to ``limit`` finished runs past their retention; return how many."""
         ids = list(self._runs().filter(expires_at__lte=clock.StoreNow())
@@ -449,7 +429,7 @@ class DjangoStore(ControlsMixin, WaitsMixin, CheckpointStore, Waits, ChildRuns,
                 self._delete(ids)
         return len(ids)
 
-    @_db_call
+    @db_call
     def purge_runs(self, *, finished_before: float, statuses: Collection[RunStatus],
                    limit: int = 1000) -> list[str]:
         """See :meth:`CheckpointStore.purge_runs` (rows locked, re-checked, deleted)."""
@@ -467,47 +447,6 @@ class DjangoStore(ControlsMixin, WaitsMixin, CheckpointStore, Waits, ChildRuns,
         for model in (Step, HistoryRow, RunTag):
             model.objects.using(self.using).filter(run_id__in=ids).delete()
         self._runs().filter(pk__in=ids).delete()
-
-    # -- run history (see RunHistory) ------------------------------------------------------
-
-    @_db_call
-    def history(self, run_id: str) -> list[HistoryEntry]:
-        """See :meth:`RunHistory.history`: one query, oldest first."""
-        out = []
-        for pk, text in (HistoryRow.objects.using(self.using).filter(run_id=run_id)
-                         .order_by("id").values_list("pk", "entry")):
-            try:
-                out.append(HistoryEntry.from_json(text))
-            except ValueError as exc:
-                log.warning("run %s: history entry %s cannot be read (%s); skipped",
-                            run_id, pk, exc)
-        return out
-
-    @_db_call
-    def set_metadata(self, run_id: str, token: int, values: Mapping[str, str]) -> bool:
-        """See :meth:`RunHistory.set_metadata`: the row locked, the keys merged."""
-        decoded = {name: json.loads(text) for name, text in values.items()}
-        with transaction.atomic(using=self.using):
-            run = self._holding(run_id, token).select_for_update().only("metadata").first()
-            if run is None:
-                return False
-            merged = dict(run.metadata) if isinstance(run.metadata, dict) else {}
-            merged.update(decoded)
-            return bool(self._holding(run_id, token).update(metadata=merged))
-
-    @_db_call
-    def link_replay(self, original_id: str, replay_id: str) -> bool:
-        """See :meth:`RunHistory.link_replay`."""
-        with transaction.atomic(using=self.using):
-            run = self._runs().select_for_update().filter(pk=original_id).only(
-                "replayed_as").first()
-            if run is None:
-                return False
-            linked = [str(v) for v in run.replayed_as] if isinstance(run.replayed_as,
-                                                                     list) else []
-            if replay_id not in linked:
-                self._runs().filter(pk=original_id).update(replayed_as=[*linked, replay_id])
-            return True
 
     def close(self) -> None:
         """Close this thread's connection to the store's database."""

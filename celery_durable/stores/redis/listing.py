@@ -15,14 +15,11 @@ does not grow with a run's history).
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ...records import HistoryEntry, RunRecord, RunStatus
+from ...records import HistoryEntry, RunRecord, RunStatus, readable_history
 from ._codec import as_dict, parse_metadata, parse_run, text
-
-logger = logging.getLogger(__name__)
 
 
 class RedisRunRecords:
@@ -101,14 +98,8 @@ class RedisRunRecords:
 
     def history(self, run_id: str) -> list[HistoryEntry]:
         """See :meth:`RunHistory.history`: one ``LRANGE``."""
-        out = []
-        for position, raw in enumerate(self.client.lrange(self.run_keys(run_id)[1], 0, -1)):
-            try:
-                out.append(HistoryEntry.from_json(raw))
-            except ValueError as exc:
-                logger.warning("run %s: history entry %d cannot be read (%s); skipped",
-                               run_id, position, exc)
-        return out
+        stored = self.client.lrange(self.run_keys(run_id)[1], 0, -1)
+        return readable_history(run_id, enumerate(stored))
 
     def set_metadata(self, run_id: str, token: int, values: Mapping[str, str]) -> bool:
         """See :meth:`RunHistory.set_metadata`: one EVALSHA."""
