@@ -146,10 +146,10 @@ def restart_from_scratch(modeladmin: admin.ModelAdmin[Any], request: HttpRequest
 
 
 @admin.action(permissions=["retry_with_arguments"],
-              description="Retry the selected run with edited arguments…")
+              description="Replay the selected run with edited arguments…")
 def retry_with_edited_arguments(modeladmin: admin.ModelAdmin[Any], request: HttpRequest,
                                 queryset: QuerySet[Run]) -> HttpResponse | None:
-    """Open the argument editor of the one selected run."""
+    """Open the replay form (edited arguments, a new run) of the one selected run."""
     return open_run_form(modeladmin, request, queryset, "retry_arguments",
                          "Select exactly one run to edit its arguments.")
 

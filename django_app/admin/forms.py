@@ -1,4 +1,4 @@
-"""The form behind "retry with edited arguments"."""
+"""The form behind "replay with edited arguments" (a new run)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,6 @@ from celery_durable.serialization import decode, get_serializer
 #: Longest text accepted in a field: the default durable_max_checkpoint_bytes (the engine
 #: still enforces the app's own limit when the run is re-triggered).
 MAX_INPUT = 1024 * 1024
-
-_FROM_CHOICES = [("failed", "From the failed step (completed steps are not re-run)"),
-                 ("start", "From scratch (every checkpoint is dropped)")]
-
 
 def _parse(text: str, kind: type, example: str, label: str) -> Any:
     """JSON ``text`` decoded as ``kind`` (list or dict), or a ValidationError saying why not."""
@@ -36,8 +32,13 @@ def _parse(text: str, kind: type, example: str, label: str) -> Any:
                                     code="undecodable") from None
 
 
-class RetryWithArgumentsForm(forms.Form):
-    """Edit a run's positional and keyword arguments (JSON) and re-trigger it."""
+class ReplayForm(forms.Form):
+    """Edit a run's positional and keyword arguments (JSON) and replay it as a new run.
+
+    ``from_step`` is ``start``, ``failed`` (keep every completed step) or the key
+    of a completed step (keep the steps before it); anything but ``start`` needs
+    ``confirm``, since the kept steps' values were computed from the old arguments.
+    """
 
     args = forms.CharField(max_length=MAX_INPUT, label="Arguments (JSON list)",
                            widget=forms.Textarea(attrs={"rows": 8, "cols": 80,
@@ -45,12 +46,25 @@ class RetryWithArgumentsForm(forms.Form):
     kwargs = forms.CharField(max_length=MAX_INPUT, label="Keyword arguments (JSON object)",
                              widget=forms.Textarea(attrs={"rows": 6, "cols": 80,
                                                           "class": "vLargeTextField cd-code"}))
-    from_step = forms.ChoiceField(label="Resume", choices=_FROM_CHOICES, initial="failed",
-                                  widget=forms.RadioSelect)
+    from_step = forms.ChoiceField(label="Replay", initial="start", widget=forms.RadioSelect)
+    confirm = forms.BooleanField(
+        required=False, label="Keep the kept steps' recorded values",
+        help_text="Needed when steps are kept: their values were computed from the old "
+                  "arguments and are not computed again.")
+    idempotency_key = forms.CharField(
+        required=False, max_length=255, label="Idempotency key (optional)",
+        help_text="A second replay submitted with the same key starts nothing new.")
 
-    def __init__(self, *args: Any, may_restart: bool = True, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, completed: list[str] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.may_restart = may_restart
+        done = list(completed or [])
+        choices = [("start", "From the start: every step runs again with the new arguments")]
+        if done:
+            choices.append(("failed", f"Keep every completed step ({len(done)}): "
+                                      f"{', '.join(done)}"))
+            choices += [(key, f"From {key}: keep the {n} step(s) before it")
+                        for n, key in enumerate(done[1:], 1)]
+        self.fields["from_step"].choices = choices  # type: ignore[attr-defined]
 
     def clean_args(self) -> list[Any]:
         """The arguments, decoded; a clear error if they are not a JSON list."""
@@ -60,11 +74,3 @@ class RetryWithArgumentsForm(forms.Form):
         """The keyword arguments, decoded; a clear error if they are not a JSON object."""
         return dict(_parse(self.cleaned_data["kwargs"] or "{}", dict, '{"amount": 3}',
                            "Keyword arguments"))
-
-    def clean_from_step(self) -> str:
-        """``failed`` or ``start``; restarting needs the restart permission too."""
-        value = str(self.cleaned_data["from_step"])
-        if value == "start" and not self.may_restart:
-            raise forms.ValidationError("You may not restart runs from scratch.",
-                                        code="permission")
-        return value

@@ -18,11 +18,14 @@ from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, URLPattern, path, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
 from celery_durable import DurableError, RunStatus
 from celery_durable.config import settings_for
+from celery_durable.ops.replay import kept_steps, replay_run
 from celery_durable.redact import redact_json_text, redact_text, unredact
+from celery_durable.stores import get_store
 
 from ..models import DeadLetter, Run
 from ..store.rows import step_logs
@@ -38,7 +41,10 @@ from .changelist import (
     pretty_json,
     status_badge,
 )
-from .forms import RetryWithArgumentsForm
+from .forms import ReplayForm
+
+_STATUSES = {status.value: status for status in RunStatus}
+_FINISHED = {value for value, status in _STATUSES.items() if status.finished}
 
 
 def redact_names() -> frozenset[str]:
@@ -80,11 +86,12 @@ class RunAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                            "options")}),
         ("Arguments", {"fields": ("args_display", "kwargs_display")}),
         ("Outcome", {"fields": ("result_display", "failed_step", "error_display",
-                                "traceback_display", "task_result_link", "wait_display")}),
+                                "traceback_display", "task_result_link", "wait_display",
+                                "replay_links")}),
     )
     readonly_fields = ("status_display", "duration_display", "args_display", "kwargs_display",
                        "result_display", "error_display", "traceback_display",
-                       "task_result_link", "wait_display")
+                       "task_result_link", "wait_display", "replay_links")
 
     class Media:
         css = {"all": ("celery_durable/admin.css",)}
@@ -307,7 +314,8 @@ class RunAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                            and "send_awaited_event" in allowed else None),
                 edit_url=(reverse(f"{self.admin_site.name}:{self._url_name('retry_arguments')}",
                                   args=[obj.pk])
-                          if retriable and "retry_with_edited_arguments" in allowed else None))
+                          if obj.status in _FINISHED and "retry_with_edited_arguments" in allowed
+                          else None))
         return super().change_view(request, object_id, form_url, context)
 
     # -- retry with edited arguments ------------------------------------------------------
@@ -334,46 +342,84 @@ class RunAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         return wait_actions.send_event_view(self, request, object_id)
 
     def retry_arguments_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        """Edit a failed or cancelled run's arguments (validated JSON) and re-trigger it."""
+        """Replay a finished run with edited arguments (validated JSON) as a new run."""
         if not self.has_retry_with_arguments_permission(request):
             raise PermissionDenied
         obj = self.get_object(request, object_id)
         if obj is None:
             raise Http404(f"no run {object_id!r}")
         page = self.run_page_url(obj)
-        if obj.status not in actions.RETRIABLE:
-            self.message_user(request, f"Run {obj.pk} is {obj.status.lower()}; only failed or "
-                              "cancelled runs can be re-triggered.", messages.WARNING)
+        status = _STATUSES.get(obj.status)
+        if status is None or not status.finished:
+            self.message_user(request, f"Run {obj.pk} is {obj.status.lower()}; only a finished "
+                              "run can be replayed.", messages.WARNING)
             return HttpResponseRedirect(page)
-        may_restart = self.has_restart_permission(request)
+        completed = list(obj.steps.filter(status="succeeded").order_by("position")
+                         .values_list("key", flat=True))
         if request.method == "POST":
-            form = RetryWithArgumentsForm(request.POST, may_restart=may_restart)
-            if form.is_valid():
-                try:
-                    actions.retrigger(self, request, obj, form.cleaned_data["from_step"],
-                                      args=unredact(form.cleaned_data["args"],
-                                                    _decoded(obj.args), redact_names()),
-                                      kwargs=unredact(form.cleaned_data["kwargs"],
-                                                      _decoded(obj.kwargs), redact_names()))
-                except DurableError as exc:
-                    form.add_error(None, str(exc))
-                else:
-                    self.message_user(request, f"Run {obj.pk} re-triggered with edited "
-                                      "arguments.", messages.SUCCESS)
-                    return HttpResponseRedirect(page)
+            form = ReplayForm(request.POST, completed=completed)
+            if form.is_valid() and (new_id := self._replay(request, obj, form)) is not None:
+                return HttpResponseRedirect(reverse(
+                    f"{self.admin_site.name}:celery_durable_run_change", args=[new_id]))
         else:
-            form = RetryWithArgumentsForm(initial={
+            form = ReplayForm(initial={
                 # Uncut: the form submits this text back as the new arguments.
                 "args": pretty_json(redact_json_text(obj.args, redact_names()), cut=False),
                 "kwargs": pretty_json(redact_json_text(obj.kwargs, redact_names()), cut=False),
-                "from_step": "failed"}, may_restart=may_restart)
+                "from_step": "start"}, completed=completed)
         obj.error_message = redact_text(obj.error_message, redact_names())  # shown, not saved
         context = {**self.admin_site.each_context(request), "opts": self.opts, "run": obj,
-                   "form": form, "title": f"Retry {obj.task} with edited arguments",
+                   "form": form, "title": f"Replay {obj.task} with edited arguments",
                    "original": obj, "page_url": page, "media": self.media + form.media,
                    "has_view_permission": True}
         return TemplateResponse(request, "admin/celery_durable/run/retry_arguments.html",
                                 context)
+
+    def _replay(self, request: HttpRequest, obj: Run, form: ReplayForm) -> str | None:
+        """Start the replay the valid ``form`` asks for and log it; its id, or None with the
+        form's errors set (unconfirmed kept steps, arguments the task refuses)."""
+        data = form.cleaned_data
+        app = actions.celery_app(obj.task)
+        from_step = str(data["from_step"])
+        kept = ""
+        if from_step != "start":
+            record = get_store(app).get_run(obj.pk)
+            kept = ", ".join(s.key for s in kept_steps(record, from_step)) if record else ""
+            if not data["confirm"]:
+                form.add_error("confirm", f"This replay keeps the values recorded for "
+                               f"{kept or 'no step'} (computed from the old arguments); "
+                               "tick the box to confirm.")
+                return None
+        try:
+            new = replay_run(obj.pk, args=unredact(data["args"], _decoded(obj.args),
+                                                   redact_names()),
+                             kwargs=unredact(data["kwargs"], _decoded(obj.kwargs),
+                                             redact_names()),
+                             from_step=from_step, app=app,
+                             idempotency_key=data["idempotency_key"] or None)
+        except (TypeError, ValueError, DurableError) as exc:
+            form.add_error(None, str(exc))
+            return None
+        how = f"keeping {kept}" if kept else "from the start"
+        self.log_change(request, obj, f"Replayed with edited arguments as run {new.id}, {how}.")
+        self.message_user(request, f"Run {obj.pk} replayed with edited arguments as run "
+                          f"{new.id} ({how}).", messages.SUCCESS)
+        return str(new.id)
+
+    @admin.display(description="Replays")
+    def replay_links(self, obj: Run) -> str:
+        """Links to the run this one replays and to the runs that replay it."""
+        def link(run_id: Any) -> str:
+            return format_html('<a href="{}">{}</a>', reverse(
+                f"{self.admin_site.name}:celery_durable_run_change", args=[str(run_id)]),
+                str(run_id))
+        parts = []
+        if obj.replay_of:
+            parts.append(format_html("Replay of {}", link(obj.replay_of)))
+        if isinstance(obj.replayed_as, list) and obj.replayed_as:
+            parts.append(format_html("Replayed as {}", format_html_join(
+                ", ", "{}", ((link(r),) for r in obj.replayed_as))))
+        return format_html_join(mark_safe("<br>"), "{}", ((p,) for p in parts)) or "—"
 
 
 @admin.register(DeadLetter)

@@ -167,28 +167,58 @@ def test_retry_with_arguments_form_rejects_invalid_json(make_run, make_user, cli
     text = shape.content.decode()
     assert "Arguments must be a JSON list" in text
     assert "Keyword arguments must be a JSON object" in text
-    restart = client.post(url, {"args": "[]", "kwargs": "{}", "from_step": "start"})
-    assert "You may not restart runs from scratch." in restart.content.decode()
+    # (a run without completed steps has nothing to keep: only "start" is offered)
+    keep = client.post(url, {"args": "[]", "kwargs": "{}", "from_step": "failed"})
+    assert "Select a valid choice. failed is not one of the available choices." in (
+        keep.content.decode())
     run.refresh_from_db()
     assert run.status == "FAILED" and run.args == '["tag", 0]'
 
 
-def test_retry_with_arguments_form_stores_new_arguments(make_run, make_user, client_for):
-    """A valid form replaces the arguments, resets the run and logs the change."""
+def test_replay_with_edited_arguments_starts_a_new_linked_run(make_run, make_user,
+                                                                client_for):
+    """Edited arguments never reuse the old arguments' results: the form starts a new run
+    (linked both ways, the original unchanged); keeping completed steps needs a confirmation
+    that names them, and arguments the task's signature refuses are a form error."""
     from django.contrib.admin.models import LogEntry
 
-    run = make_run("FAILED", steps=[{"name": "reserve", "value": "1"}])
+    from celery_durable_django.models import Run
+
+    run = make_run("FAILED", steps=[{"name": "reserve", "value": "1"},
+                                    {"name": "note", "value": '"n"'}])
     client = client_for(make_user("retry_run_with_arguments"))
-    response = client.post(f"{RUNS}{run.pk}/retry-with-arguments/",
-                           {"args": '["tag", 7]', "kwargs": '{"text": "hi"}',
-                            "from_step": "failed"})
+    url = f"{RUNS}{run.pk}/retry-with-arguments/"
+    form = client.get(url).content.decode()
+    assert "Keep every completed step (2): reserve#0, note#0" in form
+    assert "From note#0: keep the 1 step(s) before it" in form
+
+    refused = client.post(url, {"args": '["tag", 7]', "kwargs": '{"bogus": 1}',
+                                "from_step": "start"})
+    assert refused.status_code == 200
+    assert "arguments do not fit django_project.tasks.order" in refused.content.decode()
+    unconfirmed = client.post(url, {"args": '["tag", 7]', "kwargs": '{"text": "hi"}',
+                                    "from_step": "note#0"})
+    assert unconfirmed.status_code == 200
+    assert "keeps the values recorded for reserve#0" in unconfirmed.content.decode()
+    assert Run.objects.count() == 1  # nothing started
+
+    response = client.post(url, {"args": '["tag", 7]', "kwargs": '{"text": "hi"}',
+                                 "from_step": "note#0", "confirm": "on"})
     assert response.status_code == 302
+    new = Run.objects.exclude(pk=run.pk).get()
+    assert response["Location"].endswith(f"/run/{new.pk}/change/")
+    assert json.loads(new.args) == ["tag", 7] and json.loads(new.kwargs) == {"text": "hi"}
+    assert list(new.steps.values_list("key", flat=True)) == ["reserve#0"]
+    assert new.replay_of == run.pk
     run.refresh_from_db()
-    assert run.status == "PENDING"
-    assert json.loads(run.args) == ["tag", 7] and json.loads(run.kwargs) == {"text": "hi"}
-    assert run.steps.count() == 1
+    assert run.status == "FAILED" and json.loads(run.args) == ["tag", 0]
+    assert run.replayed_as == [new.pk] and run.steps.count() == 2
     entry = LogEntry.objects.get(object_id=run.pk)
-    assert "edited arguments" in entry.get_change_message()
+    assert f"as run {new.pk}, keeping reserve#0" in entry.get_change_message()
+    page = client.get(f"{RUNS}{run.pk}/change/").content.decode()
+    assert f'Replayed as <a href="/admin/celery_durable/run/{new.pk}/change/">' in page
+    page = client.get(f"{RUNS}{new.pk}/change/").content.decode()
+    assert f'Replay of <a href="/admin/celery_durable/run/{run.pk}/change/">' in page
 
 
 def test_retry_with_arguments_form_holds_long_arguments_whole(make_run, make_user, client_for):

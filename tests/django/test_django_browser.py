@@ -120,8 +120,11 @@ def test_operator_fixes_a_dead_letter_in_the_browser(django_worker, live_server,
     args.send_keys(json.dumps([tag, 5]))
     shot(driver, "admin-retry-with-arguments")
     driver.find_element(By.ID, "cd-retry-submit").click()
-    wait_for(lambda: "re-triggered with edited arguments" in driver.page_source, 10, 0.1,
+    wait_for(lambda: "replayed with edited arguments as run" in driver.page_source, 10, 0.1,
              "the confirmation")
+    assert run_id not in driver.current_url  # the replay's own page: a new run...
+    assert f"Replay of {run_id}" in driver.find_element(
+        By.CSS_SELECTOR, ".field-replay_links").text  # ...linked to the dead letter
 
     def succeeded() -> bool:
         driver.refresh()

@@ -46,17 +46,20 @@ def test_failed_run_is_dead_lettered_then_fixed_from_the_admin(django_worker, ta
 
     response = client.post(f"/admin/celery_durable/run/{result.id}/retry-with-arguments/", {
         "args": json.dumps([tag, 5]), "kwargs": json.dumps({"text": "fixed"}),
-        "from_step": "failed"})
+        "from_step": "failed", "confirm": "on"})
     assert response.status_code == 302
-    value = result.get(timeout=30)
+    replay = Run.objects.get(replay_of=result.id)  # a new run; the dead letter stays
+    assert response["Location"].endswith(f"/run/{replay.pk}/change/")
+    value = order.AsyncResult(replay.pk).get(timeout=30)
     assert value["cents"] == 500
-    assert value["note"] == "<script>window.__pwned = 1</script>"  # replayed, not re-run
-    wait_for(lambda: run_status(result.id) == "SUCCEEDED", 10, 0.1, "the run to succeed")
+    assert value["note"] == "<script>window.__pwned = 1</script>"  # kept, not re-run
+    wait_for(lambda: run_status(replay.pk) == "SUCCEEDED", 10, 0.1, "the replay to succeed")
+    assert run_status(result.id) == "FAILED"
 
     counts = redis.Redis.from_url(os.environ["TEST_REDIS_URL"])
     assert int(counts.get(f"{tag}:reserve")) == 1
     assert int(counts.get(f"{tag}:note")) == 1
     assert int(counts.get(f"{tag}:charge")) == 2
     assert LogEntry.objects.filter(object_id=result.id).exists()
-    dead = client.get("/admin/celery_durable/deadletter/").content.decode()
-    assert f"deadletter/{result.id}/change/" not in dead
+    page = client.get(f"/admin/celery_durable/run/{result.id}/change/").content.decode()
+    assert f"Replayed as <a href=\"/admin/celery_durable/run/{replay.pk}/change/\">" in page

@@ -206,7 +206,7 @@ def test_redacted_fields_are_masked_in_the_admin(redacting, make_run, make_user,
                                                  client_for) -> None:
     """card_number / api_key values never appear on the run page, dead letters or the form."""
     run = make_run("FAILED", args=json.dumps([{"card_number": "4111111111111111", "n": 1}]),
-                   kwargs=json.dumps({"api_key": "sk_live_SECRET"}),
+                   kwargs=json.dumps({"text": {"api_key": "sk_live_SECRET"}}),
                    error_message="declined card_number=4111111111111111",
                    error_traceback="Traceback\nValueError: api_key='sk_live_SECRET'",
                    steps=[{"name": "charge", "value": json.dumps(
@@ -217,13 +217,16 @@ def test_redacted_fields_are_masked_in_the_admin(redacting, make_run, make_user,
         assert "4111111111111111" not in page and "sk_live_SECRET" not in page, url
         assert "***" in page, url
     # Submitting the form with the masked value keeps the real one.
+    # (order(tag, amount, text="ok"): the replay's arguments fit its signature)
     response = client.post(f"{RUNS}{run.pk}/retry-with-arguments/", {
-        "args": json.dumps([{"card_number": "***", "n": 2}]),
-        "kwargs": json.dumps({"api_key": "***"}), "from_step": "failed"})
+        "args": json.dumps([{"card_number": "***", "n": 2}, 5]),
+        "kwargs": json.dumps({"text": {"api_key": "***"}}), "from_step": "start"})
     assert response.status_code == 302
-    run.refresh_from_db()
-    assert json.loads(run.args) == [{"card_number": "4111111111111111", "n": 2}]
-    assert json.loads(run.kwargs) == {"api_key": "sk_live_SECRET"}
+    from celery_durable_django.models import Run
+
+    replay = Run.objects.get(replay_of=run.pk)
+    assert json.loads(replay.args) == [{"card_number": "4111111111111111", "n": 2}, 5]
+    assert json.loads(replay.kwargs) == {"text": {"api_key": "sk_live_SECRET"}}
 
 
 def test_oversized_and_invalid_form_input_is_refused(make_run, make_user, client_for) -> None:
