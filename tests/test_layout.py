@@ -147,6 +147,10 @@ EXCEPTIONS = {
     ("celery_durable.stores.selection", "celery_durable_django.store"),
     # a child run must be a registered DurableTask
     ("celery_durable.controls.children", "celery_durable.task"),
+    # the admin's replay form lists the steps a replay keeps, as replay_run decides them
+    ("celery_durable_django.admin.runs", "celery_durable.ops.replay"),
+    # the run page reads a wait's checkpoint as get_run does
+    ("celery_durable_django.admin.run_steps", "celery_durable.ops.inspection"),
 }
 
 

@@ -159,8 +159,8 @@ class _Decoder:
             return None
 
 
-def _wait_state(record: StepRecord, value: Any) -> WaitState | None:
-    """The wait a checkpoint holds, or None for an ordinary step."""
+def wait_state(value: Any) -> WaitState | None:
+    """The wait a succeeded checkpoint's decoded ``value`` holds, or None for an ordinary step."""
     if not isinstance(value, dict) or value.get("kind") not in _WAIT_KINDS:
         return None
     until = value.get("until")
@@ -173,7 +173,7 @@ def _wait_state(record: StepRecord, value: Any) -> WaitState | None:
 
 
 def _step(record: StepRecord, value: Any, failures: list[Attempt]) -> StepInfo:
-    wait = _wait_state(record, value) if record.status is StepStatus.SUCCEEDED else None
+    wait = wait_state(value) if record.status is StepStatus.SUCCEEDED else None
     status = record.status
     if wait is not None and wait.pending:
         status = _WAIT_KINDS[wait.kind]

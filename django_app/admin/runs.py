@@ -29,7 +29,7 @@ from celery_durable.stores import get_store
 
 from ..models import DeadLetter, Run
 from ..store.rows import step_logs
-from . import actions, wait_actions
+from . import actions, run_steps, wait_actions
 from .changelist import (
     CappedPaginator,
     ProbingQuerySet,
@@ -273,14 +273,22 @@ class RunAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         """The run's steps for the template (one query); the template escapes them."""
         out = []
         names = redact_names()
+        failures = run_steps.failed_attempts(obj, names)
         for s in obj.steps.all().order_by("position"):
             duration = (s.finished_at - s.started_at if s.started_at is not None
                         and s.finished_at is not None else None)
+            wait = run_steps.stored_wait(s.value) if s.status == "succeeded" else None
+            status = s.status
+            if wait is not None and wait.pending:
+                status = "sleeping" if wait.kind == "sleep" else "waiting"
+            earlier = [a for a in failures.get((s.position, s.key), [])  # (not this row's)
+                       if status == "succeeded" or a["attempt"] != s.attempts]
             out.append({"position": s.position, "key": s.key, "name": s.name,
-                        "status": s.status, "status_badge": status_badge(s.status),
+                        "status": status, "status_badge": status_badge(status),
                         "attempts": s.attempts, "started": from_epoch(s.started_at),
-                        "duration": format_duration(duration),
-                        "output": (pretty_json(redact_json_text(s.value, names))
+                        "duration": format_duration(duration), "failures": earlier,
+                        "output": (run_steps.wait_text(wait, names) if wait is not None
+                                   else pretty_json(redact_json_text(s.value, names))
                                    if s.value is not None else ""),
                         "error_type": s.error_type,
                         "error_message": redact_text(s.error_message, names),

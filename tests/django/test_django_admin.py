@@ -233,3 +233,66 @@ def test_retry_with_arguments_form_holds_long_arguments_whole(make_run, make_use
     client = client_for(make_user("retry_run_with_arguments"))
     form = html.unescape(client.get(f"{RUNS}{run.pk}/retry-with-arguments/").content.decode())
     assert long_text in form and "more characters" not in form
+
+
+def test_a_pending_wait_is_shown_as_waiting_and_an_ended_one_says_how(make_run, make_user,
+                                                                       client_for):
+    """A sleep or event wait that has not ended is never a succeeded step: its badge says
+    Sleeping / Waiting with the wake time or timeout (UTC) and what it awaits; an ended wait
+    says how it ended, with the event's payload escaped."""
+    user = make_user()
+    client = client_for(user)
+    sleeping = make_run("SLEEPING", wait_kind="sleep", wait_step="sleep#0", wait_until=1.9e9,
+                        steps=[{"name": "sleep", "value": json.dumps(
+                            {"kind": "sleep", "until": 1.9e9, "wid": 3})}])
+    page = client.get(f"{RUNS}{sleeping.pk}/change/").content.decode()
+    row = page[page.index('id="cd-step-0"'):]
+    row = row[:row.index("</tr>")]
+    assert "cd-status-sleeping" in row and "cd-status-succeeded" not in row
+    assert "sleeping until 2030-03-17 17:46:40 UTC" in row and "wid" not in row
+    waiting = make_run("WAITING", wait_kind="event", wait_step="wait_for_event:approval#0",
+                       wait_event="approval", wait_key="k-1", steps=[
+                           {"name": "wait_for_event:approval", "value": json.dumps(
+                               {"kind": "event", "event": "approval", "key": "k-1",
+                                "until": None, "after": 0, "wid": 2})}])
+    page = client.get(f"{RUNS}{waiting.pk}/change/").content.decode()
+    assert "cd-status-waiting" in page
+    assert "waiting for event &#x27;approval&#x27; key &#x27;k-1&#x27; until no timeout" in page
+    ended = make_run("SUCCEEDED", steps=[{"name": "wait_for_event:approval", "value": json.dumps(
+        {"kind": "event", "event": "approval", "key": "k-1", "until": None, "after": 0,
+         "wid": 2, "outcome": "event", "payload": {"ok": "<b>yes</b>"}})}])
+    page = client.get(f"{RUNS}{ended.pk}/change/").content.decode()
+    assert "got event &#x27;approval&#x27; key &#x27;k-1&#x27;; payload:" in page
+    assert "&lt;b&gt;yes&lt;/b&gt;" in page and "<b>yes</b>" not in page
+
+
+def test_every_failed_attempt_of_a_step_is_on_the_run_page(make_user, client_for):
+    """Attempts a step failed before it succeeded (the run's history, written by the store)
+    are listed under the step with their errors and the delay chosen."""
+    import uuid
+
+    from celery_durable.records import ErrorInfo, RunStatus, StepRecord, StepStatus
+    from celery_durable_django.store import DjangoStore
+
+    store, run_id = DjangoStore(), str(uuid.uuid4())
+    begun = store.begin(run_id, task="django_project.tasks.order", args='["t", 1]',
+                        kwargs="{}", options={}, owner="w@h:1:1", lease_ttl=30)
+    for attempt in (1, 2):
+        failed = StepRecord(0, "charge#0", "charge", StepStatus.RETRYING, attempt, None,
+                            ErrorInfo("builtins.TimeoutError", f"gateway slow #{attempt}",
+                                      "Traceback ...", ["calling the gateway"]),
+                            1_800_000_000.0, 1_800_000_001.5)
+        failed.max_attempts, failed.retry_delay = 5, 2.0 * attempt
+        assert store.park(run_id, begun.token, status=RunStatus.RETRYING, delay=0,
+                          due_in=60, step=failed)
+        begun = store.begin(run_id, task="django_project.tasks.order", args='["t", 1]',
+                            kwargs="{}", options={}, owner="w@h:1:1", lease_ttl=30)
+    assert store.save_step(run_id, begun.token, StepRecord(
+        0, "charge#0", "charge", StepStatus.SUCCEEDED, 3, '"paid"', None, 1.8e9, 1.8e9 + 1))
+    assert store.finish(run_id, begun.token, status=RunStatus.SUCCEEDED, result='"paid"')
+    page = client_for(make_user()).get(f"{RUNS}{run_id}/change/").content.decode()
+    assert "2 failed attempts before" in page
+    assert "attempt 1 of 5 (retrying)" in page and "attempt 2 of 5 (retrying)" in page
+    assert "builtins.TimeoutError: gateway slow #1" in page
+    assert "builtins.TimeoutError: gateway slow #2" in page
+    assert "next attempt after 4.0 s" in page and "calling the gateway" in page
