@@ -42,6 +42,7 @@ from .changelist import (
     status_badge,
 )
 from .forms import ReplayForm
+from .labels import TagFilter, VersionFilter, attempts_text, tags_html
 
 _STATUSES = {status.value: status for status in RunStatus}
 _FINISHED = {value for value, status in _STATUSES.items() if status.finished}
@@ -64,10 +65,10 @@ def _decoded(text: str | None) -> Any:
 class RunAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     """Every durable run: newest first, filterable, searchable, read-only."""
 
-    list_display = ("id", "task", "status_display", "step_display", "attempts", "created_at",
-                    "duration_display", "idempotency_key")
+    list_display = ("id", "task", "status_display", "step_display", "attempts_display",
+                    "tags_display", "created_at", "duration_display", "idempotency_key")
     list_display_links = ("id",)
-    list_filter = (StatusFilter, TaskFilter, "created_at")
+    list_filter = (StatusFilter, TaskFilter, TagFilter, VersionFilter, "created_at")
     search_fields = ("args", "kwargs")
     search_help_text = ("A run id or idempotency key (exact, instant), or text in the "
                         "arguments (scans the table).")
@@ -81,17 +82,18 @@ class RunAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     actions = actions.ACTIONS + wait_actions.ACTIONS
     change_form_template = "admin/celery_durable/run/change_form.html"
     fieldsets = (
-        (None, {"fields": ("id", "task", "status_display", "idempotency_key", "created_at",
-                           "started_at", "finished_at", "duration_display", "recoveries",
-                           "options")}),
-        ("Arguments", {"fields": ("args_display", "kwargs_display")}),
+        (None, {"fields": ("id", "task", "status_display", "idempotency_key", "tags_display",
+                           "version", "created_at", "started_at", "finished_at",
+                           "duration_display", "recoveries", "attempts_display", "options")}),
+        ("Arguments", {"fields": ("args_display", "kwargs_display", "metadata_display")}),
         ("Outcome", {"fields": ("result_display", "failed_step", "error_display",
                                 "traceback_display", "task_result_link", "wait_display",
                                 "replay_links")}),
     )
     readonly_fields = ("status_display", "duration_display", "args_display", "kwargs_display",
                        "result_display", "error_display", "traceback_display",
-                       "task_result_link", "wait_display", "replay_links")
+                       "task_result_link", "wait_display", "replay_links", "tags_display",
+                       "attempts_display", "metadata_display")
 
     class Media:
         css = {"all": ("celery_durable/admin.css",)}
@@ -189,6 +191,16 @@ class RunAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                                obj.wait_key, when)
         return obj.current_step or "—"
 
+    @admin.display(description="attempt")
+    def attempts_display(self, obj: Run) -> str:
+        """The current step's attempt n of max, and the run's step retries."""
+        return attempts_text(obj)
+
+    @admin.display(description="tags")
+    def tags_display(self, obj: Run) -> str:
+        """The run's tags as badges."""
+        return tags_html(obj)
+
     @admin.display(description="duration")
     def duration_display(self, obj: Run) -> str:
         """Started → finished (or → now while unfinished)."""
@@ -203,6 +215,13 @@ class RunAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def args_display(self, obj: Run) -> str:
         """Positional arguments, pretty JSON."""
         return pre(pretty_json(redact_json_text(obj.args, redact_names())))
+
+    @admin.display(description="metadata")
+    def metadata_display(self, obj: Run) -> str:
+        """What the run reported with ``set_metadata``, pretty JSON (redacted)."""
+        if not obj.metadata:
+            return "—"
+        return pre(pretty_json(redact_json_text(json.dumps(obj.metadata), redact_names())))
 
     @admin.display(description="keyword arguments")
     def kwargs_display(self, obj: Run) -> str:
@@ -434,8 +453,9 @@ class RunAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 class DeadLetterAdmin(RunAdmin):
     """Runs that failed for good (retries exhausted or a permanent error), with bulk re-trigger."""
 
-    list_display = ("id", "task", "step_display", "attempts", "error_glance", "finished_at")
-    list_filter = (TaskFilter, "finished_at")
+    list_display = ("id", "task", "step_display", "attempts_display", "error_glance",
+                    "finished_at")
+    list_filter = (TaskFilter, TagFilter, VersionFilter, "finished_at")
     date_hierarchy = "finished_at"
     ordering = ("-finished_at", "-id")
 

@@ -296,3 +296,49 @@ def test_every_failed_attempt_of_a_step_is_on_the_run_page(make_user, client_for
     assert "builtins.TimeoutError: gateway slow #1" in page
     assert "builtins.TimeoutError: gateway slow #2" in page
     assert "next attempt after 4.0 s" in page and "calling the gateway" in page
+
+
+def test_the_list_shows_attempt_of_max_retries_and_tags_and_filters_by_tag_and_version(
+        make_user, client_for):
+    """The attempts column says which attempt of how many and the run's step retries (not
+    only the last step's attempts); tags are badges, and the tag and version filters go
+    through RunTag and the version column."""
+    import uuid
+
+    from celery_durable.records import ErrorInfo, NewRun, RunStatus, StepRecord, StepStatus
+    from celery_durable_django.store import DjangoStore
+
+    store = DjangoStore()
+    retrying, plain = str(uuid.uuid4()), str(uuid.uuid4())
+    store.create_runs([NewRun(retrying, "django_project.tasks.order", tags=["customer:42"],
+                              version="v7"),
+                       NewRun(plain, "django_project.tasks.order", tags=["beta"])], grace=60)
+    begun = store.begin(retrying, task="django_project.tasks.order", args="[]", kwargs="{}",
+                        options={}, owner="w@h:1:1", lease_ttl=30)
+    for position, key in enumerate(("reserve#0", "charge#0")):
+        step = StepRecord(position, key, key[:-2], StepStatus.RETRYING, 2, None,
+                          ErrorInfo("builtins.OSError", "down", ""), 1.8e9, 1.8e9 + 1)
+        step.max_attempts, step.retry_delay = 5, 1.0
+        assert store.park(retrying, begun.token, status=RunStatus.RETRYING, delay=0,
+                          due_in=60, step=step)
+        begun = store.begin(retrying, task="django_project.tasks.order", args="[]",
+                            kwargs="{}", options={}, owner="w@h:1:1", lease_ttl=30)
+        if position == 0:
+            assert store.save_step(retrying, begun.token, StepRecord(
+                0, key, "reserve", StepStatus.SUCCEEDED, 3, '"ok"', None, 1.8e9, 1.8e9))
+    step = StepRecord(1, "charge#0", "charge", StepStatus.RETRYING, 3, None,
+                      ErrorInfo("builtins.OSError", "down", ""), 1.8e9, 1.8e9 + 1)
+    step.max_attempts, step.retry_delay = 5, 1.0
+    assert store.park(retrying, begun.token, status=RunStatus.RETRYING, delay=0, due_in=60,
+                      step=step)
+    client = client_for(make_user())
+    page = client.get(f"{RUNS}?tag=customer:42").content.decode()
+    assert retrying in page and plain not in page
+    row = page[page.index(f"{retrying}/change/"):]
+    row = row[:row.index("</tr>")]
+    assert "4 of 5 · 3 retries" in row  # the 4th attempt of charge comes next
+    assert '<span class="cd-tag">customer:42</span>' in row
+    page = client.get(f"{RUNS}?version=v7").content.decode()
+    assert retrying in page and plain not in page
+    page = client.get(RUNS).content.decode()
+    assert "?tag=beta" in page and "?version=v7" in page  # the filters offer them
