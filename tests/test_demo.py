@@ -318,7 +318,11 @@ def test_demo_admin_in_a_browser(demo, browser):
     driver.find_element(By.CSS_SELECTOR, f"input.action-select[value='{dead}']").click()
     Select(driver.find_element(By.NAME, "action")).select_by_value("restart_from_scratch")
     driver.find_element(By.CSS_SELECTOR, "button[name=index]").click()
-    wait_for(lambda: "restarted from scratch" in driver.page_source, 15, 0.2, "the confirmation")
+    wait_for(lambda: driver.find_elements(By.ID, "cd-confirm"), 15, 0.2, "the confirmation page")
+    assert "Restart 1 run from scratch?" in driver.find_element(
+        By.ID, "cd-confirm-question").text
+    driver.find_element(By.ID, "cd-confirm").click()
+    wait_for(lambda: "restarted from scratch" in driver.page_source, 15, 0.2, "the report")
     wait_for(lambda: demo.statuses().get("process_order") == Counter(SUCCEEDED=5), 60, 0.5,
              "the fixed order's run to succeed")
 

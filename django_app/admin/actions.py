@@ -15,9 +15,11 @@ from typing import Any
 from celery import Celery, current_app
 from celery._state import _get_active_apps  # no public name lists every live app
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import ngettext
@@ -98,13 +100,47 @@ def retrigger(modeladmin: admin.ModelAdmin[Any], request: HttpRequest, run: Run,
     modeladmin.log_change(request, run, f"Re-triggered {what}{extra}.")
 
 
+#: Runs listed on a confirmation page (the count is always the whole selection).
+CONFIRM_SAMPLE = 20
+
+
+def confirm_first(modeladmin: admin.ModelAdmin[Any], request: HttpRequest,
+                  queryset: QuerySet[Run], question: str) -> HttpResponse | None:
+    """The confirmation page of an action ("Cancel 37 runs?"), as Django's delete action has;
+    None once the user has confirmed (``post=yes``)."""
+    if request.POST.get("post") == "yes":
+        return None
+    count = queryset.count()
+    names = request.POST.getlist("action")
+    try:
+        action = names[int(request.POST.get("index", 0))]
+    except (IndexError, ValueError):
+        action = names[0] if names else ""
+    across = request.POST.get("select_across", "0")
+    target = back(request)
+    context = {
+        **modeladmin.admin_site.each_context(request), "opts": modeladmin.model._meta,
+        "title": question.format(count=count, runs=ngettext("run", "runs", count)),
+        "count": count, "action": action, "select_across": across,
+        "sample": list(queryset.only("id", "task", "status")[:CONFIRM_SAMPLE]),
+        "selected": ([] if across == "1"
+                     else request.POST.getlist(helpers.ACTION_CHECKBOX_NAME)),
+        "next": request.POST["next"] if target is not None else "",
+        "post_url": request.get_full_path()}
+    return TemplateResponse(request, "admin/celery_durable/run/confirm_action.html", context)
+
+
 def each_run(modeladmin: admin.ModelAdmin[Any], request: HttpRequest, queryset: QuerySet[Run],
-             verb: str, act: Callable[[Run], str | None]) -> HttpResponse | None:
-    """Apply ``act`` to every selected run, report, go back.
+             verb: str, act: Callable[[Run], str | None],
+             question: str = "") -> HttpResponse | None:
+    """Ask first (``question``, see :func:`confirm_first`), then apply ``act`` to every
+    selected run, report, go back.
 
     ``act`` returns None when it changed the run, else why it did not; a
     ``DurableError`` it raises is reported for that run.
     """
+    if question and (page := confirm_first(modeladmin, request, queryset, question)):
+        return page
     done, errors = 0, []
     for run in queryset.only("id", "task", "status").iterator():
         try:
@@ -120,14 +156,15 @@ def each_run(modeladmin: admin.ModelAdmin[Any], request: HttpRequest, queryset: 
 
 
 def _retry_all(modeladmin: admin.ModelAdmin[Any], request: HttpRequest,
-               queryset: QuerySet[Run], from_step: str, verb: str) -> HttpResponse | None:
+               queryset: QuerySet[Run], from_step: str, verb: str,
+               question: str) -> HttpResponse | None:
     def retry(run: Run) -> str | None:
         if run.status not in RETRIABLE:
             return f"{run.pk} is {run.status.lower()}"
         retrigger(modeladmin, request, run, from_step)
         return None
 
-    return each_run(modeladmin, request, queryset, verb, retry)
+    return each_run(modeladmin, request, queryset, verb, retry, question)
 
 
 @admin.action(permissions=["retry"], description="Retry selected runs from the failed step")
@@ -135,14 +172,17 @@ def retry_from_failed_step(modeladmin: admin.ModelAdmin[Any], request: HttpReque
                            queryset: QuerySet[Run]) -> HttpResponse | None:
     """Resume each failed or cancelled run at its failed step; completed steps are kept."""
     return _retry_all(modeladmin, request, queryset, "failed",
-                      "re-triggered from the failed step")
+                      "re-triggered from the failed step",
+                      "Retry {count} {runs} from the failed step? Completed steps are kept.")
 
 
 @admin.action(permissions=["restart"], description="Restart selected runs from scratch")
 def restart_from_scratch(modeladmin: admin.ModelAdmin[Any], request: HttpRequest,
                          queryset: QuerySet[Run]) -> HttpResponse | None:
     """Drop every checkpoint of each failed or cancelled run and run it again."""
-    return _retry_all(modeladmin, request, queryset, "start", "restarted from scratch")
+    return _retry_all(modeladmin, request, queryset, "start", "restarted from scratch",
+                      "Restart {count} {runs} from scratch? Every checkpoint is dropped and "
+                      "every step runs again.")
 
 
 @admin.action(permissions=["retry_with_arguments"],
@@ -184,7 +224,9 @@ def cancel_runs(modeladmin: admin.ModelAdmin[Any], request: HttpRequest,
         modeladmin.log_change(request, run, "Cancelled.")
         return None
 
-    return each_run(modeladmin, request, queryset, "cancelled", cancel)
+    return each_run(modeladmin, request, queryset, "cancelled", cancel,
+                    "Cancel {count} {runs}? A running step stops at its next checkpoint; "
+                    "child runs are cancelled too.")
 
 
 ACTIONS = [retry_from_failed_step, restart_from_scratch, retry_with_edited_arguments,

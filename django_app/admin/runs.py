@@ -333,7 +333,9 @@ class RunAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                     ("cancel_runs", "Cancel",
                      obj.status not in (RunStatus.SUCCEEDED.value, RunStatus.CANCELLED.value,
                                         RunStatus.REPLACED.value)),
-                    ("wake_now", "Wake now", obj.status in wait_actions.PAUSED),
+                    ("wake_now", "Time out the wait now" if obj.status
+                     == RunStatus.WAITING.value else "End the sleep now",
+                     obj.status in wait_actions.PAUSED),
                 ) if ok and name in allowed],
                 event_url=(reverse(f"{self.admin_site.name}:{self._url_name('send_event')}",
                                    args=[obj.pk])

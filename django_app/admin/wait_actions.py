@@ -27,7 +27,8 @@ from .actions import celery_app, each_run, open_run_form
 PAUSED = (RunStatus.SLEEPING.value, RunStatus.WAITING.value)
 
 
-@admin.action(permissions=["wake"], description="Wake selected sleeping or waiting runs now")
+@admin.action(permissions=["wake"],
+              description="End the sleep / time out the wait of selected runs now")
 def wake_now(modeladmin: admin.ModelAdmin[Any], request: HttpRequest,
              queryset: QuerySet[Run]) -> HttpResponse | None:
     """Resume each sleeping run now; a waiting run resumes as if its wait timed out."""
@@ -39,7 +40,9 @@ def wake_now(modeladmin: admin.ModelAdmin[Any], request: HttpRequest,
         modeladmin.log_change(request, run, "Woken now.")
         return None
 
-    return each_run(modeladmin, request, queryset, "woken", wake)
+    return each_run(modeladmin, request, queryset, "woken", wake,
+                    "Wake {count} {runs} now? A sleeping run's sleep ends now; a waiting run's "
+                    "wait times out now, as if the event never came.")
 
 
 @admin.action(permissions=["send_event"], description="Send the awaited event…")

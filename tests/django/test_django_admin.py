@@ -106,7 +106,7 @@ def test_user_without_permissions_sees_no_actions_and_gets_403(make_run, make_us
                      "retry_with_edited_arguments", "cancel_runs", "cd-edit-arguments"):
             assert name not in page, (url, name)
     for url in (RUNS, DEAD):
-        response = client.post(url, {"action": "retry_from_failed_step", "index": 0,
+        response = client.post(url, {"action": "retry_from_failed_step", "index": 0, "post": "yes",
                                      "_selected_action": [run.pk]})
         assert response.status_code == 403
     assert client.get(f"{RUNS}{run.pk}/retry-with-arguments/").status_code == 403
@@ -131,7 +131,7 @@ def test_retry_action_resets_the_run_logs_and_reports(make_run, make_user, clien
 
     runs = [make_run("FAILED", steps=[{"name": "reserve", "value": "1"}]) for _ in range(2)]
     client = client_for(make_user("retry_run"))
-    response = client.post(DEAD, {"action": "retry_from_failed_step", "index": 0,
+    response = client.post(DEAD, {"action": "retry_from_failed_step", "index": 0, "post": "yes",
                                   "_selected_action": [r.pk for r in runs]}, follow=True)
     assert "2 runs re-triggered from the failed step." in response.content.decode()
     for run in runs:
@@ -146,7 +146,7 @@ def test_cancel_marks_the_run_cancelled(make_run, make_user, client_for):
     client = client_for(make_user("cancel_run"))
     page = f"{RUNS}{run.pk}/change/"
     assert 'id="cd-cancel_runs"' in client.get(page).content.decode()
-    response = client.post(RUNS, {"action": "cancel_runs", "index": 0,
+    response = client.post(RUNS, {"action": "cancel_runs", "index": 0, "post": "yes",
                                   "_selected_action": [run.pk], "next": page})
     assert response.status_code == 302 and response["Location"] == page
     run.refresh_from_db()
@@ -342,3 +342,26 @@ def test_the_list_shows_attempt_of_max_retries_and_tags_and_filters_by_tag_and_v
     assert retrying in page and plain not in page
     page = client.get(RUNS).content.decode()
     assert "?tag=beta" in page and "?version=v7" in page  # the filters offer them
+
+
+def test_a_bulk_action_asks_first_with_the_count_and_acts_only_when_confirmed(
+        make_run, make_user, client_for):
+    """Cancel (like every bulk action) shows "Cancel 3 runs?" listing them, changes nothing
+    until confirmed, then acts on the whole selection ("select all" included)."""
+    from celery_durable_django.models import Run
+
+    runs = [make_run("RUNNING", owner="host:1:1", token=1) for _ in range(3)]
+    other = make_run("RUNNING", owner="host:1:1", token=1, task="django_project.tasks.other")
+    client = client_for(make_user("cancel_run"))
+    url = f"{RUNS}?task=django_project.tasks.order"
+    asked = client.post(url, {"action": "cancel_runs", "index": 0, "select_across": "1",
+                              "_selected_action": [runs[0].pk]})
+    page = asked.content.decode()
+    assert asked.status_code == 200 and "Cancel 3 runs?" in page
+    assert all(r.pk in page for r in runs) and other.pk not in page
+    assert set(Run.objects.values_list("status", flat=True)) == {"RUNNING"}  # nothing yet
+    done = client.post(url, {"action": "cancel_runs", "index": 0, "select_across": "1",
+                             "_selected_action": [runs[0].pk], "post": "yes"})
+    assert done.status_code == 302
+    assert {r.pk: r.status for r in Run.objects.all()} == {
+        **{r.pk: "CANCELLED" for r in runs}, other.pk: "RUNNING"}

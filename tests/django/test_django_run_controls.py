@@ -30,7 +30,7 @@ def test_admin_cancel_of_a_sleeping_run_uses_cancel_run(django_worker, tag, make
     wait_for(lambda: run_status(result.id) == "SLEEPING", 30, 0.1, "the run to sleep")
     client = client_for(make_user("cancel_run"))
     response = client.post("/admin/celery_durable/run/", {
-        "action": "cancel_runs", "_selected_action": [result.id], "index": "0"})
+        "action": "cancel_runs", "_selected_action": [result.id], "index": "0", "post": "yes"})
     assert response.status_code == 302
     assert run_status(result.id) == "CANCELLED"
     assert result.state == "REVOKED"

@@ -97,7 +97,7 @@ def test_permission_matrix_for_every_page_form_and_action(role, client_as, make_
     for action, (perm, status) in ACTIONS.items():
         run = make_run(status, **paused(status))
         before = run.status, run.token
-        response = client.post(RUNS, {"action": action, "index": 0,
+        response = client.post(RUNS, {"action": action, "index": 0, "post": "yes",
                                       "_selected_action": [run.pk]})
         ok = allowed(role, perm)
         check(role, response, ok, action)
@@ -120,11 +120,12 @@ def test_actions_and_forms_enforce_csrf(make_user, make_run) -> None:
     client = Client(enforce_csrf_checks=True)
     client.force_login(user)
     failed, waiting = make_run("FAILED"), make_run("WAITING", **paused("WAITING"))
-    posts = [(RUNS, {"action": "retry_from_failed_step", "index": 0,
+    posts = [(RUNS, {"action": "retry_from_failed_step", "index": 0, "post": "yes",
                      "_selected_action": [failed.pk]}),
-             (DEAD, {"action": "restart_from_scratch", "index": 0,
+             (DEAD, {"action": "restart_from_scratch", "index": 0, "post": "yes",
                      "_selected_action": [failed.pk]}),
-             (RUNS, {"action": "cancel_runs", "index": 0, "_selected_action": [waiting.pk]}),
+             (RUNS, {"action": "cancel_runs", "index": 0, "post": "yes",
+                     "_selected_action": [waiting.pk]}),
              (f"{RUNS}{failed.pk}/retry-with-arguments/",
               {"args": "[1]", "kwargs": "{}", "from_step": "failed"}),
              (f"{RUNS}{waiting.pk}/send-event/", {"name": "approval", "key": "k-1",
@@ -137,7 +138,7 @@ def test_actions_and_forms_enforce_csrf(make_user, make_run) -> None:
     # With the token from the page's cookie the same action goes through.
     client.get(RUNS)
     token = client.cookies["csrftoken"].value
-    response = client.post(RUNS, {"action": "retry_from_failed_step", "index": 0,
+    response = client.post(RUNS, {"action": "retry_from_failed_step", "index": 0, "post": "yes",
                                   "_selected_action": [failed.pk], "csrfmiddlewaretoken": token})
     assert response.status_code == 302
     failed.refresh_from_db()

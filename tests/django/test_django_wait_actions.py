@@ -56,7 +56,7 @@ def test_wake_now_action_resumes_a_ten_day_sleep(django_worker, tag, make_user, 
 
     result = long_nap.delay(tag)
     wait_for(lambda: run_status(result.id) == "SLEEPING", 30, 0.1, "the run to sleep")
-    action = {"action": "wake_now", "_selected_action": [result.id], "index": "0"}
+    action = {"action": "wake_now", "_selected_action": [result.id], "index": "0", "post": "yes"}
 
     outsider = client_for(make_user())
     assert outsider.post("/admin/celery_durable/run/", action).status_code == 403
