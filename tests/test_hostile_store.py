@@ -119,6 +119,36 @@ def test_corrupt_checkpoint_dead_letters_the_run_instead_of_looping(app, redis_c
     assert store.claim_due(run_id, grace=0, max_recoveries=5).action == "gone"
 
 
+def test_a_corrupt_checkpoint_dead_letters_the_run_when_resumes_are_announced(
+        app, redis_client) -> None:
+    """With a ``run_resumed`` receiver connected (tracing, a user's handler), counting the
+    completed steps meets the corrupt record first: the run is still dead-lettered once,
+    naming it, and no step runs (the delivery raised and left the run RUNNING)."""
+    task = two_steps(app)
+    run_id, store = parked_run(app, task, [10])
+    redis_client.hset(store.run_key(run_id), "c:0", b"\xc3\x28")
+    dead: list[str] = []
+    resumed: list[str] = []
+
+    def on_dead(sender: Any = None, run_id: str = "", **kwargs: Any) -> None:
+        dead.append(run_id)
+
+    def on_resumed(sender: Any = None, run_id: str = "", **kwargs: Any) -> None:
+        resumed.append(run_id)
+
+    signals.run_dead_lettered.connect(on_dead)
+    signals.run_resumed.connect(on_resumed)
+    try:
+        error = deliver(task, run_id, [10])
+    finally:
+        signals.run_dead_lettered.disconnect(on_dead)
+        signals.run_resumed.disconnect(on_resumed)
+    assert dead == [run_id] and resumed == []
+    assert isinstance(error, SerializationError) and "position 0 is corrupt" in str(error)
+    assert CALLS == []
+    assert redis_client.hget(store.run_key(run_id), "status") == b"FAILED"
+
+
 @pytest.mark.parametrize("then", ["step", "sleep"])
 def test_a_body_that_catches_the_corruption_error_still_dead_letters_the_run(
         app, redis_client, then) -> None:

@@ -312,3 +312,33 @@ def test_flower_shows_sleeping_then_success(start_worker, flower, tag):  # noqa:
     result = nap.delay(tag, 2)
     seen = states_until_success(flower, result.id)
     assert "SLEEPING" in seen, seen
+
+
+def test_flower_stops_showing_a_cancelled_run_as_sleeping(start_worker, flower, tag):  # noqa: F811
+    """A run parked in a sleep has no worker to report its cancel: cancel_run itself sends
+    Celery's task-revoked event, and (REVOKED cannot replace a custom state in Celery's event
+    state) task-cancelled, so Flower shows it CANCELLED, with its revoked time, not SLEEPING.
+    A running run's cancel shows REVOKED, as with plain Celery."""
+    from apps.waits_app import nap
+    from test_flower import _get, _task_state
+
+    from celery_durable import cancel_run
+
+    start_worker("apps.waits_app", extra_args=["-E"])
+    time.sleep(1.0)  # let Flower's event consumer attach before the run starts
+    result = nap.delay(tag, 3600)
+    wait_for(lambda: _task_state(flower, result.id) == "SLEEPING", 30, 0.1,
+             "Flower to show the run SLEEPING")
+    assert cancel_run(result.id, app=nap.app)
+    wait_for(lambda: _task_state(flower, result.id) == "CANCELLED", 30, 0.1,
+             "Flower to show the cancelled run CANCELLED")
+    info = _get(f"{flower}/api/task/info/{result.id}")
+    assert isinstance(info, dict) and info["revoked"] is not None
+    assert result.state == "REVOKED"
+
+    queued = nap.apply_async((f"{tag}-q", 1), countdown=3600)  # PENDING in Flower, no worker
+    wait_for(lambda: _task_state(flower, queued.id) is not None, 30, 0.1,
+             "Flower to see the queued run")
+    assert cancel_run(queued.id, app=nap.app)
+    wait_for(lambda: _task_state(flower, queued.id) == "REVOKED", 30, 0.1,
+             "Flower to show the queued run REVOKED")

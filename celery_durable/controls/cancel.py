@@ -20,7 +20,7 @@ from .. import signals
 from ..config import app_or_current, settings_for
 from ..engine.lifecycle import child_ids, mark_revoked, notify_parent
 from ..errors import InvalidRunStateError
-from ..records import RunRecord
+from ..records import RunRecord, RunStatus
 from ..serialization import get_serializer
 from ..stores import get_store
 from .concurrency import release_cancelled
@@ -31,13 +31,15 @@ logger = logging.getLogger(__name__)
 def _cancel_one(app: Celery, run_id: str, *, terminate: bool, signal: str, reason: str,
                 create_missing: bool) -> RunRecord | None:
     store = get_store(app)
+    [before] = store.get_runs([run_id])
     try:
         run = store.cancel(run_id, create_missing=create_missing)
     except InvalidRunStateError:
         return None
     if run is None:
         return None
-    mark_revoked(app, run_id, reason)
+    parked = before is not None and before.status in (RunStatus.SLEEPING, RunStatus.WAITING)
+    mark_revoked(app, run_id, reason, run, terminated=terminate, signum=signal, parked=parked)
     if terminate:
         app.control.revoke(run_id, terminate=True, signal=signal)
     release_cancelled(app, run)

@@ -22,7 +22,7 @@ from celery import Celery
 from .. import signals
 from ..config import settings_for
 from ..records import ErrorInfo, RunRecord
-from ..serialization import decode
+from ..serialization import decode, get_serializer
 from ..stores.base import CheckpointStore, child_runs_of
 from .publish import publish_run
 
@@ -63,13 +63,54 @@ def announce_dead_letter(app: Celery, store: CheckpointStore, *, run_id: str, ta
                                        error=error, failed_step=failed_step)
 
 
-def mark_revoked(app: Celery, run_id: str, reason: str = "cancelled") -> None:
-    """Record REVOKED in the result backend; a backend hiccup must not undo a cancel."""
+def mark_revoked(app: Celery, run_id: str, reason: str = "cancelled",
+                 run: RunRecord | None = None, *, terminated: bool = False,
+                 signum: str | None = None, parked: bool = False) -> None:
+    """Record REVOKED in the result backend and tell event consumers (Flower) the task was
+    revoked; a backend or broker hiccup must not undo a cancel.
+
+    With ``run``, the backend row keeps the task's name and arguments (a
+    django-celery-results row with ``result_extended`` lost them on REVOKED).
+    The ``task-revoked`` event is sent by this process: a parked (sleeping,
+    waiting, queued) run has no worker that could send it, and Flower would
+    show it SLEEPING or WAITING for ever. Celery's event state (which Flower
+    uses) never lets REVOKED replace a custom state such as SLEEPING (custom
+    states rank after REVOKED in ``celery.states.PRECEDENCE``), so a run that
+    was ``parked`` in a wait also gets a ``task-cancelled`` event: Flower shows
+    it CANCELLED.
+    """
     try:
-        app.backend.mark_as_revoked(run_id, reason=reason)
+        app.backend.mark_as_revoked(run_id, reason=reason, request=_request(app, run))
     except Exception:
         logger.warning("run %s: could not record REVOKED in the result backend", run_id,
                        exc_info=True)
+    try:
+        with app.events.default_dispatcher() as dispatcher:
+            dispatcher.send("task-revoked", uuid=run_id, terminated=terminated,
+                            signum=signum if terminated else None,
+                            expired=reason == "expired")
+            if parked:
+                dispatcher.send("task-cancelled", uuid=run_id, reason=reason)
+    except Exception:
+        logger.warning("run %s: could not send the task-revoked event", run_id, exc_info=True)
+
+
+def _request(app: Celery, run: RunRecord | None) -> Any:
+    """The request a result backend reads a task's name and arguments from (no chord: a
+    cancel is not a chord member's completion)."""
+    if run is None or not run.task:
+        return None
+    from celery.app.task import Context
+
+    serializer = get_serializer(settings_for(app).serializer)
+    try:
+        args = decode(serializer, run.args, what="arguments", run_id=run.id)
+        kwargs = decode(serializer, run.kwargs, what="keyword arguments", run_id=run.id)
+    except Exception:  # unreadable arguments: the name is still worth keeping
+        args, kwargs = None, None
+    return Context(id=run.id, task=run.task, args=args, kwargs=kwargs, chord=None,
+                   argsrepr=None if args is None else repr(tuple(args)),
+                   kwargsrepr=None if kwargs is None else repr(kwargs))
 
 
 def child_ids(serializer: Any, run: RunRecord) -> list[str]:

@@ -183,9 +183,19 @@ def execute(task: Task, body: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 
 
 def _announce(ctx: RunContext, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-    """Send ``run_started`` (no checkpoints yet) or ``run_resumed``."""
+    """Send ``run_started`` (no checkpoints yet) or ``run_resumed``.
+
+    A checkpoint that cannot be read ends the run as it would at its step
+    (``ctx.fatal``: the body's first step raises it and the run is
+    dead-lettered, naming the field); no signal is sent for it.
+    """
     if ctx.checkpoints:
-        completed = sum(1 for s in ctx.checkpoints.values() if s.status is StepStatus.SUCCEEDED)
+        try:
+            completed = sum(1 for s in ctx.checkpoints.values()
+                            if s.status is StepStatus.SUCCEEDED)
+        except CorruptCheckpointError as unreadable:
+            ctx.fatal = unreadable
+            return
         signals.run_resumed.send(sender=ctx.task, run_id=ctx.run_id, task=ctx.task.name,
                                  completed=completed, args=args, kwargs=kwargs)
     else:
@@ -229,7 +239,7 @@ def _lease_lost(ctx: RunContext) -> None:
     if run is not None and run.status is RunStatus.CANCELLED:
         logger.info("run %s: cancelled; stopping at this step boundary", ctx.run_id)
         # A paused-state update of this delivery may have overwritten cancel_run's REVOKED.
-        mark_revoked(ctx.task.app, ctx.run_id)
+        mark_revoked(ctx.task.app, ctx.run_id, run=run)
         return
     logger.warning("run %s: lease lost to another delivery; stopping", ctx.run_id)
 

@@ -365,3 +365,24 @@ def test_a_bulk_action_asks_first_with_the_count_and_acts_only_when_confirmed(
     assert done.status_code == 302
     assert {r.pk: r.status for r in Run.objects.all()} == {
         **{r.pk: "CANCELLED" for r in runs}, other.pk: "RUNNING"}
+
+
+def test_a_cancelled_run_keeps_its_name_and_arguments_on_the_results_row(make_run):
+    """With result_extended, django-celery-results' REVOKED row of a cancelled run names the
+    task and keeps its arguments (the REVOKED write used to blank them)."""
+    from django_celery_results.models import TaskResult
+    from django_project.celery import app
+
+    from celery_durable import cancel_run
+
+    run = make_run("SLEEPING", args='["tag-42", 7]', kwargs='{"text": "hi"}',
+                   wait_kind="sleep", wait_step="sleep#0", wait_until=1.9e9)
+    before = app.conf.result_extended
+    app.conf.result_extended = True
+    try:
+        assert cancel_run(run.pk, app=app)
+    finally:
+        app.conf.result_extended = before
+    row = TaskResult.objects.get(task_id=run.pk)
+    assert row.status == "REVOKED" and row.task_name == "django_project.tasks.order"
+    assert "tag-42" in (row.task_args or "") and "hi" in (row.task_kwargs or "")
