@@ -47,6 +47,14 @@ FROM (SELECT i, now() - (%s - i) * (interval '90 days' / %s) AS t
 """
 
 
+#: Every 10th run gets a customer tag (1,000 customers), as ``apply_async(tags=...)`` would.
+TAGS = """
+INSERT INTO celery_durable_run_tag (run_id, tag, created_at)
+SELECT id, 'customer:' || (('x' || substr(id, 1, 8))::bit(32)::int & 1023) % 1000, created_at
+FROM celery_durable_run WHERE idempotency_key IS NOT NULL
+"""
+
+
 def _fill_sql() -> tuple[str, list[object]]:
     """FILL plus every other NOT NULL column of the Run model, at its model default.
 
@@ -63,7 +71,10 @@ def _fill_sql() -> tuple[str, list[object]]:
     select, source = rest.split("\nFROM (SELECT", 1)
     values = "".join(", %s" for _ in extra)
     sql = f"{head}{columns})\nSELECT{select}{values}\nFROM (SELECT{source}"
-    return sql, [f.get_default() for f in extra]
+    from django.db import connection
+
+    # The database value of each default (a JSONField's dict or list needs its adapter).
+    return sql, [f.get_db_prep_value(f.get_default(), connection) for f in extra]
 
 
 def fill(runs: int) -> float:
@@ -74,7 +85,9 @@ def fill(runs: int) -> float:
     started = time.perf_counter()
     with connection.cursor() as cursor:
         cursor.execute(sql, [*defaults, runs, runs, runs])
-        cursor.execute("ANALYZE celery_durable_run")
+        cursor.execute(TAGS)
+        cursor.execute("VACUUM ANALYZE celery_durable_run")
+        cursor.execute("VACUUM ANALYZE celery_durable_run_tag")
     return time.perf_counter() - started
 
 
@@ -123,14 +136,26 @@ def main() -> None:
     client.force_login(user)
     some_id = __import__("celery_durable_django.models", fromlist=["Run"]).Run.objects.values_list(
         "id", flat=True).order_by("-created_at")[500]
+    day = time.gmtime(time.time() - 30 * 86400)
+    last = -(-options.runs // 50)
     pages = [
         ("runs, first page", "/admin/celery_durable/run/"),
         ("runs, page 20", "/admin/celery_durable/run/?p=20"),
+        ("runs, last page", f"/admin/celery_durable/run/?p={last}"),
+        ("runs, status=SUCCEEDED (90 %)", "/admin/celery_durable/run/?status=SUCCEEDED"),
+        ("runs, status=SUCCEEDED, last page", "/admin/celery_durable/run/?status=SUCCEEDED"
+         f"&p={-(-options.runs * 9 // 10 // 50)}"),
         ("runs, status=FAILED", "/admin/celery_durable/run/?status=FAILED"),
+        ("runs, failed in the last hour",
+         "/admin/celery_durable/run/?status=FAILED&finished_at__within=1h"),
         ("runs, task filter", "/admin/celery_durable/run/?task=shop.tasks.task_7"),
-        ("runs, last 7 days", "/admin/celery_durable/run/?created_at__gte="
-         + time.strftime("%Y-%m-%d+00:00:00%%2B00:00", time.gmtime(time.time() - 7 * 86400))),
+        ("runs, tag filter", "/admin/celery_durable/run/?tag=customer:42"),
+        ("runs, last 7 days", "/admin/celery_durable/run/?created_at__within=7d"),
+        ("runs, one day's range", "/admin/celery_durable/run/?created_at__gte="
+         + time.strftime("%Y-%m-%d", day) + "&created_at__lt="
+         + time.strftime("%Y-%m-%dT23:59:59", day)),
         ("runs, search exact run id", f"/admin/celery_durable/run/?q={some_id}"),
+        ("runs, search run id prefix", f"/admin/celery_durable/run/?q={some_id[:8]}"),
         ("runs, search in arguments", "/admin/celery_durable/run/?q=order-123456"),
         ("dead letters, first page", "/admin/celery_durable/deadletter/"),
         ("run page", f"/admin/celery_durable/run/{some_id}/change/"),

@@ -1,7 +1,8 @@
 """What keeps the runs changelist fast with millions of rows, and how values are shown.
 
-* :class:`CappedPaginator` never counts a whole table: it counts at most
-  ``cap + 1`` rows and, past that, uses PostgreSQL's row estimate.
+* :class:`CappedPaginator` never counts a whole table to draw a page: it
+  counts at most ``cap + 1`` rows and, past that, shows PostgreSQL's row
+  estimate ("about 180,000") while every page stays reachable.
 * :class:`ProbingQuerySet` builds the date hierarchy from one index probe
   per year, month or day instead of ``SELECT DISTINCT date_trunc(…)`` over
   every row.
@@ -19,7 +20,7 @@ import json
 from typing import Any
 
 from django.contrib import admin
-from django.core.paginator import Paginator
+from django.core.paginator import EmptyPage, Page, PageNotAnInteger, Paginator
 from django.db import connections
 from django.db.models import Max, Min, QuerySet
 from django.http import HttpRequest
@@ -36,32 +37,100 @@ MAX_SHOWN = 20_000
 
 
 class CappedPaginator(Paginator):
-    """A paginator whose ``count`` costs at most ``cap + 1`` index entries."""
+    """A paginator whose ``count`` costs at most ``cap + 1`` index entries for the front
+    pages, and whose every page stays reachable past the cap.
+
+    Up to ``cap`` rows the count is exact. Past it, a page in the front half
+    of PostgreSQL's planner estimate shows the estimate ("about 180,000",
+    ``estimated`` is True) and is one ``OFFSET`` read, bounded by the rows
+    found, not by the estimate. A page in the back half counts the rows once
+    (``wanted_page`` says which page the request asks for) and is read from
+    the other end of the ordering, so the last page costs what the first does.
+    """
 
     cap = 10_000
+    #: Whether ``count`` is an estimate (more than ``cap`` rows, a front page).
+    estimated = False
+
+    def __init__(self, object_list: Any, per_page: int | str, orphans: int = 0,
+                 allow_empty_first_page: bool = True, *, wanted_page: int = 1) -> None:
+        super().__init__(object_list, per_page, orphans, allow_empty_first_page)
+        self.wanted_page = wanted_page
 
     @cached_property
     def count(self) -> int:
-        """Exact up to ``cap``; beyond it the planner's estimate (PostgreSQL) or ``cap + 1``."""
+        """Exact up to ``cap`` and for a back page; else the planner's estimate (or cap + 1)."""
         qs = self.object_list
         if not isinstance(qs, QuerySet):
             return len(qs)
         n = qs.order_by().values("pk")[: self.cap + 1].count()
         if n <= self.cap:
             return n
-        return max(n, estimated_rows(qs) or 0)
+        guess = max(n, estimated_rows(qs) or 0)
+        if (self.wanted_page - 1) * self.per_page < guess // 2:
+            self.estimated = True
+            return guess
+        return int(qs.order_by().count())  # a back page: count once, exactly
+
+    @property
+    def count_text(self) -> str:
+        """``1,234`` or, for an estimate, ``about 180,000`` (two significant digits)."""
+        if not self.estimated:
+            return f"{self.count:,}"
+        return f"about {round(self.count, 2 - len(str(self.count))):,}"
+
+    def validate_number(self, number: Any) -> int:
+        """Django's check; past an estimated count only ``>= 1`` (the rows decide)."""
+        if not self.estimated:
+            return int(super().validate_number(number))
+        try:
+            value = int(number)
+        except (TypeError, ValueError):
+            raise PageNotAnInteger("That page number is not an integer") from None
+        if value < 1:
+            raise EmptyPage("That page number is less than 1")
+        return value
+
+    def page(self, number: Any) -> Page:
+        """The page: read from the nearer end of the ordering."""
+        number = self.validate_number(number)
+        bottom = (number - 1) * self.per_page
+        if self.estimated:
+            rows = list(self.object_list[bottom:bottom + self.per_page])
+            if not rows:
+                raise EmptyPage("That page contains no results")
+            return self._get_page(rows, number, self)
+        if self.count <= self.cap or bottom < self.count // 2:
+            return super().page(number)
+        top = bottom + self.per_page
+        if top + self.orphans >= self.count:
+            top = self.count
+        # Counted from the end: the reversed ordering's first rows, put back in order.
+        rows = list(self.object_list.reverse()[self.count - top:self.count - bottom])[::-1]
+        return self._get_page(rows, number, self)
 
 
 def estimated_rows(qs: QuerySet[Any]) -> int | None:
-    """PostgreSQL's estimate of the rows of an unfiltered queryset's table, else None."""
+    """PostgreSQL's estimate of the rows of ``qs``, else None.
+
+    Unfiltered: the table's ``reltuples``. Filtered: the planner's row
+    estimate for the query (``EXPLAIN``), which reads statistics, not rows.
+    """
     conn = connections[qs.db]
-    if qs.query.where or conn.vendor != "postgresql":
+    if conn.vendor != "postgresql":
         return None
     with conn.cursor() as cursor:
-        cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
-                       [qs.model._meta.db_table])
-        row = cursor.fetchone()
-    return int(row[0]) if row and row[0] > 0 else None
+        if not qs.query.where:
+            cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
+                           [qs.model._meta.db_table])
+            row = cursor.fetchone()
+            return int(row[0]) if row and row[0] > 0 else None
+        sql, params = qs.order_by().values("pk").query.sql_with_params()
+        cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}", params)
+        plan = cursor.fetchone()[0]
+    plan = json.loads(plan) if isinstance(plan, str) else plan
+    rows = plan[0]["Plan"].get("Plan Rows")
+    return int(rows) if rows else None
 
 
 def _next(start: dt.datetime, kind: str) -> dt.datetime:
@@ -157,6 +226,18 @@ class TaskFilter(admin.SimpleListFilter):
         return queryset.filter(task=value) if value else queryset
 
 
+#: Longest task name shown whole in a list (longer ones keep their last two parts).
+SHORT_NAME = 32
+
+
+def short_name(name: str) -> str:
+    """``…tasks.process_order`` for a long dotted name, the full name as its hover title."""
+    shown = name
+    if len(name) > SHORT_NAME and name.count(".") >= 2:
+        shown = "…" + ".".join(name.rsplit(".", 2)[-2:])
+    return format_html('<span class="cd-task" title="{}">{}</span>', name, shown)
+
+
 def status_badge(status: str) -> str:
     """The status as a coloured badge (CSS class per status)."""
     return format_html('<span class="cd-status cd-status-{}">{}</span>', status.lower(),
@@ -192,6 +273,13 @@ def format_duration(seconds: float | None) -> str:
     if seconds < 3600:
         return f"{int(seconds // 60)} min {int(seconds % 60)} s"
     return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60)} min"
+
+
+def format_moment(moment: dt.datetime | None) -> str:
+    """``2026-12-04 03:21:25 UTC``: to the second, in the admin's time zone, named; or ``—``."""
+    if moment is None:
+        return "—"
+    return timezone.localtime(moment).strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
 def from_epoch(seconds: float | None) -> dt.datetime | None:

@@ -24,8 +24,10 @@ def _distinct(using: str, table: str, column: str, limit: int) -> list[str]:
     """Distinct non-null values of ``table.column``, smallest first: one index probe each."""
     ops = connections[using].ops
     t, c = ops.quote_name(table), ops.quote_name(column)
-    sql = (f"WITH RECURSIVE v(x) AS (SELECT MIN({c}) FROM {t} UNION ALL "
-           f"SELECT (SELECT MIN({c}) FROM {t} WHERE {c} > v.x) FROM v WHERE v.x IS NOT NULL) "
+    # "IS NOT NULL" lets a partial index (WHERE column IS NOT NULL) serve each probe.
+    sql = (f"WITH RECURSIVE v(x) AS (SELECT MIN({c}) FROM {t} WHERE {c} IS NOT NULL "
+           f"UNION ALL SELECT (SELECT MIN({c}) FROM {t} WHERE {c} > v.x) FROM v "
+           f"WHERE v.x IS NOT NULL) "
            f"SELECT x FROM v WHERE x IS NOT NULL LIMIT %s")
     with connections[using].cursor() as cursor:
         cursor.execute(sql, [limit])
