@@ -1,4 +1,4 @@
-"""What the run page's step table says beyond a checkpoint: waits and failed attempts.
+"""The run page's step table (:func:`timeline`), and what it says beyond a checkpoint.
 
 * A durable wait's checkpoint holds its wake time, not an outcome, until the
   wait ends: a pending wait is shown as *Sleeping* or *Waiting* with its wake
@@ -21,7 +21,8 @@ from celery_durable.records import HistoryEntry, readable_history
 from celery_durable.redact import redact_json_text, redact_text
 
 from ..models import HistoryRow, Run
-from .changelist import format_duration, from_epoch
+from ..store.rows import step_logs
+from .changelist import format_duration, from_epoch, pretty_json, status_badge
 
 
 def _when(seconds: float | None) -> str:
@@ -57,6 +58,23 @@ def wait_text(wait: WaitState, names: frozenset[str]) -> str:
     }.get(str(wait.outcome), f"ended ({wait.outcome})")
 
 
+def run_wait_text(run: Run) -> str:
+    """The run's current or last sleep / event wait, its wake time or timeout, and how it
+    ended (from the wait's checkpoint) or "pending"."""
+    if not run.wait_kind:
+        return "—"
+    what = (f"event {run.wait_event!r} key {run.wait_key!r}" if run.wait_kind == "event"
+            else "sleep")
+    if run.status in ("SLEEPING", "WAITING"):
+        outcome = "pending"
+    else:
+        value = run.steps.filter(position=run.wait_position).values_list(
+            "value", flat=True).first()
+        wait = stored_wait(value) if value else None
+        outcome = f"ended: {wait.outcome}" if wait is not None and wait.outcome else "ended"
+    return f"{what} at step {run.wait_step}, until {_when(run.wait_until)}; {outcome}"
+
+
 def failed_attempts(run: Run, names: frozenset[str]) -> dict[tuple[int, str], list[dict[str, Any]]]:
     """The failed attempts of each step (by position and key), oldest first, for the template.
 
@@ -88,3 +106,32 @@ def _attempt(entry: HistoryEntry, names: frozenset[str]) -> dict[str, Any]:
             "error": (f"{error.type}: {redact_text(error.message, names)}" if error else ""),
             "traceback": redact_text(error.traceback, names) if error else "",
             "logs": "\n".join(redact_text(line, names) for line in (error.logs if error else []))}
+
+
+def timeline(obj: Run, names: frozenset[str]) -> list[dict[str, Any]]:
+    """The run's steps for the step table (one query, plus its history); the template
+    escapes them."""
+    out = []
+    failures = failed_attempts(obj, names)
+    for s in obj.steps.all().order_by("position"):
+        duration = (s.finished_at - s.started_at if s.started_at is not None
+                    and s.finished_at is not None else None)
+        wait = stored_wait(s.value) if s.status == "succeeded" else None
+        status = s.status
+        if wait is not None and wait.pending:
+            status = "sleeping" if wait.kind == "sleep" else "waiting"
+        earlier = [a for a in failures.get((s.position, s.key), [])  # (not this row's)
+                   if status == "succeeded" or a["attempt"] != s.attempts]
+        out.append({"position": s.position, "key": s.key, "name": s.name,
+                    "status": status, "status_badge": status_badge(status),
+                    "attempts": s.attempts, "started": from_epoch(s.started_at),
+                    "duration": format_duration(duration), "failures": earlier,
+                    "output": (wait_text(wait, names) if wait is not None
+                               else pretty_json(redact_json_text(s.value, names))
+                               if s.value is not None else ""),
+                    "error_type": s.error_type,
+                    "error_message": redact_text(s.error_message, names),
+                    "traceback": redact_text(s.error_traceback, names),
+                    "logs": [redact_text(line, names) for line in step_logs(s.error_logs)]})
+        out[-1]["logs_text"] = "\n".join(out[-1]["logs"])
+    return out

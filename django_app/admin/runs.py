@@ -8,11 +8,13 @@ through ``format_html`` and template autoescaping only.
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
 from django.apps import apps
 from django.contrib import admin, messages
+from django.contrib.admin.views.main import PAGE_VAR
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
@@ -28,22 +30,26 @@ from celery_durable.redact import redact_json_text, redact_text, unredact
 from celery_durable.stores import get_store
 
 from ..models import DeadLetter, Run
-from ..store.rows import step_logs
-from . import actions, run_steps, wait_actions
+from . import actions, live, run_steps, wait_actions, waterfall
 from .changelist import (
     CappedPaginator,
     ProbingQuerySet,
     StatusFilter,
     TaskFilter,
     format_duration,
+    format_moment,
     from_epoch,
     pre,
     pretty_json,
+    short_name,
     status_badge,
 )
 from .forms import ReplayForm
 from .labels import TagFilter, VersionFilter, attempts_text, tags_html
+from .ranges import DateRangeFilter
 
+#: What a run id prefix looks like (at least 4 characters of an id): searched by the index.
+ID_PREFIX = re.compile(r"[0-9A-Za-z][0-9A-Za-z_.:-]{3,}")
 _STATUSES = {status.value: status for status in RunStatus}
 _FINISHED = {value for value, status in _STATUSES.items() if status.finished}
 
@@ -65,13 +71,14 @@ def _decoded(text: str | None) -> Any:
 class RunAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     """Every durable run: newest first, filterable, searchable, read-only."""
 
-    list_display = ("id", "task", "status_display", "step_display", "attempts_display",
+    list_display = ("id", "task_display", "status_display", "step_display", "attempts_display",
                     "tags_display", "created_at", "duration_display", "idempotency_key")
     list_display_links = ("id",)
-    list_filter = (StatusFilter, TaskFilter, TagFilter, VersionFilter, "created_at")
+    list_filter = (StatusFilter, TaskFilter, TagFilter, VersionFilter,
+                   ("created_at", DateRangeFilter), ("finished_at", DateRangeFilter))
     search_fields = ("args", "kwargs")
-    search_help_text = ("A run id or idempotency key (exact, instant), or text in the "
-                        "arguments (scans the table).")
+    search_help_text = ("A run id or its first characters, or an idempotency key (index "
+                        "lookups, instant); else text in the arguments (scans the table).")
     date_hierarchy = "created_at"
     ordering = ("-created_at", "-id")
     list_per_page = 50
@@ -83,7 +90,8 @@ class RunAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     change_form_template = "admin/celery_durable/run/change_form.html"
     fieldsets = (
         (None, {"fields": ("id", "task", "status_display", "idempotency_key", "tags_display",
-                           "version", "created_at", "started_at", "finished_at",
+                           "version", "created_display", "started_display",
+                           "finished_display",
                            "duration_display", "recoveries", "attempts_display", "options")}),
         ("Arguments", {"fields": ("args_display", "kwargs_display", "metadata_display")}),
         ("Outcome", {"fields": ("result_display", "failed_step", "error_display",
@@ -93,10 +101,12 @@ class RunAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     readonly_fields = ("status_display", "duration_display", "args_display", "kwargs_display",
                        "result_display", "error_display", "traceback_display",
                        "task_result_link", "wait_display", "replay_links", "tags_display",
-                       "attempts_display", "metadata_display")
+                       "attempts_display", "metadata_display", "created_display",
+                       "started_display", "finished_display")
 
     class Media:
         css = {"all": ("celery_durable/admin.css",)}
+        js = ("celery_durable/live.js",)
 
     # -- permissions: read-only, plus one permission per action --------------------------
 
@@ -156,14 +166,29 @@ class RunAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             cl.date_hierarchy = None
         return cl
 
+    def get_paginator(self, request: HttpRequest, queryset: QuerySet[Run], per_page: int,
+                      orphans: int = 0, allow_empty_first_page: bool = True) -> CappedPaginator:
+        """The capped paginator, told which page is asked for (a back page counts exactly)."""
+        try:
+            wanted = int(request.GET.get(PAGE_VAR, 1))
+        except ValueError:
+            wanted = 1
+        return CappedPaginator(queryset, per_page, orphans, allow_empty_first_page,
+                               wanted_page=wanted)
+
     def get_search_results(self, request: HttpRequest, queryset: QuerySet[Run],
                            search_term: str) -> tuple[QuerySet[Run], bool]:
-        """An exact run id or idempotency key first (index lookups); else the arguments."""
+        """An exact run id or idempotency key first, then a run id prefix (index lookups:
+        the primary key's index and, on PostgreSQL, its ``LIKE`` index); else the arguments."""
         term = search_term.strip()
         if term:
             exact = queryset.filter(pk=term) | queryset.filter(idempotency_key=term)
             if exact.exists():
                 return exact, False
+            if ID_PREFIX.fullmatch(term):
+                prefix = queryset.filter(pk__startswith=term)
+                if prefix.exists():
+                    return prefix, False
         return super().get_search_results(request, queryset, search_term)
 
     def changelist_view(self, request: HttpRequest,
@@ -171,6 +196,11 @@ class RunAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         """The list; a POSTed action the user may not run is a 403."""
         actions.check_posted_action(self, request)
         return super().changelist_view(request, extra_context)
+
+    @admin.display(description="task", ordering="task")
+    def task_display(self, obj: Run) -> str:
+        """The task's name, its module path shortened (the full name on hover)."""
+        return short_name(obj.task)
 
     @admin.display(description="status", ordering="status")
     def status_display(self, obj: Run) -> str:
@@ -249,27 +279,22 @@ class RunAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     @admin.display(description="durable wait")
     def wait_display(self, obj: Run) -> str:
         """The run's current or last sleep / event wait and how it ended."""
-        if not obj.wait_kind:
-            return "—"
-        until = from_epoch(obj.wait_until)
-        what = (f"event {obj.wait_event!r} key {obj.wait_key!r}" if obj.wait_kind == "event"
-                else "sleep")
-        return format_html("{} at step {}, until {}; {}", what, obj.wait_step,
-                           until.isoformat(timespec="seconds") if until else "no timeout",
-                           self._wait_outcome(obj))
+        return run_steps.run_wait_text(obj)
 
-    @staticmethod
-    def _wait_outcome(obj: Run) -> str:
-        """How the wait ended, from its checkpoint (``elapsed``, ``event``, …), or "pending"."""
-        if obj.status in (RunStatus.SLEEPING.value, RunStatus.WAITING.value):
-            return "pending"
-        value = obj.steps.filter(position=obj.wait_position).values_list(
-            "value", flat=True).first()
-        try:
-            outcome = json.loads(value).get("outcome") if value else None
-        except (ValueError, AttributeError):
-            outcome = None
-        return f"ended: {outcome}" if outcome else "ended"
+    @admin.display(description="created")
+    def created_display(self, obj: Run) -> str:
+        """When the run was created, to the second, with the time zone."""
+        return format_moment(obj.created_at)
+
+    @admin.display(description="started")
+    def started_display(self, obj: Run) -> str:
+        """When its first delivery began, to the second, with the time zone."""
+        return format_moment(obj.started_at)
+
+    @admin.display(description="finished")
+    def finished_display(self, obj: Run) -> str:
+        """When it finished, to the second, with the time zone."""
+        return format_moment(obj.finished_at)
 
     @admin.display(description="Celery result")
     def task_result_link(self, obj: Run) -> str:
@@ -288,33 +313,12 @@ class RunAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             return found[1]
         return format_html('<a href="{}">{} ({})</a>', url, obj.pk, found[1])
 
-    def timeline(self, obj: Run) -> list[dict[str, Any]]:
-        """The run's steps for the template (one query); the template escapes them."""
-        out = []
+    def steps_context(self, obj: Run) -> dict[str, Any]:
+        """What the step section draws (the page and its live refresh): the run, its step
+        table and its waterfall."""
         names = redact_names()
-        failures = run_steps.failed_attempts(obj, names)
-        for s in obj.steps.all().order_by("position"):
-            duration = (s.finished_at - s.started_at if s.started_at is not None
-                        and s.finished_at is not None else None)
-            wait = run_steps.stored_wait(s.value) if s.status == "succeeded" else None
-            status = s.status
-            if wait is not None and wait.pending:
-                status = "sleeping" if wait.kind == "sleep" else "waiting"
-            earlier = [a for a in failures.get((s.position, s.key), [])  # (not this row's)
-                       if status == "succeeded" or a["attempt"] != s.attempts]
-            out.append({"position": s.position, "key": s.key, "name": s.name,
-                        "status": status, "status_badge": status_badge(status),
-                        "attempts": s.attempts, "started": from_epoch(s.started_at),
-                        "duration": format_duration(duration), "failures": earlier,
-                        "output": (run_steps.wait_text(wait, names) if wait is not None
-                                   else pretty_json(redact_json_text(s.value, names))
-                                   if s.value is not None else ""),
-                        "error_type": s.error_type,
-                        "error_message": redact_text(s.error_message, names),
-                        "traceback": redact_text(s.error_traceback, names),
-                        "logs": [redact_text(line, names) for line in step_logs(s.error_logs)]})
-            out[-1]["logs_text"] = "\n".join(out[-1]["logs"])
-        return out
+        return {"run": obj, "steps": run_steps.timeline(obj, names),
+                "waterfall": waterfall.build(obj, names, self.admin_site.name)}
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
                     extra_context: dict[str, Any] | None = None) -> HttpResponse:
@@ -325,7 +329,9 @@ class RunAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             allowed = self.get_actions(request)
             retriable = obj.status in actions.RETRIABLE
             context.update(
-                steps=self.timeline(obj), run=obj, next_url=self.run_page_url(obj),
+                **self.steps_context(obj), next_url=self.run_page_url(obj),
+                live_url=(None if live.finished(obj) else reverse(
+                    f"{self.admin_site.name}:{self._url_name('live')}", args=[obj.pk])),
                 changelist_url=reverse(f"{self.admin_site.name}:{self._url_name('changelist')}"),
                 buttons=[(name, label) for name, label, ok in (
                     ("retry_from_failed_step", "Retry from failed step", retriable),
@@ -357,14 +363,26 @@ class RunAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         return reverse(f"{self.admin_site.name}:celery_durable_run_change", args=[obj.pk])
 
     def get_urls(self) -> list[URLPattern]:
-        """The admin's URLs plus ``<id>/retry-with-arguments/``."""
-        extra = [path("<path:object_id>/retry-with-arguments/",
+        """The admin's URLs plus the live refresh, replay and send-event pages."""
+        extra = [path("live/", self.admin_site.admin_view(self.list_live_view),
+                      name=self._url_name("list_live")),
+                 path("<path:object_id>/live/", self.admin_site.admin_view(self.run_live_view),
+                      name=self._url_name("live")),
+                 path("<path:object_id>/retry-with-arguments/",
                       self.admin_site.admin_view(self.retry_arguments_view),
                       name=self._url_name("retry_arguments")),
                  path("<path:object_id>/send-event/",
                       self.admin_site.admin_view(self.send_event_view),
                       name=self._url_name("send_event"))]
         return extra + super().get_urls()
+
+    def run_live_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """The run page's live refresh (see :mod:`.live`)."""
+        return live.run_live_view(self, request, object_id)
+
+    def list_live_view(self, request: HttpRequest) -> HttpResponse:
+        """The list's live refresh of unfinished runs (see :mod:`.live`)."""
+        return live.list_live_view(self, request)
 
     def send_event_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         """Send the event a waiting run awaits (see :mod:`.wait_actions`)."""
@@ -455,9 +473,9 @@ class RunAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 class DeadLetterAdmin(RunAdmin):
     """Runs that failed for good (retries exhausted or a permanent error), with bulk re-trigger."""
 
-    list_display = ("id", "task", "step_display", "attempts_display", "error_glance",
+    list_display = ("id", "task_display", "step_display", "attempts_display", "error_glance",
                     "finished_at")
-    list_filter = (TaskFilter, TagFilter, VersionFilter, "finished_at")
+    list_filter = (TaskFilter, TagFilter, VersionFilter, ("finished_at", DateRangeFilter))
     date_hierarchy = "finished_at"
     ordering = ("-finished_at", "-id")
 

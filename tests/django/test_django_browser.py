@@ -171,3 +171,108 @@ def test_viewer_sees_no_retry_controls_and_gets_403(django_worker, live_server, 
     assert status == 403
     time.sleep(0.2)
     assert Run.objects.get(pk=run_id).status == "FAILED"
+
+
+def test_the_run_page_and_the_list_follow_a_run_without_a_reload(django_worker, live_server,
+                                                                 browser, tag, make_user):
+    """A waiting run's page and the runs list refresh themselves: once the event arrives and
+    the worker finishes the run, both show it succeeded, the step table gains the wait's
+    outcome, and the pages were never reloaded (a marker set in each survives)."""
+    from django_project.tasks import approval
+    from selenium.webdriver.common.by import By
+
+    from celery_durable import send_event
+    from celery_durable_django.models import Run
+
+    result = approval.delay(tag, 4242)
+    wait_for(lambda: Run.objects.filter(pk=result.id, status="WAITING").exists(), 30, 0.1,
+             "the run to wait for its event")
+    driver = browser
+    login(driver, live_server, make_user(), f"/admin/celery_durable/run/{result.id}/change/")
+    assert "Waiting" in driver.find_element(By.CSS_SELECTOR, ".field-status_display").text
+    driver.execute_script("window.cdNoReload = 'page';")
+    list_window = driver.current_window_handle
+    driver.switch_to.new_window("tab")
+    driver.get(f"{live_server}/admin/celery_durable/run/?task=django_project.tasks.approval")
+    row = f"//tr[th/a[text()='{result.id}']]"
+    assert "Waiting" in driver.find_element(By.XPATH, row).text
+    driver.execute_script("window.cdNoReload = 'list';")
+
+    assert send_event("approval", key=4242, payload="yes", app=approval.app) == 1
+    wait_for(lambda: Run.objects.filter(pk=result.id, status="SUCCEEDED").exists(), 30, 0.1,
+             "the worker to finish the run")
+    wait_for(lambda: "Succeeded" in driver.find_element(
+        By.XPATH, f"{row}/td[contains(@class, 'field-status_display')]").text, 15, 0.2,
+        "the list to show the run succeeded")
+    assert driver.execute_script("return window.cdNoReload") == "list"
+
+    driver.close()
+    driver.switch_to.window(list_window)
+    wait_for(lambda: "Succeeded" in driver.find_element(
+        By.CSS_SELECTOR, ".field-status_display").text, 15, 0.2,
+        "the run page to show the run succeeded")
+    steps = driver.find_element(By.ID, "cd-timeline").text
+    assert "wait_for_event:approval#0" in steps and "yes" in steps, steps
+    assert "Waiting" not in steps
+    assert driver.execute_script("return window.cdNoReload") == "page"
+
+
+def test_waterfall_tag_filter_waits_and_a_confirmed_bulk_cancel_at_1400_px(
+        django_worker, live_server, browser, tag, make_user):
+    """At 1,400 px the runs list has no horizontal scroll; the tag filter narrows it; a run
+    whose step failed once and then slept shows both attempts and the sleep on its
+    waterfall (with the failed attempt's log line); a sleeping run's wait is shown as
+    sleeping, not succeeded; a bulk cancel asks "Cancel 1 run?" and acts once confirmed."""
+    from django_project.tasks import fetch_then_nap
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    from celery_durable_django.models import Run
+
+    tagged = fetch_then_nap.apply_async((tag, 1.0), tags=["customer:42", "beta"])
+    napping = fetch_then_nap.delay(f"{tag}-long", 3600)
+    wait_for(lambda: Run.objects.filter(pk=tagged.id, status="SUCCEEDED").exists(), 60, 0.2,
+             "the tagged run to finish")
+    wait_for(lambda: Run.objects.filter(pk=napping.id, status="SLEEPING").exists(), 60, 0.2,
+             "the other run to sleep")
+    driver = browser
+    driver.set_window_size(1400, 1000)
+    login(driver, live_server, make_user("cancel_run"), "/admin/celery_durable/run/")
+    overflow = driver.execute_script(
+        "return document.documentElement.scrollWidth - document.documentElement.clientWidth")
+    assert overflow <= 0, f"the runs list scrolls sideways by {overflow} px at 1,400 px"
+    driver.find_element(By.CSS_SELECTOR, "details[data-filter-title='tag'] a[href*='customer']"
+                        ).click()
+    wait_for(lambda: "tag=customer" in driver.current_url, 10, 0.1, "the tag filter")
+    listed = driver.find_element(By.ID, "result_list").text
+    assert tagged.id in listed and napping.id not in listed
+
+    driver.find_element(By.CSS_SELECTOR, f"a[href*='{tagged.id}']").click()
+    wait_for(lambda: driver.find_elements(By.ID, "cd-waterfall"), 10, 0.1, "the waterfall")
+    bars = [b.get_attribute("class").split()[-1] for b in
+            driver.find_elements(By.CSS_SELECTOR, "#cd-waterfall .cd-wf-bar")]
+    assert bars == ["cd-wf-failed", "cd-wf-succeeded", "cd-wf-waited", "cd-wf-succeeded"]
+    labels = driver.find_element(By.ID, "cd-waterfall").text
+    assert "flaky_fetch#0" in labels and "attempt 1 failed" in labels and "sleep#0" in labels
+    driver.find_element(By.CSS_SELECTOR, "#cd-waterfall .cd-wf-logs summary").click()
+    assert "gateway timed out" in driver.find_element(By.CSS_SELECTOR,
+                                                      "#cd-waterfall .cd-wf-logs pre").text
+    shot(driver, "admin-run-waterfall")
+
+    driver.get(f"{live_server}/admin/celery_durable/run/{napping.id}/change/")
+    sleep_row = driver.find_element(By.ID, "cd-step-1").text
+    assert "Sleeping" in sleep_row and "sleeping until" in sleep_row
+    assert "Succeeded" not in sleep_row
+
+    driver.get(f"{live_server}/admin/celery_durable/run/?status=SLEEPING"
+               f"&task=django_project.tasks.fetch_then_nap")
+    driver.find_element(By.ID, "action-toggle").click()
+    Select(driver.find_element(By.NAME, "action")).select_by_value("cancel_runs")
+    driver.find_element(By.CSS_SELECTOR, "button[name=index]").click()
+    wait_for(lambda: "Cancel 1 run?" in driver.page_source, 10, 0.1, "the confirmation")
+    assert napping.id in driver.page_source
+    assert Run.objects.get(pk=napping.id).status == "SLEEPING"  # nothing done yet
+    shot(driver, "admin-confirm-cancel")
+    driver.find_element(By.ID, "cd-confirm").click()
+    wait_for(lambda: Run.objects.get(pk=napping.id).status == "CANCELLED", 10, 0.1,
+             "the run to be cancelled")

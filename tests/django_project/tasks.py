@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 
@@ -128,3 +129,20 @@ def slow_step(tag: str, seconds: float) -> str:
 def slow_run(tag: str, seconds: float) -> str:
     """One slow step: it must start once, however the workers' clocks disagree."""
     return slow_step(tag, seconds)
+
+
+@step(max_attempts=3, backoff=0.2)
+def flaky_fetch(tag: str) -> str:
+    """Fail the first attempt (logging a line), succeed on the second."""
+    if hit(tag, "flaky-fetch") == 1:
+        logging.getLogger("django_project.tasks").warning("gateway timed out for %s", tag)
+        raise TimeoutError(f"gateway slow for {tag}")
+    return "fetched"
+
+
+@durable_task(app=app)
+def fetch_then_nap(tag: str, seconds: float) -> str:
+    """A step retried once, a sleep of ``seconds``, then a note: the waterfall's material."""
+    flaky_fetch(tag)
+    sleep(seconds)
+    return note(tag, "after the nap")
