@@ -11,6 +11,7 @@ import importlib
 from typing import Any
 
 from celery import Celery
+from kombu.utils.url import maybe_sanitize_url
 
 from ..config import DurableSettings, settings_for
 from ..errors import StoreUnavailableError
@@ -80,10 +81,39 @@ def _derive(app: Celery) -> CheckpointStore:
         return _redis_store(settings, client=app.backend.client, prefix=prefix)
     if module.startswith("django_celery_results"):
         return _django_store()
-    raise StoreUnavailableError(
-        f"celery_durable cannot keep checkpoints in the {backend_name} result backend: "
-        "use a Redis result backend, django-celery-results ('django-db') with "
-        "'celery_durable_django' installed, or set durable_store")
+    raise no_store_for(app, backend_name)
+
+
+#: Where the docs say which store goes with which result backend.
+WHICH_STORE = "docs/getting-started.md#which-store-keeps-the-checkpoints"
+
+
+def _masked(url: str) -> str:
+    """``url`` with its password shown as ``**`` (unchanged when it has none)."""
+    return str(maybe_sanitize_url(url)) if "@" in url else url
+
+
+def no_store_for(app: Celery, backend_name: str) -> StoreUnavailableError:
+    """The start-up error when no store matches the result backend: it names the backend
+    and the line to add for this app (its Redis broker, if it has one)."""
+    backend = _masked(str(app.conf.result_backend or "none"))
+    broker = str(app.conf.broker_url or "")
+    if broker.startswith(("redis://", "rediss://")):
+        url = _masked(broker)
+        because = "your broker is Redis: the same server can keep the checkpoints"
+        if url != broker:
+            because += "; put your password back in place of **"
+    else:
+        url, because = "redis://localhost:6379/0", "any Redis server can keep the checkpoints"
+    sql = (" (Celery's SQL database backend, db+..., is not a checkpoint store)"
+           if backend.startswith("db+") else "")
+    return StoreUnavailableError(
+        f"celery_durable cannot keep checkpoints in the {backend_name} result backend "
+        f"(result_backend={backend!r}){sql}. Add this line where you configure Celery "
+        f"({because}):\n\n    app.conf.durable_store = {url!r}\n\n"
+        "or, in a Django project, keep results with django-celery-results "
+        "(CELERY_RESULT_BACKEND = 'django-db') and add 'celery_durable_django' to "
+        f"INSTALLED_APPS. Which store goes with which result backend: {WHICH_STORE}")
 
 
 def get_store(app: Celery) -> CheckpointStore:

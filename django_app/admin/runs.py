@@ -473,7 +473,7 @@ class RunAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 class DeadLetterAdmin(RunAdmin):
     """Runs that failed for good (retries exhausted or a permanent error), with bulk re-trigger."""
 
-    list_display = ("id", "task_display", "step_display", "attempts_display", "error_glance",
+    list_display = ("id", "error_glance", "task_display", "step_display", "attempts_display",
                     "finished_at")
     list_filter = (TaskFilter, TagFilter, VersionFilter, ("finished_at", DateRangeFilter))
     date_hierarchy = "finished_at"

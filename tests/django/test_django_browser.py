@@ -219,7 +219,7 @@ def test_the_run_page_and_the_list_follow_a_run_without_a_reload(django_worker, 
 
 def test_waterfall_tag_filter_waits_and_a_confirmed_bulk_cancel_at_1400_px(
         django_worker, live_server, browser, tag, make_user):
-    """At 1,400 px the runs list has no horizontal scroll; the tag filter narrows it; a run
+    """At 1,400 px neither the runs list nor the dead letters scroll sideways; the tag filter narrows it; a run
     whose step failed once and then slept shows both attempts and the sleep on its
     waterfall (with the failed attempt's log line); a sleeping run's wait is shown as
     sleeping, not succeeded; a bulk cancel asks "Cancel 1 run?" and acts once confirmed."""
@@ -229,6 +229,7 @@ def test_waterfall_tag_filter_waits_and_a_confirmed_bulk_cancel_at_1400_px(
 
     from celery_durable_django.models import Run
 
+    failed_run(tag, "a dead letter for the list")
     tagged = fetch_then_nap.apply_async((tag, 1.0), tags=["customer:42", "beta"])
     napping = fetch_then_nap.delay(f"{tag}-long", 3600)
     wait_for(lambda: Run.objects.filter(pk=tagged.id, status="SUCCEEDED").exists(), 60, 0.2,
@@ -241,6 +242,12 @@ def test_waterfall_tag_filter_waits_and_a_confirmed_bulk_cancel_at_1400_px(
     overflow = driver.execute_script(
         "return document.documentElement.scrollWidth - document.documentElement.clientWidth")
     assert overflow <= 0, f"the runs list scrolls sideways by {overflow} px at 1,400 px"
+    driver.get(f"{live_server}/admin/celery_durable/deadletter/")
+    assert "amount must be positive" in driver.find_element(By.ID, "result_list").text
+    overflow = driver.execute_script(
+        "return document.documentElement.scrollWidth - document.documentElement.clientWidth")
+    assert overflow <= 0, f"the dead letters scroll sideways by {overflow} px at 1,400 px"
+    driver.get(f"{live_server}/admin/celery_durable/run/")
     driver.find_element(By.CSS_SELECTOR, "details[data-filter-title='tag'] a[href*='customer']"
                         ).click()
     wait_for(lambda: "tag=customer" in driver.current_url, 10, 0.1, "the tag filter")

@@ -66,3 +66,38 @@ def test_unreachable_redis_store_fails_ping() -> None:
     store = get_store(make(durable_store="redis://127.0.0.1:1/0"))
     with pytest.raises(StoreUnavailableError, match="unreachable"):
         store.ping()
+
+
+def test_the_no_store_error_names_the_backend_and_the_line_to_add() -> None:
+    """No store for the result backend: the error names it and gives the exact line for the
+    app's situation (its Redis broker, password masked and said so; else a local Redis),
+    the Django alternative and where the docs explain it."""
+    app = make(result_backend="rpc://", broker_url="redis://:s3cret@cache.internal:6379/2")
+    with pytest.raises(StoreUnavailableError) as caught:
+        get_store(app)
+    text = str(caught.value)
+    assert "the RPCBackend result backend (result_backend='rpc://')" in text
+    assert "app.conf.durable_store = 'redis://:**@cache.internal:6379/2'" in text
+    assert "your broker is Redis" in text and "put your password back" in text
+    assert "s3cret" not in text
+    assert "'django-db'" in text and "celery_durable_django" in text
+    assert "docs/getting-started.md#which-store-keeps-the-checkpoints" in text
+
+    app = make(result_backend="cache+memory://", broker_url="amqp://guest:guest@mq:5672//")
+    with pytest.raises(StoreUnavailableError) as caught:
+        get_store(app)
+    text = str(caught.value)
+    assert "CacheBackend" in text and "app.conf.durable_store = 'redis://localhost:6379/0'" in text
+    assert "guest" not in text
+
+
+def test_the_no_store_error_says_a_sql_database_backend_is_not_a_store() -> None:
+    """Celery's SQLAlchemy backend (``db+…``, as in Celery's Django example) is named as
+    such, with its URL's password masked (built without loading the backend)."""
+    from celery_durable.stores.selection import no_store_for
+
+    app = make(result_backend="db+postgresql://app:pw@db/results", broker_url="amqp://")
+    text = str(no_store_for(app, "DatabaseBackend"))
+    assert "result_backend='db+postgresql://app:**@db/results'" in text
+    assert "Celery's SQL database backend, db+..., is not a checkpoint store" in text
+    assert "app.conf.durable_store = 'redis://localhost:6379/0'" in text
