@@ -1,5 +1,5 @@
-"""The durable core on every worker pool Celery ships besides prefork: ``threads``, ``solo``
-and ``gevent`` (eventlet is deprecated upstream and left out; see docs/deployment.md).
+"""The durable core on every worker pool Celery ships besides prefork: ``threads``, ``solo``,
+``gevent`` and ``eventlet`` (deprecated upstream, still supported by Celery).
 
 Real ``celery worker -P <pool>`` processes on real Redis; every side effect is counted
 outside the worker, in Redis. Each pool gets the step retry path, a SIGKILL of the whole
@@ -19,7 +19,7 @@ from celery_durable import RunStatus, get_run
 
 pytestmark = pytest.mark.worker
 
-POOLS = ["threads", "solo", "gevent"]
+POOLS = ["threads", "solo", "gevent", "eventlet"]
 LEASE_TTL = float(os.environ.get("TEST_LEASE_TTL", "3"))
 
 
