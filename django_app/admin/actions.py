@@ -18,7 +18,7 @@ from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -246,3 +246,14 @@ def check_posted_action(modeladmin: admin.ModelAdmin[Any], request: HttpRequest)
                if getattr(fn, "allowed_permissions", ())}  # set by @admin.action
     if name in guarded and name not in modeladmin.get_actions(request):
         raise PermissionDenied(f"you may not run the action {name!r}")
+
+
+def permitted_run(modeladmin: admin.ModelAdmin[Any], request: HttpRequest, object_id: str,
+                  allowed: bool) -> Run:
+    """The run ``object_id`` for a page of its own: 403 unless ``allowed``, 404 if none."""
+    if not allowed:
+        raise PermissionDenied
+    run: Run | None = modeladmin.get_object(request, object_id)
+    if run is None:
+        raise Http404(f"no run {object_id!r}")
+    return run

@@ -16,13 +16,14 @@ from typing import Any
 
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest, JsonResponse
+from django.http import HttpRequest, JsonResponse
 from django.template.loader import render_to_string
 from django.utils.html import conditional_escape
 
 from celery_durable.records import FINISHED, RunStatus
 
 from ..models import Run
+from .actions import permitted_run
 
 #: The run page's read-only fields that change while a run runs.
 PAGE_FIELDS = ("status_display", "attempts_display", "duration_display", "result_display",
@@ -51,11 +52,7 @@ def _cells(modeladmin: admin.ModelAdmin[Any], run: Run, names: tuple[str, ...]) 
 
 def run_live_view(modeladmin: Any, request: HttpRequest, object_id: str) -> JsonResponse:
     """The run page's poll: status, changing fields and the step table of one run."""
-    if not modeladmin.has_view_permission(request):
-        raise PermissionDenied
-    run = modeladmin.get_object(request, object_id)
-    if run is None:
-        raise Http404(f"no run {object_id!r}")
+    run = permitted_run(modeladmin, request, object_id, modeladmin.has_view_permission(request))
     steps = render_to_string("admin/celery_durable/run/steps.html", {
         **modeladmin.steps_context(run), "live_url": request.path}, request)
     return JsonResponse({"id": run.pk, "status": run.status, "finished": finished(run),

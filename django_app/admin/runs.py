@@ -15,9 +15,8 @@ from typing import Any
 from django.apps import apps
 from django.contrib import admin, messages
 from django.contrib.admin.views.main import PAGE_VAR
-from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
@@ -390,11 +389,8 @@ class RunAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     def retry_arguments_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         """Replay a finished run with edited arguments (validated JSON) as a new run."""
-        if not self.has_retry_with_arguments_permission(request):
-            raise PermissionDenied
-        obj = self.get_object(request, object_id)
-        if obj is None:
-            raise Http404(f"no run {object_id!r}")
+        obj = actions.permitted_run(self, request, object_id,
+                                    self.has_retry_with_arguments_permission(request))
         page = self.run_page_url(obj)
         status = _STATUSES.get(obj.status)
         if status is None or not status.finished:

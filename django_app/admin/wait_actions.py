@@ -13,16 +13,15 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.utils.translation import ngettext
 
 from celery_durable import DurableError, RunStatus, send_event, wake_run
 
 from ..models import Run
-from .actions import celery_app, each_run, open_run_form
+from .actions import celery_app, each_run, open_run_form, permitted_run
 
 PAUSED = (RunStatus.SLEEPING.value, RunStatus.WAITING.value)
 
@@ -77,11 +76,8 @@ class SendEventForm(forms.Form):
 
 def send_event_view(modeladmin: Any, request: HttpRequest, object_id: str) -> HttpResponse:
     """The form behind "send the awaited event", prefilled from the run's wait."""
-    if not modeladmin.has_send_event_permission(request):
-        raise PermissionDenied
-    obj = modeladmin.get_object(request, object_id)
-    if obj is None:
-        raise Http404(f"no run {object_id!r}")
+    obj = permitted_run(modeladmin, request, object_id,
+                        modeladmin.has_send_event_permission(request))
     page = modeladmin.run_page_url(obj)
     if request.method == "POST":
         form = SendEventForm(request.POST)

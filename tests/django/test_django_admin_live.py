@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 pytestmark = pytest.mark.usefixtures("db")
@@ -105,7 +107,7 @@ def test_the_waterfall_draws_each_attempt_waits_children_and_recoveries(make_run
             ("sleep#0", "sleep", t0 + 31, t0 + 31,
              '{"kind": "sleep", "until": 1800000050.0, "wid": 1, "outcome": "elapsed"}'),
             ("children#0", "children", t0 + 55, t0 + 55,
-             '{"kind": "children", "ids": ["%s"], "outcome": "done"}' % child.pk),
+             json.dumps({"kind": "children", "ids": [child.pk], "outcome": "done"})),
             ("ship#0", "ship", t0 + 90, t0 + 95, '"shipped"')]
     for position, (key, name, start, end, value) in enumerate(rows):
         Step.objects.create(run=run, position=position, key=key, name=name, status="succeeded",

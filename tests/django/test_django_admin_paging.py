@@ -43,7 +43,8 @@ def _many(status: str, n: int, **fields) -> list[str]:
 
 def _ids(page: str) -> list[str]:
     """The run ids listed on a changelist page, in order."""
-    found = re.findall(r'<th class="field-id"><a href="[^"]*/(?:run|deadletter)/([^/"]+)/change/', page)
+    found = re.findall(r'<th class="field-id"><a href="[^"]*/(?:run|deadletter)/([^/"]+)/change/',
+                       page)
     return list(dict.fromkeys(found))
 
 

@@ -219,10 +219,11 @@ def test_the_run_page_and_the_list_follow_a_run_without_a_reload(django_worker, 
 
 def test_waterfall_tag_filter_waits_and_a_confirmed_bulk_cancel_at_1400_px(
         django_worker, live_server, browser, tag, make_user):
-    """At 1,400 px neither the runs list nor the dead letters scroll sideways; the tag filter narrows it; a run
-    whose step failed once and then slept shows both attempts and the sleep on its
-    waterfall (with the failed attempt's log line); a sleeping run's wait is shown as
-    sleeping, not succeeded; a bulk cancel asks "Cancel 1 run?" and acts once confirmed."""
+    """At 1,400 px neither the runs list nor the dead letters scroll sideways; the tag filter
+    narrows the list; a run whose step failed once and then slept shows both attempts and
+    the sleep on its waterfall (with the failed attempt's log line); a sleeping run's wait
+    is shown as sleeping, not succeeded; a bulk cancel asks "Cancel 1 run?" and acts once
+    confirmed."""
     from django_project.tasks import fetch_then_nap
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
