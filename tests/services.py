@@ -6,6 +6,10 @@ reachable, else embedded real servers started from PyPI packages.
 * RabbitMQ: ``RABBITMQ_URL`` (default ``amqp://guest:guest@127.0.0.1:5672//``);
   there is no embedded RabbitMQ, so tests needing it skip locally and fail
   under ``CI=true``.
+* MariaDB / MySQL: ``MARIADB_URL`` (default ``mysql://root@127.0.0.1:3306/test``),
+  else a private ``mariadbd`` (the system's, e.g. Debian's ``mariadb-server``)
+  started for the session in a temporary folder; without one, tests needing
+  it skip locally and fail under ``CI=true``.
 
 Nothing here is a mock: every URL points at a real server process.
 """
@@ -86,6 +90,71 @@ def rabbitmq_url() -> str | None:
     """URL of a reachable RabbitMQ, or None."""
     url = os.environ.get("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
     return url if _reachable(url, 5672) else None
+
+
+def _system_binary(*names: str) -> str | None:
+    """The first of ``names`` on PATH or in the sbin folders (server binaries live there)."""
+    path = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin"])
+    return next((found for name in names if (found := shutil.which(name, path=path))), None)
+
+
+@cache
+def mariadb_url() -> str:
+    """``mysql://`` URL of a real MariaDB/MySQL server with a database ``test``.
+
+    ``MARIADB_URL`` when it answers; else the system's ``mariadbd`` started on a free port
+    with a data folder of its own (``mariadb-install-db``), stopped and removed at exit.
+    RuntimeError when there is neither.
+    """
+    import getpass
+    import subprocess
+    import time
+
+    url = os.environ.get("MARIADB_URL", "mysql://root@127.0.0.1:3306/test")
+    if _reachable(url, 3306):
+        return url
+    server = _system_binary("mariadbd", "mysqld")
+    install = _system_binary("mariadb-install-db", "mysql_install_db")
+    if server is None or install is None:
+        raise RuntimeError(f"no MariaDB answers at {url} and no mariadbd is installed "
+                           "(Debian: apt-get install mariadb-server)")
+    workdir = Path(tempfile.mkdtemp(prefix="durable-mariadb-"))
+    atexit.register(shutil.rmtree, workdir, ignore_errors=True)
+    user = getpass.getuser()
+    subprocess.run([install, "--no-defaults", f"--datadir={workdir / 'data'}", f"--user={user}",
+                    "--auth-root-authentication-method=normal", "--skip-test-db"],
+                   check=True, capture_output=True, timeout=120)
+    port = _free_port()
+    log = (workdir / "server.log").open("wb")
+    proc = subprocess.Popen(
+        [server, "--no-defaults", f"--datadir={workdir / 'data'}", f"--user={user}",
+         f"--socket={workdir / 'mysqld.sock'}", f"--port={port}", "--bind-address=127.0.0.1",
+         "--skip-log-bin", "--innodb-flush-log-at-trx-commit=2"],
+        stdout=log, stderr=log)
+
+    def stop() -> None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+    atexit.register(stop)
+    import pymysql
+
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with pymysql.connect(host="127.0.0.1", port=port, user="root") as conn:
+                conn.cursor().execute("CREATE DATABASE IF NOT EXISTS test")
+            break
+        except pymysql.err.OperationalError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the private mariadbd did not start: "
+                                   + (workdir / "server.log").read_text()[-2000:]) from None
+            time.sleep(0.2)
+    return f"mysql://root@127.0.0.1:{port}/test"
 
 
 def _cluster_port() -> int:

@@ -228,9 +228,12 @@ class DjangoStore(HistoryMixin, ControlsMixin, WaitsMixin, CheckpointStore, Wait
             return True
 
     def _upsert(self, run_id: str, step: StepRecord) -> None:
+        # MySQL/MariaDB's ON DUPLICATE KEY UPDATE names no conflict target (any unique key).
+        target = (["run", "position"] if connections[self.using].features
+                  .supports_update_conflicts_with_target else None)
         Step.objects.using(self.using).bulk_create(
             [rows.step_row(run_id, step)], update_conflicts=True,
-            unique_fields=["run", "position"], update_fields=list(rows.STEP_COLUMNS[1:]))
+            unique_fields=target, update_fields=list(rows.STEP_COLUMNS[1:]))
 
     def _write_step(self, run_id: str, step: StepRecord, now: float | None = None) -> None:
         """Upsert checkpoint ``step`` (under a lease the caller holds, in its transaction);

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from django.conf import settings
-from django.db import connections
+from django.db import IntegrityError, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.utils import CursorWrapper
 from django.db.models import QuerySet
@@ -431,6 +431,8 @@ def insert_new_runs(connection: BaseDatabaseWrapper, runs: Sequence[Run]) -> set
     """
     if not runs:
         return set()
+    if connection.vendor == "mysql":
+        return _insert_new_runs_one_by_one(connection, runs)
     if not connection.features.can_return_rows_from_bulk_insert:
         return None
     fields = list(Run._meta.concrete_fields)
@@ -448,4 +450,28 @@ def insert_new_runs(connection: BaseDatabaseWrapper, runs: Sequence[Run]) -> set
                       for run in chunk for f in fields]
             cursor.execute(head + ", ".join([row] * len(chunk)) + tail, params)
             inserted.update(str(found) for (found,) in cursor.fetchall())
+    return inserted
+
+
+#: MySQL's and MariaDB's error number for a duplicate key.
+DUPLICATE_KEY = 1062
+
+
+def _insert_new_runs_one_by_one(connection: BaseDatabaseWrapper,
+                                runs: Sequence[Run]) -> set[str]:
+    """MySQL/MariaDB (no ``ON CONFLICT … RETURNING``): each row its own INSERT in a
+    savepoint; a duplicate key (the primary key decides, as the unique constraint does
+    elsewhere) means another call created that run. Exact under concurrency: the second
+    inserter of an id waits on the key until the first commits, then gets the duplicate."""
+    inserted: set[str] = set()
+    for run in runs:
+        try:
+            with transaction.atomic(using=connection.alias):
+                Run.objects.using(connection.alias).bulk_create([run])
+        except IntegrityError as exc:
+            cause = exc.__cause__
+            if not (cause is not None and getattr(cause, "args", (None,))[0] == DUPLICATE_KEY):
+                raise
+            continue
+        inserted.add(str(run.pk))
     return inserted

@@ -19,7 +19,8 @@ import services
 from celery_durable.stores.base import CheckpointStore
 from celery_durable.stores.memory import MemoryStore
 
-STORE_KINDS = ["memory", "redis", "redis-cluster", "django-sqlite", "django-postgres"]
+STORE_KINDS = ["memory", "redis", "redis-cluster", "django-sqlite", "django-postgres",
+               "django-mariadb"]
 
 
 @contextlib.contextmanager
