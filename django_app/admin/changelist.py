@@ -51,6 +51,8 @@ class CappedPaginator(Paginator):
     cap = 10_000
     #: Whether ``count`` is an estimate (more than ``cap`` rows, a front page).
     estimated = False
+    #: Whether the database gave no estimate (``count`` is then ``cap + 1``).
+    unknown = False
 
     def __init__(self, object_list: Any, per_page: int | str, orphans: int = 0,
                  allow_empty_first_page: bool = True, *, wanted_page: int = 1) -> None:
@@ -66,18 +68,23 @@ class CappedPaginator(Paginator):
         n = qs.order_by().values("pk")[: self.cap + 1].count()
         if n <= self.cap:
             return n
-        guess = max(n, estimated_rows(qs) or 0)
+        estimate = estimated_rows(qs)
+        guess = max(n, estimate or 0)
         if (self.wanted_page - 1) * self.per_page < guess // 2:
-            self.estimated = True
+            self.estimated, self.unknown = True, estimate is None
             return guess
         return int(qs.order_by().count())  # a back page: count once, exactly
 
     @property
     def count_text(self) -> str:
-        """``1,234`` or, for an estimate, ``about 180,000`` (two significant digits)."""
+        """``1,234``; for an estimate ``about 180,000`` (two significant digits), or ``more
+        than 10,000`` where the database gives none."""
+        count = self.count  # (decides ``estimated``)
         if not self.estimated:
-            return f"{self.count:,}"
-        return f"about {round(self.count, 2 - len(str(self.count))):,}"
+            return f"{count:,}"
+        if self.unknown:  # no planner estimate (not PostgreSQL)
+            return f"more than {self.cap:,}"
+        return f"about {round(count, 2 - len(str(count))):,}"
 
     def validate_number(self, number: Any) -> int:
         """Django's check; past an estimated count only ``>= 1`` (the rows decide)."""

@@ -201,7 +201,8 @@ class DjangoStore(HistoryMixin, ControlsMixin, WaitsMixin, CheckpointStore, Wait
 
     @db_call
     def save_step(self, run_id: str, token: int, step: StepRecord) -> bool:
-        """See :meth:`CheckpointStore.save_step`: one statement (PostgreSQL, SQLite).
+        """See :meth:`CheckpointStore.save_step`: one statement (PostgreSQL, SQLite,
+        MySQL/MariaDB).
 
         On PostgreSQL with psycopg 3 the statement is prepared once per
         connection (see :func:`.rows.checkpoint_cursor`).
@@ -216,7 +217,7 @@ class DjangoStore(HistoryMixin, ControlsMixin, WaitsMixin, CheckpointStore, Wait
                     return False
                 self._write_step(run_id, step, float(now))
                 return True
-        if conn.vendor in ("postgresql", "sqlite"):
+        if conn.vendor in ("postgresql", "sqlite", "mysql"):
             with rows.checkpoint_cursor(conn) as cursor:
                 cursor.execute(rows.save_step_sql(conn),
                                [run_id, *rows.step_values(step), run_id, token])

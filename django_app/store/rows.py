@@ -403,7 +403,8 @@ def _save_step_sql(vendor: str, q: Callable[[str], str]) -> str:
     """One statement that writes a checkpoint only if ``token`` still holds the lease.
 
     ``INSERT … SELECT … WHERE EXISTS (the run with this token and an owner)``,
-    upserting on (run, position): no transaction block, no second round trip.
+    upserting on (run, position) (MySQL/MariaDB: ``ON DUPLICATE KEY UPDATE``): no
+    transaction block, no second round trip.
     Parameters: run id, the :func:`step_values`, run id, token. PostgreSQL
     gets explicit casts (client-side bound literals are untyped, and
     server-side bound strings and NULLs are sent as ``unknown``).
@@ -414,11 +415,15 @@ def _save_step_sql(vendor: str, q: Callable[[str], str]) -> str:
         values = ", ".join(f"%s::{t}" for t in _PG_TYPES)
     else:
         values = ", ".join("%s" for _ in STEP_COLUMNS)
+    held = (f"WHERE EXISTS (SELECT 1 FROM {run_t} WHERE {q('id')} = %s AND {q('token')} = %s "
+            f"AND {q('owner')} <> '') ")
+    if vendor == "mysql":  # InnoDB share-locks the run row it read until the commit
+        updates = ", ".join(f"{q(c)} = VALUES({q(c)})" for c in STEP_COLUMNS[1:])
+        return (f"INSERT INTO {step_t} ({q('run_id')}, {cols}) SELECT %s, {values} FROM DUAL "
+                f"{held}ON DUPLICATE KEY UPDATE {updates}")
     updates = ", ".join(f"{q(c)} = excluded.{q(c)}" for c in STEP_COLUMNS[1:])
     return (
-        f"INSERT INTO {step_t} ({q('run_id')}, {cols}) SELECT %s, {values} "
-        f"WHERE EXISTS (SELECT 1 FROM {run_t} WHERE {q('id')} = %s AND {q('token')} = %s "
-        f"AND {q('owner')} <> '') "
+        f"INSERT INTO {step_t} ({q('run_id')}, {cols}) SELECT %s, {values} {held}"
         f"ON CONFLICT ({q('run_id')}, {q('position')}) DO UPDATE SET {updates}")
 
 

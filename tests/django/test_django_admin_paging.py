@@ -153,3 +153,28 @@ def test_a_run_id_prefix_finds_the_run_through_an_index(make_run, make_user, cli
                        [f"{a.pk[:8]}%"])
         plan = "\n".join(row[0] for row in cursor.fetchall())
     assert "Index" in plan and "Seq Scan" not in plan, plan
+
+
+def test_without_a_planner_estimate_the_count_says_more_than_the_cap(monkeypatch):
+    """On a database that gives no row estimate (SQLite here) the list says "more than
+    20", never a made-up "about"; pages still open past the cap."""
+    from django.utils import timezone
+    from django_support import truncate
+
+    from celery_durable_django.admin.changelist import CappedPaginator
+    from celery_durable_django.models import Run
+
+    monkeypatch.setattr(CappedPaginator, "cap", 20)
+    truncate("sqlite")
+    now = timezone.now()
+    Run.objects.using("sqlite").bulk_create([
+        Run(id=f"run-{i:03d}", task="t", args="[]", kwargs="{}", options={},
+            status="SUCCEEDED", created_at=now - dt.timedelta(seconds=i), updated_at=now)
+        for i in range(30)])
+    runs = Run.objects.using("sqlite").order_by("-created_at", "-id")
+    front = CappedPaginator(runs, 5)
+    assert front.count_text == "more than 20" and front.estimated
+    assert [r.id for r in front.page(5).object_list] == [f"run-{i:03d}" for i in range(20, 25)]
+    back = CappedPaginator(runs, 5, wanted_page=6)
+    assert back.count_text == "30" and not back.estimated
+    assert [r.id for r in back.page(6).object_list] == [f"run-{i:03d}" for i in range(25, 30)]
