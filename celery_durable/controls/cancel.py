@@ -31,7 +31,11 @@ logger = logging.getLogger(__name__)
 def _cancel_one(app: Celery, run_id: str, *, terminate: bool, signal: str, reason: str,
                 create_missing: bool) -> RunRecord | None:
     store = get_store(app)
-    [before] = store.get_runs([run_id])
+    try:  # only to tell Flower how the run was parked: a read that fails cancels all the same
+        [before] = store.get_runs([run_id])
+    except Exception:
+        logger.warning("run %s: could not read it before cancelling", run_id, exc_info=True)
+        before = None
     try:
         run = store.cancel(run_id, create_missing=create_missing)
     except InvalidRunStateError:

@@ -18,6 +18,7 @@ import logging
 from typing import Any
 
 from celery import Celery
+from celery.app.task import Context
 
 from .. import signals
 from ..config import settings_for
@@ -100,8 +101,6 @@ def _request(app: Celery, run: RunRecord | None) -> Any:
     cancel is not a chord member's completion)."""
     if run is None or not run.task:
         return None
-    from celery.app.task import Context
-
     serializer = get_serializer(settings_for(app).serializer)
     try:
         args = decode(serializer, run.args, what="arguments", run_id=run.id)

@@ -315,9 +315,9 @@ class RunAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def steps_context(self, obj: Run) -> dict[str, Any]:
         """What the step section draws (the page and its live refresh): the run, its step
         table and its waterfall."""
-        names = redact_names()
-        return {"run": obj, "steps": run_steps.timeline(obj, names),
-                "waterfall": waterfall.build(obj, names, self.admin_site.name)}
+        names, record = redact_names(), run_steps.recorded(obj)
+        return {"run": obj, "steps": run_steps.timeline(record, names),
+                "waterfall": waterfall.build(obj, record, names, self.admin_site.name)}
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
                     extra_context: dict[str, Any] | None = None) -> HttpResponse:

@@ -17,17 +17,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 from django.urls import reverse
 
-from celery_durable.records import HistoryEntry, readable_history
+from celery_durable.records import HistoryEntry
 from celery_durable.redact import redact_text
 
-from ..models import HistoryRow, Run
+from ..models import Run, Step
 from ..store.rows import step_logs
-from .changelist import format_duration, from_epoch
-from .run_steps import stored_wait
+from .changelist import format_duration
+from .run_steps import Recorded, stored_wait, when
 
 #: Most child runs drawn under a wait (the rest are counted).
 MOST_CHILDREN = 50
@@ -98,57 +97,43 @@ class _Axis:
         return max(min(self.left(end) - left, 100.0 - left), MIN_WIDTH)
 
 
-def build(run: Run, names: frozenset[str], admin_site: str = "admin") -> Waterfall | None:
-    """The run's waterfall, or None when it has no step with a start time yet."""
-    steps = list(run.steps.order_by("position").values(
-        "position", "key", "status", "attempts", "started_at", "finished_at", "value",
-        "error_type", "error_message", "error_logs"))
-    timed = [s for s in steps if s["started_at"] is not None]
+def build(run: Run, record: Recorded, names: frozenset[str],
+          admin_site: str = "admin") -> Waterfall | None:
+    """The run's waterfall from what the run page read (``record``), or None when no step
+    has a start time yet."""
+    steps = record.steps
+    timed = [s for s in steps if s.started_at is not None]
     if not timed:
         return None
-    history = list(readable_history(run.pk, HistoryRow.objects.using(run._state.db or "default")
-                                    .filter(run_id=run.pk).order_by("id")
-                                    .values_list("pk", "entry")))
     now = time.time()
-    start = min([run.started_at.timestamp() if run.started_at else timed[0]["started_at"],
-                 timed[0]["started_at"], *(e.at for e in history if e.kind == "attempt")])
+    start = min([run.started_at.timestamp() if run.started_at else timed[0].started_at,
+                 timed[0].started_at, *(e.at for e in record.history if e.kind == "attempt")])
     end = run.finished_at.timestamp() if run.finished_at else now
-    ends = [s["finished_at"] or s["started_at"] for s in timed]
-    axis = _Axis(start, max(end, *ends))
+    axis = _Axis(start, max(end, *(s.finished_at or s.started_at for s in timed)))
     bars: list[Bar] = []
-    attempts = _failed_attempts(history)
     more = 0
     for index, step in enumerate(steps):
-        for entry in attempts.get((step["position"], step["key"]), []):
+        for entry in record.attempts.get((step.position, step.key), []):
             bars.append(_attempt_bar(entry, axis, names))
-        if step["started_at"] is None:
+        if step.started_at is None:
             continue
-        wait = stored_wait(step["value"]) if step["status"] == "succeeded" else None
+        wait = stored_wait(step.value) if step.status == "succeeded" else None
         if wait is None:
             bars.append(_step_bar(step, axis, names))
             continue
-        following = next((s["started_at"] for s in steps[index + 1:] if s["started_at"]), None)
-        until = following or (run.finished_at.timestamp() if run.finished_at else now)
+        following = next((s.started_at for s in steps[index + 1:] if s.started_at), None)
+        until = following or end
         kind = ("sleeping" if wait.kind == "sleep" else "waiting") if wait.pending else "waited"
-        bars.append(Bar(step["key"], f"{wait.kind}, {'pending' if wait.pending else wait.outcome}",
-                        kind, axis.left(step["started_at"]),
-                        axis.width(step["started_at"], until),
-                        f"{step['key']}: parked {format_duration(until - step['started_at'])}"))
+        bars.append(Bar(step.key, f"{wait.kind}, {'pending' if wait.pending else wait.outcome}",
+                        kind, axis.left(step.started_at), axis.width(step.started_at, until),
+                        f"{step.key}: parked {format_duration(until - step.started_at)}"))
         children, extra = _children(run, wait.children, axis, now, admin_site)
         bars += children
         more += extra
-    marks = [Mark(axis.left(e.at), _mark_label(e), _when(e.at)) for e in history
+    marks = [Mark(axis.left(e.at), _mark_label(e), when(e.at, "")) for e in record.history
              if e.kind != "attempt"]
     ticks = [(f"left: {p}%", format_duration(axis.span * p / 100)) for p in (0, 25, 50, 75, 100)]
     return Waterfall(bars, marks, ticks, more)
-
-
-def _failed_attempts(history: list[HistoryEntry]) -> dict[tuple[int, str], list[HistoryEntry]]:
-    found: dict[tuple[int, str], list[HistoryEntry]] = {}
-    for entry in history:
-        if entry.kind == "attempt" and entry.step is not None:
-            found.setdefault((entry.step.position, entry.step.key), []).append(entry)
-    return found
 
 
 def _attempt_bar(entry: HistoryEntry, axis: _Axis, names: frozenset[str]) -> Bar:
@@ -163,16 +148,16 @@ def _attempt_bar(entry: HistoryEntry, axis: _Axis, names: frozenset[str]) -> Bar
                logs=[redact_text(line, names) for line in (step.error.logs if step.error else [])])
 
 
-def _step_bar(step: dict[str, Any], axis: _Axis, names: frozenset[str]) -> Bar:
-    begin = step["started_at"]
-    finish = step["finished_at"] if step["finished_at"] is not None else time.time()
-    status = str(step["status"])
-    error = (f": {step['error_type']}: {redact_text(step['error_message'], names)}"
-             if step["error_type"] else "")
-    return Bar(step["key"], f"attempt {step['attempts']} {status}", status, axis.left(begin),
-               axis.width(begin, finish),
-               f"{step['key']} {status}{error} ({format_duration(finish - begin)})",
-               logs=[redact_text(line, names) for line in step_logs(step["error_logs"])])
+def _step_bar(step: Step, axis: _Axis, names: frozenset[str]) -> Bar:
+    begin = step.started_at
+    assert begin is not None
+    finish = step.finished_at if step.finished_at is not None else time.time()
+    error = (f": {step.error_type}: {redact_text(step.error_message, names)}"
+             if step.error_type else "")
+    return Bar(step.key, f"attempt {step.attempts} {step.status}", step.status,
+               axis.left(begin), axis.width(begin, finish),
+               f"{step.key} {step.status}{error} ({format_duration(finish - begin)})",
+               logs=[redact_text(line, names) for line in step_logs(step.error_logs)])
 
 
 def _children(run: Run, ids: list[str], axis: _Axis, now: float,
@@ -196,11 +181,6 @@ def _children(run: Run, ids: list[str], axis: _Axis, now: float,
                         f"child run {child_id} ({row['task']}): {row['status']}, "
                         f"{format_duration(finish - begin)}", url=url, child=True))
     return bars, len(ids) - len(shown)
-
-
-def _when(seconds: float) -> str:
-    moment = from_epoch(seconds)
-    return moment.strftime("%Y-%m-%d %H:%M:%S %Z") if moment else ""
 
 
 def _mark_label(entry: HistoryEntry) -> str:

@@ -474,8 +474,8 @@ def _insert_new_runs_one_by_one(connection: BaseDatabaseWrapper,
             with transaction.atomic(using=connection.alias):
                 Run.objects.using(connection.alias).bulk_create([run])
         except IntegrityError as exc:
-            cause = exc.__cause__
-            if not (cause is not None and getattr(cause, "args", (None,))[0] == DUPLICATE_KEY):
+            code = (getattr(exc.__cause__, "args", None) or (None,))[0]
+            if code != DUPLICATE_KEY:
                 raise
             continue
         inserted.add(str(run.pk))

@@ -345,3 +345,13 @@ def retries_itself(self: DurableTask, tag: str) -> list[int]:
     if hit(tag, "body") == 1:
         raise self.retry(countdown=0.5, exc=ConnectionError("try again"))
     return [first, add_one(tag, 1)]
+
+
+def crash_and_retry_body(tag: str, seconds: float) -> list[object]:
+    """Two steps, a slow one (a test kills the worker there), a flaky one, one more: the
+    body the broker and store variants (rabbit_app, mariadb_app) share."""
+    a = add_one(tag, 0)
+    b = add_one(tag, a)
+    s = slow(tag, seconds)
+    c = flaky(tag, b, 2)
+    return [a, b, s, c, add_one(tag, c)]

@@ -18,7 +18,7 @@ from celery.signals import worker_process_init
 from django.conf import settings
 
 from apps.common import make_app
-from apps.core_app import add_one, flaky, slow  # the core tests' steps (counted in Redis)
+from apps.core_app import crash_and_retry_body  # the core tests' steps (counted in Redis)
 from celery_durable import durable_task
 
 if not settings.configured:  # a worker process
@@ -54,8 +54,4 @@ app = make_app("mariadb_app", durable_store="apps.mariadb_app:store")
 @durable_task(app=app, name="mariadb.crash_and_retry")
 def crash_and_retry(tag: str, seconds: float) -> list[object]:
     """Two steps, a slow one (the test kills the worker there), a flaky one, one more."""
-    a = add_one(tag, 0)
-    b = add_one(tag, a)
-    s = slow(tag, seconds)
-    c = flaky(tag, b, 2)
-    return [a, b, s, c, add_one(tag, c)]
+    return crash_and_retry_body(tag, seconds)

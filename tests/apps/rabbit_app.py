@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 from apps.common import counters, make_app
-from apps.core_app import add_one, flaky, slow  # the core tests' steps (counted in Redis)
+from apps.core_app import add_one, crash_and_retry_body  # steps counted in Redis
 from celery_durable import durable_task, gather, sleep, wait_for_event
 
 app = make_app("rabbit_app", broker_url=os.environ.get("TEST_RABBITMQ_URL",
@@ -26,11 +26,7 @@ def hit(tag: str, name: str) -> int:
 @durable_task(app=app, name="rabbit.crash_and_retry")
 def crash_and_retry(tag: str, seconds: float) -> list[object]:
     """Two steps, a slow one (the test kills the worker there), a flaky one, one more."""
-    a = add_one(tag, 0)
-    b = add_one(tag, a)
-    s = slow(tag, seconds)
-    c = flaky(tag, b, 2)
-    return [a, b, s, c, add_one(tag, c)]
+    return crash_and_retry_body(tag, seconds)
 
 
 @durable_task(app=app, name="rabbit.approval")
