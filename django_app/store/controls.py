@@ -21,10 +21,10 @@ from django.db.models.functions import Now
 
 from celery_durable.records import NewRun, RunRecord, RunStatus, StepRecord, WaitInfo
 from celery_durable.stores.base import ParkOutcome
+from celery_durable.stores.rowcodec import wait_fields
 
 from ..models import ConcurrencyGroup, ConcurrencySlot, IdempotencyKey, Run, RunTag, Step
 from . import clock, rows
-from .waits import wait_fields
 
 
 class ControlsMixin:

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import json
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from django.conf import settings
@@ -18,24 +17,22 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.utils import CursorWrapper
 from django.db.models import QuerySet
 
-from celery_durable.records import (
-    STEP_STATUS_BY_VALUE,
-    ErrorInfo,
-    HistoryEntry,
-    OnDemandCheckpoints,
-    RetryInfo,
-    RunRecord,
-    RunStatus,
-    StepRecord,
-    StepStatus,
-    WaitInfo,
+from celery_durable.records import HistoryEntry, RunRecord, StepRecord
+from celery_durable.stores import rowcodec
+
+# (also re-exported for the store and the admin: rows.STATUS_BY_VALUE, rows.error_fields, ...)
+from celery_durable.stores.rowcodec import (  # noqa: F401
+    STATUS_BY_VALUE,
+    STEP_COLUMNS,
+    RowCheckpoints,
+    error_fields,
+    step_logs,
+    step_record,
+    step_values,
 )
 
 from ..models import HistoryRow, Run, RunTag, Step
 
-#: Step columns written by a checkpoint, in the order of :func:`step_values`.
-STEP_COLUMNS = ("position", "key", "name", "status", "attempts", "value", "error_type",
-                "error_message", "error_traceback", "started_at", "finished_at", "error_logs")
 #: PostgreSQL types of :data:`STEP_COLUMNS` (client-side bound literals need casts).
 _PG_TYPES = ("integer", "varchar", "varchar", "varchar", "integer", "text", "varchar", "text",
              "text", "double precision", "double precision", "text")
@@ -59,108 +56,18 @@ def to_seconds(value: dt.datetime | None) -> float | None:
     return None if value is None else value.timestamp()
 
 
-def error_of(type_: str, message: str, traceback: str) -> ErrorInfo | None:
-    """The stored error columns as an ErrorInfo, or None when there is no error."""
-    return ErrorInfo(type_, message, traceback) if type_ else None
-
-
-def step_logs(text: str) -> list[str]:
-    """The ``error_logs`` column as a list of lines (empty if unset or unreadable)."""
-    if not text:
-        return []
-    try:
-        lines = json.loads(text)
-    except ValueError:
-        return [text]
-    return [str(line) for line in lines] if isinstance(lines, list) else [str(lines)]
-
-
 def step_records(using: str, run_id: str) -> list[StepRecord]:
     """The checkpoints of ``run_id`` (database alias ``using``) in position order.
 
     Read as plain rows, not model instances: a run with 1,000 checkpoints
     loads in about a third of the time (measured in ``bench/NOTES.md``).
     """
-    return [_step_record(row) for row in _step_rows(using, run_id)]
-
-
-def _step_record(row: Sequence[Any]) -> StepRecord:
-    """One :data:`STEP_COLUMNS` row as a record."""
-    (position, key, name, status, attempts, value, error_type, error_message,
-     error_traceback, started_at, finished_at, logs) = row
-    error = None
-    if error_type:
-        error = ErrorInfo(error_type, error_message, error_traceback, step_logs(logs))
-    return StepRecord(position, key, name, STEP_STATUS_BY_VALUE[status], attempts, value,
-                      error, started_at, finished_at)
+    return [step_record(row) for row in _step_rows(using, run_id)]
 
 
 def checkpoints(using: str, run_id: str) -> RowCheckpoints:
     """The checkpoints of ``run_id`` as ``begin`` hands them to a delivery (see below)."""
     return RowCheckpoints(run_id, _step_rows(using, run_id))
-
-
-_SUCCEEDED = StepStatus.SUCCEEDED.value
-_KEY, _STATUS, _ATTEMPTS, _VALUE = (STEP_COLUMNS.index(c)
-                                    for c in ("key", "status", "attempts", "value"))
-
-
-class RowCheckpoints(OnDemandCheckpoints):
-    """Checkpoints by position over their rows: a record is built when it is asked for.
-
-    Replaying a success needs only its key, status and value
-    (:meth:`succeeded_value`), read from the row; building a record for every
-    checkpoint of a long run cost about a third of loading it. A row that
-    cannot be a record raises :class:`CorruptCheckpointError` naming the run and
-    the position when it is first asked for, and replay stops there.
-    """
-
-    def __init__(self, run_id: str, rows: Iterable[Sequence[Any]]) -> None:
-        super().__init__(run_id)
-        # (rows come in position order, so the last key is the last position)
-        self._rows: dict[int, Sequence[Any] | None] = {row[0]: row for row in rows}
-
-    def _build(self, position: int) -> StepRecord | None:
-        row = self._rows.get(position)
-        if row is None:
-            return None
-        try:
-            record = self._built[position] = _step_record(row)
-        except (KeyError, ValueError, TypeError) as exc:
-            raise self._corrupt(position, exc) from exc
-        return record
-
-    def _stored_success(self, position: int, key: str) -> str | None:
-        row = self._rows.get(position)
-        if row is not None and row[_KEY] == key and row[_STATUS] == _SUCCEEDED:
-            return row[_VALUE] or "null"
-        return None
-
-    def last_step(self) -> tuple[str, int]:
-        """The key and attempts of the checkpoint at the highest position, ``("", 0)`` if none.
-
-        Read from the row as loaded (no record is built, so a corrupt row is
-        reported by replay, naming its position, not by ``begin``).
-        """
-        row = self._rows[next(reversed(self._rows))] if self._rows else None
-        return (str(row[_KEY]), int(row[_ATTEMPTS])) if row is not None else ("", 0)
-
-    def __setitem__(self, position: int, record: StepRecord) -> None:
-        self._built[position] = record
-        self._rows.setdefault(position, None)
-
-    def __delitem__(self, position: int) -> None:
-        del self._rows[position]
-        self._built.pop(position, None)
-
-    def __contains__(self, position: object) -> bool:
-        return position in self._rows
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(sorted(self._rows))
-
-    def __len__(self) -> int:
-        return len(self._rows)
 
 
 def _step_rows(using: str, run_id: str) -> Sequence[tuple[Any, ...]] | QuerySet[Any]:
@@ -217,51 +124,13 @@ def _reading_cursor(connection: BaseDatabaseWrapper) -> CursorWrapper:
 
 
 def unreadable_field(row: Run) -> str | None:
-    """The control field of ``row`` that cannot be read (an unknown status), or None.
-
-    The database's column types keep the numbers sound; the status is a string.
-    """
-    return None if row.status in STATUS_BY_VALUE else "status"
-
-
-STATUS_BY_VALUE = {status.value: status for status in RunStatus}
+    """The control field of ``row`` that cannot be read (an unknown status), or None."""
+    return rowcodec.unreadable_field(row.status)
 
 
 def run_record(row: Run, steps: list[StepRecord] | None = None) -> RunRecord:
-    """A Run row (and its checkpoints, from :func:`step_records`) as the engine's RunRecord.
-
-    An unknown status reads as FAILED, named in ``damage`` (the run is listed, not run).
-    """
-    status = STATUS_BY_VALUE.get(row.status)
-    record = RunRecord(
-        id=row.id, task=row.task, status=status or RunStatus.FAILED, args=row.args,
-        kwargs=row.kwargs, options=dict(row.options or {}),
-        created_at=to_seconds(row.created_at), updated_at=to_seconds(row.updated_at),
-        started_at=to_seconds(row.started_at), finished_at=to_seconds(row.finished_at),
-        token=row.token, owner=row.owner, lease_expires=row.lease_expires,
-        not_before=row.not_before, due_at=row.due_at, recoveries=row.recoveries,
-        result=row.result,
-        error=error_of(row.error_type, row.error_message, row.error_traceback),
-        failed_step=row.failed_step, idempotency_key=row.idempotency_key,
-        steps=list(steps or ()), wait=wait_record(row), parent=row.parent,
-        children_done=row.children_done, tags=_strings(row.tags), version=row.version,
-        metadata=dict(row.metadata) if isinstance(row.metadata, dict) else {},
-        retries=row.retries, replay_of=row.replay_of, replayed_as=_strings(row.replayed_as))
-    damage = [] if status is not None else [f"status (unknown: {row.status[:60]!r})"]
-    if row.retrying:
-        try:
-            record.retrying = RetryInfo.from_json(row.retrying)
-        except (ValueError, TypeError) as exc:
-            damage.append(f"retrying ({exc})")
-    if not isinstance(row.metadata, dict):
-        damage.append("metadata (not a JSON object)")
-    record.damage = damage
-    return record
-
-
-def _strings(value: Any) -> list[str]:
-    """A JSON list column as a list of strings (anything else reads as empty)."""
-    return [str(v) for v in value] if isinstance(value, list) else []
+    """A Run row (and its checkpoints, from :func:`step_records`) as the engine's RunRecord."""
+    return rowcodec.run_record(vars(row), steps or (), seconds=to_seconds)
 
 
 def history_row(run_id: str, entry: HistoryEntry) -> HistoryRow:
@@ -272,32 +141,6 @@ def history_row(run_id: str, entry: HistoryEntry) -> HistoryRow:
 def tag_rows(run_id: str, tags: Sequence[str], created: dt.datetime | None) -> list[RunTag]:
     """Unsaved RunTag rows: the tag index of a new run."""
     return [RunTag(run_id=run_id, tag=tag, created_at=created) for tag in tags]
-
-
-def wait_record(row: Run) -> WaitInfo | None:
-    """The run's current or last durable wait, or None if it never waited."""
-    if not row.wait_kind:
-        return None
-    return WaitInfo(kind=row.wait_kind, step=row.wait_step, position=row.wait_position,
-                    wait_id=row.wait_id, until=row.wait_until, event=row.wait_event,
-                    key=row.wait_key, after=row.wait_after, resolution=row.wait_resolution)
-
-
-def error_fields(error: ErrorInfo | None) -> dict[str, str]:
-    """The error columns for ``error`` (empty strings for none)."""
-    if error is None:
-        return {"error_type": "", "error_message": "", "error_traceback": ""}
-    return {"error_type": error.type[:255], "error_message": error.message,
-            "error_traceback": error.traceback}
-
-
-def step_values(step: StepRecord) -> list[Any]:
-    """The values of :data:`STEP_COLUMNS` for ``step``."""
-    err = error_fields(step.error)
-    logs = json.dumps(step.error.logs) if step.error is not None and step.error.logs else ""
-    return [step.position, step.key, step.name, step.status.value, step.attempts, step.value,
-            err["error_type"], err["error_message"], err["error_traceback"], step.started_at,
-            step.finished_at, logs]
 
 
 def step_row(run_id: str, step: StepRecord) -> Step:

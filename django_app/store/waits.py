@@ -28,18 +28,12 @@ from celery_durable.records import (
     WaitInfo,
 )
 from celery_durable.stores import transitions
+from celery_durable.stores.rowcodec import wait_fields
 
 from ..models import Event, Mailbox, Run, Waiter
 from . import clock, rows
 
 _PARKED = (RunStatus.SLEEPING.value, RunStatus.WAITING.value)
-
-
-def wait_fields(wait: WaitInfo) -> dict[str, Any]:
-    """The ``wait_*`` columns for ``wait`` (its resolution cleared)."""
-    return {"wait_kind": wait.kind, "wait_step": wait.step, "wait_position": wait.position,
-            "wait_id": wait.wait_id, "wait_until": wait.until, "wait_event": wait.event,
-            "wait_key": wait.key, "wait_after": wait.after, "wait_resolution": None}
 
 
 class WaitsMixin:
