@@ -19,21 +19,13 @@ from typing import Any
 from django.db import connections
 from django.db.models import FloatField, Func, QuerySet, Value
 
-#: ``<now>`` in each database's SQL (epoch seconds, a float).
-NOW_SQL = {
-    "postgresql": "EXTRACT(EPOCH FROM CLOCK_TIMESTAMP())::double precision",
-    "mysql": "UNIX_TIMESTAMP(NOW(6))",
-    "sqlite": "((julianday('now') - 2440587.5) * 86400.0)",
-}
+from celery_durable.stores.sql import clock as sql_clock
+from celery_durable.stores.sql.clock import NOW_SQL
 
 
 def now_sql(vendor: str) -> str:
     """``<now>`` for ``vendor`` (a database this store was not built for is an error)."""
-    try:
-        return NOW_SQL[vendor]
-    except KeyError:
-        raise NotImplementedError(f"the Django store has no clock for {vendor!r} databases; "
-                                  f"it supports {', '.join(sorted(NOW_SQL))}") from None
+    return sql_clock.now_sql(vendor, store="Django store")
 
 
 class StoreNow(Func):  # type: ignore[misc]

@@ -3,7 +3,8 @@
 Django stores come from ``tests/django_support.py`` (``make_django_store(kind)``
 with kind ``"sqlite"`` or ``"postgres"``; it may return the store, or a
 context manager / generator yielding it). Until that module exists those
-parameters skip locally (and fail under CI).
+parameters skip locally (and fail under CI). SQL stores (SQLAlchemy Core) come from
+``tests/sql_stores.py``: kinds ``sql-sqlite``, ``sql-postgres``, ``sql-mariadb``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from celery_durable.stores.base import CheckpointStore
 from celery_durable.stores.memory import MemoryStore
 
 STORE_KINDS = ["memory", "redis", "redis-cluster", "django-sqlite", "django-postgres",
-               "django-mariadb"]
+               "django-mariadb", "sql-sqlite", "sql-postgres", "sql-mariadb"]
 
 
 @contextlib.contextmanager
@@ -74,6 +75,11 @@ def store(request: pytest.FixtureRequest) -> Iterator[CheckpointStore]:
             yield store
     elif kind == "redis-cluster":
         with _redis_cluster_store() as store:
+            yield store
+    elif kind.startswith("sql-"):
+        from sql_stores import make_sql_store
+
+        with make_sql_store(kind.removeprefix("sql-")) as store:
             yield store
     else:
         with _django_store(kind.removeprefix("django-")) as store:
