@@ -19,9 +19,12 @@ class DurableSettings:
     """Every ``durable_*`` setting with its default."""
 
     #: Store to use: ``None`` (derive from the result backend), a URL
-    #: (``redis://…``, ``memory://``, ``django://``), a dotted path to a
+    #: (``redis://…``, ``db+postgresql://…``, ``memory://``, ``django://``), a dotted path to a
     #: factory taking the app, or a CheckpointStore instance.
     store: Any = None
+    #: SQL store (``db+…``): create its tables on first start when they are missing
+    #: (default: the worker stops and says to run ``celery -A proj durable migrate``).
+    sql_create_tables: bool = False
     #: Seconds a run's lease lasts without a heartbeat.
     lease_ttl: float = 30.0
     #: Run the lease sweeper and timer waker inside every worker.

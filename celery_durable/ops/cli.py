@@ -12,6 +12,7 @@ it uses the project's own app, settings and store::
     celery -A proj durable wake RUN_ID
     celery -A proj durable send-event NAME KEY [--payload JSON]
     celery -A proj durable purge --finished-before 30d [--status FAILED] [--yes]
+    celery -A proj durable migrate
 
 Exit codes: 0 done; 1 the command could not be carried out (unknown run, a run
 in the wrong state, nothing to wake, store unreachable); 2 bad input (bad
@@ -451,6 +452,24 @@ def purge(ctx: click.Context, age: str, statuses: tuple[str, ...], yes: bool) ->
         purged = purge_runs(finished_before=time.time() - seconds, status=chosen,
                             app=_app(ctx))
     click.echo(f"Purged {purged} run(s).")
+
+
+@durable.command()
+@click.pass_context
+def migrate(ctx: click.Context) -> None:
+    """Create or update the SQL store's tables (idempotent; safe to run on every deploy)."""
+    with _errors():
+        store: Any = get_store(_app(ctx))
+        if not callable(getattr(store, "migrate", None)):
+            raise click.ClickException(
+                f"the checkpoint store is {type(store).__name__}, which has no tables to "
+                "migrate (the SQL store of a db+... result backend has; the Django store's "
+                "tables come with `manage.py migrate`)")
+        applied = store.migrate()
+    if applied:
+        click.echo(f"Applied schema version(s) {', '.join(map(str, applied))} to {store!r}.")
+    else:
+        click.echo(f"{store!r} is up to date (schema version {store.schema_version()}).")
 
 
 __all__ = ["durable"]

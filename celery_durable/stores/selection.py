@@ -1,8 +1,9 @@
 """Which checkpoint store an app uses.
 
 The store is derived from the app's result backend (Redis backend →
-:class:`RedisStore`, django-celery-results' ``django-db`` → ``DjangoStore``,
-eager mode → :class:`MemoryStore`) unless ``durable_store`` names one.
+:class:`RedisStore`, Celery's SQL database backend ``db+…`` → the SQL store,
+django-celery-results' ``django-db`` → ``DjangoStore``, eager mode →
+:class:`MemoryStore`) unless ``durable_store`` names one.
 """
 
 from __future__ import annotations
@@ -43,6 +44,18 @@ def _django_store() -> CheckpointStore:
     return store
 
 
+def _sql_store(settings: DurableSettings, url: str,
+               engine_options: Any = None) -> CheckpointStore:
+    try:  # deferred: SQLAlchemy is an optional dependency (the ``sql`` extra)
+        from .sql.store import SqlStore
+    except ImportError as exc:
+        raise StoreUnavailableError("the SQL store needs SQLAlchemy: pip install "
+                                    "'celery-durable[sql]'") from exc
+    store: CheckpointStore = SqlStore.from_url(url, engine_options=engine_options,
+                                               create_tables=bool(settings.sql_create_tables))
+    return store
+
+
 def store_from_spec(app: Celery, spec: Any) -> CheckpointStore:
     """Build a store from a ``durable_store`` value (instance, URL, dotted path or factory)."""
     settings = settings_for(app)
@@ -54,6 +67,8 @@ def store_from_spec(app: Celery, spec: Any) -> CheckpointStore:
                                                fast_lane=settings.redis_fast_lane)
         if spec.startswith(("redis://", "rediss://", "unix://")):
             return _redis_store(settings, url=spec, prefix=settings.key_prefix)
+        if spec.startswith("db+"):
+            return _sql_store(settings, spec)
         if spec.startswith("memory:"):
             return MemoryStore()
         if spec.startswith("django"):
@@ -64,8 +79,8 @@ def store_from_spec(app: Celery, spec: Any) -> CheckpointStore:
         if isinstance(store, CheckpointStore):
             return store
     raise StoreUnavailableError(f"durable_store={spec!r} is not a store, a store URL "
-                                "(redis://, redis+cluster://, memory://, django://) or a "
-                                "factory of one")
+                                "(redis://, redis+cluster://, db+postgresql://, memory://, "
+                                "django://) or a factory of one")
 
 
 def _derive(app: Celery) -> CheckpointStore:
@@ -79,6 +94,8 @@ def _derive(app: Celery) -> CheckpointStore:
         options = app.conf.result_backend_transport_options or {}
         prefix = str(options.get("global_keyprefix", "")) + settings.key_prefix
         return _redis_store(settings, client=app.backend.client, prefix=prefix)
+    if module.startswith("celery.backends.database"):
+        return _sql_store(settings, app.backend.url, app.backend.engine_options)
     if module.startswith("django_celery_results"):
         return _django_store()
     raise no_store_for(app, backend_name)
@@ -105,11 +122,9 @@ def no_store_for(app: Celery, backend_name: str) -> StoreUnavailableError:
             because += "; put your password back in place of **"
     else:
         url, because = "redis://localhost:6379/0", "any Redis server can keep the checkpoints"
-    sql = (" (Celery's SQL database backend, db+..., is not a checkpoint store)"
-           if backend.startswith("db+") else "")
     return StoreUnavailableError(
         f"celery_durable cannot keep checkpoints in the {backend_name} result backend "
-        f"(result_backend={backend!r}){sql}. Add this line where you configure Celery "
+        f"(result_backend={backend!r}). Add this line where you configure Celery "
         f"({because}):\n\n    app.conf.durable_store = {url!r}\n\n"
         "or, in a Django project, keep results with django-celery-results "
         "(CELERY_RESULT_BACKEND = 'django-db') and add 'celery_durable_django' to "

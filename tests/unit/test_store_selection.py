@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from celery import Celery
 
@@ -91,13 +93,15 @@ def test_the_no_store_error_names_the_backend_and_the_line_to_add() -> None:
     assert "guest" not in text
 
 
-def test_the_no_store_error_says_a_sql_database_backend_is_not_a_store() -> None:
-    """Celery's SQLAlchemy backend (``db+…``, as in Celery's Django example) is named as
-    such, with its URL's password masked (built without loading the backend)."""
-    from celery_durable.stores.selection import no_store_for
+def test_a_sql_database_backend_gets_the_sql_store_on_its_database(tmp_path: Path) -> None:
+    """Celery's SQLAlchemy backend (``db+…``, as in Celery's Django example) keeps the
+    checkpoints in the same database, through the SQL store; ``durable_store = "db+…"``
+    names one directly. Neither connects until used."""
+    from celery_durable.stores.sql import SqlStore
 
-    app = make(result_backend="db+postgresql://app:pw@db/results", broker_url="amqp://")
-    text = str(no_store_for(app, "DatabaseBackend"))
-    assert "result_backend='db+postgresql://app:**@db/results'" in text
-    assert "Celery's SQL database backend, db+..., is not a checkpoint store" in text
-    assert "app.conf.durable_store = 'redis://localhost:6379/0'" in text
+    url = f"db+sqlite:///{tmp_path / 'results.sqlite'}"
+    store = get_store(make(result_backend=url, broker_url="amqp://"))
+    assert isinstance(store, SqlStore)
+    assert str(store.engine.url) == url.removeprefix("db+")
+    named = get_store(make(result_backend="rpc://", durable_store=url))
+    assert isinstance(named, SqlStore) and str(named.engine.url) == str(store.engine.url)

@@ -19,7 +19,14 @@ from sqlalchemy.sql.elements import ColumnElement
 from ...records import NewRun, RunRecord, RunStatus, StepRecord, WaitInfo
 from ..base import ParkOutcome
 from ..rowcodec import STATUS_BY_VALUE, STEP_COLUMNS, run_record, step_values, wait_fields
-from .schema import concurrency_groups, concurrency_slots, idempotency_keys, runs, steps
+from .schema import (
+    concurrency_groups,
+    concurrency_slots,
+    idempotency_keys,
+    new_run_row,
+    runs,
+    steps,
+)
 from .statements import Statements
 
 Row = dict[str, Any]
@@ -44,8 +51,6 @@ class ControlsMixin:
     def create_runs(self, runs_: Sequence[NewRun], *, grace: float,
                     replace_finished: bool = False) -> list[bool]:
         """See :meth:`CheckpointStore.create_runs`: exact, one creator of a run is told True."""
-        from .store import new_run_row
-
         if not runs_:
             return []
         with self.engine.begin() as conn:

@@ -33,6 +33,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects import mysql
 from sqlalchemy.exc import DBAPIError
 
+from ...records import RunStatus
+
 #: The schema version this code reads and writes.
 SCHEMA_VERSION = 1
 
@@ -209,6 +211,19 @@ schema = Table(
     **_MYSQL,
 )
 
+def new_run_row(now: float, **fields: Any) -> dict[str, Any]:
+    """The columns of a new PENDING run created at ``now`` (``fields`` override)."""
+    row: dict[str, Any] = {"task": "", "args": "[]", "kwargs": "{}", "options": {},
+                "status": RunStatus.PENDING.value, "created_at": now, "updated_at": now,
+                "tags": [], "metadata": {}, "replayed_as": [], "token": 0, "owner": "",
+                "recoveries": 0, "error_type": "", "error_message": "", "error_traceback": "",
+                "current_step": "", "attempts": 0, "wait_kind": "", "wait_step": "",
+                "wait_position": 0, "wait_id": 0, "wait_after": 0, "children_done": 0,
+                "children_needed": 0, "retries": 0, "retrying": ""}
+    row.update(fields)
+    return row
+
+
 #: The tables every version has; the migration of version N creates or changes what N needs.
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     1: lambda conn: metadata.create_all(conn, checkfirst=True),
@@ -248,5 +263,5 @@ def migrate(engine: Engine) -> list[int]:
 
 
 __all__ = ["SCHEMA_VERSION", "concurrency_groups", "concurrency_slots", "current_version",
-           "events", "history", "idempotency_keys", "mailboxes", "metadata", "migrate", "runs",
-           "schema", "steps", "tags", "waiters"]
+           "events", "history", "idempotency_keys", "mailboxes", "metadata", "migrate",
+           "new_run_row", "runs", "schema", "steps", "tags", "waiters"]

@@ -17,7 +17,7 @@ import time
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, delete, func, inspect, or_, select, update
+from sqlalchemy import Connection, Engine, and_, delete, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -46,7 +46,18 @@ from ..base import (
 )
 from .controls import ControlsMixin
 from .history import HistoryMixin
-from .schema import SCHEMA_VERSION, current_version, history, migrate, runs, steps, tags
+from .schema import (
+    SCHEMA_VERSION,
+    concurrency_slots,
+    current_version,
+    history,
+    migrate,
+    new_run_row,
+    runs,
+    steps,
+    tags,
+    waiters,
+)
 from .statements import Statements, family, make_engine
 from .waits import WaitsMixin
 
@@ -62,19 +73,6 @@ def control(row: Row) -> transitions.Control:
     return transitions.Control(RunStatus(row["status"]), row["owner"], row["lease_expires"],
                                row["not_before"], row["due_at"], row["recoveries"],
                                row["token"], row["started_at"] is not None)
-
-
-def new_run_row(now: float, **fields: Any) -> Row:
-    """The columns of a new PENDING run created at ``now`` (``fields`` override)."""
-    row: Row = {"task": "", "args": "[]", "kwargs": "{}", "options": {},
-                "status": RunStatus.PENDING.value, "created_at": now, "updated_at": now,
-                "tags": [], "metadata": {}, "replayed_as": [], "token": 0, "owner": "",
-                "recoveries": 0, "error_type": "", "error_message": "", "error_traceback": "",
-                "current_step": "", "attempts": 0, "wait_kind": "", "wait_step": "",
-                "wait_position": 0, "wait_id": 0, "wait_after": 0, "children_done": 0,
-                "children_needed": 0, "retries": 0, "retrying": ""}
-    row.update(fields)
-    return row
 
 
 class SqlStore(HistoryMixin, ControlsMixin, WaitsMixin, CheckpointStore, Waits, ChildRuns,
@@ -169,8 +167,6 @@ class SqlStore(HistoryMixin, ControlsMixin, WaitsMixin, CheckpointStore, Waits, 
                 self._read_clock(conn) if now is None else now, kept))
 
     def _delete(self, conn: Connection, ids: Sequence[str]) -> None:
-        from .schema import concurrency_slots, waiters
-
         for table in (steps, history, tags, waiters, concurrency_slots):
             conn.execute(delete(table).where(table.c.run_id.in_(list(ids))))
         conn.execute(delete(runs).where(runs.c.id.in_(list(ids))))
@@ -465,14 +461,15 @@ class SqlStore(HistoryMixin, ControlsMixin, WaitsMixin, CheckpointStore, Waits, 
                 self._delete(conn, ids)
         return ids
 
-    def tables_exist(self) -> bool:
-        """Whether the store's tables are there (any version)."""
-        return inspect(self.engine).has_table(runs.name)
+    def migrate(self) -> list[int]:
+        """Create or update the store's tables (``celery -A proj durable migrate``);
+        the schema versions applied (none when the database was up to date)."""
+        return migrate(self.engine)
 
-    def count_runs(self) -> int:
-        """How many runs the database holds (for ``durable migrate``'s report)."""
+    def schema_version(self) -> int:
+        """The schema version the database holds (0: no tables yet)."""
         with self.engine.connect() as conn:
-            return int(conn.execute(select(func.count()).select_from(runs)).scalar_one())
+            return current_version(conn)
 
     def close(self) -> None:
         """Close the engine's pooled connections."""

@@ -1,0 +1,93 @@
+"""The SQL store's tables: a clear error when they are missing, an idempotent and versioned
+``migrate`` (also from several processes at once, and as ``celery -A proj durable
+migrate``), and the store chosen for Celery's ``db+`` result backends. On real SQLite
+files and the session's PostgreSQL."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sql_stores import server_url
+from sqlalchemy import inspect
+
+from celery_durable import StoreUnavailableError
+from celery_durable.stores.sql import SqlStore
+from celery_durable.stores.sql.schema import SCHEMA_VERSION, metadata
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_a_database_without_tables_is_refused_with_the_command_to_run(tmp_path: Path) -> None:
+    store = SqlStore.from_url(f"sqlite:///{tmp_path / 'new.sqlite3'}")
+    with pytest.raises(StoreUnavailableError) as caught:
+        store.ping()
+    assert "has no tables" in str(caught.value)
+    assert "celery -A proj durable migrate" in str(caught.value)
+    assert "durable_sql_create_tables" in str(caught.value)
+    assert not inspect(store.engine).has_table("durable_runs")  # nothing was created
+
+
+def test_migrate_creates_every_table_once_and_records_the_version(tmp_path: Path) -> None:
+    store = SqlStore.from_url(f"sqlite:///{tmp_path / 'db.sqlite3'}")
+    assert store.schema_version() == 0
+    assert store.migrate() == list(range(1, SCHEMA_VERSION + 1))
+    assert store.migrate() == []  # idempotent
+    assert store.schema_version() == SCHEMA_VERSION
+    assert set(inspect(store.engine).get_table_names()) == set(metadata.tables)
+    store.ping()
+
+
+def _migrate(url: str) -> list[int]:
+    return SqlStore.from_url(url).migrate()
+
+
+def test_concurrent_migrations_apply_each_version_once(tmp_path: Path) -> None:
+    """Four processes migrating one fresh database at once: all succeed, one applies."""
+    url = f"sqlite:///{tmp_path / 'race.sqlite3'}"
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        applied = pool.map(_migrate, [url] * 4)
+    assert sorted(len(a) for a in applied) == [0, 0, 0, SCHEMA_VERSION]
+    assert SqlStore.from_url(url).schema_version() == SCHEMA_VERSION
+
+
+def test_migrate_on_postgresql_is_idempotent() -> None:
+    store = SqlStore.from_url(server_url("postgres"))  # migrated once by the session
+    assert store.migrate() == []
+    assert store.schema_version() == SCHEMA_VERSION
+    assert set(metadata.tables) <= set(inspect(store.engine).get_table_names())
+    store.close()
+
+
+def _cli(backend: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "TEST_SQL_BACKEND": backend,
+           "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)])}
+    return subprocess.run([sys.executable, "-m", "celery", "-A", "apps.sql_app", "durable",
+                           *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_the_migrate_command_creates_the_tables_of_the_result_backend_s_database(
+        tmp_path: Path) -> None:
+    """``celery -A proj durable migrate`` on an app whose results are in ``db+sqlite``."""
+    path = tmp_path / "results.sqlite"
+    first = _cli(f"db+sqlite:///{path}", "migrate")
+    assert first.returncode == 0, first.stderr
+    assert f"Applied schema version(s) {SCHEMA_VERSION}" in first.stdout
+    again = _cli(f"db+sqlite:///{path}", "migrate")
+    assert again.returncode == 0, again.stderr
+    assert f"up to date (schema version {SCHEMA_VERSION})" in again.stdout
+    assert SqlStore.from_url(f"sqlite:///{path}").schema_version() == SCHEMA_VERSION
+
+
+def test_the_migrate_command_says_when_the_store_has_no_tables(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "apps.ops_app", "durable", "migrate"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)])})
+    assert proc.returncode == 1
+    assert "RedisStore, which has no tables to migrate" in proc.stderr
