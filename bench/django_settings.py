@@ -1,6 +1,7 @@
 """Minimal Django settings for the DjangoStore contenders.
 
-``BENCH_DB`` is ``postgres`` (``BENCH_PG_URL`` names the database, as a
+``BENCH_DB`` is ``mysql`` (``BENCH_MYSQL_URL``, a ``mysql+pymysql://`` URL: MariaDB
+or MySQL), ``postgres`` (``BENCH_PG_URL`` names the database, as a
 libpq URL or conninfo; ``BENCH_PG_SERVER_SIDE_BINDING=1`` turns on Django's
 server-side binding for experiments) or ``sqlite`` (``BENCH_SQLITE_PATH``; WAL
 and ``BEGIN IMMEDIATE`` so two pool processes can write, as Django recommends).
@@ -27,6 +28,27 @@ def _sqlite(path: str) -> dict[str, Any]:
     return {"ENGINE": "django.db.backends.sqlite3", "NAME": path,
             "OPTIONS": {"timeout": 30, "transaction_mode": "IMMEDIATE",
                         "init_command": "PRAGMA journal_mode=WAL;"}}
+
+
+def _mysql(url: str) -> dict[str, Any]:
+    """MySQL/MariaDB through PyMySQL (standing in for mysqlclient, as in the tests)."""
+    import pymysql
+    from sqlalchemy import make_url
+
+    pymysql.install_as_MySQLdb()
+    u = make_url(url)
+    return {"ENGINE": "django.db.backends.mysql", "NAME": u.database, "USER": u.username or "",
+            "PASSWORD": u.password or "", "HOST": u.host or "", "PORT": str(u.port or ""),
+            "OPTIONS": {"charset": "utf8mb4"}}
+
+
+def _database() -> dict[str, Any]:
+    kind = os.environ.get("BENCH_DB", "sqlite")
+    if kind == "postgres":
+        return _postgres(os.environ["BENCH_PG_URL"])
+    if kind == "mysql":
+        return _mysql(os.environ["BENCH_MYSQL_URL"])
+    return _sqlite(os.environ.get("BENCH_SQLITE_PATH", "bench.sqlite3"))
 
 
 SECRET_KEY = "bench-not-secret"
@@ -56,6 +78,5 @@ TEMPLATES = [{"BACKEND": "django.template.backends.django.DjangoTemplates", "APP
 CONN_MAX_AGE = 600
 CONN_HEALTH_CHECKS = True
 DATABASES = {"default": {
-    **(_postgres(os.environ["BENCH_PG_URL"]) if os.environ.get("BENCH_DB", "sqlite") == "postgres"
-       else _sqlite(os.environ.get("BENCH_SQLITE_PATH", "bench.sqlite3"))),
+    **_database(),
     "CONN_MAX_AGE": CONN_MAX_AGE, "CONN_HEALTH_CHECKS": CONN_HEALTH_CHECKS}}

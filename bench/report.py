@@ -61,6 +61,14 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         out.append(_ratio_row(f"Django store (PostgreSQL) per step ≤ 1.5 x INSERT+COMMIT "
                               f"({n}-step job, paired)", pr("django-pg", n), 1.0, 1.5, "le",
                               "per-step time vs raw psycopg INSERT+COMMIT, interleaved"))
+    for key, label in (("django-mariadb", "Django store (MariaDB)"),
+                       ("sql-pg", "SQL store (PostgreSQL)"),
+                       ("sql-mariadb", "SQL store (MariaDB)")):
+        for n in STEP_COUNTS:
+            out.append(_ratio_row(f"{label} per step ≤ 1.5 x INSERT+COMMIT ({n}-step job, "
+                                  "paired)", pr(key, n), 1.0, 1.5, "le",
+                                  "per-step time vs a raw INSERT+COMMIT on the same database "
+                                  "(psycopg / PyMySQL), interleaved"))
     for n in STEP_COUNTS:
         dbos, dj = ps("dbos", n), ps("django-pg", n)
         out.append(_ratio_row(f"Django store (PostgreSQL) ≥ 2 x faster per step than DBOS "

@@ -78,6 +78,68 @@ def create_database(servers: Servers, purpose: str) -> str:
     return url
 
 
+def sqlalchemy_pg_url(url: str) -> str:
+    """A PostgreSQL URL or conninfo string as a SQLAlchemy URL (psycopg 3)."""
+    from sqlalchemy import URL
+
+    p = conninfo(url)
+    host = p.get("host") or None
+    socket = host is not None and host.startswith("/")
+    return URL.create("postgresql+psycopg", username=p.get("user") or None,
+                      password=p.get("password") or None, host=None if socket else host,
+                      port=int(p["port"]) if p.get("port") and not socket else None,
+                      database=p.get("dbname"),
+                      query={"host": host, "port": str(p.get("port") or 5432)} if socket
+                      else {}).render_as_string(hide_password=False)
+
+
+def mariadb_database(purpose: str, run: str) -> tuple[str | None, str]:
+    """A fresh MariaDB database for ``purpose`` (``mysql+pymysql://`` URL), or None and why.
+
+    MariaDB is found as the tests find it (``MARIADB_URL``, 127.0.0.1:3306, else a private
+    ``mariadbd``); the database is dropped by :func:`servers_for` at the end.
+    """
+    try:
+        import pymysql
+
+        server = services.mariadb_url()
+        from sqlalchemy import make_url
+
+        base = make_url(server)
+        name = f"bench_{run}_{purpose}"
+        conn = pymysql.connect(host=base.host, port=base.port or 3306, user=base.username,
+                               password=base.password or "", unix_socket=base.query.get(
+                                   "unix_socket"), autocommit=True)  # type: ignore[arg-type]
+        with conn.cursor() as cursor:
+            cursor.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+        conn.close()
+        _MARIADB_DATABASES.append((server, name))
+        return base.set(drivername="mysql+pymysql", database=name).render_as_string(
+            hide_password=False), ""
+    except Exception as exc:  # no server, no mariadbd to start, no right to create
+        return None, f"MariaDB unavailable: {type(exc).__name__}: {str(exc)[:200]}"
+
+
+_MARIADB_DATABASES: list[tuple[str, str]] = []
+
+
+def _drop_mariadb_databases() -> None:
+    import pymysql
+    from sqlalchemy import make_url
+
+    while _MARIADB_DATABASES:
+        server, name = _MARIADB_DATABASES.pop()
+        base = make_url(server)
+        try:
+            conn = pymysql.connect(host=base.host, port=base.port or 3306, user=base.username,
+                                   password=base.password or "", autocommit=True)
+            with conn.cursor() as cursor:
+                cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
+            conn.close()
+        except Exception as exc:
+            print(f"bench: could not drop MariaDB database {name}: {exc}")
+
+
 def _drop_databases(servers: Servers) -> None:
     import psycopg
 
@@ -123,5 +185,6 @@ def servers_for(run: str) -> Iterator[Servers]:
     finally:
         n = delete_redis_keys(redis_url, servers.prefix)
         _drop_databases(servers)
+        _drop_mariadb_databases()
         print(f"bench: cleaned up {n} Redis keys under {servers.prefix!r} and "
               f"{len(servers.pg_databases)} database(s)")

@@ -6,7 +6,9 @@ Configured from environment variables set by the driver:
   ``global_keyprefix`` of both (so a run's keys are namespaced and removable);
 * ``BENCH_STORE`` the ``durable_store`` (empty: derived from the Redis result
   backend, i.e. ``RedisStore``; ``django://``: ``DjangoStore`` with
-  ``bench.django_settings``).
+  ``bench.django_settings``; ``db+…``: the SQL store, its tables created on start);
+* ``BENCH_RAW_SQL`` the database of the INSERT+COMMIT ideal (``bench.raw_insert``):
+  ``postgres`` (default, ``BENCH_PG_URL``) or ``mysql`` (``BENCH_MYSQL_URL``, PyMySQL).
 
 Every job returns ``{"n": steps, "body": seconds}`` where ``body`` is the
 time the task body spent in its steps, measured with ``perf_counter`` inside
@@ -47,6 +49,7 @@ app.conf.update(
 )
 if STORE:
     app.conf.durable_store = STORE
+    app.conf.durable_sql_create_tables = True  # (used by the SQL store only)
 if STORE.startswith("django"):
     # Celery's Django fixup closes every DB connection before and after each task
     # unless CELERY_DB_REUSE_MAX is set (celery#9824); without it CONN_MAX_AGE has no
@@ -107,28 +110,47 @@ def raw_hset(self: Any, n: int) -> dict[str, Any]:
     return {"n": n, "body": time.perf_counter() - t0, "x": x}
 
 
-_pg: Any = None
+_sql: Any = None
+
+
+def _raw_connection() -> Any:
+    """This process's connection for the INSERT+COMMIT ideal, its table created once."""
+    global _sql
+    if _sql is None:
+        if os.environ.get("BENCH_RAW_SQL") == "mysql":
+            import pymysql
+            from sqlalchemy import make_url
+
+            url = make_url(os.environ["BENCH_MYSQL_URL"])
+            _sql = pymysql.connect(host=url.host, port=url.port or 3306, user=url.username,
+                                   password=url.password or "", database=url.database)
+            with _sql.cursor() as cursor:
+                cursor.execute("CREATE TABLE IF NOT EXISTS bench_raw (id bigint AUTO_INCREMENT "
+                               "PRIMARY KEY, run varchar(255), pos int, value longtext)")
+        else:
+            import psycopg
+
+            _sql = psycopg.connect(os.environ["BENCH_PG_URL"])
+            _sql.execute("CREATE TABLE IF NOT EXISTS bench_raw (id bigserial PRIMARY KEY, "
+                         "run text, pos int, value text)")
+        _sql.commit()
+    return _sql
 
 
 @app.task(name="bench.raw_insert")
 def raw_insert(n: int) -> dict[str, Any]:
-    """The PostgreSQL ideal: n steps with one raw ``INSERT`` + ``COMMIT`` (psycopg) after each."""
-    global _pg
-    import psycopg
-
-    if _pg is None:
-        _pg = psycopg.connect(os.environ["BENCH_PG_URL"])
-        _pg.execute("CREATE TABLE IF NOT EXISTS bench_raw (id bigserial PRIMARY KEY, "
-                    "run text, pos int, value text)")
-        _pg.commit()
+    """The SQL ideal: n steps with one raw ``INSERT`` + ``COMMIT`` after each (psycopg on
+    PostgreSQL, PyMySQL on MySQL/MariaDB: ``BENCH_RAW_SQL``)."""
+    conn = _raw_connection()
     run = raw_insert.request.id
     t0 = time.perf_counter()
     x = 0
     for i in range(n):
         x = work(x)
-        _pg.execute("INSERT INTO bench_raw (run, pos, value) VALUES (%s, %s, %s)",
-                    (run, i, json.dumps(x)))
-        _pg.commit()
+        with conn.cursor() as cursor:
+            cursor.execute("INSERT INTO bench_raw (run, pos, value) VALUES (%s, %s, %s)",
+                           (run, i, json.dumps(x)))
+        conn.commit()
     return {"n": n, "body": time.perf_counter() - t0, "x": x}
 
 

@@ -58,7 +58,7 @@ from .schema import (
     tags,
     waiters,
 )
-from .statements import Statements, family, make_engine
+from .statements import RawStatement, Statements, family, make_engine
 from .waits import WaitsMixin
 
 #: Seconds between two purges of expired finished runs (done by ``due_runs``).
@@ -86,6 +86,7 @@ class SqlStore(HistoryMixin, ControlsMixin, WaitsMixin, CheckpointStore, Waits, 
     def __init__(self, engine: Engine, *, create_tables: bool = False) -> None:
         self.engine = engine
         self.sql = Statements(family(engine))
+        self._checkpoint = RawStatement(engine, self.sql.checkpoint)
         self._create_tables = create_tables
         self._last_purge = -PURGE_EVERY  # (monotonic) purge at the first sweep
 
@@ -259,19 +260,18 @@ class SqlStore(HistoryMixin, ControlsMixin, WaitsMixin, CheckpointStore, Waits, 
     def save_step(self, run_id: str, token: int, step: StepRecord) -> bool:
         """See :meth:`CheckpointStore.save_step`: one statement, unless a failed attempt
         (then the checkpoint and its history entry, in one transaction)."""
-        with self.engine.begin() as conn:
-            if failed_attempt(step):
-                now = conn.execute(select(self.sql.now).select_from(runs)
-                                   .where(self._holding(run_id, token))
-                                   .with_for_update()).scalar()
-                if now is None:
-                    return False
-                self._write_step(conn, run_id, step, float(now))
-                return True
+        if not failed_attempt(step):
             params = dict(zip(rowcodec.STEP_COLUMNS, rowcodec.step_values(step), strict=True))
-            done = conn.execute(self.sql.checkpoint,
-                                {**params, "run_id": run_id, "held_id": run_id, "token": token})
-            return bool(done.rowcount)
+            return bool(self._checkpoint.rowcount(
+                {**params, "run_id": run_id, "held_id": run_id, "token": token}))
+        with self.engine.begin() as conn:
+            now = conn.execute(select(self.sql.now).select_from(runs)
+                               .where(self._holding(run_id, token))
+                               .with_for_update()).scalar()
+            if now is None:
+                return False
+            self._write_step(conn, run_id, step, float(now))
+            return True
 
     def park(self, run_id: str, token: int, *, status: RunStatus, delay: float,
              due_in: float, step: StepRecord | None = None, args: str | None = None,

@@ -91,3 +91,43 @@ def test_the_migrate_command_says_when_the_store_has_no_tables(tmp_path: Path) -
         env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)])})
     assert proc.returncode == 1
     assert "RedisStore, which has no tables to migrate" in proc.stderr
+
+
+def test_a_connection_the_server_dropped_fails_one_call_and_the_next_reconnects() -> None:
+    """PostgreSQL ends the store's pooled connections (a restart, a failover, an idle
+    timeout): the next call fails (the engine reports it as a store outage), SQLAlchemy
+    replaces the pool, and the call after that works; nothing is half-written."""
+    import uuid
+
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    from celery_durable.records import StepRecord, StepStatus
+
+    run_id = f"dropped-{uuid.uuid4().hex}"
+    url = server_url("postgres")
+    store = SqlStore.from_url(url, engine_options={
+        "connect_args": {"application_name": "durable-dropped"}, "pool_size": 2})
+    begun = store.begin(run_id, task="t", args="[]", kwargs="{}", options={},
+                        owner="w", lease_ttl=60)
+
+    def step(i: int) -> StepRecord:
+        return StepRecord(i, f"s#{i}", "s", StepStatus.SUCCEEDED, 1, "1")
+
+    assert store.save_step(run_id, begun.token, step(0))
+    admin = SqlStore.from_url(url)
+    with admin.engine.begin() as conn:
+        ended = conn.execute(text(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name = 'durable-dropped'")).scalar_one()
+    assert ended >= 1
+    with pytest.raises(DBAPIError):
+        store.save_step(run_id, begun.token, step(1))
+    assert store.save_step(run_id, begun.token, step(1))
+    run = store.get_run(run_id)
+    assert run is not None and [s.position for s in run.steps] == [0, 1]
+    with admin.engine.begin() as conn:
+        conn.execute(text("DELETE FROM durable_steps WHERE run_id = :run"), {"run": run_id})
+        conn.execute(text("DELETE FROM durable_runs WHERE id = :run"), {"run": run_id})
+    store.close()
+    admin.close()
