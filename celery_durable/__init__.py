@@ -15,6 +15,7 @@ from ._version import __version__ as __version__
 from .controls.cancel import cancel_run
 from .controls.children import call, gather, map
 from .controls.deterministic import now, random, uuid4
+from .controls.patching import deprecate_patch, patched
 from .controls.waits import send_event, sleep, sleep_until, wait_for_event, wake_run
 from .engine.metadata import set_metadata, update_metadata
 from .engine.steplogs import StepLogFilter, step_logger
@@ -54,6 +55,9 @@ __all__ = [  # noqa: RUF022 - grouped by purpose
     "now",
     "random",
     "uuid4",
+    # changing code under in-flight runs
+    "patched",
+    "deprecate_patch",
     # what a run reports about itself
     "set_metadata",
     "update_metadata",

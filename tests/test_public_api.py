@@ -13,7 +13,7 @@ from celery_durable.task import DurableWorkerStep
 
 EXPECTED_ALL = {
     "DurableTask", "durable_task", "step", "StepContext", "RetryPolicy", "exponential", "fixed",
-    "now", "random", "uuid4",
+    "now", "random", "uuid4", "patched", "deprecate_patch",
     "sleep", "sleep_until", "wait_for_event", "send_event", "wake_run",
     "call", "gather", "map",
     "RunInfo", "RunStatus", "StepInfo", "StepStatus", "get_run", "list_runs", "retry_run",

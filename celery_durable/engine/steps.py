@@ -67,17 +67,30 @@ def _failed(ctx: RunContext, record: StepRecord) -> StepFailedError:
         attempts=record.attempts)
 
 
+def recorded_at(ctx: RunContext, position: int) -> StepRecord | None:
+    """The checkpoint at ``position``, or None; an unreadable one ends the run even if the
+    body catches the error (``ctx.fatal``): nothing may run on top of it."""
+    try:
+        return ctx.checkpoints.get(position)
+    except CorruptCheckpointError as unreadable:
+        ctx.fatal = unreadable
+        raise
+
+
+def write_checkpoint(ctx: RunContext, record: StepRecord) -> None:
+    """Write ``record`` under the run's lease (LeaseLost if refused) and keep it for replay."""
+    if not ctx.store.save_step(ctx.run_id, ctx.token, record):
+        raise LeaseLost()
+    ctx.checkpoints[record.position] = record
+
+
 def _replay(ctx: RunContext, position: int, key: str) -> StepRecord | None:
     """The recorded outcome at ``position``, after checking it is the same step.
 
     An unreadable or foreign record ends the run even if the body catches the
     error (``ctx.fatal``): nothing may run on top of it.
     """
-    try:
-        record = ctx.checkpoints.get(position)
-    except CorruptCheckpointError as unreadable:
-        ctx.fatal = unreadable
-        raise
+    record = recorded_at(ctx, position)
     if record is not None and record.key != key:
         exc = NonDeterministicStepError(
             f"run {ctx.run_id}: at position {position} the run recorded step "
@@ -289,4 +302,4 @@ class _StepAPI:
 step = _StepAPI()
 """Mark a function as a checkpointed step; see :class:`_StepAPI`."""
 
-__all__ = ["RetryPolicy", "StepContext", "run_step", "step"]
+__all__ = ["RetryPolicy", "StepContext", "recorded_at", "run_step", "step", "write_checkpoint"]

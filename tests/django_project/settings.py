@@ -75,6 +75,10 @@ DATABASES = {
     "default": _postgres(_PG) if _PG else _sqlite(_SQLITE),
     "sqlite": _sqlite(_SQLITE),
 }
+if os.environ.get("DURABLE_TEST_DEFAULT_MYSQL_URL"):  # bench/admin_changelist.py --database
+    from django_support import mysql_settings
+
+    DATABASES["default"] = mysql_settings(os.environ["DURABLE_TEST_DEFAULT_MYSQL_URL"])
 
 CELERY_BROKER_URL = os.environ.get("TEST_BROKER_URL", "redis://127.0.0.1:6379/0")
 CELERY_RESULT_BACKEND = "django-db"
