@@ -116,16 +116,25 @@ def test_a_connection_the_server_dropped_fails_one_call_and_the_next_reconnects(
 
     assert store.save_step(run_id, begun.token, step(0))
     admin = SqlStore.from_url(url)
-    with admin.engine.begin() as conn:
-        ended = conn.execute(text(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE application_name = 'durable-dropped'")).scalar_one()
-    assert ended >= 1
+
+    def drop_the_store_s_connections() -> None:
+        with admin.engine.begin() as conn:
+            ended = conn.execute(text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE application_name = 'durable-dropped'")).scalar_one()
+        assert ended >= 2  # the decisions' pool and the checkpoints' pool
+
+    drop_the_store_s_connections()  # met first by a checkpoint
     with pytest.raises(DBAPIError):
         store.save_step(run_id, begun.token, step(1))
     assert store.save_step(run_id, begun.token, step(1))
     run = store.get_run(run_id)
     assert run is not None and [s.position for s in run.steps] == [0, 1]
+    drop_the_store_s_connections()  # met first by a read
+    with pytest.raises(DBAPIError):
+        store.get_run(run_id)
+    assert store.save_step(run_id, begun.token, step(2))
+    assert store.renew({run_id: begun.token}, 60) == set()
     with admin.engine.begin() as conn:
         conn.execute(text("DELETE FROM durable_steps WHERE run_id = :run"), {"run": run_id})
         conn.execute(text("DELETE FROM durable_runs WHERE id = :run"), {"run": run_id})

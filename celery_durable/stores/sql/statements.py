@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import (
@@ -68,6 +68,18 @@ def make_engine(url: str, **options: Any) -> Engine:
     return engine
 
 
+def autocommit_twin(engine: Engine, url: str, options: Mapping[str, Any]) -> Engine | None:
+    """A second engine on ``url`` whose connections are in autocommit mode, for the
+    one-statement checkpoint (one round trip instead of the statement and a COMMIT, as
+    Django runs it); None on SQLite, whose raw connections commit each statement already."""
+    if engine.dialect.name == "sqlite":
+        return None
+    twin = create_engine(url, **{**options, "pool_reset_on_return": None,
+                                 "isolation_level": "AUTOCOMMIT"})
+    os.register_at_fork(after_in_child=lambda: twin.dispose(close=False))
+    return twin
+
+
 def _immediate_transactions(engine: Engine) -> None:
     """SQLite: each transaction takes the write lock at ``BEGIN``, so two workers never
     both read a run before one of them writes it (SQLite's stand-in for ``FOR UPDATE``)."""
@@ -84,13 +96,19 @@ class RawStatement:
     """A statement compiled once for one engine, run on a pooled DBAPI connection.
 
     The checkpoint is the hot path: run this way it skips SQLAlchemy's per-execution
-    work (about 100 µs a checkpoint, measured in ``bench``), and it is still one
-    statement and a COMMIT, on a connection of the engine's pool.
+    work (about 100 µs a checkpoint, measured in ``bench``). ``autocommit``: the
+    engine's connections are in autocommit mode (one statement, one round trip, atomic
+    by itself); otherwise the statement is followed by a COMMIT.
     """
 
-    def __init__(self, engine: Engine, statement: Any) -> None:
+    def __init__(self, engine: Engine, statement: Any, *, autocommit: bool = False,
+                 on_disconnect: Callable[[], None] | None = None) -> None:
         compiled = statement.compile(dialect=engine.dialect)
         self.engine = engine
+        self.autocommit = autocommit
+        #: Called when the database dropped the connection (the other engine's pool is
+        #: as stale as this one's).
+        self.on_disconnect = on_disconnect
         self.sql = str(compiled)
         self.defaults = dict(compiled.params)
         self.order = list(compiled.positiontup or ()) if compiled.positional else None
@@ -100,6 +118,7 @@ class RawStatement:
         params = {**self.defaults, **values}
         bound: Any = [params[name] for name in self.order] if self.order is not None else params
         conn = self.engine.raw_connection()
+        cursor = None
         try:
             cursor = conn.cursor()
             try:
@@ -107,13 +126,20 @@ class RawStatement:
                 count = int(cursor.rowcount)
             finally:
                 cursor.close()
-            conn.commit()
+            if not self.autocommit:
+                conn.commit()
         except BaseException as exc:
+            dbapi_error = self.engine.dialect.loaded_dbapi.Error
+            dropped = isinstance(exc, dbapi_error) and self.engine.dialect.is_disconnect(
+                exc, conn.dbapi_connection, cursor)
             conn.invalidate()  # whatever state it is in, it is not used again
-            if isinstance(exc, self.engine.dialect.loaded_dbapi.Error):
-                raise DBAPIError.instance(self.sql, bound, exc,
-                                          self.engine.dialect.loaded_dbapi.Error) from exc
-            raise
+            if not isinstance(exc, dbapi_error):
+                raise
+            if dropped:
+                self.engine.dispose(close=False)  # its other connections are gone too
+                if self.on_disconnect is not None:
+                    self.on_disconnect()
+            raise DBAPIError.instance(self.sql, bound, exc, dbapi_error) from exc
         finally:
             conn.close()  # back to the pool (or discarded when invalidated)
         return count

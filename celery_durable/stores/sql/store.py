@@ -17,7 +17,7 @@ import time
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, delete, or_, select, update
+from sqlalchemy import Connection, Engine, and_, delete, event, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -58,7 +58,7 @@ from .schema import (
     tags,
     waiters,
 )
-from .statements import RawStatement, Statements, family, make_engine
+from .statements import RawStatement, Statements, autocommit_twin, family, make_engine
 from .waits import WaitsMixin
 
 #: Seconds between two purges of expired finished runs (done by ``due_runs``).
@@ -83,10 +83,19 @@ class SqlStore(HistoryMixin, ControlsMixin, WaitsMixin, CheckpointStore, Waits, 
     (otherwise :meth:`ping` says to run ``celery -A proj durable migrate``).
     """
 
-    def __init__(self, engine: Engine, *, create_tables: bool = False) -> None:
+    def __init__(self, engine: Engine, *, create_tables: bool = False,
+                 checkpoint_engine: Engine | None = None) -> None:
         self.engine = engine
         self.sql = Statements(family(engine))
-        self._checkpoint = RawStatement(engine, self.sql.checkpoint)
+        #: Where checkpoints are written: ``checkpoint_engine`` (its connections in
+        #: autocommit mode: one round trip each), else ``engine`` (statement and COMMIT).
+        self.checkpoint_engine = checkpoint_engine
+        self._checkpoint = RawStatement(checkpoint_engine or engine, self.sql.checkpoint,
+                                        autocommit=checkpoint_engine is not None,
+                                        on_disconnect=lambda: engine.dispose(close=False))
+        if checkpoint_engine is not None:  # a dropped connection: both pools are stale
+            event.listen(engine, "handle_error", lambda ctx: (
+                checkpoint_engine.dispose(close=False) if ctx.is_disconnect else None))
         self._create_tables = create_tables
         self._last_purge = -PURGE_EVERY  # (monotonic) purge at the first sweep
 
@@ -95,8 +104,11 @@ class SqlStore(HistoryMixin, ControlsMixin, WaitsMixin, CheckpointStore, Waits, 
                  engine_options: Mapping[str, Any] | None = None) -> SqlStore:
         """A store on the database at ``url`` (SQLAlchemy's form; a ``db+`` prefix is
         dropped, as Celery's result backend drops it)."""
-        return cls(make_engine(url.removeprefix("db+"), **dict(engine_options or {})),
-                   create_tables=create_tables)
+        url = url.removeprefix("db+")
+        options = dict(engine_options or {})
+        engine = make_engine(url, **options)
+        return cls(engine, create_tables=create_tables,
+                   checkpoint_engine=autocommit_twin(engine, url, options))
 
     def __repr__(self) -> str:
         return f"SqlStore({self.engine.url.render_as_string(hide_password=True)!r})"
@@ -472,5 +484,7 @@ class SqlStore(HistoryMixin, ControlsMixin, WaitsMixin, CheckpointStore, Waits, 
             return current_version(conn)
 
     def close(self) -> None:
-        """Close the engine's pooled connections."""
+        """Close the engines' pooled connections."""
         self.engine.dispose()
+        if self.checkpoint_engine is not None:
+            self.checkpoint_engine.dispose()
