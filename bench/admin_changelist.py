@@ -87,7 +87,7 @@ FROM (SELECT seq AS i, UTC_TIMESTAMP(6) - INTERVAL ((%s - seq) * 7776000000000 D
 
 TAGS_MYSQL = """
 INSERT INTO celery_durable_run_tag (run_id, tag, created_at)
-SELECT id, CONCAT('customer:', (CONV(SUBSTR(id, 1, 8), 16, 10) & 1023) %% 1000), created_at
+SELECT id, CONCAT('customer:', (CONV(SUBSTR(id, 1, 8), 16, 10) & 1023) % 1000), created_at
 FROM celery_durable_run WHERE idempotency_key IS NOT NULL
 """
 
@@ -140,8 +140,9 @@ def fill(runs: int) -> float:
     return time.perf_counter() - started
 
 
-def _mariadb_database() -> tuple[str, object]:
-    """A fresh MariaDB database for this run: its URL, and a function that drops it."""
+def _mariadb_database(reuse: str | None = None) -> tuple[str, object]:
+    """A fresh MariaDB database for this run (or the filled one named ``reuse``): its URL,
+    and a function that drops it."""
     import os
 
     import pymysql
@@ -149,16 +150,17 @@ def _mariadb_database() -> tuple[str, object]:
     from sqlalchemy import make_url
 
     base = make_url(services.mariadb_url())
-    name = f"bench_admin_{os.getpid()}"
+    name = reuse or f"bench_admin_{os.getpid()}"
 
     def connect() -> object:
         return pymysql.connect(host=base.host, port=base.port or 3306, user=base.username,
                                password=base.password or "", autocommit=True)
 
-    conn = connect()
-    with conn.cursor() as cursor:  # type: ignore[attr-defined]
-        cursor.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
-    conn.close()  # type: ignore[attr-defined]
+    if reuse is None:
+        conn = connect()
+        with conn.cursor() as cursor:  # type: ignore[attr-defined]
+            cursor.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+        conn.close()  # type: ignore[attr-defined]
 
     def drop() -> None:
         conn = connect()
@@ -198,6 +200,10 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--verbose", action="store_true", help="show the slowest queries")
     parser.add_argument("--database", choices=["postgresql", "mariadb"], default="postgresql")
+    parser.add_argument("--keep", action="store_true",
+                        help="MariaDB: keep the filled database (its name is printed)")
+    parser.add_argument("--reuse", metavar="NAME",
+                        help="MariaDB: time the pages of a database kept by --keep")
     options = parser.parse_args()
 
     import atexit
@@ -206,8 +212,11 @@ def main() -> None:
     import django_support
 
     if options.database == "mariadb":
-        url, drop = _mariadb_database()
-        atexit.register(drop)  # type: ignore[arg-type]
+        url, drop = _mariadb_database(options.reuse)
+        if options.keep or options.reuse:
+            print(f"keeping MariaDB database {url.rsplit('/', 1)[-1]}")
+        else:
+            atexit.register(drop)  # type: ignore[arg-type]
         os.environ["DURABLE_TEST_DEFAULT_MYSQL_URL"] = url
         django_support.setup()
     else:
@@ -217,9 +226,11 @@ def main() -> None:
     from django.test.utils import setup_test_environment
 
     setup_test_environment()
-    print(f"filling {options.runs:,} runs in {options.database} ...", flush=True)
-    print(f"  filled in {fill(options.runs):.1f} s")
-    user = User.objects.create_superuser("bench", password="bench")
+    if not options.reuse:
+        print(f"filling {options.runs:,} runs in {options.database} ...", flush=True)
+        print(f"  filled in {fill(options.runs):.1f} s")
+    user = User.objects.filter(username="bench").first() or User.objects.create_superuser(
+        "bench", password="bench")
     client = Client()
     client.force_login(user)
     some_id = __import__("celery_durable_django.models", fromlist=["Run"]).Run.objects.values_list(

@@ -210,6 +210,29 @@ class StatusFilter(admin.SimpleListFilter):
         return queryset.filter(status=value) if value else queryset
 
 
+def distinct_values(using: str, table: str, column: str, limit: int) -> list[str]:
+    """Distinct non-null values of ``table.column``, smallest first, read from its index.
+
+    PostgreSQL and SQLite: a loose index scan written as a recursive CTE (one index
+    probe per distinct value; "IS NOT NULL" lets a partial index serve each probe).
+    MySQL/MariaDB run that CTE without index probes (850 ms for 1,000 tags at 100,000
+    runs, ``bench/admin_changelist.py --database mariadb``) but do a loose index scan of
+    their own for ``SELECT DISTINCT`` on an index's first column.
+    """
+    connection = connections[using]
+    t, c = connection.ops.quote_name(table), connection.ops.quote_name(column)
+    if connection.vendor == "mysql":
+        sql = f"SELECT DISTINCT {c} FROM {t} WHERE {c} IS NOT NULL ORDER BY {c} LIMIT %s"
+    else:
+        sql = (f"WITH RECURSIVE v(x) AS (SELECT MIN({c}) FROM {t} WHERE {c} IS NOT NULL "
+               f"UNION ALL SELECT (SELECT MIN({c}) FROM {t} WHERE {c} > v.x) FROM v "
+               f"WHERE v.x IS NOT NULL) "
+               f"SELECT x FROM v WHERE x IS NOT NULL LIMIT %s")
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [limit])
+        return [str(value) for (value,) in cursor.fetchall()]
+
+
 class TaskFilter(admin.SimpleListFilter):
     """Filter by task name; the names come from a loose index scan."""
 
@@ -218,14 +241,10 @@ class TaskFilter(admin.SimpleListFilter):
     limit = 200
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        """Distinct task names: one index probe each (recursive CTE)."""
-        table = connections[model_admin.model.objects.db].ops.quote_name(Run._meta.db_table)
-        sql = (f"WITH RECURSIVE t(task) AS (SELECT MIN(task) FROM {table} UNION ALL "
-               f"SELECT (SELECT MIN(task) FROM {table} WHERE task > t.task) FROM t "
-               f"WHERE t.task IS NOT NULL) SELECT task FROM t WHERE task IS NOT NULL LIMIT %s")
-        with connections[model_admin.model.objects.db].cursor() as cursor:
-            cursor.execute(sql, [self.limit])
-            return [(name, name) for (name,) in cursor.fetchall()]
+        """Distinct task names, read from ``cd_run_task_idx`` (:func:`distinct_values`)."""
+        names = distinct_values(model_admin.model.objects.db, Run._meta.db_table, "task",
+                                self.limit)
+        return [(name, name) for name in names]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         """Runs of the chosen task (served by ``cd_run_task_idx``)."""

@@ -1,9 +1,9 @@
 """The runs list's labels: tags and code version (filters and columns), and attempts.
 
-Both filters list their choices with a loose index scan (one index probe per
-distinct value, as :class:`.changelist.TaskFilter` does), and filter through an
-index: a tag through ``RunTag``'s ``(tag, created_at)`` index, a version
-through ``cd_run_version_idx``.
+Both filters list their choices from an index (:func:`.changelist.distinct_values`,
+as :class:`.changelist.TaskFilter` does), and filter through an index: a tag
+through ``RunTag``'s ``(tag, created_at)`` index, a version through
+``cd_run_version_idx``.
 """
 
 from __future__ import annotations
@@ -12,26 +12,12 @@ import json
 from typing import Any
 
 from django.contrib import admin
-from django.db import connections
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 
 from ..models import Run, RunTag
-
-
-def _distinct(using: str, table: str, column: str, limit: int) -> list[str]:
-    """Distinct non-null values of ``table.column``, smallest first: one index probe each."""
-    ops = connections[using].ops
-    t, c = ops.quote_name(table), ops.quote_name(column)
-    # "IS NOT NULL" lets a partial index (WHERE column IS NOT NULL) serve each probe.
-    sql = (f"WITH RECURSIVE v(x) AS (SELECT MIN({c}) FROM {t} WHERE {c} IS NOT NULL "
-           f"UNION ALL SELECT (SELECT MIN({c}) FROM {t} WHERE {c} > v.x) FROM v "
-           f"WHERE v.x IS NOT NULL) "
-           f"SELECT x FROM v WHERE x IS NOT NULL LIMIT %s")
-    with connections[using].cursor() as cursor:
-        cursor.execute(sql, [limit])
-        return [str(value) for (value,) in cursor.fetchall()]
+from .changelist import distinct_values
 
 
 class TagFilter(admin.SimpleListFilter):
@@ -43,7 +29,8 @@ class TagFilter(admin.SimpleListFilter):
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
         """The distinct tags (at most ``limit``; any other works as ``?tag=...`` too)."""
-        tags = _distinct(model_admin.model.objects.db, RunTag._meta.db_table, "tag", self.limit)
+        tags = distinct_values(model_admin.model.objects.db, RunTag._meta.db_table, "tag",
+                               self.limit)
         return [(tag, tag) for tag in tags]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
@@ -64,7 +51,7 @@ class VersionFilter(admin.SimpleListFilter):
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
         """The distinct versions (at most ``limit``)."""
-        versions = _distinct(model_admin.model.objects.db, Run._meta.db_table, "version",
+        versions = distinct_values(model_admin.model.objects.db, Run._meta.db_table, "version",
                              self.limit)
         return [(v, v) for v in versions]
 

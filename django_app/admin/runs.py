@@ -15,6 +15,7 @@ from typing import Any
 from django.apps import apps
 from django.contrib import admin, messages
 from django.contrib.admin.views.main import PAGE_VAR
+from django.db import connections
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -185,7 +186,11 @@ class RunAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             if exact.exists():
                 return exact, False
             if ID_PREFIX.fullmatch(term):
-                prefix = queryset.filter(pk__startswith=term)
+                # MySQL/MariaDB: a binary LIKE (startswith) cannot use the primary key
+                # under its case-insensitive collation; a plain LIKE (istartswith) can.
+                mysql = connections[queryset.db].vendor == "mysql"
+                prefix = queryset.filter(**{"pk__istartswith" if mysql else
+                                            "pk__startswith": term})
                 if prefix.exists():
                     return prefix, False
         return super().get_search_results(request, queryset, search_term)
