@@ -84,8 +84,16 @@ class NonDeterministicStepError(DurableError):
     """Replay met a different step at a position than the one recorded.
 
     The task's code changed under an in-flight run, or the body branches on
-    something that is not a step (time, randomness, I/O outside a step).
+    something that is not a step (time, randomness, I/O outside a step). When raised by
+    replay it carries ``position``, ``recorded_steps`` and ``current_steps`` (step keys),
+    ``recorded_version`` and ``current_version``.
     """
+
+    position: int | None = None
+    recorded_steps: list[str] | None = None
+    current_steps: list[str] | None = None
+    recorded_version: str | None = None
+    current_version: str | None = None
 
 
 class SerializationError(DurableError):

@@ -67,6 +67,10 @@ class RunContext:
     parent: str | None = None
     #: ``self.replace()`` ended the run (REPLACED): its replacement has its task id now.
     handed_over: bool = False
+    #: The code version the run was started under, and the one running it now (None:
+    #: unversioned; see ``durable_version``).
+    run_version: str | None = None
+    code_version: str | None = None
     #: ``replayed(position, key)``: the stored value of a success of step ``key`` at
     #: ``position``, else None (read without building a record from on-demand checkpoints).
     replayed: Callable[[int, str], str | None] = field(init=False, repr=False)

@@ -132,7 +132,11 @@ def execute(task: Task, body: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
                      policy=endings.task_policy(task), eager=eager,
                      checkpoints=begin.checkpoints,
                      wait=begin.run.wait, clock=begin.run.updated_at or 0.0,
-                     parent=begin.run.parent)
+                     parent=begin.run.parent, run_version=begin.run.version,
+                     code_version=code_version(task))
+    if ctx.run_version != ctx.code_version and len(ctx.checkpoints):
+        logger.info("run %s: recorded under version %s, resumed by a worker of version %s",
+                    run_id, ctx.run_version or "(none)", ctx.code_version or "(none)")
     if not eager:
         # The unwrapped store: the heartbeat batches renewals per store object.
         leases.hold(fields["store"], run_id, ctx.token, float(settings.lease_ttl),

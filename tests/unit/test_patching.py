@@ -166,6 +166,35 @@ def test_deprecate_patch_accepts_histories_with_and_without_the_marker() -> None
         deliver(order, too_old, tag1)
 
 
+def test_a_divergence_names_both_sequences_and_both_versions() -> None:
+    """The error a run recorded by v1 meets under v3 says where, what was recorded, what
+    the code calls now, under which versions, and what to do."""
+    order.version = "v1"
+    try:
+        run_id, tag = start("v1")
+        order.version = "v3"
+        deployed["version"] = "v3"
+        send_event("paid", key=tag, payload=None, app=app)
+        with pytest.raises(NonDeterministicStepError) as caught:
+            deliver(order, run_id, tag)
+    finally:
+        order.version = None
+    error = caught.value
+    assert error.position == 1
+    assert error.recorded_steps == ["reserve#0", "wait_for_event:paid#0"]
+    assert error.current_steps == ["reserve#0", "fraud_check#0"]
+    assert (error.recorded_version, error.current_version) == ("v1", "v3")
+    text = str(error)
+    assert "recorded step 'wait_for_event:paid#0' but the code now calls 'fraud_check#0'" in text
+    assert "recorded under version v1, replayed by version v3" in text
+    assert "recorded: reserve#0, >>wait_for_event:paid#0<<" in text
+    assert "now:      reserve#0, >>fraud_check#0<<" in text
+    assert "patched(" in text and "docs/deploying.md" in text
+    run = get_run(run_id, app=app)
+    assert run.status is RunStatus.FAILED and run.error is not None
+    assert "recorded under version v1" in run.error.message
+
+
 def test_in_a_loop_each_call_has_its_own_marker_and_a_resume_lines_up() -> None:
     """Three iterations under v2: markers #0..#2; the second item fails once, and the
     delivery after it replays the recorded markers and steps, running nothing twice."""
