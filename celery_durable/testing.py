@@ -17,6 +17,10 @@ call the same steps in the same order (no non-determinism), and, with
 ``observe=``, that the outside world changed the same way as in the normal
 run (catches side effects done in the task body between steps).
 
+:func:`replay` runs a task's current code against a run's recorded history (exported
+with :func:`export_run` or ``celery -A proj durable export``) in this process, calling
+no step: the deploy gate, and a way to step through a production run in a debugger.
+
 Crash injection only exists in workers started by :func:`start_worker` (the
 environment variable ``CELERY_DURABLE_CRASH_DIR``); other workers pay one
 attribute check per step.
@@ -40,11 +44,13 @@ from typing import Any
 
 from .engine._testhooks import ENV
 from .errors import RunNotFoundError
+from .ops.history_doc import export_run, load_history
+from .ops.history_replay import ReplayResult, replay
 from .ops.inspection import RunInfo, get_run
 from .records import RunStatus, StepStatus
 
-__all__ = ["DurableTestWorker", "ResumableReport", "assert_resumable", "durable_worker",
-           "start_worker"]
+__all__ = ["DurableTestWorker", "ReplayResult", "ResumableReport", "assert_resumable",
+           "durable_worker", "export_run", "load_history", "replay", "start_worker"]
 
 _workers: list[DurableTestWorker] = []
 

@@ -49,3 +49,13 @@ class Suspend(ControlSignal):
         self.status = status
         self.publish = publish
         self.wait = wait
+
+
+class HistoryEnded(ControlSignal):
+    """Replaying a recorded history (``testing.replay``): the code went past its end (a
+    step without a checkpoint, a wait not yet resolved, anything that writes)."""
+
+    def __init__(self, what: str, position: int) -> None:
+        super().__init__(what)
+        self.what = what
+        self.position = position

@@ -71,6 +71,9 @@ class RunContext:
     #: unversioned; see ``durable_version``).
     run_version: str | None = None
     code_version: str | None = None
+    #: Replaying a recorded history only (``testing.replay``): a step without a
+    #: checkpoint ends the replay instead of running.
+    replay_only: bool = False
     #: ``replayed(position, key)``: the stored value of a success of step ``key`` at
     #: ``position``, else None (read without building a record from on-demand checkpoints).
     replayed: Callable[[int, str], str | None] = field(init=False, repr=False)

@@ -28,7 +28,7 @@ from ..records import ErrorInfo, RunStatus, StepRecord, StepStatus
 from ..retry import FOREVER, Backoff, RetryPolicy, as_backoff, merge
 from ..serialization import decode, encode
 from . import _testhooks, steplogs
-from ._flow import LeaseLost, Reenqueue
+from ._flow import HistoryEnded, LeaseLost, Reenqueue
 from .context import (
     RunContext,
     active_run,
@@ -154,6 +154,8 @@ def run_step(ctx: RunContext, name: str, fn: Callable[..., Any], args: tuple[Any
         return _value(ctx, record.value or "null", key)
     if record is not None and record.status is StepStatus.FAILED:
         raise _failed(ctx, record)
+    if ctx.replay_only:
+        raise HistoryEnded(f"step {key} at position {position} has no checkpoint", position)
     attempt = (record.attempts if record is not None else 0) + 1
     step_ctx = StepContext(ctx.run_id, key, attempt, position)
     if signals.step_started.receivers:

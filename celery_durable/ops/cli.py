@@ -13,6 +13,9 @@ it uses the project's own app, settings and store::
     celery -A proj durable send-event NAME KEY [--payload JSON]
     celery -A proj durable purge --finished-before 30d [--status FAILED] [--yes]
     celery -A proj durable migrate
+    celery -A proj durable export RUN_ID [--output FILE]
+    celery -A proj durable export --task T [--status S] [--limit N] --output DIR
+    celery -A proj durable check-replay --task T [--limit N]
 
 Exit codes: 0 done; 1 the command could not be carried out (unknown run, a run
 in the wrong state, nothing to wake, store unreachable); 2 bad input (bad
@@ -24,82 +27,30 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 import click
 from celery import Celery
 
-from ..config import app_or_current
 from ..controls.cancel import cancel_run
 from ..controls.waits import send_event, wake_run
-from ..errors import DurableError, InvalidRunStateError, RunNotFoundError
+from ..errors import (
+    InvalidRunStateError,
+    RunNotFoundError,
+)
 from ..records import RunRecord, RunStatus
 from ..stores import get_store
+from .cli_history import check_replay, export, migrate
+from .cli_support import age_option, app_of, clean_errors, json_option, refused_input
 from .inspection import get_run
 from .replay import replay_run, retry_run
-from .retention import DEFAULT_PURGE_STATUSES, parse_age, purge_runs
+from .retention import DEFAULT_PURGE_STATUSES, purge_runs
 
 _STATUSES = [s.value for s in RunStatus]
 _FINAL = [s.value for s in (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)]
-
-
-def _app(ctx: click.Context) -> Celery:
-    """The ``-A`` app, with its task modules imported (and Django set up, as for a worker)."""
-    obj = ctx.find_root().obj
-    app = getattr(obj, "app", None)
-    app = app if isinstance(app, Celery) else app_or_current(None)
-    if not getattr(app, "_durable_cli_ready", False):
-        app.loader.import_default_modules()  # runs Celery's Django fixup: django.setup()
-        app._durable_cli_ready = True  # type: ignore[attr-defined]
-    return app
-
-
-@contextmanager
-def _errors() -> Iterator[None]:
-    """Turn the engine's errors into clean messages with exit code 1."""
-    try:
-        yield
-    except RunNotFoundError as exc:
-        raise click.ClickException(str(exc)) from None
-    except (InvalidRunStateError, DurableError, NotImplementedError) as exc:
-        raise click.ClickException(str(exc)) from None
-    except (click.ClickException, click.Abort):
-        raise
-    except Exception as exc:  # the store or broker: say what, without a traceback
-        raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
-
-
-@contextmanager
-def _refused_input() -> Iterator[None]:
-    """Arguments the task's signature refuses, or an unknown step: bad input (exit code 2)."""
-    try:
-        yield
-    except (TypeError, ValueError) as exc:
-        raise click.UsageError(str(exc)) from None
-
-
-def _json_option(value: str | None, what: str, kind: type | None = None) -> Any:
-    if value is None:
-        return None
-    try:
-        parsed = json.loads(value)
-    except ValueError as exc:
-        raise click.BadParameter(f"not valid JSON: {exc}", param_hint=what) from None
-    if kind is not None and not isinstance(parsed, kind):
-        expected = "a JSON array" if kind is list else "a JSON object"
-        raise click.BadParameter(f"must be {expected}", param_hint=what)
-    return parsed
-
-
-def _age(value: str | None, what: str) -> float | None:
-    if value is None:
-        return None
-    try:
-        return parse_age(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint=what) from None
+_app, _errors, _refused_input = app_of, clean_errors, refused_input
+_json_option, _age = json_option, age_option
 
 
 def _when(ts: float | None) -> str:
@@ -454,22 +405,7 @@ def purge(ctx: click.Context, age: str, statuses: tuple[str, ...], yes: bool) ->
     click.echo(f"Purged {purged} run(s).")
 
 
-@durable.command()
-@click.pass_context
-def migrate(ctx: click.Context) -> None:
-    """Create or update the SQL store's tables (idempotent; safe to run on every deploy)."""
-    with _errors():
-        store: Any = get_store(_app(ctx))
-        if not callable(getattr(store, "migrate", None)):
-            raise click.ClickException(
-                f"the checkpoint store is {type(store).__name__}, which has no tables to "
-                "migrate (the SQL store of a db+... result backend has; the Django store's "
-                "tables come with `manage.py migrate`)")
-        applied = store.migrate()
-    if applied:
-        click.echo(f"Applied schema version(s) {', '.join(map(str, applied))} to {store!r}.")
-    else:
-        click.echo(f"{store!r} is up to date (schema version {store.schema_version()}).")
-
+for _command in (export, check_replay, migrate):
+    durable.add_command(_command)
 
 __all__ = ["durable"]

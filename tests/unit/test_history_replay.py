@@ -1,0 +1,174 @@
+"""``testing.replay`` against recorded histories (the deploy gate) and
+``celery durable check-replay``, in one process with a MemoryStore: a deploy is simulated
+by switching the body between runs. Bad history documents fail with an error naming the
+document and the first bad entry."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections import Counter
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from celery import Celery
+from celery.exceptions import Ignore, Retry
+from click.testing import CliRunner
+
+from celery_durable import NonDeterministicStepError, durable_task, patched, step
+from celery_durable.ops.cli import durable
+from celery_durable.ops.history_doc import HistoryFileError, _digest
+from celery_durable.testing import export_run, load_history, replay
+
+app = Celery("history-replay", broker="memory://", backend="cache+memory://",
+             set_as_current=False)
+app.conf.durable_store = "memory://"
+calls: Counter[str] = Counter()
+code = {"version": "v1"}
+
+
+@step
+def reserve(n: int) -> int:
+    calls["reserve"] += 1
+    return n
+
+
+@step
+def audit(n: int) -> str:
+    calls["audit"] += 1
+    return f"audited {n}"
+
+
+@step(max_attempts=2, backoff=0)
+def charge(n: int) -> int:
+    calls["charge"] += 1
+    return n * 10
+
+
+@durable_task(app=app, name="history.order")
+def order(n: int) -> list[Any]:
+    out: list[Any] = [reserve(n)]
+    if code["version"] == "v2-unsafe":
+        out.append(audit(n))  # inserted without patched(): old histories diverge
+    if code["version"] == "v2-patched" and patched("audit"):
+        out.append(audit(n))
+    out.append(charge(n))
+    return out
+
+
+def run_to_the_end(n: int) -> str:
+    run_id = str(uuid.uuid4())
+    order.push_request(id=run_id, is_eager=False, called_directly=False, delivery_info={},
+                       retries=0, hostname="unit@test")
+    try:
+        order(n)
+    except Ignore:
+        pass
+    finally:
+        order.pop_request()
+    return run_id
+
+
+@pytest.fixture(autouse=True)
+def _v1() -> Any:
+    code["version"] = "v1"
+    yield
+    code["version"] = "v1"
+
+
+def test_the_same_code_replays_to_the_same_result_calling_no_step(tmp_path: Path) -> None:
+    run_id = run_to_the_end(4)
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(export_run(run_id, app=app)))
+    before = dict(calls)
+    result = replay(order, path)
+    assert result.finished and result.result == [4, 40] and result.replayed == 2
+    assert dict(calls) == before
+
+
+def test_new_code_diverging_from_a_history_says_where_and_patched_code_does_not() -> None:
+    history = export_run(run_to_the_end(5), app=app)
+    code["version"] = "v2-unsafe"
+    with pytest.raises(NonDeterministicStepError) as caught:
+        replay(order, history)
+    assert caught.value.recorded_steps == ["reserve#0", "charge#0"]
+    assert caught.value.current_steps == ["reserve#0", "audit#0"]
+    code["version"] = "v2-patched"
+    assert replay(order, history).result == [5, 50]  # the old path, as the old run takes
+
+
+def test_a_history_that_ends_early_says_where() -> None:
+    """A run of v1 replayed by v2-patched with only its first step recorded: the code
+    goes on to write the patch marker, past the history."""
+    doc = export_run(run_to_the_end(6), app=app)
+    doc["steps"] = doc["steps"][:1]
+    cut = load_history(doc | {"digest": _digest(doc)})  # cut, and signed again
+    code["version"] = "v2-patched"
+    result = replay(order, cut)
+    assert not result.finished and result.replayed == 1
+    assert "patched:audit#0 at position 1 goes on past the history" in (result.ended_at or "")
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda text: text[: len(text) // 2], "not JSON (truncated?)"),
+    (lambda text: json.dumps({"hello": 1}), "not a celery_durable history document"),
+    (lambda text: text.replace('"format_version": 1', '"format_version": 9'),
+     "format version 9 is newer"),
+    (lambda text: text.replace('"value": "40"', '"value": "41"'),
+     "does not match its digest"),
+])
+def test_a_damaged_history_file_is_refused_naming_the_file(tmp_path: Path, damage: Any,
+                                                          message: str) -> None:
+    text = json.dumps(export_run(run_to_the_end(4), app=app))
+    path = tmp_path / "damaged.json"
+    path.write_text(damage(text))
+    with pytest.raises(HistoryFileError) as caught:
+        replay(order, path)
+    assert str(path) in str(caught.value) and message in str(caught.value)
+
+
+def test_a_history_of_another_task_is_refused() -> None:
+    doc = export_run(run_to_the_end(4), app=app)
+
+    @durable_task(app=app, name="history.other")
+    def other() -> None:
+        return None
+
+    with pytest.raises(ValueError, match=r"is a history of history\.order, not of history\.other"):
+        replay(other, doc)
+
+
+def test_check_replay_exits_non_zero_on_a_divergence_and_zero_when_compatible() -> None:
+    """In-flight runs (a run whose charge is being retried) checked against the code."""
+    code["version"] = "v1"
+    calls["charge"] = 0
+
+    @step(max_attempts=3, backoff=0)
+    def flaky(n: int) -> int:
+        raise ConnectionError("down")
+
+    @durable_task(app=app, name="history.retrying")
+    def retrying(n: int) -> list[int]:
+        first = reserve(n)
+        if code["version"] == "v2-unsafe":
+            audit(n)
+        return [first, flaky(n)]
+
+    run_id = str(uuid.uuid4())
+    retrying.push_request(id=run_id, is_eager=False, called_directly=False,
+                          delivery_info={}, retries=0, hostname="unit@test")
+    with pytest.raises(Retry):  # the run is in flight (RETRYING)
+        retrying(1)
+    retrying.pop_request()
+    runner = CliRunner()
+    obj = SimpleNamespace(app=app)
+    ok = runner.invoke(durable, ["check-replay", "--task", "history.retrying"], obj=obj)
+    assert ok.exit_code == 0, ok.output
+    assert "1 compatible, 0 diverge" in ok.output
+    code["version"] = "v2-unsafe"
+    bad = runner.invoke(durable, ["check-replay", "--task", "history.retrying"], obj=obj)
+    assert bad.exit_code == 1
+    assert "0 compatible, 1 diverge" in bad.output
+    assert "recorded: reserve#0, >>flaky#0<<" in bad.output
