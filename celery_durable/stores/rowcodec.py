@@ -25,6 +25,7 @@ from ..records import (
     StepStatus,
     WaitInfo,
 )
+from .transitions import Control
 
 #: Step columns written by a checkpoint, in the order of :func:`step_values`.
 STEP_COLUMNS = ("position", "key", "name", "status", "attempts", "value", "error_type",
@@ -77,6 +78,19 @@ def step_values(step: StepRecord) -> list[Any]:
     return [step.position, step.key, step.name, step.status.value, step.attempts, step.value,
             err["error_type"], err["error_message"], err["error_traceback"], step.started_at,
             step.finished_at, logs]
+
+
+def step_columns(step: StepRecord) -> dict[str, Any]:
+    """``step`` as its :data:`STEP_COLUMNS` by name."""
+    return dict(zip(STEP_COLUMNS, step_values(step), strict=True))
+
+
+def control(row: Mapping[str, Any]) -> Control:
+    """The fields of a run row that :mod:`~celery_durable.stores.transitions` decides on
+    (its status must be readable: see :func:`unreadable_field`)."""
+    return Control(RunStatus(row["status"]), row["owner"], row["lease_expires"],
+                   row["not_before"], row["due_at"], row["recoveries"], row["token"],
+                   row["started_at"] is not None)
 
 
 def step_record(row: Sequence[Any]) -> StepRecord:
@@ -215,6 +229,6 @@ def unreadable_field(status: Any) -> str | None:
     return None if status in STATUS_BY_VALUE else "status"
 
 
-__all__ = ["STATUS_BY_VALUE", "STEP_COLUMNS", "WAIT_COLUMNS", "RowCheckpoints", "error_fields",
-           "error_of", "run_record", "step_logs", "step_record", "step_values", "strings",
-           "unreadable_field", "wait_fields", "wait_record"]
+__all__ = ["STATUS_BY_VALUE", "STEP_COLUMNS", "WAIT_COLUMNS", "RowCheckpoints", "control",
+           "error_fields", "error_of", "run_record", "step_columns", "step_logs", "step_record",
+           "step_values", "strings", "unreadable_field", "wait_fields", "wait_record"]

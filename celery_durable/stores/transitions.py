@@ -178,6 +178,17 @@ def wake_note(status: RunStatus) -> str:
 CANCEL_NOTE = "cancelled"
 
 
+def unreadable(token: int, field: str, value: object, *, now: float) -> Changes:
+    """FAILED, naming ``field``: a run whose control field cannot be read goes no further
+    (and a sweep or a delivery loop over it does not stop at it). The token moves on."""
+    return {"token": token + 1, "status": RunStatus.FAILED, "owner": "", "lease_expires": None,
+            "due_at": None, "not_before": None, "finished_at": now, "updated_at": now,
+            "error": ErrorInfo("CorruptCheckpointError",
+                               f"the stored field {field} of this run cannot be read "
+                               f"({str(value)[:80]}); the run is dead-lettered: fix or drop "
+                               "the field, then retry it")}
+
+
 def keeps_step(status: StepStatus, *, from_start: bool) -> bool:
     """Whether a checkpoint survives a reset: only successes, and only from the failed step."""
     return not from_start and status is StepStatus.SUCCEEDED

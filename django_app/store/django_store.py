@@ -42,7 +42,7 @@ from celery_durable.records import (
     StepStatus,
     failed_attempt,
 )
-from celery_durable.stores import transitions
+from celery_durable.stores import rowcodec, transitions
 from celery_durable.stores.base import (
     CheckpointStore,
     ChildRuns,
@@ -69,9 +69,7 @@ PURGE_BATCH = 500
 
 def _control(run: Run) -> transitions.Control:
     """The fields of ``run`` that :mod:`celery_durable.stores.transitions` decides on."""
-    return transitions.Control(RunStatus(run.status), run.owner, run.lease_expires,
-                               run.not_before, run.due_at, run.recoveries, run.token,
-                               run.started_at is not None)
+    return rowcodec.control(vars(run))
 
 
 class DjangoStore(HistoryMixin, ControlsMixin, WaitsMixin, CheckpointStore, Waits, ChildRuns,
@@ -165,19 +163,8 @@ class DjangoStore(HistoryMixin, ControlsMixin, WaitsMixin, CheckpointStore, Wait
             return Begin("acquired", rows.run_record(run), run.token, checkpoints)
 
     def _dead_letter_corrupt(self, run: Run, field: str, now: float) -> None:
-        """FAILED, naming ``field``: a run whose control field cannot be read goes no further
-        (and a sweep or a delivery loop over it does not stop at it)."""
-        value = str(getattr(run, field))[:80]
-        run.token += 1
-        run.status, run.owner, run.lease_expires = RunStatus.FAILED.value, "", None
-        run.due_at = run.not_before = None
-        run.finished_at = run.updated_at = rows.to_datetime(now)
-        for column, text in rows.error_fields(ErrorInfo(
-                "CorruptCheckpointError",
-                f"the stored field {field} of this run cannot be read ({value}); the run is "
-                "dead-lettered: fix or drop the field, then retry it")).items():
-            setattr(run, column, text)
-        run.save(using=self.using)
+        """FAILED, naming the unreadable ``field`` (:func:`.transitions.unreadable`)."""
+        self._save(run, transitions.unreadable(run.token, field, getattr(run, field), now=now))
 
     def _save(self, run: Run, changes: transitions.Changes, *also: str) -> None:
         """Apply a decision of :mod:`celery_durable.stores.transitions` to ``run`` and save it.

@@ -145,7 +145,7 @@ def tag_rows(run_id: str, tags: Sequence[str], created: dt.datetime | None) -> l
 
 def step_row(run_id: str, step: StepRecord) -> Step:
     """An unsaved Step row for ``step``."""
-    return Step(run_id=run_id, **dict(zip(STEP_COLUMNS, step_values(step), strict=True)))
+    return Step(run_id=run_id, **rowcodec.step_columns(step))
 
 
 def checkpoint_cursor(connection: BaseDatabaseWrapper) -> CursorWrapper:

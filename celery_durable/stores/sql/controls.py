@@ -13,12 +13,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, func, select, update
+from sqlalchemy import Connection, Engine, delete, func, select, tuple_, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from ...records import NewRun, RunRecord, RunStatus, StepRecord, WaitInfo
 from ..base import ParkOutcome
-from ..rowcodec import STATUS_BY_VALUE, STEP_COLUMNS, run_record, step_values, wait_fields
+from ..rowcodec import STATUS_BY_VALUE, run_record, step_columns, wait_fields
 from .schema import (
     concurrency_groups,
     concurrency_slots,
@@ -66,8 +66,7 @@ class ControlsMixin:
                 options=dict(new.options), due_at=now + grace, parent=new.parent,
                 idempotency_key=new.idempotency_key, tags=list(new.tags), version=new.version,
                 replay_of=new.replay_of) for new in runs_])
-            first = [{"run_id": new.id, **dict(zip(STEP_COLUMNS, step_values(step),
-                                                   strict=True))}
+            first = [{"run_id": new.id, **step_columns(step)}
                      for new in runs_ if new.id in made for step in new.steps]
             if first:
                 conn.execute(steps.insert(), first)
@@ -98,9 +97,10 @@ class ControlsMixin:
             found = list(conn.execute(select(keys.c.task, keys.c.key)
                                       .where(keys.c.expires_at <= expired_before)
                                       .limit(limit)))
-            for task, key in found:
-                conn.execute(delete(keys).where(keys.c.task == task, keys.c.key == key,
-                                                keys.c.expires_at <= expired_before))
+            if found:
+                conn.execute(delete(keys).where(
+                    tuple_(keys.c.task, keys.c.key).in_([tuple(r) for r in found]),
+                    keys.c.expires_at <= expired_before))
         return len(found)
 
     def notify_parent(self, parent_id: str, *, grace: float) -> RunRecord | None:

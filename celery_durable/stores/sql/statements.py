@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -64,7 +65,19 @@ def make_engine(url: str, **options: Any) -> Engine:
     engine = create_engine(url, **options)
     if engine.dialect.name == "sqlite":
         _immediate_transactions(engine)
-    os.register_at_fork(after_in_child=lambda: engine.dispose(close=False))
+    return _fresh_after_fork(engine)
+
+
+def _fresh_after_fork(engine: Engine) -> Engine:
+    """``engine``, whose pooled connections a forked child (a prefork pool process) drops
+    instead of sharing its parent's sockets (held weakly: a closed store goes away)."""
+    ref = weakref.ref(engine)
+
+    def drop() -> None:
+        if (alive := ref()) is not None:
+            alive.dispose(close=False)
+
+    os.register_at_fork(after_in_child=drop)
     return engine
 
 
@@ -74,10 +87,8 @@ def autocommit_twin(engine: Engine, url: str, options: Mapping[str, Any]) -> Eng
     Django runs it); None on SQLite, whose raw connections commit each statement already."""
     if engine.dialect.name == "sqlite":
         return None
-    twin = create_engine(url, **{**options, "pool_reset_on_return": None,
-                                 "isolation_level": "AUTOCOMMIT"})
-    os.register_at_fork(after_in_child=lambda: twin.dispose(close=False))
-    return twin
+    return _fresh_after_fork(create_engine(url, **{**options, "pool_reset_on_return": None,
+                                                    "isolation_level": "AUTOCOMMIT"}))
 
 
 def _immediate_transactions(engine: Engine) -> None:
@@ -101,14 +112,13 @@ class RawStatement:
     by itself); otherwise the statement is followed by a COMMIT.
     """
 
-    def __init__(self, engine: Engine, statement: Any, *, autocommit: bool = False,
-                 on_disconnect: Callable[[], None] | None = None) -> None:
+    def __init__(self, engine: Engine, statement: Any, *, autocommit: bool = False) -> None:
         compiled = statement.compile(dialect=engine.dialect)
         self.engine = engine
         self.autocommit = autocommit
         #: Called when the database dropped the connection (the other engine's pool is
         #: as stale as this one's).
-        self.on_disconnect = on_disconnect
+        self.on_disconnect: Callable[[], None] | None = None
         self.sql = str(compiled)
         self.defaults = dict(compiled.params)
         self.order = list(compiled.positiontup or ()) if compiled.positional else None
@@ -152,8 +162,8 @@ class Statements:
         self.family = name
         #: ``<now>``: the database's clock, epoch seconds.
         self.now: ColumnElement[float] = literal_column(now_sql(name), Double)
-        #: (SQLAlchemy reports an INSERT's row count only when asked to preserve it)
-        self.checkpoint = self._checkpoint().execution_options(preserve_rowcount=True)
+        #: The checkpoint statement (run by :class:`RawStatement`).
+        self.checkpoint = self._checkpoint()
 
     def later(self, seconds: float) -> ColumnElement[float]:
         """``<now> + seconds``."""
@@ -225,12 +235,9 @@ class Statements:
             bound = bindparam(name, type_=column.type)
             return cast(bound, column.type) if self.family == "postgresql" else bound
 
-        held = exists().where(and_(runs.c.id == bindparam("held_id", type_=runs.c.id.type),
+        held = exists().where(and_(runs.c.id == bindparam("run_id", type_=runs.c.id.type),
                                    runs.c.token == bindparam("token"), runs.c.owner != ""))
-        values = select(cast(bindparam("run_id", type_=steps.c.run_id.type),
-                             steps.c.run_id.type)
-                        if self.family == "postgresql" else bindparam("run_id"),
-                        *(param(c) for c in STEP_COLUMNS)).where(held)
+        values = select(*(param(c) for c in ("run_id", *STEP_COLUMNS))).where(held)
         stmt = self._insert(steps).from_select(["run_id", *STEP_COLUMNS], values)
         if self.family == "mysql":
             # (MySQL/MariaDB: InnoDB share-locks the run row it read until the commit)

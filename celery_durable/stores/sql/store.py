@@ -17,7 +17,7 @@ import time
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, delete, event, or_, select, update
+from sqlalchemy import Connection, Engine, and_, delete, event, func, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -68,13 +68,6 @@ PURGE_BATCH = 500
 Row = dict[str, Any]
 
 
-def control(row: Row) -> transitions.Control:
-    """The fields of ``row`` that :mod:`celery_durable.stores.transitions` decides on."""
-    return transitions.Control(RunStatus(row["status"]), row["owner"], row["lease_expires"],
-                               row["not_before"], row["due_at"], row["recoveries"],
-                               row["token"], row["started_at"] is not None)
-
-
 class SqlStore(HistoryMixin, ControlsMixin, WaitsMixin, CheckpointStore, Waits, ChildRuns,
                IdempotencyKeys, ConcurrencySlots, Retention, RunHistory):
     """Durable runs in a SQL database through a SQLAlchemy engine.
@@ -91,9 +84,9 @@ class SqlStore(HistoryMixin, ControlsMixin, WaitsMixin, CheckpointStore, Waits, 
         #: autocommit mode: one round trip each), else ``engine`` (statement and COMMIT).
         self.checkpoint_engine = checkpoint_engine
         self._checkpoint = RawStatement(checkpoint_engine or engine, self.sql.checkpoint,
-                                        autocommit=checkpoint_engine is not None,
-                                        on_disconnect=lambda: engine.dispose(close=False))
+                                        autocommit=checkpoint_engine is not None)
         if checkpoint_engine is not None:  # a dropped connection: both pools are stale
+            self._checkpoint.on_disconnect = lambda: engine.dispose(close=False)
             event.listen(engine, "handle_error", lambda ctx: (
                 checkpoint_engine.dispose(close=False) if ctx.is_disconnect else None))
         self._create_tables = create_tables
@@ -163,9 +156,8 @@ class SqlStore(HistoryMixin, ControlsMixin, WaitsMixin, CheckpointStore, Waits, 
         return float(conn.execute(select(self.sql.now)).scalar_one())
 
     def _upsert_step(self, conn: Connection, run_id: str, step: StepRecord) -> None:
-        values = dict(zip(rowcodec.STEP_COLUMNS, rowcodec.step_values(step), strict=True))
         conn.execute(self.sql.upsert(steps, ["run_id", "position"],
-                                     [{"run_id": run_id, **values}],
+                                     [{"run_id": run_id, **rowcodec.step_columns(step)}],
                                      rowcodec.STEP_COLUMNS[1:]))
 
     def _write_step(self, conn: Connection, run_id: str, step: StepRecord,
@@ -178,6 +170,12 @@ class SqlStore(HistoryMixin, ControlsMixin, WaitsMixin, CheckpointStore, Waits, 
             kept = dataclasses.replace(step, value=None)
             self._note(conn, run_id, HistoryEntry.attempt(
                 self._read_clock(conn) if now is None else now, kept))
+
+    @staticmethod
+    def _last(run_id: str, column: Any) -> Any:
+        """``column`` of the run's checkpoint at the highest position, as a subquery."""
+        return (select(column).where(steps.c.run_id == run_id)
+                .order_by(steps.c.position.desc()).limit(1).scalar_subquery())
 
     def _delete(self, conn: Connection, ids: Sequence[str]) -> None:
         for table in (steps, history, tags, waiters, concurrency_slots):
@@ -232,7 +230,7 @@ class SqlStore(HistoryMixin, ControlsMixin, WaitsMixin, CheckpointStore, Waits, 
             if (bad := rowcodec.unreadable_field(row["status"])) is not None:
                 self._dead_letter_corrupt(conn, row, bad, now)
                 return Begin("dead", self._snapshot(conn, row))
-            ctl = control(row)
+            ctl = rowcodec.control(row)
             outcome, changes = transitions.begin(
                 ctl, now=now, owner=owner, lease_ttl=lease_ttl, max_recoveries=max_recoveries,
                 steal_from=steal_from)
@@ -258,24 +256,16 @@ class SqlStore(HistoryMixin, ControlsMixin, WaitsMixin, CheckpointStore, Waits, 
         return made
 
     def _dead_letter_corrupt(self, conn: Connection, row: Row, field: str, now: float) -> None:
-        """FAILED, naming ``field``: a run whose control field cannot be read goes no further
-        (and a sweep or a delivery loop over it does not stop at it)."""
-        value = str(row[field])[:80]
-        self._update(conn, row, {
-            "token": row["token"] + 1, "status": RunStatus.FAILED.value, "owner": "",
-            "lease_expires": None, "due_at": None, "not_before": None, "finished_at": now,
-            "updated_at": now, **rowcodec.error_fields(ErrorInfo(
-                "CorruptCheckpointError",
-                f"the stored field {field} of this run cannot be read ({value}); the run is "
-                "dead-lettered: fix or drop the field, then retry it"))})
+        """FAILED, naming the unreadable ``field`` (:func:`.transitions.unreadable`)."""
+        self._apply(conn, row, transitions.unreadable(row["token"], field, row[field],
+                                                      now=now))
 
     def save_step(self, run_id: str, token: int, step: StepRecord) -> bool:
         """See :meth:`CheckpointStore.save_step`: one statement, unless a failed attempt
         (then the checkpoint and its history entry, in one transaction)."""
         if not failed_attempt(step):
-            params = dict(zip(rowcodec.STEP_COLUMNS, rowcodec.step_values(step), strict=True))
             return bool(self._checkpoint.rowcount(
-                {**params, "run_id": run_id, "held_id": run_id, "token": token}))
+                {**rowcodec.step_columns(step), "run_id": run_id, "token": token}))
         with self.engine.begin() as conn:
             now = conn.execute(select(self.sql.now).select_from(runs)
                                .where(self._holding(run_id, token))
@@ -318,13 +308,10 @@ class SqlStore(HistoryMixin, ControlsMixin, WaitsMixin, CheckpointStore, Waits, 
                failed_step: str | None = None, retention: float = 0) -> bool:
         """See :meth:`CheckpointStore.finish`; expired runs are purged by ``due_runs``."""
         keep = retention > 0 and status is not RunStatus.FAILED
-        last = (select(steps.c.key, steps.c.attempts).where(steps.c.run_id == run_id)
-                .order_by(steps.c.position.desc()).limit(1))
-        with self.engine.begin() as conn:
-            current = conn.execute(last).first()
+        with self.engine.begin() as conn:  # one UPDATE: the last checkpoint by subqueries
             return bool(conn.execute(update(runs).where(self._holding(run_id, token)).values(
-                current_step=current[0] if current else "",
-                attempts=current[1] if current else 0,
+                current_step=func.coalesce(self._last(run_id, steps.c.key), ""),
+                attempts=func.coalesce(self._last(run_id, steps.c.attempts), 0),
                 status=status.value, result=result, failed_step=failed_step, owner="",
                 lease_expires=None, due_at=None, not_before=None, finished_at=self.sql.now,
                 updated_at=self.sql.now, expires_at=self.sql.later(retention) if keep else None,
@@ -363,7 +350,7 @@ class SqlStore(HistoryMixin, ControlsMixin, WaitsMixin, CheckpointStore, Waits, 
             if (bad := rowcodec.unreadable_field(row["status"])) is not None:
                 self._dead_letter_corrupt(conn, row, bad, now)
                 return Claim("dead", self._snapshot(conn, row))
-            ctl = control(row)
+            ctl = rowcodec.control(row)
             action, changes = transitions.claim_due(ctl, now=now, grace=grace,
                                                     max_recoveries=max_recoveries)
             if action == "gone":
@@ -411,17 +398,17 @@ class SqlStore(HistoryMixin, ControlsMixin, WaitsMixin, CheckpointStore, Waits, 
             row = self._locked(conn, run_id)
             if row is None:
                 return None
-            changes = transitions.reset(run_id, control(row), now=row["store_now"],
+            changes = transitions.reset(run_id, rowcodec.control(row), now=row["store_now"],
                                         grace=grace, args=args, kwargs=kwargs)
             gone = delete(steps).where(steps.c.run_id == run_id)
             if not from_start:  # transitions.keeps_step: successes survive
                 gone = gone.where(steps.c.status != StepStatus.SUCCEEDED.value)
             conn.execute(gone)
-            last = conn.execute(select(steps.c.key, steps.c.attempts)
-                                .where(steps.c.run_id == run_id)
-                                .order_by(steps.c.position.desc()).limit(1)).first()
-            self._apply(conn, row, changes, expires_at=None,
-                        current_step=last[0] if last else "", attempts=last[1] if last else 0)
+            last = conn.execute(select(func.coalesce(self._last(run_id, steps.c.key), ""),
+                                       func.coalesce(self._last(run_id, steps.c.attempts), 0))
+                                ).one()
+            self._apply(conn, row, changes, expires_at=None, current_step=last[0],
+                        attempts=last[1])
             self._note(conn, run_id, HistoryEntry(
                 "retry", row["store_now"], detail=transitions.reset_note(
                     from_start=from_start, new_args=args is not None or kwargs is not None)))
