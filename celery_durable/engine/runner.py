@@ -50,6 +50,7 @@ def _begin(task: Task, run_id: str, args: tuple[Any, ...], kwargs: dict[str, Any
     if tracing.active is not None:  # the trace context to keep if the run is new
         ctx_fields["trace_root"] = tracing.active.before_begin(task, options)
     tags, version = run_tags(task), code_version(task)
+    ctx_fields["version"] = version  # (the delivery's code version, for its RunContext)
     common = {"task": task.name, "args": args_text, "kwargs": kwargs_text,
               "options": options,
               "owner": owner, "lease_ttl": float(settings.lease_ttl),
@@ -133,7 +134,7 @@ def execute(task: Task, body: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
                      checkpoints=begin.checkpoints,
                      wait=begin.run.wait, clock=begin.run.updated_at or 0.0,
                      parent=begin.run.parent, run_version=begin.run.version,
-                     code_version=code_version(task))
+                     code_version=fields["version"])
     if ctx.run_version != ctx.code_version and len(ctx.checkpoints):
         logger.info("run %s: recorded under version %s, resumed by a worker of version %s",
                     run_id, ctx.run_version or "(none)", ctx.code_version or "(none)")
