@@ -36,7 +36,7 @@ from .errors import (
     WorkerLostError,
 )
 from .ops.inspection import Attempt, RunInfo, StepInfo, WaitState, get_run, list_runs
-from .ops.replay import replay_run, retry_run
+from .ops.replay import replay_run, retry_run, retry_with_current_code
 from .ops.retention import purge_runs
 from .records import RunStatus, StepStatus
 from .retry import RetryPolicy, exponential, fixed
@@ -81,6 +81,7 @@ __all__ = [  # noqa: RUF022 - grouped by purpose
     "get_run",
     "list_runs",
     "retry_run",
+    "retry_with_current_code",
     "replay_run",
     "cancel_run",
     # operating runs: signals, logs per step, retention

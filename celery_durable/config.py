@@ -6,6 +6,7 @@ namespace="CELERY")`` the same settings are spelled ``CELERY_DURABLE_*``.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -82,6 +83,13 @@ class DurableSettings:
     #: The code version recorded on every run started by this app (``get_run().version``,
     #: admin filter); ``@durable_task(version=...)`` overrides it per task.
     version: str | None = None
+    #: The name of an environment variable holding the code version when ``durable_version``
+    #: is unset (``"GIT_SHA"``, ``"RELEASE"``...); read when the settings are first loaded.
+    version_env: str | None = None
+    #: Send every message of a versioned run to ``<queue>@<version>`` and make workers consume
+    #: their versions' queues: only workers of a run's version resume it
+    #: (see celery_durable/engine/pinning.py and docs/deploying.md).
+    pin_version: bool = False
 
     @classmethod
     def from_app(cls, app: Celery) -> DurableSettings:
@@ -95,6 +103,8 @@ class DurableSettings:
                 if value is not None:
                     values[f.name] = value
                     break
+        if values.get("version") is None and values.get("version_env"):
+            values["version"] = os.environ.get(str(values["version_env"])) or None
         return cls(**values)
 
 

@@ -25,7 +25,8 @@ from .controls.cancel import cancel_revoked
 from .controls.idempotency import check_call, register, trigger
 from .engine import endings, events, tracing
 from .engine.context import active_run
-from .engine.labels import run_tags
+from .engine.labels import code_version, run_tags
+from .engine.pinning import consume_version_queues, pinned, pinning, worker_versions
 from .engine.runner import execute
 from .ops.sweeper import Sweeper
 from .stores import get_store
@@ -121,12 +122,16 @@ class DurableTask(Task):  # type: ignore[misc]
         if dump_models is not None and options.get("serializer") != "pickle":
             args, kwargs = dump_models(args, kwargs)  # what Celery sends (and the run stores)
         if idempotency_key is None:
+            resend = _resends_the_current_run(task_id)
             if (settings_for(self.app).register_on_publish and not more
-                    and not self.app.conf.task_always_eager
-                    and not _resends_the_current_run(task_id)):
+                    and not self.app.conf.task_always_eager and not resend):
                 check_call(self, args, kwargs, options)  # before anything is registered
                 task_id = register(self, args, kwargs, task_id, options,
                                    run_tags(self, tags))
+            if pinning(self.app) and not self.app.conf.task_always_eager:
+                ctx = active_run()
+                version = ctx.run_version if resend and ctx is not None else code_version(self)
+                options = pinned(self.app, self.name, version, options)
             return super().apply_async(args, kwargs, task_id, *more, **options)
         if more:
             raise TypeError("pass apply_async options by keyword with an idempotency_key")
@@ -310,6 +315,18 @@ class DurableWorkerStep(bootsteps.StartStopStep):  # type: ignore[misc]
 def install_worker_step(app: Celery) -> None:
     """Add the durable bootstep to ``app``'s workers (idempotent)."""
     app.steps["worker"].add(DurableWorkerStep)
+
+
+@signals.celeryd_after_setup.connect(weak=False)  # type: ignore[untyped-decorator]
+def _consume_version_queues(sender: Any = None, instance: Any = None, **kwargs: Any) -> None:
+    """``durable_pin_version``: the worker also consumes its versions' queues (after ``-Q``)."""
+    app = getattr(instance, "app", None)
+    if app is None or not pinning(app):
+        return
+    durable = [t for t in app.tasks.values() if isinstance(t, DurableTask)]
+    added = consume_version_queues(app, worker_versions(app, durable)) if durable else []
+    if added:
+        logger.info("celery_durable: consuming the version queues %s", ", ".join(added))
 
 
 @signals.worker_init.connect(weak=False)  # type: ignore[untyped-decorator]

@@ -34,9 +34,11 @@ from typing import Any
 from celery import Celery
 from celery.canvas import Signature
 
+from ..config import settings_for
 from ..engine import _testhooks, tracing
 from ..engine._flow import LeaseLost, Suspend
 from ..engine.context import RunContext, body_context
+from ..engine.labels import code_version
 from ..engine.lifecycle import CALL_STEP, GATHER_STEP, MAP_STEP
 from ..engine.publish import ROUTING, publish_run
 from ..engine.steps import _failed, _on_error, _replay
@@ -86,7 +88,7 @@ def _start(ctx: RunContext, specs: Sequence[Signature], ids: Sequence[str]) -> N
                               what="child arguments", run_id=run_id),
                   kwargs=encode(ctx.serializer, dict(spec.kwargs), max_bytes=max_bytes,
                                 what="child keyword arguments", run_id=run_id),
-                  options=_child_options(spec))
+                  options=_child_options(spec), version=_child_version(app, str(spec.task)))
            for spec, run_id in zip(specs, ids, strict=True)]
     created = ctx.store.create_runs(new, grace=float(ctx.settings.requeue_grace))
     fresh = [n for n, made in zip(new, created, strict=True) if made]
@@ -94,7 +96,13 @@ def _start(ctx: RunContext, specs: Sequence[Signature], ids: Sequence[str]) -> N
         logger.info("run %s: starting %d child run(s)", ctx.run_id, len(fresh))
     for n in fresh:
         publish_run(app, RunRecord(id=n.id, task=n.task, status=RunStatus.PENDING, args=n.args,
-                                   kwargs=n.kwargs, options=n.options))
+                                   kwargs=n.kwargs, options=n.options, version=n.version))
+
+
+def _child_version(app: Celery, name: str) -> str | None:
+    """The code version a child run starts under: its task's here, else this app's."""
+    task = app.tasks.get(name)
+    return code_version(task) if task is not None else settings_for(app).version
 
 
 def _child_options(spec: Signature) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from kombu.exceptions import EncodeError
 
 from ..config import settings_for
 from ..engine.labels import code_version, run_tags
+from ..engine.pinning import pinned
 from ..engine.publish import message_options
 from ..errors import SerializationError
 from ..records import NewRun
@@ -63,7 +64,8 @@ def trigger(task: Task, args: Any, kwargs: Any, task_id: str | None, key: Any, t
         logger.info("%s: idempotency key %r already started run %s", task.name, key_text,
                     bound)
         return task.AsyncResult(bound)
-    return Task.apply_async(task, args, kwargs, task_id=bound, **options)
+    return Task.apply_async(task, args, kwargs, task_id=bound,
+                            **pinned(app, task.name, new.version, options))
 
 
 def register(task: Task, args: Any, kwargs: Any, task_id: str | None,

@@ -33,6 +33,7 @@ from ._flow import LeaseLost, Reenqueue
 from .context import RunContext
 from .leases import ensure_held
 from .lifecycle import announce_dead_letter, notify_parent
+from .pinning import pinned
 from .publish import message_options, publish_run
 
 logger = logging.getLogger(__name__)
@@ -177,7 +178,8 @@ def step_retry(ctx: RunContext, args: tuple[Any, ...], kwargs: dict[str, Any],
                                           retries=request.retries + 1)
         # Celery's own apply_async: the run is in the store already, so not registered
         # again (DurableTask.apply_async would spend a store round trip on it).
-        Task.apply_async(task, sig.args, sig.kwargs, **sig.options)
+        Task.apply_async(task, sig.args, sig.kwargs,
+                         **pinned(task.app, task.name, ctx.run_version, sig.options))
     raise Retry(exc=signal.cause, when=signal.delay) from None
 
 

@@ -24,6 +24,7 @@ from kombu.utils import json as kombu_json
 from ..config import settings_for
 from ..records import RunRecord
 from ..serialization import decode, get_serializer
+from .pinning import SEPARATOR, base_queue, pinned
 
 logger = logging.getLogger(__name__)
 
@@ -79,19 +80,23 @@ def delivery_options(request: Any) -> dict[str, Any]:
     info = getattr(request, "delivery_info", None) or {}
     execution = request.as_execution_options() if hasattr(request, "as_execution_options") else {}
     routing: dict[str, Any] = {"priority": info.get("priority")}
-    if info.get("exchange") == "" and info.get("routing_key"):
-        routing["queue"] = info["routing_key"]  # sent to the default exchange (as Celery maps it)
+    key = info.get("routing_key")
+    if key and SEPARATOR in str(key):  # a version queue (durable_pin_version): its base queue
+        routing["queue"] = base_queue(str(key))
+    elif info.get("exchange") == "" and key:
+        routing["queue"] = key  # sent to the default exchange (as Celery maps it)
     else:
         routing.update(exchange=info.get("exchange"), routing_key=info.get("routing_key"))
     return message_options({**execution, **routing})
 
 
 def publish_run(app: Celery, run: RunRecord, **extra: Any) -> AsyncResult:
-    """Publish ``run``'s message again: same task id, same message options, plus ``extra``."""
+    """Publish ``run``'s message again: same task id, same message options, plus ``extra``
+    (to its version's queue under ``durable_pin_version``)."""
     serializer = get_serializer(settings_for(app).serializer)
     args = decode(serializer, run.args, what="arguments", run_id=run.id)
     kwargs = decode(serializer, run.kwargs, what="keyword arguments", run_id=run.id)
-    options = {**_revived(run.options), **extra}
+    options = pinned(app, run.task, run.version, {**_revived(run.options), **extra})
     return app.send_task(run.task, args=args, kwargs=kwargs, task_id=run.id, **options)
 
 

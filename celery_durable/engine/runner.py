@@ -28,6 +28,7 @@ from ._flow import LeaseLost, Reenqueue, Suspend
 from .context import RunContext, current_run
 from .labels import code_version, run_tags
 from .lifecycle import announce_dead_letter, mark_revoked, notify_parent
+from .pinning import misrouted
 from .publish import delivery_options, publish_run
 from .storeguard import guard
 
@@ -118,6 +119,8 @@ def execute(task: Task, body: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
         logger.info("run %s: delivery ignored (%s, status %s)", run_id, begin.outcome,
                     begin.run.status)
         raise Ignore()
+    if not request.is_eager and misrouted(app, begin.run.version, fields["version"]):
+        _hand_back(app, fields["store"], begin, fields["version"])
     # The body gets the run's stored arguments: the same values on every delivery, and
     # edited ones (retry_run) even when a stale message still carries the old ones.
     serializer = fields["serializer"]
@@ -233,6 +236,18 @@ def _corrupt_arguments(app: Any, store: Any, begin: Begin, exc: SerializationErr
     announce_dead_letter(app, store, run_id=run.id, task=run.task, parent=run.parent,
                          error=error, failed_step=None)
     raise CorruptCheckpointError(str(exc), run_id=run.id) from exc
+
+
+def _hand_back(app: Any, store: Any, begin: Begin, version: str | None) -> NoReturn:
+    """A pinned run reached a worker of another version: queue it for its own version's
+    workers (PENDING again; the sweeper re-sends it if this publish is lost)."""
+    run = begin.run
+    logger.info("run %s: version %s, not this worker's %s; sent to its version's queue",
+                run.id, run.version, version or "(none)")
+    if store.park(run.id, begin.token, status=RunStatus.PENDING, delay=0.0,
+                  due_in=float(settings_for(app).requeue_grace)):
+        publish_run(app, run)
+    raise Ignore()
 
 
 def _lease_lost(ctx: RunContext) -> None:

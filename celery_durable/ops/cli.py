@@ -43,11 +43,10 @@ from ..records import RunRecord, RunStatus
 from ..stores import get_store
 from .cli_history import check_replay, export, migrate
 from .cli_support import age_option, app_of, clean_errors, json_option, refused_input
-from .inspection import get_run
-from .replay import replay_run, retry_run
+from .inspection import get_run, select_runs, statuses
+from .replay import replay_run, retry_run, retry_with_current_code
 from .retention import DEFAULT_PURGE_STATUSES, purge_runs
 
-_STATUSES = [s.value for s in RunStatus]
 _FINAL = [s.value for s in (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)]
 _app, _errors, _refused_input = app_of, clean_errors, refused_input
 _json_option, _age = json_option, age_option
@@ -105,10 +104,9 @@ def durable() -> None:
 def _select(app: Celery, status: str | None, task: str | None, older: float | None,
             newer: float | None, limit: int, tag: str | None = None,
             version: str | None = None) -> list[RunRecord]:
-    wanted = RunStatus(status.upper()) if status else None
     fetch = limit if older is None and newer is None else max(limit, 10_000)
-    runs = get_store(app).list_runs(status=wanted, task=task, tag=tag, version=version,
-                                    limit=fetch)
+    runs = select_runs(get_store(app), statuses(status), task=task, tag=tag, version=version,
+                       limit=fetch)
     now = time.time()
     if older is not None:
         runs = [r for r in runs if r.created_at is not None and r.created_at <= now - older]
@@ -117,11 +115,17 @@ def _select(app: Celery, status: str | None, task: str | None, older: float | No
     return runs[:limit]
 
 
-_status_choice = click.Choice(_STATUSES, case_sensitive=False)
+def _status_list(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """``--status``: one run state, or several separated by commas (``RUNNING,WAITING``)."""
+    try:
+        return ",".join(s.value for s in statuses(value)) if value else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
 
 
 @durable.command()
-@click.option("--status", type=_status_choice, help="Only runs in this state.")
+@click.option("--status", callback=_status_list, metavar="STATUS[,STATUS...]",
+              help="Only runs in this state (or these: RUNNING,SLEEPING,WAITING).")
 @click.option("--task", help="Only runs of this task (its registered name).")
 @click.option("--older-than", "older", metavar="AGE",
               help="Only runs created longer ago than AGE (90s, 15m, 2h, 7d, 1w).")
@@ -266,16 +270,26 @@ def show(ctx: click.Context, run_id: str, as_json: bool) -> None:
 @click.option("--limit", default=1000, show_default=True, type=click.IntRange(1),
               help="With --dead-letter: at most this many runs.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--current-code", is_flag=True,
+              help="Resume from the failed position under this code and its version, once "
+                   "this code replays the run's history (after NonDeterministicStepError).")
 @click.pass_context
 def retry(ctx: click.Context, run_id: str | None, from_start: bool, args_json: str | None,
           kwargs_json: str | None, dead_letter: bool, task: str | None, limit: int,
-          yes: bool) -> None:
+          yes: bool, current_code: bool) -> None:
     """Re-trigger a FAILED or CANCELLED run, or (--dead-letter) every dead letter of a task.
 
     With --args/--kwargs the run is replayed into a new run (see ``replay``);
     the original stays as it is, linked to the new one.
     """
     app = _app(ctx)
+    if current_code:
+        if not run_id or dead_letter or from_start or args_json or kwargs_json:
+            raise click.UsageError("--current-code takes a RUN_ID and no other option")
+        with _errors():
+            retry_with_current_code(run_id, app=app)
+        click.echo(f"Retrying {run_id} from its failed position with the current code.")
+        return
     from_step = "start" if from_start else "failed"
     if dead_letter:
         if run_id or args_json or kwargs_json:

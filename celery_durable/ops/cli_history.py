@@ -23,6 +23,7 @@ from .cli_support import app_of as _app
 from .cli_support import clean_errors as _errors
 from .history_doc import export_run
 from .history_replay import replay as replay_history
+from .inspection import select_runs, statuses
 
 _STATUSES = [s.value for s in RunStatus]
 _IN_FLIGHT = [s.value for s in RunStatus if not s.finished]
@@ -63,14 +64,9 @@ def export(ctx: click.Context, run_id: str | None, output: Path | None,
     click.echo(f"Wrote {len(runs)} histories of {task_name} to {output}.")
 
 
-def _sample(app: Celery, task: str, statuses: Sequence[str], limit: int) -> list[RunRecord]:
-    store = get_store(app)
-    if not statuses:
-        return store.list_runs(task=task, limit=limit)
-    found: list[RunRecord] = []
-    for status in statuses:
-        found += store.list_runs(task=task, status=RunStatus(status.upper()), limit=limit)
-    return sorted(found, key=lambda r: -(r.created_at or 0))[:limit]
+def _sample(app: Celery, task: str, wanted: Sequence[str], limit: int) -> list[RunRecord]:
+    return select_runs(get_store(app), statuses(list(wanted)), task=task, tag=None,
+                       version=None, limit=limit)
 
 
 @click.command(name="check-replay")
@@ -89,17 +85,21 @@ def check_replay(ctx: click.Context, task_name: str, limit: int) -> None:
         raise click.UsageError(f"no task {task_name!r} in this app")
     with _errors():
         runs = _sample(app, task_name, _IN_FLIGHT, limit)
-        failures = []
-        for run in runs:
-            try:
-                replay_history(task, export_run(run.id, app=app))
-            except NonDeterministicStepError as exc:
-                failures.append(str(exc))
-    for text in failures:
+    failures, errors = [], []
+    for run in runs:  # one run that cannot be replayed does not stop the others
+        try:
+            replay_history(task, export_run(run.id, app=app))
+        except NonDeterministicStepError as exc:
+            failures.append(str(exc))
+        except Exception as exc:
+            errors.append(f"run {run.id}: could not be replayed: {type(exc).__name__}: {exc}")
+    for text in [*failures, *errors]:
         click.echo(text, err=True)
-    click.echo(f"Replayed {len(runs)} in-flight run(s) of {task_name}: "
-               f"{len(runs) - len(failures)} compatible, {len(failures)} diverge.")
-    if failures:
+    compatible = len(runs) - len(failures) - len(errors)
+    click.echo(f"Replayed {len(runs)} in-flight run(s) of {task_name}: {compatible} "
+               f"compatible, {len(failures)} diverge"
+               + (f", {len(errors)} could not be replayed." if errors else "."))
+    if failures or errors:
         ctx.exit(1)
 
 

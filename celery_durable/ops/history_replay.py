@@ -16,13 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import settings_for
+from celery import Celery
+
+from ..config import app_or_current, settings_for
 from ..engine import endings
 from ..engine._flow import HistoryEnded
 from ..engine.context import RunContext, current_run
 from ..engine.labels import code_version
 from ..serialization import decode, get_serializer
-from .history_doc import History, load_history
+from .history_doc import History, export_run, load_history
 
 
 @dataclass(frozen=True)
@@ -99,4 +101,18 @@ def replay(task: Any, history: History | str | Path | Mapping[str, Any]) -> Repl
     return ReplayResult(True, result=result, replayed=ctx.position)
 
 
-__all__ = ["ReplayResult", "replay"]
+def replay_stored_run(run_id: str, *, app: Celery | None = None) -> ReplayResult:
+    """Replay this process's code of run ``run_id``'s task against the run's history in
+    the store (reading only; no step is called). ``NonDeterministicStepError`` shows both
+    sequences when the code no longer replays it; ``LookupError`` if the task is not
+    registered here."""
+    app = app_or_current(app)
+    doc = export_run(run_id, app=app)
+    task = app.tasks.get(doc["task"])
+    if task is None:
+        raise LookupError(f"run {run_id}: its task {doc['task']} is not registered in this "
+                          "app, so its current code cannot be replayed here")
+    return replay(task, doc)
+
+
+__all__ = ["ReplayResult", "replay", "replay_stored_run"]

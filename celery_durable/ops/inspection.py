@@ -8,6 +8,7 @@ run's history (:class:`~celery_durable.stores.base.RunHistory`).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +28,7 @@ from ..records import (
 )
 from ..serialization import Serializer, decode, get_serializer
 from ..stores import get_store
-from ..stores.base import RunHistory, run_history_of
+from ..stores.base import CheckpointStore, RunHistory, run_history_of
 
 #: Step names of durable waits (controls/waits.py, controls/children.py): their
 #: checkpoint holds the wait's state, ``{"kind": ..., "outcome": ...}`` once it ended.
@@ -225,12 +226,44 @@ def get_run(run_id: str, *, app: Celery | None = None) -> RunInfo:
     return _info(app, run, history)
 
 
-def list_runs(*, status: RunStatus | str | None = None, task: str | None = None,
-              tag: str | None = None, version: str | None = None, limit: int = 100,
-              app: Celery | None = None) -> list[RunInfo]:
-    """Runs, newest first, optionally filtered by status, task name, tag and code version
-    (steps and history not loaded)."""
+def list_runs(*, status: RunStatus | str | Iterable[RunStatus | str] | None = None,
+              task: str | None = None, tag: str | None = None, version: str | None = None,
+              limit: int = 100, app: Celery | None = None) -> list[RunInfo]:
+    """Runs, newest first, optionally filtered by status (one, or several:
+    ``status=["RUNNING", "WAITING"]``), task name, tag and code version (steps and
+    history not loaded)."""
     app = app_or_current(app)
-    wanted = RunStatus(status) if status is not None else None
-    return [_info(app, r) for r in get_store(app).list_runs(
-        status=wanted, task=task, tag=tag, version=version, limit=limit)]
+    return [_info(app, r) for r in select_runs(get_store(app), statuses(status), task=task,
+                                                  tag=tag, version=version, limit=limit)]
+
+
+def statuses(status: RunStatus | str | Iterable[RunStatus | str] | None) -> list[RunStatus]:
+    """``status`` as a list of states (empty: any); ``"RUNNING,WAITING"`` names two.
+    ValueError names an unknown state."""
+    if status is None:
+        return []
+    given = (status.split(",") if isinstance(status, str) and not isinstance(status, RunStatus)
+             else [status] if isinstance(status, RunStatus) else list(status))
+    wanted: list[RunStatus] = []
+    for one in given:
+        name = one.value if isinstance(one, RunStatus) else str(one).strip().upper()
+        try:
+            state = RunStatus(name)
+        except ValueError:
+            raise ValueError(f"unknown run status {one!r}; one of "
+                             f"{', '.join(s.value for s in RunStatus)}") from None
+        if state not in wanted:
+            wanted.append(state)
+    return wanted
+
+
+def select_runs(store: CheckpointStore, wanted: Sequence[RunStatus], *, task: str | None,
+                tag: str | None, version: str | None, limit: int) -> list[RunRecord]:
+    """The store's runs in any of the ``wanted`` states (any state when empty), newest first."""
+    if len(wanted) <= 1:
+        return store.list_runs(status=wanted[0] if wanted else None, task=task, tag=tag,
+                               version=version, limit=limit)
+    found = [run for state in wanted for run in store.list_runs(
+        status=state, task=task, tag=tag, version=version, limit=limit)]
+    found.sort(key=lambda run: (run.created_at or 0.0, run.id), reverse=True)
+    return found[:limit]

@@ -23,12 +23,14 @@ from celery.result import AsyncResult
 from celery.utils import uuid
 
 from ..config import app_or_current, settings_for
+from ..engine.labels import code_version
 from ..engine.publish import ROUTING, publish_run
 from ..errors import RunNotFoundError
 from ..records import NewRun, RunRecord, StepRecord, StepStatus
 from ..serialization import decode, encode, get_serializer
 from ..stores import get_store
 from ..stores.base import RunHistory, idempotency_keys_of, run_history_of
+from .history_replay import replay_stored_run
 
 #: ``from_step`` values that are not a step key.
 FROM_START, FROM_FAILED = "start", "failed"
@@ -159,4 +161,27 @@ def retry_run(run_id: str, *, from_step: str | None = None, args: list[Any] | No
     return publish_run(app, run)
 
 
-__all__ = ["check_arguments", "kept_steps", "replay_run", "retry_run"]
+def retry_with_current_code(run_id: str, *, app: Celery | None = None) -> AsyncResult:
+    """Retry a FAILED or CANCELLED run from its failed position under this process's code.
+
+    For a run dead-lettered by ``NonDeterministicStepError`` once the code is
+    patched (``patched()``): the current code is replayed against the run's
+    history first (nothing is called or written), and a divergence raises
+    ``NonDeterministicStepError`` with both sequences, changing nothing. Then
+    the run resumes in place, completed steps kept, recording the current code
+    version (so ``durable_pin_version`` sends it to the current version's workers).
+    """
+    app = app_or_current(app)
+    replay_stored_run(run_id, app=app)
+    original = _original(app, run_id)
+    run = get_store(app).reset_run(run_id, from_start=False,
+                                   grace=float(settings_for(app).requeue_grace),
+                                   version=code_version(app.tasks[original.task]))
+    if run is None:
+        raise RunNotFoundError(f"no durable run {run_id!r}", run_id=run_id)
+    app.backend.forget(run_id)
+    return publish_run(app, run)
+
+
+__all__ = ["check_arguments", "kept_steps", "replay_run", "retry_run",
+           "retry_with_current_code"]

@@ -167,11 +167,13 @@ class CheckpointStore(ABC):
 
     @abstractmethod
     def reset_run(self, run_id: str, *, from_start: bool, args: str | None = None,
-                  kwargs: str | None = None, grace: float = 300.0) -> RunRecord | None:
+                  kwargs: str | None = None, grace: float = 300.0,
+                  version: str | None = None) -> RunRecord | None:
         """Make a FAILED or CANCELLED run PENDING again (:func:`.transitions.reset`).
 
         Checkpoints that do not survive (:func:`.transitions.keeps_step`) are
-        deleted; ``args``/``kwargs`` replace the stored arguments. None if the
+        deleted; ``args``/``kwargs`` replace the stored arguments and ``version``
+        the run's code version (a retry with the current code). None if the
         run does not exist; InvalidRunStateError if it is not finished that way.
         """
 

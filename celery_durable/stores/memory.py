@@ -235,7 +235,8 @@ class MemoryStore(MemoryControls, CheckpointStore, Waits, ChildRuns, Idempotency
         return ids
 
     def reset_run(self, run_id: str, *, from_start: bool, args: str | None = None,
-                  kwargs: str | None = None, grace: float = 300.0) -> RunRecord | None:
+                  kwargs: str | None = None, grace: float = 300.0,
+                  version: str | None = None) -> RunRecord | None:
         """See :meth:`CheckpointStore.reset_run`."""
         now = time.time()
         with self._lock:
@@ -243,14 +244,15 @@ class MemoryStore(MemoryControls, CheckpointStore, Waits, ChildRuns, Idempotency
             if run is None:
                 return None
             changes = transitions.reset(run_id, self._control(run), now=now, grace=grace,
-                                        args=args, kwargs=kwargs)
+                                        args=args, kwargs=kwargs, version=version)
             steps = self._steps[run_id]
             for pos in list(steps):
                 if not transitions.keeps_step(steps[pos].status, from_start=from_start):
                     del steps[pos]
             self._apply(run, changes)
             self._note(run_id, HistoryEntry("retry", now, detail=transitions.reset_note(
-                from_start=from_start, new_args=args is not None or kwargs is not None)))
+                from_start=from_start, new_args=args is not None or kwargs is not None,
+                version=version)))
             return self._snapshot(run)
 
     # -- run history -------------------------------------------------------------

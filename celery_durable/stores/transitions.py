@@ -121,7 +121,8 @@ def claim_due(control: Control | None, *, now: float, grace: float,
 
 
 def reset(run_id: str, control: Control, *, now: float, grace: float,
-          args: str | None = None, kwargs: str | None = None) -> Changes:
+          args: str | None = None, kwargs: str | None = None,
+          version: str | None = None) -> Changes:
     """Make a FAILED or CANCELLED run PENDING again. (See ``CheckpointStore.reset_run``.)
 
     Raises :class:`~celery_durable.errors.InvalidRunStateError` for any other
@@ -138,6 +139,8 @@ def reset(run_id: str, control: Control, *, now: float, grace: float,
         changes["args"] = args
     if kwargs is not None:
         changes["kwargs"] = kwargs
+    if version is not None:
+        changes["version"] = version
     return changes
 
 
@@ -161,11 +164,12 @@ def recovery(control: Control, changes: Changes, *, now: float,
                                                 f"expired); {then}")
 
 
-def reset_note(*, from_start: bool, new_args: bool = False) -> str:
+def reset_note(*, from_start: bool, new_args: bool = False, version: str | None = None) -> str:
     """The history text of a ``reset_run``."""
     note = ("retried from the start (every checkpoint dropped)" if from_start
             else "retried from the failed step (completed steps kept)")
-    return note + (", with new arguments" if new_args else "")
+    return (note + (", with new arguments" if new_args else "")
+            + (f", under code version {version}" if version is not None else ""))
 
 
 def wake_note(status: RunStatus) -> str:

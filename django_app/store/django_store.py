@@ -354,14 +354,15 @@ class DjangoStore(HistoryMixin, ControlsMixin, WaitsMixin, CheckpointStore, Wait
 
     @db_call
     def reset_run(self, run_id: str, *, from_start: bool, args: str | None = None,
-                  kwargs: str | None = None, grace: float = 300.0) -> RunRecord | None:
+                  kwargs: str | None = None, grace: float = 300.0,
+                  version: str | None = None) -> RunRecord | None:
         """See :meth:`CheckpointStore.reset_run`."""
         with transaction.atomic(using=self.using):
             run = self._locked(run_id)
             if run is None:
                 return None
             changes = transitions.reset(run_id, _control(run), now=run.store_now, grace=grace,
-                                        args=args, kwargs=kwargs)
+                                        args=args, kwargs=kwargs, version=version)
             steps = self._steps(run_id)
             if not from_start:  # transitions.keeps_step: successes survive
                 steps = steps.exclude(status=StepStatus.SUCCEEDED.value)
@@ -372,7 +373,8 @@ class DjangoStore(HistoryMixin, ControlsMixin, WaitsMixin, CheckpointStore, Wait
             run.attempts = last.attempts if last else 0
             self._save(run, changes, "expires_at", "current_step", "attempts")
             self._note(run_id, HistoryEntry("retry", run.store_now, detail=transitions.reset_note(
-                from_start=from_start, new_args=args is not None or kwargs is not None)))
+                from_start=from_start, new_args=args is not None or kwargs is not None,
+                version=version)))
             return self._snapshot(run)
 
     # -- cancel (see CheckpointStore.cancel) and purging ---------------------------------

@@ -12,7 +12,7 @@ import pytest
 
 from celery_durable import InvalidRunStateError
 from celery_durable.records import ErrorInfo, RunStatus, StepRecord, StepStatus
-from celery_durable.stores.base import CheckpointStore
+from celery_durable.stores.base import CheckpointStore, RunHistory, run_history_of
 
 TTL = 0.2      # a lease short enough to expire within a test
 EXPIRED = 0.35  # sleep this long to be sure a TTL lease (or a due time) passed
@@ -525,6 +525,27 @@ def test_reset_from_the_failed_step_keeps_completed_checkpoints(store: Checkpoin
     assert again.outcome == "acquired" and again.token > token
     assert [s.key for s in again.steps] == ["s0#0", "s1#0"]
     assert not store.save_step(run_id, token, succeeded(2))
+
+
+def test_reset_under_another_version_moves_the_run_to_it(store: CheckpointStore) -> None:
+    """A retry with the current code records the new code version: the run is listed under
+    it (and no longer under the old one), its history says so, its steps are kept."""
+    run_id = new_id()
+    b = store.begin(run_id, task="tasks.versioned", args="[]", kwargs="{}", options={},
+                    owner="host:1:1", lease_ttl=30.0, version="v1")
+    assert store.save_step(run_id, b.token, succeeded(0))
+    assert store.finish(run_id, b.token, status=RunStatus.FAILED,
+                        error=ErrorInfo("NonDeterministicStepError", "diverged"))
+    run = store.reset_run(run_id, from_start=False, version="v2")
+    assert run is not None and run.version == "v2" and [s.key for s in run.steps] == ["s0#0"]
+    assert [r.id for r in store.list_runs(version="v2", task="tasks.versioned")] == [run_id]
+    assert run_id not in [r.id for r in store.list_runs(version="v1", task="tasks.versioned")]
+    if store.supports(RunHistory):
+        notes = [e.detail for e in run_history_of(store).history(run_id) if e.kind == "retry"]
+        assert notes and notes[-1].endswith("under code version v2")
+    kept = store.reset_run(run_id, from_start=False) if store.finish(
+        run_id, begin(store, run_id).token, status=RunStatus.FAILED) else None
+    assert kept is not None and kept.version == "v2"  # no version given: it stays
 
 
 def test_reset_from_start_drops_every_checkpoint(store: CheckpointStore) -> None:

@@ -172,3 +172,88 @@ def test_check_replay_exits_non_zero_on_a_divergence_and_zero_when_compatible() 
     assert bad.exit_code == 1
     assert "0 compatible, 1 diverge" in bad.output
     assert "recorded: reserve#0, >>flaky#0<<" in bad.output
+
+
+@step(max_attempts=3, backoff=0)
+def stuck(n: int) -> int:
+    raise ConnectionError("down")
+
+
+@durable_task(app=app, name="history.stuck")
+def stuck_order(n: int) -> list[Any]:
+    """In flight forever (its last step is retried): two code paths, one that raises."""
+    first = reserve(n)
+    if code["version"] == "v2-raises" and n == 2:
+        raise KeyError("no such customer")
+    return [first, stuck(n)]
+
+
+def deliver(task: Any, run_id: str, *args: Any) -> None:
+    """One delivery of ``run_id`` (a worker's request), whatever it ends with."""
+    task.push_request(id=run_id, is_eager=False, called_directly=False, delivery_info={},
+                      retries=0, hostname="unit@test")
+    try:
+        task(*args)
+    except (Retry, Ignore, NonDeterministicStepError):
+        pass
+    finally:
+        task.pop_request()
+
+
+def test_check_replay_reports_a_run_it_cannot_replay_and_goes_on_with_the_others() -> None:
+    for n in (1, 2):
+        deliver(stuck_order, str(uuid.uuid4()), n)
+    code["version"] = "v2-raises"
+    out = CliRunner().invoke(durable, ["check-replay", "--task", "history.stuck"],
+                             obj=SimpleNamespace(app=app))
+    assert out.exit_code == 1
+    assert "1 compatible, 0 diverge, 1 could not be replayed." in out.output
+    assert "could not be replayed: KeyError: 'no such customer'" in out.output
+
+
+def test_retry_with_current_code_refuses_diverging_code_then_resumes_patched_code() -> None:
+    """A run dead-lettered by NonDeterministicStepError: retrying it with code that still
+    diverges changes nothing; once the code is patched it resumes in place, steps kept,
+    under the current code version."""
+    from celery_durable import get_run, retry_with_current_code
+
+    run_id = str(uuid.uuid4())
+    charge_fails = {"on": True}
+
+    @step(max_attempts=5, backoff=0)
+    def settle(n: int) -> int:
+        if charge_fails["on"]:
+            raise ConnectionError("bank down")
+        return n
+
+    @durable_task(app=app, name="history.fixable")
+    def fixable(n: int) -> list[int]:
+        out = [reserve(n)]
+        if code["version"] == "v2-unsafe":
+            out.append(reserve(n + 1))
+        if code["version"] == "v2-patched" and patched("second-reserve"):
+            out.append(reserve(n + 1))
+        return [*out, settle(n)]
+
+    fixable.version = "v1"
+    deliver(fixable, run_id, 3)  # v1: reserve done, settle being retried
+    code["version"], fixable.version = "v2-unsafe", "v2"
+    deliver(fixable, run_id, 3)  # v2 without patched(): dead-lettered
+    dead = get_run(run_id, app=app)
+    assert dead.status == "FAILED" and dead.error is not None
+    assert dead.error.type.endswith("NonDeterministicStepError")
+    with pytest.raises(NonDeterministicStepError, match="reserve#1"):
+        retry_with_current_code(run_id, app=app)
+    assert get_run(run_id, app=app).status == "FAILED"  # nothing changed
+    code["version"] = "v2-patched"
+    retry_with_current_code(run_id, app=app)
+    again = get_run(run_id, app=app)
+    assert again.status == "PENDING" and again.version == "v2"
+    assert [s.key for s in again.steps] == ["reserve#0"]
+    charge_fails["on"] = False
+    deliver(fixable, run_id, 3)
+    done = get_run(run_id, app=app)
+    # Past its recorded history (settle never succeeded) the run takes the new path.
+    assert done.status == "SUCCEEDED" and done.result == [3, 4, 3]
+    assert [s.key for s in done.steps] == ["reserve#0", "patched:second-reserve#0",
+                                            "reserve#1", "settle#0"]

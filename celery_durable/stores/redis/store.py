@@ -355,11 +355,13 @@ class RedisStore(RedisControls, RedisRunRecords, CheckpointStore, Waits, ChildRu
         return Claim(action, run)
 
     def reset_run(self, run_id: str, *, from_start: bool, args: str | None = None,
-                  kwargs: str | None = None, grace: float = 300.0) -> RunRecord | None:
+                  kwargs: str | None = None, grace: float = 300.0,
+                  version: str | None = None) -> RunRecord | None:
         """See :meth:`CheckpointStore.reset_run`."""
-        note = reset_note(from_start=from_start, new_args=args is not None or kwargs is not None)
+        note = reset_note(from_start=from_start, new_args=args is not None or kwargs is not None,
+                          version=version)
         reply = self._scripts["RESET"](keys=list(self.run_keys(run_id)), args=[
-            "1" if from_start else "0", args or "", kwargs or "", grace, note])
+            "1" if from_start else "0", args or "", kwargs or "", grace, note, version or ""])
         action = text(reply[0])
         if action == "missing":
             return None
@@ -368,6 +370,13 @@ class RedisStore(RedisControls, RedisRunRecords, CheckpointStore, Waits, ChildRu
                                        "cancelled", run_id=run_id)
         run = parse_run(run_id, reply[1])
         self.client.zadd(self._due_key, {run_id: self.clock() + grace})
+        was = text(reply[2])
+        if version is not None and version != was:  # listed under its new version
+            pipe = self.client.pipeline(transaction=False)
+            if was:
+                pipe.zrem(self.index_key("ver", was), run_id)
+            pipe.zadd(self.index_key("ver", version), {run_id: run.created_at or 0.0})
+            pipe.execute()
         return run
 
     def close(self) -> None:

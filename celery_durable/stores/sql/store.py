@@ -392,14 +392,16 @@ class SqlStore(HistoryMixin, ControlsMixin, WaitsMixin, CheckpointStore, Waits, 
             return [rowcodec.run_record(dict(row)) for row in conn.execute(query).mappings()]
 
     def reset_run(self, run_id: str, *, from_start: bool, args: str | None = None,
-                  kwargs: str | None = None, grace: float = 300.0) -> RunRecord | None:
+                  kwargs: str | None = None, grace: float = 300.0,
+                  version: str | None = None) -> RunRecord | None:
         """See :meth:`CheckpointStore.reset_run`."""
         with self.engine.begin() as conn:
             row = self._locked(conn, run_id)
             if row is None:
                 return None
             changes = transitions.reset(run_id, rowcodec.control(row), now=row["store_now"],
-                                        grace=grace, args=args, kwargs=kwargs)
+                                        grace=grace, args=args, kwargs=kwargs,
+                                        version=version)
             gone = delete(steps).where(steps.c.run_id == run_id)
             if not from_start:  # transitions.keeps_step: successes survive
                 gone = gone.where(steps.c.status != StepStatus.SUCCEEDED.value)
@@ -411,7 +413,8 @@ class SqlStore(HistoryMixin, ControlsMixin, WaitsMixin, CheckpointStore, Waits, 
                         attempts=last[1])
             self._note(conn, run_id, HistoryEntry(
                 "retry", row["store_now"], detail=transitions.reset_note(
-                    from_start=from_start, new_args=args is not None or kwargs is not None)))
+                    from_start=from_start, new_args=args is not None or kwargs is not None,
+                    version=version)))
             return self._snapshot(conn, row)
 
     def cancel(self, run_id: str, *, create_missing: bool = False) -> RunRecord | None:

@@ -1,6 +1,7 @@
 -- uses: now history
 -- KEYS[1] run hash, KEYS[2] its history, KEYS[3] its metadata. ARGV: from_start ('1'/'0'),
--- args ('' = keep), kwargs ('' = keep), grace, the history note
+-- args ('' = keep), kwargs ('' = keep), grace, the history note, version ('' = keep).
+-- Replies {'ok', the run hash, the version it had}.
 local h = KEYS[1]
 local status = redis.call('HGET', h, 'status')
 if not status then return {'missing'} end
@@ -19,6 +20,8 @@ for _, f in ipairs(fields) do
 end
 if ARGV[2] ~= '' then redis.call('HSET', h, 'args', ARGV[2]) end
 if ARGV[3] ~= '' then redis.call('HSET', h, 'kwargs', ARGV[3]) end
+local was = redis.call('HGET', h, 'ver') or ''
+if ARGV[6] ~= '' then redis.call('HSET', h, 'ver', ARGV[6]) end
 redis.call('PERSIST', h)
 redis.call('PERSIST', KEYS[2])
 redis.call('PERSIST', KEYS[3])
@@ -27,4 +30,4 @@ redis.call('HINCRBY', h, 'token', 1)
 redis.call('HSET', h, 'status', 'PENDING', 'error', '', 'fstep', '', 'result', '',
            'rec', '0', 'finished', '', 'nb', '', 'owner', '', 'lease', '',
            'due', tostring(now + tonumber(ARGV[4])), 'updated', tostring(now))
-return {'ok', redis.call('HGETALL', h)}
+return {'ok', redis.call('HGETALL', h), was}
