@@ -35,6 +35,7 @@ from .errors import (
     StoreUnavailableError,
     WorkerLostError,
 )
+from .ops.history_replay import ReplayResult, check_current_code
 from .ops.inspection import Attempt, RunInfo, StepInfo, WaitState, get_run, list_runs
 from .ops.replay import replay_run, retry_run, retry_with_current_code
 from .ops.retention import purge_runs
@@ -82,6 +83,8 @@ __all__ = [  # noqa: RUF022 - grouped by purpose
     "list_runs",
     "retry_run",
     "retry_with_current_code",
+    "check_current_code",
+    "ReplayResult",
     "replay_run",
     "cancel_run",
     # operating runs: signals, logs per step, retention

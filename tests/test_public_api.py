@@ -17,6 +17,7 @@ EXPECTED_ALL = {
     "sleep", "sleep_until", "wait_for_event", "send_event", "wake_run",
     "call", "gather", "map",
     "RunInfo", "RunStatus", "StepInfo", "StepStatus", "get_run", "list_runs", "retry_run",
+    "retry_with_current_code", "check_current_code", "ReplayResult",
     "replay_run", "Attempt", "WaitState", "set_metadata", "update_metadata", "cancel_run",
     "signals", "StepLogFilter", "step_logger", "purge_runs",
     "CheckpointTooLargeError", "ChildCancelledError", "ChildRunError", "DurableError",

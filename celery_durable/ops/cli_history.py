@@ -22,6 +22,7 @@ from ..stores import get_store
 from .cli_support import app_of as _app
 from .cli_support import clean_errors as _errors
 from .history_doc import export_run
+from .history_replay import check_current_code
 from .history_replay import replay as replay_history
 from .inspection import select_runs, statuses
 
@@ -70,16 +71,30 @@ def _sample(app: Celery, task: str, wanted: Sequence[str], limit: int) -> list[R
 
 
 @click.command(name="check-replay")
-@click.option("--task", "task_name", required=True, help="The task whose runs to replay.")
+@click.argument("run_id", required=False)
+@click.option("--task", "task_name", help="The task whose in-flight runs to replay.")
 @click.option("--limit", default=100, show_default=True, help="How many in-flight runs.")
 @click.pass_context
-def check_replay(ctx: click.Context, task_name: str, limit: int) -> None:
-    """Replay this code against the task's in-flight runs; exit 1 on any divergence.
+def check_replay(ctx: click.Context, run_id: str | None, task_name: str | None,
+                 limit: int) -> None:
+    """Replay this code against the task's in-flight runs (or one run, in any state);
+    exit 1 on any divergence.
 
     Reads the runs from the store and writes nothing; no step is called. Run it in a
     deploy pipeline with the new code before switching workers to it.
     """
     app = _app(ctx)
+    if run_id is not None:
+        if task_name is not None:
+            raise click.UsageError("give a RUN_ID or --task, not both")
+        with _errors():
+            result = check_current_code(run_id, app=app)
+        click.echo(f"Run {run_id} replays on this code: "
+                   + ("it finishes." if result.finished else f"{result.replayed} recorded "
+                      f"position(s), then {result.ended_at}."))
+        return
+    if task_name is None:
+        raise click.UsageError("give a RUN_ID or --task NAME")
     task = app.tasks.get(task_name)
     if task is None:
         raise click.UsageError(f"no task {task_name!r} in this app")

@@ -101,7 +101,7 @@ def replay(task: Any, history: History | str | Path | Mapping[str, Any]) -> Repl
     return ReplayResult(True, result=result, replayed=ctx.position)
 
 
-def replay_stored_run(run_id: str, *, app: Celery | None = None) -> ReplayResult:
+def check_current_code(run_id: str, *, app: Celery | None = None) -> ReplayResult:
     """Replay this process's code of run ``run_id``'s task against the run's history in
     the store (reading only; no step is called). ``NonDeterministicStepError`` shows both
     sequences when the code no longer replays it; ``LookupError`` if the task is not
@@ -115,4 +115,4 @@ def replay_stored_run(run_id: str, *, app: Celery | None = None) -> ReplayResult
     return replay(task, doc)
 
 
-__all__ = ["ReplayResult", "replay", "replay_stored_run"]
+__all__ = ["ReplayResult", "check_current_code", "replay"]

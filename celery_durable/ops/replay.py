@@ -30,7 +30,7 @@ from ..records import NewRun, RunRecord, StepRecord, StepStatus
 from ..serialization import decode, encode, get_serializer
 from ..stores import get_store
 from ..stores.base import RunHistory, idempotency_keys_of, run_history_of
-from .history_replay import replay_stored_run
+from .history_replay import check_current_code
 
 #: ``from_step`` values that are not a step key.
 FROM_START, FROM_FAILED = "start", "failed"
@@ -172,7 +172,7 @@ def retry_with_current_code(run_id: str, *, app: Celery | None = None) -> AsyncR
     version (so ``durable_pin_version`` sends it to the current version's workers).
     """
     app = app_or_current(app)
-    replay_stored_run(run_id, app=app)
+    check_current_code(run_id, app=app)
     original = _original(app, run_id)
     run = get_store(app).reset_run(run_id, from_start=False,
                                    grace=float(settings_for(app).requeue_grace),

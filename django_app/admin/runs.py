@@ -30,7 +30,7 @@ from celery_durable.redact import redact_json_text, redact_text, unredact
 from celery_durable.stores import get_store
 
 from ..models import DeadLetter, Run
-from . import actions, live, run_steps, wait_actions, waterfall
+from . import actions, code_check, live, run_steps, wait_actions, waterfall
 from .changelist import (
     CappedPaginator,
     ProbingQuerySet,
@@ -86,7 +86,7 @@ class RunAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER
     paginator = CappedPaginator
-    actions = actions.ACTIONS + wait_actions.ACTIONS
+    actions = actions.ACTIONS + code_check.ACTIONS + wait_actions.ACTIONS
     change_form_template = "admin/celery_durable/run/change_form.html"
     fieldsets = (
         (None, {"fields": ("id", "task", "status_display", "idempotency_key", "tags_display",
@@ -332,13 +332,17 @@ class RunAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         if obj is not None:
             allowed = self.get_actions(request)
             retriable = obj.status in actions.RETRIABLE
+            checked = code_check.check(obj) if code_check.diverged(obj) else None
             context.update(
+                code_check=checked,
                 **self.steps_context(obj), next_url=self.run_page_url(obj),
                 live_url=(None if live.finished(obj) else reverse(
                     f"{self.admin_site.name}:{self._url_name('live')}", args=[obj.pk])),
                 changelist_url=reverse(f"{self.admin_site.name}:{self._url_name('changelist')}"),
                 buttons=[(name, label) for name, label, ok in (
                     ("retry_from_failed_step", "Retry from failed step", retriable),
+                    ("retry_with_the_current_code", "Retry with the current code",
+                     checked is not None and checked.compatible),
                     ("restart_from_scratch", "Restart from scratch", retriable),
                     ("cancel_runs", "Cancel",
                      obj.status not in (RunStatus.SUCCEEDED.value, RunStatus.CANCELLED.value,

@@ -284,3 +284,56 @@ def test_waterfall_tag_filter_waits_and_a_confirmed_bulk_cancel_at_1400_px(
     driver.find_element(By.ID, "cd-confirm").click()
     wait_for(lambda: Run.objects.get(pk=napping.id).status == "CANCELLED", 10, 0.1,
              "the run to be cancelled")
+
+
+def test_a_diverged_run_shows_both_sequences_and_is_retried_with_the_patched_code(
+        django_worker, live_server, browser, tag, make_user):
+    """A run waiting for an event is dead-lettered by NonDeterministicStepError when the
+    code inserts a step before its wait. Its page shows the recorded steps beside the
+    current code's, the difference marked, and offers no retry with that code; once the
+    change is behind patched() the page says the code replays the run and "Retry with the
+    current code" resumes it from its failed position: no completed step runs again."""
+    from django_project.celery import app
+    from django_project.tasks import _counters, dispatch
+    from selenium.webdriver.common.by import By
+
+    from celery_durable import send_event
+    from celery_durable_django.models import Run
+
+    def status() -> str | None:
+        return Run.objects.filter(pk=run_id).values_list("status", flat=True).first()
+
+    _counters.set(f"{tag}:code", "v1")
+    run_id = dispatch.delay(tag).id
+    wait_for(lambda: status() == "WAITING", 30, 0.1, "the run to wait")
+    _counters.set(f"{tag}:code", "v2-unsafe")  # the deploy that forgot patched()
+    send_event("shipped", key=tag, app=app)
+    wait_for(lambda: status() == "FAILED", 30, 0.1, "the run to be dead-lettered")
+
+    driver = browser
+    login(driver, live_server, make_user("retry_run"),
+          f"/admin/celery_durable/run/{run_id}/change/")
+    panel = driver.find_element(By.ID, "cd-code-check")
+    assert "The current code still diverges at position 1" in panel.text
+    differs = driver.find_element(By.CSS_SELECTOR, "#cd-code-check tr.cd-differs").text
+    assert "wait_for_event:shipped#0" in differs and "note#1" in differs
+    assert not driver.find_elements(By.ID, "cd-retry_with_the_current_code")
+    shot(driver, "admin-run-diverged")
+
+    _counters.set(f"{tag}:code", "v2-patched")  # the fix: the check behind patched()
+    driver.refresh()
+    wait_for(lambda: "replays this run's recorded steps" in
+             driver.find_element(By.ID, "cd-code-check").text, 10, 0.1, "the check to pass")
+    assert not driver.find_elements(By.CSS_SELECTOR, "#cd-code-check tr.cd-differs")
+    driver.find_element(By.ID, "cd-retry_with_the_current_code").click()
+    wait_for(lambda: driver.find_elements(By.ID, "cd-confirm"), 10, 0.1, "the confirmation")
+    assert "Retry 1 run with the current code?" in driver.page_source
+    driver.find_element(By.ID, "cd-confirm").click()
+    wait_for(lambda: "re-triggered with the current code" in driver.page_source, 10, 0.1,
+             "the report")
+    wait_for(lambda: status() == "SUCCEEDED", 30, 0.1, "the run to succeed")
+    run = Run.objects.get(pk=run_id)
+    assert json.loads(run.result) == ["packed", "labelled"]  # v1's path: no fraud check
+    assert int(_counters.get(f"{tag}:note")) == 2  # packed once, labelled once
+    assert list(run.steps.order_by("position").values_list("key", flat=True)) == [
+        "note#0", "wait_for_event:shipped#0", "note#1"]

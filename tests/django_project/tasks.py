@@ -8,7 +8,15 @@ import time
 
 import redis
 
-from celery_durable import PermanentError, durable_task, gather, sleep, step, wait_for_event
+from celery_durable import (
+    PermanentError,
+    durable_task,
+    gather,
+    patched,
+    sleep,
+    step,
+    wait_for_event,
+)
 
 from .celery import app
 
@@ -146,3 +154,16 @@ def fetch_then_nap(tag: str, seconds: float) -> str:
     flaky_fetch(tag)
     sleep(seconds)
     return note(tag, "after the nap")
+
+
+@durable_task(app=app)
+def dispatch(tag: str) -> list[str]:
+    """Pack, wait for ``shipped``, label. Which code is "deployed" is the Redis key
+    ``{tag}:code`` (read by the worker and the admin alike, as a deploy would change both):
+    ``v2-unsafe`` inserts a fraud check before the wait, ``v2-patched`` behind patched()."""
+    code = (_counters.get(f"{tag}:code") or b"v1").decode()
+    done = [note(tag, "packed")]
+    if code == "v2-unsafe" or (code == "v2-patched" and patched("fraud-check")):
+        done.append(note(tag, "fraud checked"))
+    wait_for_event("shipped", key=tag)
+    return [*done, note(tag, "labelled")]

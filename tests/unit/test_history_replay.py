@@ -245,7 +245,13 @@ def test_retry_with_current_code_refuses_diverging_code_then_resumes_patched_cod
     with pytest.raises(NonDeterministicStepError, match="reserve#1"):
         retry_with_current_code(run_id, app=app)
     assert get_run(run_id, app=app).status == "FAILED"  # nothing changed
+    runner, obj = CliRunner(), SimpleNamespace(app=app)
+    still = runner.invoke(durable, ["check-replay", run_id], obj=obj)
+    assert still.exit_code == 1 and ">>reserve#1<<" in still.output
     code["version"] = "v2-patched"
+    fixed = runner.invoke(durable, ["check-replay", run_id], obj=obj)
+    assert fixed.exit_code == 0, fixed.output
+    assert f"Run {run_id} replays on this code: 1 recorded position(s), then" in fixed.output
     retry_with_current_code(run_id, app=app)
     again = get_run(run_id, app=app)
     assert again.status == "PENDING" and again.version == "v2"
