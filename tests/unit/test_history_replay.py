@@ -263,3 +263,26 @@ def test_retry_with_current_code_refuses_diverging_code_then_resumes_patched_cod
     assert done.status == "SUCCEEDED" and done.result == [3, 4, 3]
     assert [s.key for s in done.steps] == ["reserve#0", "patched:second-reserve#0",
                                             "reserve#1", "settle#0"]
+
+
+def test_a_history_replays_under_pdb_with_its_recorded_values(tmp_path: Path) -> None:
+    """A breakpoint in the task body stops there during ``replay`` and shows the values the
+    run recorded (the exported production run, stepped through locally)."""
+    import inspect
+    import io
+    import pdb
+
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(export_run(run_to_the_end(7), app=app)))
+    before = dict(calls)
+    source, first = inspect.getsourcelines(order.run)
+    line = first + next(i for i, text in enumerate(source) if "out.append(charge(n))" in text)
+    out = io.StringIO()
+    debugger = pdb.Pdb(stdin=io.StringIO("continue\np out\ncontinue\n"), stdout=out,
+                       nosigint=True)  # (runcall stops at replay()'s first line)
+    debugger.use_rawinput = False
+    debugger.set_break(inspect.getsourcefile(order.run), line)
+    result = debugger.runcall(replay, order, path)
+    assert f"test_history_replay.py({line})order()" in out.getvalue()  # stopped there
+    assert "(Pdb) [7]" in out.getvalue()  # and saw the recorded value of reserve()
+    assert result.result == [7, 70] and dict(calls) == before  # recorded values, no step ran
