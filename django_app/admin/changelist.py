@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
+from collections.abc import Mapping
 from typing import Any
 
 from django.contrib import admin
@@ -115,6 +117,48 @@ class CappedPaginator(Paginator):
         # Counted from the end: the reversed ordering's first rows, put back in order.
         rows = list(self.object_list.reverse()[self.count - top:self.count - bottom])[::-1]
         return self._get_page(rows, number, self)
+
+
+#: What a run id prefix looks like (at least 4 characters of an id): searched by the index.
+ID_PREFIX = re.compile(r"[0-9A-Za-z][0-9A-Za-z_.:-]{3,}")
+
+
+def indexed_search(queryset: QuerySet[Any], term: str) -> QuerySet[Any] | None:
+    """The runs ``term`` names by an index: an exact run id or idempotency key, else runs
+    whose id starts with it (the primary key's index and, on PostgreSQL, its ``LIKE``
+    index); None when it names none (then it is text to find in the arguments)."""
+    exact = queryset.filter(pk=term) | queryset.filter(idempotency_key=term)
+    if exact.exists():
+        return exact
+    if ID_PREFIX.fullmatch(term):
+        # MySQL/MariaDB: a binary LIKE (startswith) cannot use the primary key
+        # under its case-insensitive collation; a plain LIKE (istartswith) can.
+        mysql = connections[queryset.db].vendor == "mysql"
+        prefix = queryset.filter(**{"pk__istartswith" if mysql else "pk__startswith": term})
+        if prefix.exists():
+            return prefix
+    return None
+
+
+#: How many of the newest runs a search in the arguments reads when no date range is set.
+SEARCH_WINDOW = 100_000
+#: List parameters that bound the rows by date (a date range or the date hierarchy).
+_DATED = ("created_at__", "finished_at__")
+
+
+def searched_window(queryset: QuerySet[Any], params: Mapping[str, Any],
+                    size: int = SEARCH_WINDOW) -> QuerySet[Any] | None:
+    """``queryset`` cut to its newest ``size`` runs, for a text search that reads rows; None
+    when it has no more than that, or the list is bounded by a date already.
+
+    One index read (``OFFSET size - 1`` on ``created_at``) finds the cut-off, so a
+    search in the arguments costs the same at a million runs as at a hundred thousand.
+    """
+    if any(name.startswith(_DATED) for name in params):
+        return None
+    cutoff = list(queryset.order_by("-created_at").values_list("created_at", flat=True)
+                  [size - 1:size])
+    return queryset.filter(created_at__gte=cutoff[0]) if cutoff else None
 
 
 def estimated_rows(qs: QuerySet[Any]) -> int | None:

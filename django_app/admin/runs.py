@@ -8,14 +8,12 @@ through ``format_html`` and template autoescaping only.
 from __future__ import annotations
 
 import json
-import re
 import time
 from typing import Any
 
 from django.apps import apps
 from django.contrib import admin, messages
 from django.contrib.admin.views.main import PAGE_VAR
-from django.db import connections
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -32,6 +30,7 @@ from celery_durable.stores import get_store
 from ..models import DeadLetter, Run
 from . import actions, code_check, live, run_steps, wait_actions, waterfall
 from .changelist import (
+    SEARCH_WINDOW,
     CappedPaginator,
     ProbingQuerySet,
     StatusFilter,
@@ -39,8 +38,10 @@ from .changelist import (
     format_duration,
     format_moment,
     from_epoch,
+    indexed_search,
     pre,
     pretty_json,
+    searched_window,
     short_name,
     status_badge,
 )
@@ -48,8 +49,6 @@ from .forms import ReplayForm
 from .labels import TagFilter, VersionFilter, attempts_text, tags_html
 from .ranges import DateRangeFilter
 
-#: What a run id prefix looks like (at least 4 characters of an id): searched by the index.
-ID_PREFIX = re.compile(r"[0-9A-Za-z][0-9A-Za-z_.:-]{3,}")
 _STATUSES = {status.value: status for status in RunStatus}
 _FINISHED = {value for value, status in _STATUSES.items() if status.finished}
 
@@ -78,9 +77,12 @@ class RunAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                    ("created_at", DateRangeFilter), ("finished_at", DateRangeFilter))
     search_fields = ("args", "kwargs")
     search_help_text = ("A run id or its first characters, or an idempotency key (index "
-                        "lookups, instant); else text in the arguments (scans the table).")
+                        "lookups, instant); else text in the arguments of the newest "
+                        f"{SEARCH_WINDOW:,} runs (or of the creation date range chosen).")
     date_hierarchy = "created_at"
     ordering = ("-created_at", "-id")
+    #: How many of the newest runs a text search reads without a date range (bounded cost).
+    search_window = SEARCH_WINDOW
     list_per_page = 50
     list_max_show_all = 500
     show_full_result_count = False
@@ -182,17 +184,15 @@ class RunAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         the primary key's index and, on PostgreSQL, its ``LIKE`` index); else the arguments."""
         term = search_term.strip()
         if term:
-            exact = queryset.filter(pk=term) | queryset.filter(idempotency_key=term)
-            if exact.exists():
-                return exact, False
-            if ID_PREFIX.fullmatch(term):
-                # MySQL/MariaDB: a binary LIKE (startswith) cannot use the primary key
-                # under its case-insensitive collation; a plain LIKE (istartswith) can.
-                mysql = connections[queryset.db].vendor == "mysql"
-                prefix = queryset.filter(**{"pk__istartswith" if mysql else
-                                            "pk__startswith": term})
-                if prefix.exists():
-                    return prefix, False
+            found = indexed_search(queryset, term)
+            if found is not None:
+                return found, False
+            window = searched_window(queryset, request.GET, self.search_window)
+            if window is not None:
+                messages.info(request, f"Searched the arguments of the newest "
+                              f"{self.search_window:,} runs. Choose a creation date range "
+                              "to search older ones.")
+                queryset = window
         return super().get_search_results(request, queryset, search_term)
 
     def changelist_view(self, request: HttpRequest,

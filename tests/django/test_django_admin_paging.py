@@ -186,3 +186,23 @@ def test_without_a_planner_estimate_the_count_says_more_than_the_cap(monkeypatch
     back = CappedPaginator(runs, 5, wanted_page=6)
     assert back.count_text == "30" and not back.estimated
     assert [r.id for r in back.page(6).object_list] == [f"run-{i:03d}" for i in range(25, 30)]
+
+
+def test_a_search_in_the_arguments_reads_the_newest_runs_unless_a_date_range_is_set(
+        monkeypatch, make_user, client_for):
+    """Text in the arguments is searched among the newest ``search_window`` runs (one index
+    read finds where they start), saying so; a creation date range searches all of it."""
+    from celery_durable_django.admin.runs import RunAdmin
+    from celery_durable_django.models import Run
+
+    monkeypatch.setattr(RunAdmin, "search_window", 3)
+    ids = _many("SUCCEEDED", 6)  # newest first
+    Run.objects.filter(pk__in=ids).update(args='["needle"]')
+    client = client_for(make_user())
+    page = client.get(RUNS, {"q": "needle"}).content.decode()
+    assert _ids(page) == ids[:3]
+    assert "Searched the arguments of the newest 3 runs." in page
+    since = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)).strftime("%Y-%m-%d %H:%M")
+    page = client.get(RUNS, {"q": "needle", "created_at__gte": since}).content.decode()
+    assert _ids(page) == ids and "Searched the arguments of the newest" not in page
+    assert _ids(client.get(RUNS, {"q": "haystack"}).content.decode()) == []
