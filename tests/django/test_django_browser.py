@@ -20,23 +20,6 @@ PASSWORD = "pw-for-tests"
 
 
 @pytest.fixture(scope="module")
-def live_server(django_pg: None) -> Iterator[str]:
-    """The test project served on 127.0.0.1 by Django's live server thread (static files too)."""
-    from django.contrib.staticfiles.handlers import StaticFilesHandler
-    from django.test.testcases import LiveServerThread
-
-    thread = LiveServerThread("127.0.0.1", StaticFilesHandler, connections_override=None,
-                              port=0)
-    thread.daemon = True
-    thread.start()
-    thread.is_ready.wait(10)
-    if thread.error:
-        raise thread.error
-    yield f"http://127.0.0.1:{thread.port}"
-    thread.terminate()
-
-
-@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     """Headless Chromium driven by chromedriver (skips, or fails under CI, when missing)."""
     yield from chromium()

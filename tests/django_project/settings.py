@@ -89,3 +89,15 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_DURABLE_LEASE_TTL = float(os.environ.get("TEST_LEASE_TTL", "3"))
 CELERY_DURABLE_SWEEP_INTERVAL = 0.2
+
+# celery_durable's webhook endpoints (celery_durable_django.urls, docs/webhooks.md).
+DURABLE_WEBHOOK_SECRETS = {
+    "shipped": ["old-shipped-secret", "shipped-secret"],  # rotated: both verify
+    "approval": {"verifier": "stripe", "secrets": "whsec_test_approval",
+                 "key": "data.object.metadata.doc_id"},  # (POST events/approval: from the body)
+    "github.push": {"verifier": "github", "secrets": "github-secret"},
+    "django_project.tasks.order": "order-trigger-secret",
+    "django_project.tasks.approval": "not-on-the-allow-list",
+    "@status": "status-secret",
+}
+DURABLE_WEBHOOK_TASKS = ["django_project.tasks.order"]
