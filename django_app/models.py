@@ -306,3 +306,33 @@ class ConcurrencySlot(models.Model):
 
     def __str__(self) -> str:
         return f"{self.run_id} in {self.group_id}"
+
+
+class WaitToken(models.Model):
+    """A wait token a run created (``create_wait_token``): pending, completed or expired.
+
+    Times are the database's clock, in epoch seconds; ``payload`` is the first
+    completion's payload (serialized), kept for the admin and for an answer to a
+    second completion.
+    """
+
+    id = models.CharField(primary_key=True, max_length=255)
+    run_id = models.CharField(max_length=255)
+    created_at = models.FloatField()
+    expires_at = models.FloatField(null=True, blank=True)
+    completed_at = models.FloatField(null=True, blank=True)
+    payload = models.TextField(null=True, blank=True)
+    tags = models.JSONField(default=list)
+
+    class Meta:
+        db_table = "celery_durable_wait_token"
+        verbose_name = "wait token"
+        verbose_name_plural = "wait tokens"
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["created_at"], name="cd_token_created_idx"),
+                   models.Index(fields=["run_id", "created_at"], name="cd_token_run_idx")]
+        default_permissions = ("view",)
+        permissions = [("complete_wait_token", "Can complete a wait token with a payload")]
+
+    def __str__(self) -> str:
+        return self.id

@@ -50,6 +50,7 @@ from ..records import (
     StepRecord,
     WaitInfo,
 )
+from .tokens import TokenOutcome, WaitTokenRecord
 
 
 class CheckpointStore(ABC):
@@ -375,6 +376,32 @@ class RunHistory(ABC):
         """Add ``replay_id`` to the ``replayed_as`` of ``original_id``; False if it is gone."""
 
 
+class WaitTokens(ABC):
+    """Capability: wait tokens (``create_wait_token``, ``complete_wait_token``), decided by
+    :func:`celery_durable.stores.tokens.completion` under the store's lock and clock."""
+
+    @abstractmethod
+    def create_wait_token(self, token_id: str, run_id: str, *, timeout: float | None,
+                          tags: Sequence[str] = ()) -> WaitTokenRecord:
+        """Record a pending token of ``run_id`` expiring ``timeout`` s from now by the store's
+        clock (None: never), unless ``token_id`` exists; the stored record."""
+
+    @abstractmethod
+    def complete_wait_token(self, token_id: str,
+                            payload: str) -> tuple[TokenOutcome, WaitTokenRecord | None]:
+        """Atomically: the first completion of a pending, unexpired token records ``payload``
+        and the store's time; the outcome and the record after it (None if unknown)."""
+
+    @abstractmethod
+    def get_wait_token(self, token_id: str) -> WaitTokenRecord | None:
+        """The token (its ``now`` the store's clock), or None."""
+
+    @abstractmethod
+    def list_wait_tokens(self, *, run_id: str | None = None,
+                         limit: int = 100) -> list[WaitTokenRecord]:
+        """Tokens, newest first, optionally of one run."""
+
+
 #: What :meth:`ChildRuns.suspend_children` answers.
 ParkOutcome = Literal["lost", "notice", "parked"]
 
@@ -394,6 +421,7 @@ CAPABILITIES: dict[type, str] = {
     Retention: "purging runs (purge_runs, durable_result_retention)",
     RunHistory: "run history, metadata and replay links (every attempt, set_metadata, "
                 "replay_run)",
+    WaitTokens: "wait tokens (create_wait_token, wait_for_token, complete_wait_token)",
 }
 
 
@@ -441,3 +469,8 @@ def retention_of(store: CheckpointStore) -> Retention:
 def run_history_of(store: CheckpointStore) -> RunHistory:
     """``store`` as :class:`RunHistory`."""
     return cast(RunHistory, _require(store, RunHistory))
+
+
+def wait_tokens_of(store: CheckpointStore) -> WaitTokens:
+    """``store`` as :class:`WaitTokens`."""
+    return cast(WaitTokens, _require(store, WaitTokens))

@@ -25,6 +25,7 @@ from ..records import (
 )
 from . import transitions
 from ._memory_controls import MemoryControls
+from ._memory_tokens import MemoryTokens
 from .base import (
     CheckpointStore,
     ChildRuns,
@@ -33,13 +34,14 @@ from .base import (
     Retention,
     RunHistory,
     Waits,
+    WaitTokens,
 )
 
 _PARKED = (RunStatus.SLEEPING, RunStatus.WAITING)
 
 
-class MemoryStore(MemoryControls, CheckpointStore, Waits, ChildRuns, IdempotencyKeys,
-                  ConcurrencySlots, Retention, RunHistory):
+class MemoryStore(MemoryControls, MemoryTokens, CheckpointStore, Waits, ChildRuns,
+                  IdempotencyKeys, ConcurrencySlots, Retention, RunHistory, WaitTokens):
     """Keeps runs in a dict of this process; lost when the process exits."""
 
     def __init__(self) -> None:
@@ -51,6 +53,7 @@ class MemoryStore(MemoryControls, CheckpointStore, Waits, ChildRuns, Idempotency
         self._metadata: dict[str, dict[str, str]] = {}
         self._lock = threading.RLock()
         self._init_controls()
+        self._init_tokens()
 
     def ping(self) -> None:
         """Always reachable."""

@@ -51,6 +51,7 @@ from celery_durable.stores.base import (
     Retention,
     RunHistory,
     Waits,
+    WaitTokens,
 )
 
 from ..models import HistoryRow, Run, RunTag, Step
@@ -58,6 +59,7 @@ from . import clock, rows
 from ._connection import db_call
 from .controls import ControlsMixin
 from .history import HistoryMixin
+from .tokens import TokensMixin
 from .waits import WaitsMixin
 
 #: Seconds between two purges of expired finished runs (done by ``due_runs``).
@@ -72,8 +74,9 @@ def _control(run: Run) -> transitions.Control:
     return rowcodec.control(vars(run))
 
 
-class DjangoStore(HistoryMixin, ControlsMixin, WaitsMixin, CheckpointStore, Waits, ChildRuns,
-                  IdempotencyKeys, ConcurrencySlots, Retention, RunHistory):
+class DjangoStore(HistoryMixin, ControlsMixin, WaitsMixin, TokensMixin, CheckpointStore, Waits,
+                  ChildRuns, IdempotencyKeys, ConcurrencySlots, Retention, RunHistory,
+                  WaitTokens):
     """Durable runs in the Django database (``using`` names the alias; default: the router's)."""
 
     def __init__(self, using: str | None = None) -> None:

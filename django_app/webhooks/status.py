@@ -20,6 +20,7 @@ def store_now(app: Celery) -> float:
     store = get_store(app)
     clock = getattr(store, "clock", None)
     if callable(clock):
+        store.ping()  # (the Redis store measures the server's clock against ours)
         return float(clock())
     connection = connections[getattr(store, "using", None) or DEFAULT_DB_ALIAS]
     with connection.cursor() as cursor:

@@ -42,6 +42,24 @@ def test_migrate_creates_every_table_once_and_records_the_version(tmp_path: Path
     store.ping()
 
 
+def test_a_version_1_database_migrates_to_version_2_with_its_wait_tokens(
+        tmp_path: Path) -> None:
+    """A database of the first release (no wait tokens table) gets it, and only it."""
+    from sqlalchemy import delete
+
+    from celery_durable.stores.sql.schema import schema, wait_tokens
+
+    store = SqlStore.from_url(f"sqlite:///{tmp_path / 'v1.sqlite3'}")
+    store.migrate()
+    with store.engine.begin() as conn:  # back to what version 1 created
+        wait_tokens.drop(conn)
+        conn.execute(delete(schema).where(schema.c.version == 2))
+    assert store.schema_version() == 1
+    assert store.migrate() == [2]
+    assert inspect(store.engine).has_table("durable_wait_tokens")
+    assert store.schema_version() == 2
+
+
 def _migrate(url: str) -> list[int]:
     return SqlStore.from_url(url).migrate()
 
@@ -51,7 +69,8 @@ def test_concurrent_migrations_apply_each_version_once(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'race.sqlite3'}"
     with multiprocessing.get_context("spawn").Pool(4) as pool:
         applied = pool.map(_migrate, [url] * 4)
-    assert sorted(len(a) for a in applied) == [0, 0, 0, SCHEMA_VERSION]
+    assert sorted(v for versions in applied for v in versions) == list(
+        range(1, SCHEMA_VERSION + 1))  # each version applied by exactly one of them
     assert SqlStore.from_url(url).schema_version() == SCHEMA_VERSION
 
 
@@ -77,7 +96,8 @@ def test_the_migrate_command_creates_the_tables_of_the_result_backend_s_database
     path = tmp_path / "results.sqlite"
     first = _cli(f"db+sqlite:///{path}", "migrate")
     assert first.returncode == 0, first.stderr
-    assert f"Applied schema version(s) {SCHEMA_VERSION}" in first.stdout
+    every = ", ".join(str(v) for v in range(1, SCHEMA_VERSION + 1))
+    assert f"Applied schema version(s) {every}" in first.stdout
     again = _cli(f"db+sqlite:///{path}", "migrate")
     assert again.returncode == 0, again.stderr
     assert f"up to date (schema version {SCHEMA_VERSION})" in again.stdout

@@ -40,4 +40,6 @@ SCRIPTS = {name: source(name.lower()) for name in (
     "CREATE", "CANCEL", "IDEMPOTENCY", "NOTIFY", "SUSPEND_CHILDREN", "ACQUIRE", "RELEASE",
     "RENEW_SLOTS", "PURGE",
     # the operator's record: metadata and replay links
-    "SET_META", "LINK_REPLAY")}
+    "SET_META", "LINK_REPLAY",
+    # wait tokens
+    "CREATE_TOKEN", "COMPLETE_TOKEN")}

@@ -52,6 +52,7 @@ from ..base import (
     Retention,
     RunHistory,
     Waits,
+    WaitTokens,
 )
 from ..transitions import reset_note, wake_note
 from ._codec import (
@@ -65,6 +66,7 @@ from ._codec import (
 from ._scripts import SCRIPTS
 from .controls import RedisControls
 from .listing import RedisRunRecords
+from .tokens import RedisTokens
 
 logger = logging.getLogger(__name__)
 
@@ -77,8 +79,8 @@ except ImportError:  # pragma: no cover - depends on the installed extras
     redis_lib = None
 
 
-class RedisStore(RedisControls, RedisRunRecords, CheckpointStore, Waits, ChildRuns, IdempotencyKeys,
-                 ConcurrencySlots, Retention, RunHistory):
+class RedisStore(RedisControls, RedisRunRecords, RedisTokens, CheckpointStore, Waits, ChildRuns,
+                 IdempotencyKeys, ConcurrencySlots, Retention, RunHistory, WaitTokens):
     """Checkpoints in Redis: a standalone server, or a Redis Cluster (``from_cluster_url``)."""
 
     def __init__(self, client: Any, *, prefix: str = "durable:", fast_lane: bool = True) -> None:

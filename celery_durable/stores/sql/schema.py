@@ -36,7 +36,7 @@ from sqlalchemy.exc import DBAPIError
 from ...records import RunStatus
 
 #: The schema version this code reads and writes.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 metadata = MetaData()
 
@@ -205,6 +205,20 @@ concurrency_slots = Table(
     **_MYSQL,
 )
 
+wait_tokens = Table(  # schema version 2
+    "durable_wait_tokens", metadata,
+    _id(primary_key=True),
+    _id("run_id"),
+    Column("created_at", Double, nullable=False),
+    Column("expires_at", Double),
+    Column("completed_at", Double),
+    Column("payload", LongText),
+    Column("tags", JSON, nullable=False),
+    Index("durable_wait_tokens_created", "created_at"),
+    Index("durable_wait_tokens_run", "run_id", "created_at"),
+    **_MYSQL,
+)
+
 schema = Table(
     "durable_schema", metadata,
     Column("version", Integer, primary_key=True, autoincrement=False),
@@ -227,6 +241,7 @@ def new_run_row(now: float, **fields: Any) -> dict[str, Any]:
 #: The tables every version has; the migration of version N creates or changes what N needs.
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     1: lambda conn: metadata.create_all(conn, checkfirst=True),
+    2: lambda conn: wait_tokens.create(conn, checkfirst=True),  # wait tokens
 }
 
 
@@ -264,4 +279,4 @@ def migrate(engine: Engine) -> list[int]:
 
 __all__ = ["SCHEMA_VERSION", "concurrency_groups", "concurrency_slots", "current_version",
            "events", "history", "idempotency_keys", "mailboxes", "metadata", "migrate",
-           "new_run_row", "runs", "schema", "steps", "tags", "waiters"]
+           "new_run_row", "runs", "schema", "steps", "tags", "wait_tokens", "waiters"]

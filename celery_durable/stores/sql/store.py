@@ -43,6 +43,7 @@ from ..base import (
     Retention,
     RunHistory,
     Waits,
+    WaitTokens,
 )
 from .controls import ControlsMixin
 from .history import HistoryMixin
@@ -59,6 +60,7 @@ from .schema import (
     waiters,
 )
 from .statements import RawStatement, Statements, autocommit_twin, family, make_engine
+from .tokens import TokensMixin
 from .waits import WaitsMixin
 
 #: Seconds between two purges of expired finished runs (done by ``due_runs``).
@@ -68,8 +70,8 @@ PURGE_BATCH = 500
 Row = dict[str, Any]
 
 
-class SqlStore(HistoryMixin, ControlsMixin, WaitsMixin, CheckpointStore, Waits, ChildRuns,
-               IdempotencyKeys, ConcurrencySlots, Retention, RunHistory):
+class SqlStore(HistoryMixin, ControlsMixin, WaitsMixin, TokensMixin, CheckpointStore, Waits,
+               ChildRuns, IdempotencyKeys, ConcurrencySlots, Retention, RunHistory, WaitTokens):
     """Durable runs in a SQL database through a SQLAlchemy engine.
 
     ``create_tables``: create the tables on first use if they are missing
