@@ -16,6 +16,13 @@ from .controls.cancel import cancel_run
 from .controls.children import call, gather, map
 from .controls.deterministic import now, random, uuid4
 from .controls.patching import deprecate_patch, patched
+from .controls.tokens import (
+    TokenCompletion,
+    WaitToken,
+    complete_wait_token,
+    create_wait_token,
+    wait_for_token,
+)
 from .controls.waits import send_event, sleep, sleep_until, wait_for_event, wake_run
 from .engine.metadata import set_metadata, update_metadata
 from .engine.steplogs import StepLogFilter, step_logger
@@ -33,6 +40,10 @@ from .errors import (
     SerializationError,
     StepFailedError,
     StoreUnavailableError,
+    WaitTokenError,
+    WaitTokenExpiredError,
+    WaitTokenNotFoundError,
+    WaitTokenTimeoutError,
     WorkerLostError,
 )
 from .ops.history_replay import ReplayResult, check_current_code
@@ -68,6 +79,11 @@ __all__ = [  # noqa: RUF022 - grouped by purpose
     "wait_for_event",
     "send_event",
     "wake_run",
+    "create_wait_token",
+    "wait_for_token",
+    "complete_wait_token",
+    "WaitToken",
+    "TokenCompletion",
     # child runs
     "call",
     "gather",
@@ -106,4 +122,8 @@ __all__ = [  # noqa: RUF022 - grouped by purpose
     "StepFailedError",
     "StoreUnavailableError",
     "WorkerLostError",
+    "WaitTokenError",
+    "WaitTokenNotFoundError",
+    "WaitTokenExpiredError",
+    "WaitTokenTimeoutError",
 ]

@@ -90,6 +90,9 @@ class DurableSettings:
     #: their versions' queues: only workers of a run's version resume it
     #: (see celery_durable/engine/pinning.py and docs/deploying.md).
     pin_version: bool = False
+    #: Where the project serves ``celery_durable_django.urls`` (``"https://shop.example.com/durable/"``):
+    #: the base of a wait token's ``url`` (None: the relative ``/durable/tokens/<id>``).
+    public_url: str | None = None
 
     @classmethod
     def from_app(cls, app: Celery) -> DurableSettings:

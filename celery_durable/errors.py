@@ -145,3 +145,22 @@ class InvalidRunStateError(DurableError):
 
 class StoreUnavailableError(DurableError):
     """The checkpoint store cannot be reached or is not configured."""
+
+
+class WaitTokenError(DurableError):
+    """A wait token cannot be completed: it is unknown (``WaitTokenNotFoundError``) or
+    past its expiry (``WaitTokenExpiredError``)."""
+
+
+class WaitTokenNotFoundError(WaitTokenError):
+    """No wait token with the given id exists (or it was purged)."""
+
+
+class WaitTokenExpiredError(WaitTokenError):
+    """The wait token expired before it was completed; ``expired_at`` says when."""
+
+    expired_at: float | None = None
+
+
+class WaitTokenTimeoutError(DurableError):
+    """``wait_for_token(..., timeout_error=True)``: the token expired before completion."""

@@ -15,6 +15,8 @@ EXPECTED_ALL = {
     "DurableTask", "durable_task", "step", "StepContext", "RetryPolicy", "exponential", "fixed",
     "now", "random", "uuid4", "patched", "deprecate_patch",
     "sleep", "sleep_until", "wait_for_event", "send_event", "wake_run",
+    "create_wait_token", "wait_for_token", "complete_wait_token", "WaitToken", "TokenCompletion",
+    "WaitTokenError", "WaitTokenNotFoundError", "WaitTokenExpiredError", "WaitTokenTimeoutError",
     "call", "gather", "map",
     "RunInfo", "RunStatus", "StepInfo", "StepStatus", "get_run", "list_runs", "retry_run",
     "retry_with_current_code", "check_current_code", "ReplayResult",

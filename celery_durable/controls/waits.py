@@ -252,14 +252,23 @@ def wait_for_event(name: str, *, key: Any = None, timeout: Duration | None = Non
     if ctx is None:
         raise RuntimeError("wait_for_event() only works inside a durable run")
     seconds = _seconds(timeout, "timeout")
+    return await_event(ctx, name, key, until=None if seconds is None else ("in", seconds))[1]
+
+
+def await_event(ctx: RunContext, name: str, key: Any, *,
+                until: tuple[str, float] | None) -> tuple[str, Any]:
+    """:func:`wait_for_event` with how it ended: ``("event", payload)``, ``("timeout",
+    None)`` or ``("woken", None)``. ``until`` is ``("in", seconds)`` from now, or ``("at",
+    time)`` on the store's clock (a wait token's expiry); None waits forever."""
     key_text, step_name = event_key(key), f"{EVENT_STEP}{name}"
     position, step_key = ctx.next_key(step_name)
     record = _replay(ctx, position, step_key)
     if record is None:
         record = _new_record(position, step_key, step_name)
+        deadline = (None if until is None else until[1] if until[0] == "at"
+                    else _now(ctx) + until[1])
         state: dict[str, Any] = {
-            "kind": "event", "event": name, "key": key_text,
-            "until": None if seconds is None else _now(ctx) + seconds,
+            "kind": "event", "event": name, "key": key_text, "until": deadline,
             "after": _cursor(ctx, position, step_name, key_text), "wid": ctx.token}
         pending: StepRecord | None = record
     else:
@@ -271,25 +280,28 @@ def wait_for_event(name: str, *, key: Any = None, timeout: Duration | None = Non
                 run_id=ctx.run_id, step=step_key)
             raise ctx.fatal
         if "outcome" in state:
-            return state.get("payload")
+            return str(state["outcome"]), state.get("payload")
         resolution = _resolution(ctx, position, int(state["wid"]))
         if resolution is not None:
             if resolution.get("how") == "event":
-                return _received(ctx, record, state, resolution)
-            return _no_event(ctx, record, state, "woken")
+                return "event", _received(ctx, record, state, resolution)
+            _no_event(ctx, record, state, "woken")
+            return "woken", None
         pending = None
     event = waits_of(ctx.store).register_waiter(ctx.run_id, name, key_text,
                                                 after=int(state["after"]),
                                                 buffer=float(ctx.settings.event_buffer))
     if event is not None:
-        return _received(ctx, record, state, event)
-    until = state["until"]
-    if ctx.eager or (until is not None and float(until) <= _now(ctx)):
-        return _no_event(ctx, record, state, "timeout")
+        return "event", _received(ctx, record, state, event)
+    deadline = state["until"]
+    if ctx.eager or (deadline is not None and float(deadline) <= _now(ctx)):
+        _no_event(ctx, record, state, "timeout")
+        return "timeout", None
     _suspend(ctx, RunStatus.WAITING, WaitInfo(
-        "event", step_key, position, int(state["wid"]), until=until, event=name, key=key_text,
-        after=int(state["after"])), None if pending is None else _pending(ctx, pending, state))
-    return None  # unreachable: _suspend raises
+        "event", step_key, position, int(state["wid"]), until=deadline, event=name,
+        key=key_text, after=int(state["after"])),
+        None if pending is None else _pending(ctx, pending, state))
+    raise AssertionError("unreachable: _suspend raises")
 
 
 def send_event(name: str, key: Any = None, payload: Any = None, *,
@@ -305,6 +317,12 @@ def send_event(name: str, key: Any = None, payload: Any = None, *,
     settings = settings_for(app)
     text = encode(get_serializer(settings.serializer), payload,
                   max_bytes=settings.max_checkpoint_bytes, what=f"payload of event {name!r}")
+    return post_event(app, name, key, text)
+
+
+def post_event(app: Celery, name: str, key: Any, text: str) -> int:
+    """Send an event whose payload is serialized already (``text``); how many runs resumed."""
+    settings = settings_for(app)
     store = waits_of(get_store(app))
     event, waiters = store.post_event(name, event_key(key), text,
                                       buffer=float(settings.event_buffer))

@@ -27,7 +27,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import click
@@ -42,13 +41,14 @@ from ..errors import (
 from ..records import RunRecord, RunStatus
 from ..stores import get_store
 from .cli_history import check_replay, export, migrate
-from .cli_support import age_option, app_of, clean_errors, json_option, refused_input
+from .cli_support import age_option, app_of, clean_errors, iso, json_option, refused_input, table
+from .cli_tokens import complete_token, tokens
 from .inspection import get_run, select_runs, statuses
 from .replay import replay_run, retry_run, retry_with_current_code
 from .retention import DEFAULT_PURGE_STATUSES, purge_runs
 
 _FINAL = [s.value for s in (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)]
-_app, _errors, _refused_input = app_of, clean_errors, refused_input
+_app, _errors, _refused_input, _iso, _table = app_of, clean_errors, refused_input, iso, table
 _json_option, _age = json_option, age_option
 
 
@@ -56,10 +56,6 @@ def _when(ts: float | None) -> str:
     if ts is None:
         return "-"
     return dt.datetime.fromtimestamp(ts, tz=dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _iso(ts: float | None) -> str | None:
-    return None if ts is None else dt.datetime.fromtimestamp(ts, tz=dt.timezone.utc).isoformat()
 
 
 def _ago(ts: float | None, now: float) -> str:
@@ -70,14 +66,6 @@ def _ago(ts: float | None, now: float) -> str:
         if s >= size:
             return f"{int(s // size)}{unit} ago"
     return f"{int(s)}s ago"
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-              for r in rows]
-    return "\n".join(lines)
 
 
 def _short(text: str, width: int) -> str:
@@ -419,7 +407,7 @@ def purge(ctx: click.Context, age: str, statuses: tuple[str, ...], yes: bool) ->
     click.echo(f"Purged {purged} run(s).")
 
 
-for _command in (export, check_replay, migrate):
+for _command in (export, check_replay, migrate, tokens, complete_token):
     durable.add_command(_command)
 
 __all__ = ["durable"]

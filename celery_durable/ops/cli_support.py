@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -74,4 +75,19 @@ def age_option(value: str | None, what: str) -> float | None:
         raise click.BadParameter(str(exc), param_hint=what) from None
 
 
-__all__ = ["age_option", "app_of", "clean_errors", "json_option", "refused_input"]
+def iso(ts: float | None) -> str | None:
+    """Epoch seconds as ISO 8601 UTC (None stays None)."""
+    return None if ts is None else dt.datetime.fromtimestamp(ts, tz=dt.timezone.utc).isoformat()
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Rows as a plain text table, columns padded to their widest cell."""
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+              for r in rows]
+    return "\n".join(lines)
+
+
+__all__ = ["age_option", "app_of", "clean_errors", "iso", "json_option", "refused_input",
+           "table"]

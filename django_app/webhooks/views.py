@@ -8,6 +8,9 @@ run's status (include ``celery_durable_django.urls`` under ``durable/``).
   with the run's id and status URL.
 * ``GET runs/<run id>``: the run as JSON (:mod:`.status`), for a signed request or a
   logged-in user with ``celery_durable.view_run``.
+* ``POST tokens/<token id>``: completes a wait token with the JSON body (the token's
+  unguessable id is the credential); 409 with the first completion's time when it was
+  completed already, 410 when it expired; ``GET`` reports its state.
 
 Each signed request is checked by :mod:`.signatures` before its body is parsed, and a
 signature is accepted once. A request answered 2xx was delivered; one refused changed
@@ -29,9 +32,17 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 
-from celery_durable import DurableError, RunNotFoundError, get_run, send_event
+from celery_durable import (
+    DurableError,
+    RunNotFoundError,
+    WaitTokenExpiredError,
+    WaitTokenNotFoundError,
+    complete_wait_token,
+    get_run,
+    send_event,
+)
 from celery_durable.stores import get_store
-from celery_durable.stores.base import IdempotencyKeys, idempotency_keys_of
+from celery_durable.stores.base import IdempotencyKeys, idempotency_keys_of, wait_tokens_of
 
 from ..admin.actions import celery_app
 from .signatures import SignatureError, endpoint, tolerance
@@ -53,8 +64,8 @@ class Refused(Exception):
         self.status = status
 
 
-def _answer(status: int, **fields: Any) -> JsonResponse:
-    return JsonResponse(fields, status=status)
+def _answer(code: int, **fields: Any) -> JsonResponse:
+    return JsonResponse(fields, status=code)
 
 
 def _refusals(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
@@ -164,6 +175,34 @@ def runs_view(request: HttpRequest, name: str) -> HttpResponse:
     return _answer(405, error="GET (a run's status) or POST (start a run) only")
 
 
+@csrf_exempt  # the token id is the credential (an unguessable id handed to the completer)
+@_refusals
+def token_view(request: HttpRequest, token_id: str) -> HttpResponse:
+    """``POST tokens/<id>`` completes the token with the JSON body; ``GET`` reports it."""
+    app = celery_app()
+    if request.method == "GET":
+        record = wait_tokens_of(get_store(app)).get_wait_token(token_id)
+        if record is None:
+            raise Refused(404, "no such wait token")
+        return _answer(200, token=record.id, status=record.status, run=record.run_id,
+                       expires_at=record.expires_at, completed_at=record.completed_at)
+    if request.method != "POST":
+        return _answer(405, error="GET (the token's state) or POST (complete it) only")
+    payload = _json(_body(request), "payload")
+    try:
+        done = complete_wait_token(token_id, payload, app=app)
+    except WaitTokenNotFoundError:
+        raise Refused(404, "no such wait token") from None
+    except WaitTokenExpiredError as exc:
+        return _answer(410, error="the wait token expired before it was completed",
+                       expired_at=exc.expired_at)
+    if not done.first:
+        return _answer(409, error="the wait token was completed already; its first payload "
+                       "is kept", completed_at=done.completed_at)
+    return _answer(200, token=token_id, status="completed", completed_at=done.completed_at,
+                   resumed=done.resumed)
+
+
 def _allowed_task(app: Celery, name: str) -> Any:
     allowed = getattr(settings, "DURABLE_WEBHOOK_TASKS", None) or ()
     task = app.tasks.get(name) if name in allowed else None
@@ -209,4 +248,4 @@ def _status(request: HttpRequest, run_id: str) -> HttpResponse:
     return JsonResponse(run_json(app, info))
 
 
-__all__ = ["event_view", "runs_view"]
+__all__ = ["event_view", "runs_view", "token_view"]

@@ -320,3 +320,46 @@ def test_a_diverged_run_shows_both_sequences_and_is_retried_with_the_patched_cod
     assert int(_counters.get(f"{tag}:note")) == 2  # packed once, labelled once
     assert list(run.steps.order_by("position").values_list("key", flat=True)) == [
         "note#0", "wait_for_event:shipped#0", "note#1"]
+
+
+def test_an_operator_completes_a_wait_token_from_the_admin(django_worker, live_server, browser,
+                                                            tag, make_user, client_for):
+    """The wait tokens list shows a pending token with its run; an operator with the
+    permission completes it with a JSON payload (a <script> in it is shown as text), the run
+    finishes with it; a user without the permission has no action and gets 403."""
+    from django_project.tasks import _counters, token_approval
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    from celery_durable_django.models import Run, WaitToken
+
+    run_id = token_approval.delay(tag).id
+    wait_for(lambda: Run.objects.filter(pk=run_id, status="WAITING").exists(), 30, 0.1,
+             "the run to wait")
+    token_id = _counters.get(f"{tag}:token_url").decode().rsplit("/", 1)[-1]
+    assert WaitToken.objects.get(pk=token_id).run_id == run_id
+    viewer = client_for(make_user())
+    assert viewer.get(f"/admin/celery_durable/waittoken/{token_id}/complete/").status_code == 403
+
+    driver = browser
+    login(driver, live_server, make_user("view_waittoken", "complete_wait_token"),
+          "/admin/celery_durable/waittoken/?state=pending")
+    row = driver.find_element(By.XPATH, f"//tr[.//a[contains(@href, '{token_id}')]]")
+    assert "Pending" in row.text and run_id in row.text
+    shot(driver, "admin-wait-tokens")
+    row.find_element(By.CSS_SELECTOR, "input.action-select").click()
+    Select(driver.find_element(By.NAME, "action")).select_by_value("complete_with_payload")
+    driver.find_element(By.NAME, "index").click()
+    wait_for(lambda: driver.find_elements(By.NAME, "payload"), 10, 0.1, "the completion form")
+    driver.find_element(By.NAME, "payload").send_keys(
+        json.dumps({"approved": True, "note": "<script>window.__pwned = 1</script>"}))
+    driver.find_element(By.ID, "cd-complete-token-submit").click()
+    wait_for(lambda: "run(s) resumed" in driver.page_source, 10, 0.1, "the report")
+    wait_for(lambda: Run.objects.filter(pk=run_id, status="SUCCEEDED").exists(), 30, 0.1,
+             "the run to finish")
+    assert json.loads(Run.objects.get(pk=run_id).result)["decision"]["approved"] is True
+    payload = driver.find_element(By.CSS_SELECTOR, ".field-payload_display").text
+    assert "<script>window.__pwned = 1</script>" in payload
+    assert driver.execute_script("return window.__pwned") is None
+    driver.get(f"{live_server}/admin/celery_durable/waittoken/?state=completed")
+    assert token_id in driver.find_element(By.ID, "result_list").text

@@ -234,3 +234,79 @@ def test_a_stripe_event_without_a_key_in_its_url_takes_it_from_the_body(
     unkeyed = httpx.post(f"{live_server}/durable/events/shipped", content=b"{}",
                          headers=signed("shipped-secret", b"{}"))
     assert unkeyed.status_code == 404  # "shipped" takes its key in the URL only
+
+
+def token_run(tag: str, timeout: float = 86400.0) -> tuple[str, str]:
+    """A run of ``token_approval`` waiting on its token; (run id, the token's URL path)."""
+    from django_project.tasks import _counters, token_approval
+
+    run_id = token_approval.delay(tag, timeout).id
+    wait_for(lambda: status(run_id) == "WAITING", 30, 0.1, "the run to wait")
+    return run_id, _counters.get(f"{tag}:token_url").decode()
+
+
+def test_an_http_client_completes_a_wait_token_and_the_run_finishes(
+        django_worker, live_server, tag):
+    run_id, path = token_run(tag)
+    assert path.startswith("/durable/tokens/")
+    url = f"{live_server}{path}"
+    assert httpx.get(url).json()["status"] == "pending"
+    answer = httpx.post(url, json={"approved": True, "by": "ana"})
+    assert answer.status_code == 200 and answer.json()["resumed"] == 1, answer.text
+    wait_for(lambda: status(run_id) == "SUCCEEDED", 30, 0.1, "the run to finish")
+    from celery_durable_django.models import Run
+
+    assert json.loads(Run.objects.get(pk=run_id).result)["decision"] == {
+        "approved": True, "by": "ana"}
+    second = httpx.post(url, json={"approved": False})
+    assert second.status_code == 409
+    assert second.json()["completed_at"] == answer.json()["completed_at"]
+    assert httpx.get(url).json()["status"] == "completed"
+    assert httpx.put(url).status_code == 405
+
+
+def test_twenty_concurrent_completions_of_one_token_leave_exactly_one(
+        django_worker, live_server, tag):
+    import threading
+
+    run_id, path = token_run(tag)
+    barrier, codes, lock = threading.Barrier(20), [], threading.Lock()
+
+    def complete(n: int) -> None:
+        barrier.wait()
+        answer = httpx.post(f"{live_server}{path}", json={"n": n}, timeout=30)
+        with lock:
+            codes.append((answer.status_code, n))
+
+    threads = [threading.Thread(target=complete, args=(n,)) for n in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    winners = [n for code, n in codes if code == 200]
+    assert len(codes) == 20 and len(winners) == 1, codes
+    assert sorted(code for code, _ in codes).count(409) == 19
+    wait_for(lambda: status(run_id) == "SUCCEEDED", 30, 0.1, "the run to finish")
+    from celery_durable_django.models import Run
+
+    assert json.loads(Run.objects.get(pk=run_id).result)["decision"] == {"n": winners[0]}
+
+
+def test_unknown_expired_and_malformed_token_completions_change_nothing(
+        django_worker, live_server, tag, monkeypatch):
+    from django.conf import settings
+
+    run_id, path = token_run(tag)
+    url = f"{live_server}{path}"
+    assert httpx.post(f"{live_server}/durable/tokens/not-a-token", json=1).status_code == 404
+    bad = httpx.post(url, content=b"{nope", headers={"Content-Type": "application/json"})
+    assert bad.status_code == 400 and "not JSON" in bad.json()["error"]
+    monkeypatch.setattr(settings, "DURABLE_WEBHOOK_MAX_BYTES", 16, raising=False)
+    assert httpx.post(url, json={"pad": "x" * 64}).status_code == 413
+    time.sleep(0.3)
+    assert status(run_id) == "WAITING" and httpx.get(url).json()["status"] == "pending"
+    short_id, short_path = token_run(f"{tag}-short", timeout=1.0)
+    time.sleep(1.5)
+    expired = httpx.post(f"{live_server}{short_path}", json={"late": True})
+    assert expired.status_code == 410 and expired.json()["expired_at"]
+    wait_for(lambda: status(short_id) == "SUCCEEDED", 30, 0.1, "the wait to time out")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from test_django_browser import browser, live_server, login  # noqa: F401 - fixtures
+from test_django_browser import browser, login  # noqa: F401 - a fixture and a helper
 from test_django_security import PERMS, XSS, hostile_run, payload_pages
 
 pytestmark = pytest.mark.usefixtures("db")

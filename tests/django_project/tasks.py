@@ -10,12 +10,14 @@ import redis
 
 from celery_durable import (
     PermanentError,
+    create_wait_token,
     durable_task,
     gather,
     patched,
     sleep,
     step,
     wait_for_event,
+    wait_for_token,
 )
 
 from .celery import app
@@ -167,3 +169,19 @@ def dispatch(tag: str) -> list[str]:
         done.append(note(tag, "fraud checked"))
     wait_for_event("shipped", key=tag)
     return [*done, note(tag, "labelled")]
+
+
+@step
+def hand_out(tag: str, url: str) -> str:
+    """Give the token's URL to "the outside world" (the test reads it from Redis)."""
+    _counters.set(f"{tag}:token_url", url)
+    return url
+
+
+@durable_task(app=app)
+def token_approval(tag: str, timeout: float = 86400.0) -> dict[str, object]:
+    """Create a wait token, hand its URL out, wait for it; a note after."""
+    token = create_wait_token(timeout=timeout)
+    hand_out(tag, token.url)
+    decision = wait_for_token(token)
+    return {"decision": decision, "note": note(tag, "after the token")}
