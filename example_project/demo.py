@@ -113,11 +113,12 @@ class Demo:
         env = {**os.environ, "REDIS_URL": redis_url, "DEMO_STATE_DIR": str(self.state),
                "STANDIN_URL": f"http://127.0.0.1:{free_port()}",
                "DJANGO_SETTINGS_MODULE": "mysite.settings", "PYTHONUNBUFFERED": "1",
-               "FLOWER_URL": self.flower or "",
+               "FLOWER_URL": self.flower or "", "DEMO_BASE_URL": self.base,
                "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE),
                                                            os.environ.get("PYTHONPATH")]))}
         os.environ.update({k: env[k] for k in ("REDIS_URL", "DEMO_STATE_DIR", "STANDIN_URL",
-                                               "DJANGO_SETTINGS_MODULE", "FLOWER_URL")})
+                                               "DJANGO_SETTINGS_MODULE", "FLOWER_URL",
+                                               "DEMO_BASE_URL")})
         return env
 
     def setup_django(self) -> None:
@@ -204,7 +205,8 @@ class Demo:
 
         decide(self.to_approve.object_id or 0, approved=True, by="demo-bot")
         self.approved = True
-        print(f"\ndemo-bot approved {self.to_approve.label}: send_event resumed its run",
+        print(f"\ndemo-bot approved {self.to_approve.label}: completing its wait token "
+              "resumed its run",
               flush=True)
 
     def statuses(self) -> dict[str, str]:
@@ -264,8 +266,9 @@ class Demo:
                   "deadletter/ → read the error; give the order a working card (Example "
                   "workflows → Orders, payment source tok_visa), then 'Restart from scratch'")
         for run in waiting:
-            print(f"  * waiting for approval: {run.label}\n    {self.base}/ → Approve; the "
-                  "run resumes and publishes it")
+            print(f"  * waiting for approval: {run.label}\n    {self.base}/outbox/ → the "
+                  "reviewer's e-mail → Approve (its wait-token link), or "
+                  f"{self.base}/ → Approve; the run resumes and publishes it")
         if self.flower:
             print(f"  * Flower: {self.flower}/tasks — RETRY, SLEEPING, WAITING and SUCCESS states")
         print("  * kill the worker (kill -9) while runs are in flight: restart the demo, and "

@@ -50,7 +50,10 @@ print("ORM-REPORT " + json.dumps({
     "retried": list(Step.objects.filter(attempts__gt=1).values("run_id", "key", "attempts")),
     "dead_letters": list(DeadLetter.objects.filter(status="FAILED").values_list("id", flat=True)),
     "orders": list(Order.objects.values("id", "status", "charge_id", "payment_source")),
-    "documents": list(Document.objects.values("id", "status", "decided_by", "run_id")),
+    "documents": list(Document.objects.values("id", "status", "decided_by", "run_id",
+                                              "token_id")),
+    "confirmed": list(Step.objects.filter(key="wait_for_event:payment.succeeded#0",
+                                          status="succeeded").values_list("run_id", flat=True)),
 }, default=str))
 """
 
@@ -229,6 +232,10 @@ def test_demo_runs_reach_expected_states(demo):
     assert report["retried"], "no step was retried: the stand-ins' failures did not show"
     shipped = [o for o in report["orders"] if o["status"] == "shipped"]
     assert len(shipped) == 4 and len({o["charge_id"] for o in shipped}) == 4
+    # Every shipped order's payment was confirmed by the stand-in's signed webhook.
+    succeeded = {r["id"] for r in report["runs"] if r["task"].endswith("process_order")
+                 and r["status"] == "SUCCEEDED"}
+    assert set(report["confirmed"]) == succeeded
     assert [o["payment_source"] for o in report["orders"] if o["status"] != "shipped"] == \
         ["tok_declined"]
     docs = sorted(report["documents"], key=lambda d: d["id"])
@@ -295,15 +302,24 @@ def test_demo_admin_in_a_browser(demo, browser):
 
     driver.get(f"{base}/")
     waiting = next(d for d in report["documents"] if d["status"] == "awaiting approval")
+    assert waiting["token_id"]
     shot(driver, "demo-approvals")
-    driver.find_element(By.ID, f"approve-{waiting['id']}").click()
-    wait_for(lambda: "its run resumes" in driver.page_source, 15, 0.2, "the confirmation")
+    # The reviewer's e-mail in the outbox: its Approve button posts to the wait token's link.
+    driver.get(f"{base}/outbox/")
+    mail = driver.find_element(By.XPATH, "//div[contains(@class, 'module')][.//pre["
+                               f"contains(., 'Please review document #{waiting['id']}')]]")
+    assert f"/durable/tokens/{waiting['token_id']}" in mail.text
+    shot(driver, "demo-outbox")
+    mail.find_element(By.CSS_SELECTOR, "button.mail-approve").click()
+    wait_for(lambda: "the decision was delivered" in driver.page_source, 15, 0.2,
+             "the thank-you")
     wait_for(lambda: demo.statuses().get("approval_flow") == Counter(SUCCEEDED=2), 60, 0.5,
              "the approved document's run to succeed")
     driver.get(f"{base}/admin/celery_durable/run/{waiting['run_id']}/change/")
     wait_for(lambda: driver.find_elements(By.ID, "cd-timeline"), 15, 0.1, "the run page")
-    assert "wait_for_event:approval#0" in driver.page_source
-    assert user in driver.find_element(By.CSS_SELECTOR, ".field-result_display").text
+    assert "wait_for_event:durable.token#0" in driver.page_source
+    assert f"{user} (e-mail link)" in driver.find_element(
+        By.CSS_SELECTOR, ".field-result_display").text
     shot(driver, "demo-approval-run")
 
     declined = next(o for o in report["orders"] if o["payment_source"] == "tok_declined")

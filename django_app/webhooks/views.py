@@ -28,8 +28,9 @@ from typing import Any
 from celery import Celery
 from celery.utils import uuid
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse, QueryDict
 from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.csrf import csrf_exempt
 
 from celery_durable import (
@@ -188,7 +189,9 @@ def token_view(request: HttpRequest, token_id: str) -> HttpResponse:
                        expires_at=record.expires_at, completed_at=record.completed_at)
     if request.method != "POST":
         return _answer(405, error="GET (the token's state) or POST (complete it) only")
-    payload = _json(_body(request), "payload")
+    body = _body(request)
+    form = request.content_type == "application/x-www-form-urlencoded"
+    payload = _form_payload(body) if form else _json(body, "payload")
     try:
         done = complete_wait_token(token_id, payload, app=app)
     except WaitTokenNotFoundError:
@@ -196,11 +199,30 @@ def token_view(request: HttpRequest, token_id: str) -> HttpResponse:
     except WaitTokenExpiredError as exc:
         return _answer(410, error="the wait token expired before it was completed",
                        expired_at=exc.expired_at)
+    if form and (target := _local(body)) is not None:  # a person's form: back to a page
+        return HttpResponseRedirect(f"{target}{'&' if '?' in target else '?'}token="
+                                    f"{'completed' if done.first else 'already-completed'}",
+                                    status=303)
     if not done.first:
         return _answer(409, error="the wait token was completed already; its first payload "
                        "is kept", completed_at=done.completed_at)
     return _answer(200, token=token_id, status="completed", completed_at=done.completed_at,
                    resumed=done.resumed)
+
+
+def _form_payload(body: bytes) -> dict[str, str]:
+    """An HTML form's fields as the payload (``next`` is where to go after; not in it)."""
+    fields = QueryDict(body.decode("utf-8", errors="replace"))
+    return {name: fields[name] for name in fields if name != "next"}
+
+
+def _local(body: bytes) -> str | None:
+    """The form's ``next`` page, if it is a path on this site."""
+    target = QueryDict(body.decode("utf-8", errors="replace")).get("next", "")
+    if target and url_has_allowed_host_and_scheme(target, allowed_hosts=None) and \
+            target.startswith("/") and not target.startswith("//"):
+        return target
+    return None
 
 
 def _allowed_task(app: Celery, name: str) -> Any:

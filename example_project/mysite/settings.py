@@ -113,6 +113,12 @@ CELERY_DB_REUSE_MAX = 1000
 # celery_durable settings (docs/configuration.md lists them all): a short lease so
 # that a killed worker's run is picked up quickly in the demo.
 CELERY_DURABLE_LEASE_TTL = 10
+#: Where this site serves celery_durable's endpoints (mysite/urls.py): wait tokens' URLs.
+DEMO_BASE_URL = os.environ.get("DEMO_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
+CELERY_DURABLE_PUBLIC_URL = f"{DEMO_BASE_URL}/durable/"
+# The signed event endpoint the payment stand-in calls back (docs/webhooks.md).
+DURABLE_WEBHOOK_SECRETS = {
+    "payment.succeeded": os.environ.get("DEMO_WEBHOOK_SECRET", "demo-payment-secret")}
 
 # -- the example workflows ------------------------------------------------------------
 #: The stand-in services (``python manage.py standins``).

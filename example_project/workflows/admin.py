@@ -32,13 +32,13 @@ def _decide(modeladmin: Any, request: HttpRequest, queryset: QuerySet[Document],
 
 @admin.action(description="Approve selected documents")
 def approve(modeladmin: Any, request: HttpRequest, queryset: QuerySet[Document]) -> None:
-    """Send the ``approval`` event (approved) to each selected document's run."""
+    """Complete each selected document's wait token (approved): its run resumes."""
     _decide(modeladmin, request, queryset, True)
 
 
 @admin.action(description="Reject selected documents")
 def reject(modeladmin: Any, request: HttpRequest, queryset: QuerySet[Document]) -> None:
-    """Send the ``approval`` event (rejected) to each selected document's run."""
+    """Complete each selected document's wait token (rejected): its run resumes."""
     _decide(modeladmin, request, queryset, False)
 
 

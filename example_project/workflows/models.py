@@ -46,6 +46,8 @@ class Document(models.Model):
     decided_by = models.CharField(max_length=100, blank=True)
     #: The durable run that drafts and publishes this document.
     run_id = models.CharField(max_length=255, blank=True)
+    #: The wait token the run waits on for the decision (``create_wait_token``).
+    token_id = models.CharField(max_length=255, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:

@@ -7,7 +7,10 @@ the real thing where durability matters:
 
 * ``POST /payments/charges`` honours the ``Idempotency-Key`` header: a
   repeated key returns the original charge instead of charging twice. The
-  card ``tok_declined`` is refused with 402.
+  card ``tok_declined`` is refused with 402. Like a real payment provider it
+  confirms each new charge later with a webhook: a signed ``POST`` to
+  ``<callback>/durable/events/payment.succeeded/<charge id>`` (celery_durable's
+  signed event endpoint), retried until the site answers.
 * ``POST /inventory/reservations``, ``POST /shipping/labels``: idempotent
   by key too.
 * ``POST /model/complete``: a scripted "model" (no AI in it) that plans a
@@ -25,6 +28,8 @@ dead-letter view are for). Responses take 20-120 ms.
 from __future__ import annotations
 
 import ast
+import hashlib
+import hmac
 import json
 import math
 import operator
@@ -35,7 +40,9 @@ import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.error import HTTPError, URLError
 from urllib.parse import parse_qs, urlparse
+from urllib.request import Request, urlopen
 
 #: The research tools' pretend web: (url, title, text).
 CORPUS = [
@@ -103,7 +110,10 @@ def plan(question: str, observations: list[dict[str, Any]]) -> dict[str, Any]:
 class Services:
     """The state of all stand-in services (thread-safe)."""
 
-    def __init__(self, fail_rate: float, max_failures: int, search_per_second: float):
+    def __init__(self, fail_rate: float, max_failures: int, search_per_second: float,
+                 callback: tuple[str, str] | None = None):
+        #: (site URL, signing secret) of the payment webhook; None sends none.
+        self.callback = callback
         self.fail_rate = fail_rate
         self.max_failures = max_failures
         self.search_interval = 1.0 / search_per_second if search_per_second > 0 else 0.0
@@ -139,6 +149,31 @@ class Services:
                 self.done[key] = response
             return 201, response
 
+    def confirm(self, charge: dict[str, Any], attempts: int = 60) -> None:
+        """The payment provider's webhook: a signed ``payment.succeeded`` event for the charge
+        (``X-Durable-Signature: t=<time>,v1=HMAC-SHA256(secret, "<t>.<body>")``), sent again
+        after a failure, as providers retry theirs."""
+        assert self.callback is not None
+        site, secret = self.callback
+        body = json.dumps({"type": "payment.succeeded", "charge": charge}).encode()
+        url = f"{site.rstrip('/')}/durable/events/payment.succeeded/{charge['id']}"
+        for attempt in range(attempts):
+            time.sleep(0.1 if attempt == 0 else min(0.5 * attempt, 5.0))
+            stamp = int(time.time())
+            digest = hmac.new(secret.encode(), f"{stamp}.".encode() + body,
+                              hashlib.sha256).hexdigest()
+            request = Request(url, data=body, method="POST", headers={
+                "Content-Type": "application/json",
+                "X-Durable-Signature": f"t={stamp},v1={digest}"})
+            try:
+                with urlopen(request, timeout=10) as answer:
+                    if answer.status == 200:
+                        self.count("payments.confirmed")
+                        return
+            except (HTTPError, URLError, OSError):
+                self.count("payments.confirm_retried")
+        self.count("payments.confirm_gave_up")
+
     def rate_limited(self) -> float:
         """Seconds to wait before the next search is allowed (0: allowed now)."""
         with self.lock:
@@ -168,6 +203,8 @@ class Services:
             status, charge = self.once("payments", key, lambda: {
                 "id": f"ch_{random.getrandbits(40):010x}", "amount": body.get("amount"),
                 "currency": body.get("currency", "EUR"), "status": "succeeded"})
+            if status == 201 and self.callback is not None:
+                threading.Thread(target=self.confirm, args=(charge,), daemon=True).start()
             return status, charge, {}
         if route == "POST /inventory/reservations":
             status, out = self.once("inventory", key, lambda: {

@@ -19,11 +19,14 @@ from django.core.mail import send_mail
 from celery_durable import (
     PermanentError,
     RetryAfter,
+    WaitTokenError,
+    complete_wait_token,
+    create_wait_token,
     durable_task,
-    send_event,
     sleep,
     step,
     wait_for_event,
+    wait_for_token,
 )
 
 from . import clients
@@ -95,13 +98,19 @@ def ship(order: dict[str, Any], reservation: dict[str, Any]) -> dict[str, Any]:
 
 @durable_task(**RETRY_OPTIONS)
 def process_order(order_id: int, follow_up_after: float = 5.0) -> dict[str, Any]:
-    """Fetch → charge → reserve → ship → e-mail; later, a follow-up e-mail.
+    """Fetch → charge → wait for the payment's webhook → reserve → ship → e-mail; later, a
+    follow-up e-mail.
 
     ``follow_up_after`` seconds (days, in a real shop) pass in a durable
     ``sleep``: the run is SLEEPING and holds no worker meanwhile.
     """
     order = fetch_order(order_id)
     payment = charge_payment(order)
+    # The payment provider confirms the charge with a signed webhook (the stand-in calls
+    # celery_durable's event endpoint): the run WAITs for it, holding no worker.
+    if wait_for_event("payment.succeeded", key=payment["id"],
+                      timeout=timedelta(minutes=10)) is None:
+        raise PermanentError(f"order #{order_id}: payment {payment['id']} was never confirmed")
     reservation = reserve_stock(order)
     label = ship(order, reservation)
     send_email(order["email"], f"Order #{order_id} is on its way",
@@ -174,21 +183,32 @@ def set_document_status(doc_id: int, status: str, decided_by: str = "") -> str:
     return status
 
 
+@step
+def remember_token(doc_id: int, token_id: str) -> str:
+    """Keep the wait token on the document, so the approvals page can complete it."""
+    Document.objects.filter(pk=doc_id).update(token_id=token_id)
+    return token_id
+
+
 @durable_task(**RETRY_OPTIONS)
 def approval_flow(doc_id: int, reviewer: str = "editor@example.com",
                   timeout_hours: float = 72.0) -> dict[str, Any]:
-    """Draft → wait for a human's decision (up to ``timeout_hours``) → publish or reject.
+    """Draft → e-mail the reviewer a link → wait for the decision → publish or reject.
 
-    While it waits the run is WAITING and holds no worker; :func:`decide`
-    (the approvals page, or the admin) resumes it.
+    The run creates a wait token (expiring after ``timeout_hours``) and e-mails
+    its URL; whoever has the link decides, once: the outbox's Approve/Reject
+    buttons post to it, the approvals page and the admin complete it. While it
+    waits the run is WAITING and holds no worker.
     """
+    token = create_wait_token(timeout=timedelta(hours=timeout_hours), tags=["approval"])
+    remember_token(doc_id, token.id)
     draft = write_draft(doc_id)
     send_email(reviewer, f"Please review document #{doc_id}",
-               f"{draft}\n\nApprove or reject it at /approvals/.")
-    decision = wait_for_event("approval", key=doc_id, timeout=timedelta(hours=timeout_hours))
+               f"{draft}\n\nApprove or reject it here (the link works once): {token.url}")
+    decision = wait_for_token(token)
     if decision is None:
         status = set_document_status(doc_id, Document.Status.EXPIRED)
-    elif decision.get("approved"):
+    elif _approved(decision):
         status = set_document_status(doc_id, Document.Status.PUBLISHED, decision.get("by", ""))
     else:
         status = set_document_status(doc_id, Document.Status.REJECTED, decision.get("by", ""))
@@ -196,18 +216,30 @@ def approval_flow(doc_id: int, reviewer: str = "editor@example.com",
             "decided_by": (decision or {}).get("by"), "reason": (decision or {}).get("reason")}
 
 
-def decide(doc_id: int, *, approved: bool, by: str, reason: str = "") -> int:
-    """Approve or reject a document: resume its waiting run. Returns the runs resumed.
+def _approved(decision: dict[str, Any]) -> bool:
+    """A decision from :func:`decide` (``approved``) or an e-mail's form (``decision``)."""
+    return decision.get("approved") is True or decision.get("decision") == "approve"
 
-    Call it from anywhere that loads the Celery app: a view, the admin, a
-    shell. If the run has not reached its wait yet, the decision is kept and
-    delivered when it does.
+
+def decide(doc_id: int, *, approved: bool, by: str, reason: str = "") -> int:
+    """Approve or reject a document: complete its run's wait token. Returns the runs resumed.
+
+    Call it from anywhere that loads the Celery app: a view, the admin, a shell.
+    A token decided already keeps the first decision (0 runs resumed).
     """
-    resumed = send_event("approval", key=doc_id,
-                         payload={"approved": approved, "by": by, "reason": reason})
+    token_id = Document.objects.filter(pk=doc_id).values_list("token_id", flat=True).first()
+    if not token_id:
+        logger.info("document %s has no wait token yet", doc_id)
+        return 0
+    try:
+        done = complete_wait_token(token_id, {"approved": approved, "by": by,
+                                              "reason": reason})
+    except WaitTokenError as exc:
+        logger.info("document %s: %s", doc_id, exc)
+        return 0
     logger.info("document %s %s by %s (%d run resumed)", doc_id,
-                "approved" if approved else "rejected", by, resumed)
-    return resumed
+                "approved" if approved else "rejected", by, done.resumed)
+    return done.resumed if done.first else 0
 
 
 __all__ = ["approval_flow", "decide", "process_order", "research"]

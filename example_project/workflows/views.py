@@ -1,9 +1,12 @@
-"""The approvals page: documents waiting for a decision, with Approve and Reject buttons."""
+"""The approvals page (documents waiting for a decision, with Approve and Reject buttons) and
+the outbox (the e-mails the runs sent, with the approval e-mail's buttons)."""
 
 from __future__ import annotations
 
 import os
+import re
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -27,7 +30,7 @@ def approvals(request: HttpRequest) -> HttpResponse:
 @staff_member_required
 @require_POST
 def decide_document(request: HttpRequest, doc_id: int) -> HttpResponse:
-    """Approve or reject one document: ``send_event`` resumes its waiting run."""
+    """Approve or reject one document: completing its wait token resumes its run."""
     doc = get_object_or_404(Document, pk=doc_id)
     approved = request.POST.get("decision") == "approve"
     resumed = decide(doc.pk, approved=approved, by=request.user.get_username(),
@@ -36,6 +39,25 @@ def decide_document(request: HttpRequest, doc_id: int) -> HttpResponse:
     if resumed:
         messages.success(request, f"“{doc.title}” {verb}: its run resumes.")
     else:
-        messages.info(request, f"“{doc.title}” {verb}: its run is not waiting yet and will "
-                      "get the decision when it gets there.")
+        messages.info(request, f"“{doc.title}”: its run was decided already, or has no wait "
+                      "token yet; nothing changed.")
     return HttpResponseRedirect(reverse("approvals"))
+
+
+#: A wait token's URL in an e-mail (``create_wait_token().url``).
+TOKEN_URL = re.compile(r"https?://\S+/durable/tokens/[0-9a-f]+")
+
+
+@staff_member_required
+def outbox(request: HttpRequest) -> HttpResponse:
+    """The e-mails the runs sent (the file backend's outbox), newest first. An e-mail with a
+    wait token's link gets Approve and Reject buttons that post to that link."""
+    mails = []
+    for path in sorted(settings.EMAIL_FILE_PATH.glob("*.log"), reverse=True)[:50]:
+        text = path.read_text(errors="replace")
+        found = TOKEN_URL.search(text)
+        mails.append({"name": path.name, "text": text,
+                      "token_url": found.group(0) if found else None})
+    return render(request, "workflows/outbox.html", {
+        **admin.site.each_context(request), "title": "Outbox", "mails": mails,
+        "done": request.GET.get("token", "")})

@@ -310,3 +310,22 @@ def test_unknown_expired_and_malformed_token_completions_change_nothing(
     expired = httpx.post(f"{live_server}{short_path}", json={"late": True})
     assert expired.status_code == 410 and expired.json()["expired_at"]
     wait_for(lambda: status(short_id) == "SUCCEEDED", 30, 0.1, "the wait to time out")
+
+
+def test_an_html_form_completes_a_token_and_goes_back_to_a_page_of_the_site(
+        django_worker, live_server, tag):
+    """An e-mail's or a page's form posts its fields (the payload) and a ``next`` page on this
+    site; a ``next`` elsewhere is not followed (JSON answer instead)."""
+    run_id, path = token_run(tag)
+    url = f"{live_server}{path}"
+    form = {"decision": "approve", "by": "ana", "next": "/admin/?from=mail"}
+    answer = httpx.post(url, data=form)
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "/admin/?from=mail&token=completed"
+    wait_for(lambda: status(run_id) == "SUCCEEDED", 30, 0.1, "the run to finish")
+    from celery_durable_django.models import Run
+
+    assert json.loads(Run.objects.get(pk=run_id).result)["decision"] == {
+        "decision": "approve", "by": "ana"}
+    elsewhere = httpx.post(url, data={"decision": "reject", "next": "https://evil.example/"})
+    assert elsewhere.status_code == 409  # not redirected off-site; the first payload kept

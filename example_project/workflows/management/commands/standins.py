@@ -29,8 +29,10 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         """Serve until interrupted."""
+        secret = settings.DURABLE_WEBHOOK_SECRETS.get("payment.succeeded")
         services = Services(options["fail_rate"], options["max_failures"],
-                            options["search_per_second"])
+                            options["search_per_second"],
+                            callback=(settings.DEMO_BASE_URL, secret) if secret else None)
         server = make_server("127.0.0.1", options["port"], services)
         self.stdout.write(f"stand-in services on http://127.0.0.1:{server.server_port} "
                           f"(fail rate {options['fail_rate']:g})", ending="\n")
