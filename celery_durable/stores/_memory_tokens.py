@@ -19,6 +19,12 @@ class MemoryTokens:
         """The token state (called by ``MemoryStore.__init__``)."""
         self._tokens: dict[str, WaitTokenRecord] = {}
 
+    def _forget_tokens(self, run_id: str) -> None:
+        """Drop the tokens of a run that is purged or replaced."""
+        with self._lock:
+            for token_id in [i for i, t in self._tokens.items() if t.run_id == run_id]:
+                del self._tokens[token_id]
+
     def _read(self, record: WaitTokenRecord | None, now: float) -> WaitTokenRecord | None:
         if record is None:
             return None

@@ -71,6 +71,7 @@ class MemoryStore(MemoryControls, MemoryTokens, CheckpointStore, Waits, ChildRun
         self._children_needed.pop(run_id, None)
         self._history.pop(run_id, None)
         self._metadata.pop(run_id, None)
+        self._forget_tokens(run_id)
 
     def _note(self, run_id: str, entry: HistoryEntry | None) -> None:
         if entry is not None:

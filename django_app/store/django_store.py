@@ -54,7 +54,7 @@ from celery_durable.stores.base import (
     WaitTokens,
 )
 
-from ..models import HistoryRow, Run, RunTag, Step
+from ..models import HistoryRow, Run, RunTag, Step, WaitToken
 from . import clock, rows
 from ._connection import db_call
 from .controls import ControlsMixin
@@ -440,7 +440,7 @@ class DjangoStore(HistoryMixin, ControlsMixin, WaitsMixin, TokensMixin, Checkpoi
         return ids
 
     def _delete(self, ids: list[str]) -> None:
-        for model in (Step, HistoryRow, RunTag):
+        for model in (Step, HistoryRow, RunTag, WaitToken):
             model.objects.using(self.using).filter(run_id__in=ids).delete()
         self._runs().filter(pk__in=ids).delete()
 

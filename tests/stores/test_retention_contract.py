@@ -81,3 +81,22 @@ def test_step_error_logs_round_trip(store: CheckpointStore) -> None:
     run = store.get_run(run_id)
     assert run is not None and run.steps[0].error is not None
     assert run.steps[0].error.logs == lines
+
+
+def test_purging_a_run_drops_its_wait_tokens(store: CheckpointStore) -> None:
+    """A purged run's tokens go with it (listed nowhere, unknown to a completion); another
+    run's tokens stay."""
+    from celery_durable.stores.base import wait_tokens_of
+
+    tokens = wait_tokens_of(store)
+    ok, kept = _finished(store, RunStatus.SUCCEEDED), _running(store)
+    tokens.create_wait_token(f"t-{ok}", ok, timeout=60.0)
+    tokens.create_wait_token(f"t-{kept}", kept, timeout=60.0)
+    time.sleep(0.05)
+    assert store.purge_runs(finished_before=time.time(), statuses=[RunStatus.SUCCEEDED],
+                            limit=1000).count(ok) == 1
+    assert tokens.get_wait_token(f"t-{ok}") is None
+    assert tokens.list_wait_tokens(run_id=ok) == []
+    assert tokens.complete_wait_token(f"t-{ok}", "1") == ("unknown", None)
+    assert f"t-{ok}" not in {t.id for t in tokens.list_wait_tokens(limit=1000)}
+    assert tokens.get_wait_token(f"t-{kept}") is not None

@@ -43,6 +43,7 @@ class RedisControls:
         def run_keys(self, run_id: str) -> tuple[str, str, str]: ...
         def _index(self, run_id: str, now: float, tags: Sequence[str],
                    version: str | None) -> list[tuple[Any, ...]]: ...
+        def _forget_tokens(self, run_ids: Sequence[str]) -> None: ...
 
     def _run(self, run_id: str, flat: Any, *, steps: bool = True) -> RunRecord:
         """The run in ``flat`` (an HGETALL reply), its checkpoints decoded only if ``steps``."""
@@ -187,6 +188,7 @@ class RedisControls:
             deleted += [i for i, r in zip(ids, replies, strict=True) if int(r) == 1]
             if removed:
                 self._send(("ZREM", self._runs_key, *removed), ("ZREM", self._due_key, *removed))
+                self._forget_tokens(removed)
             offset += len(ids) - len(removed)
         return deleted
 

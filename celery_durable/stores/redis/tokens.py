@@ -82,6 +82,23 @@ class RedisTokens:
         fields = self.client.hgetall(self._token_key(token_id))
         return _record(token_id, [x for pair in fields.items() for x in pair], self.clock())
 
+    def _forget_tokens(self, run_ids: Sequence[str]) -> None:
+        """Drop the tokens of purged runs (their hashes and index entries)."""
+        pipe = self.client.pipeline(transaction=False)
+        for run_id in run_ids:
+            pipe.zrange(f"{self.prefix}tokens:{run_id}", 0, -1)
+        owned = pipe.execute()
+        gone = [text(t) for ids in owned for t in ids]
+        if not gone:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for token_id in gone:
+            pipe.delete(self._token_key(token_id))
+        for run_id in run_ids:
+            pipe.delete(f"{self.prefix}tokens:{run_id}")
+        pipe.zrem(f"{self.prefix}tokens", *gone)
+        pipe.execute()
+
     def list_wait_tokens(self, *, run_id: str | None = None,
                          limit: int = 100) -> list[WaitTokenRecord]:
         """See :meth:`WaitTokens.list_wait_tokens`: the index, newest first, read through

@@ -57,6 +57,7 @@ from .schema import (
     runs,
     steps,
     tags,
+    wait_tokens,
     waiters,
 )
 from .statements import RawStatement, Statements, autocommit_twin, family, make_engine
@@ -180,7 +181,7 @@ class SqlStore(HistoryMixin, ControlsMixin, WaitsMixin, TokensMixin, CheckpointS
                 .order_by(steps.c.position.desc()).limit(1).scalar_subquery())
 
     def _delete(self, conn: Connection, ids: Sequence[str]) -> None:
-        for table in (steps, history, tags, waiters, concurrency_slots):
+        for table in (steps, history, tags, waiters, concurrency_slots, wait_tokens):
             conn.execute(delete(table).where(table.c.run_id.in_(list(ids))))
         conn.execute(delete(runs).where(runs.c.id.in_(list(ids))))
 
