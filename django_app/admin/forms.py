@@ -74,3 +74,23 @@ class ReplayForm(forms.Form):
         """The keyword arguments, decoded; a clear error if they are not a JSON object."""
         return dict(_parse(self.cleaned_data["kwargs"] or "{}", dict, '{"amount": 3}',
                            "Keyword arguments"))
+
+
+class PayloadForm(forms.Form):
+    """A JSON payload (an event's, a wait token's); blank means ``null``."""
+
+    payload = forms.CharField(
+        label="Payload (JSON, optional)", required=False, max_length=1024 * 1024,
+        widget=forms.Textarea(attrs={"rows": 6, "cols": 80, "class": "vLargeTextField cd-code"}))
+
+    def clean_payload(self) -> Any:
+        """The payload decoded from JSON (blank means ``null``), or a clear error."""
+        text = self.cleaned_data["payload"].strip()
+        if not text:
+            return None
+        try:
+            return json.loads(text)
+        except ValueError as exc:
+            raise forms.ValidationError(
+                f"The payload must be valid JSON: {exc.msg} at line {exc.lineno}, "  # type: ignore[attr-defined]
+                f"column {exc.colno}.", code="invalid_json") from None  # type: ignore[attr-defined]

@@ -8,10 +8,8 @@ the run resumes as it would from ``POST /durable/tokens/<id>``.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q, QuerySet
@@ -31,6 +29,7 @@ from ..models import WaitToken
 from ..store import clock
 from .actions import celery_app, open_run_form
 from .changelist import format_moment, from_epoch, pre, pretty_json
+from .forms import PayloadForm
 
 PERMISSION = "celery_durable.complete_wait_token"
 
@@ -75,25 +74,6 @@ def complete_with_payload(modeladmin: admin.ModelAdmin[Any], request: HttpReques
     """Open the completion form of the one selected token."""
     return open_run_form(modeladmin, request, queryset, "complete",
                          "Select exactly one wait token to complete it.")
-
-
-class CompleteForm(forms.Form):
-    """A token's completion payload, as JSON."""
-
-    payload = forms.CharField(
-        label="Payload (JSON, optional)", required=False, max_length=1024 * 1024,
-        widget=forms.Textarea(attrs={"rows": 6, "cols": 80, "class": "vLargeTextField cd-code"}))
-
-    def clean_payload(self) -> Any:
-        """The payload decoded from JSON (blank means ``null``), or a clear error."""
-        text = self.cleaned_data["payload"].strip()
-        if not text:
-            return None
-        try:
-            return json.loads(text)
-        except ValueError as exc:
-            raise forms.ValidationError(f"The payload must be valid JSON: {exc}",
-                                        code="invalid_json") from None
 
 
 @admin.register(WaitToken)
@@ -185,7 +165,7 @@ class WaitTokenAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             raise Http404(f"no wait token {object_id!r}")
         page = reverse(f"{self.admin_site.name}:celery_durable_waittoken_change",
                        args=[token.pk])
-        form = CompleteForm(request.POST or None)
+        form = PayloadForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             try:
                 done = complete_wait_token(token.pk, form.cleaned_data["payload"],

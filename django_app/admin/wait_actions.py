@@ -8,7 +8,6 @@ written to the admin ``LogEntry``.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django import forms
@@ -22,6 +21,7 @@ from celery_durable import DurableError, RunStatus, send_event, wake_run
 
 from ..models import Run
 from .actions import celery_app, each_run, open_run_form, permitted_run
+from .forms import PayloadForm
 
 PAUSED = (RunStatus.SLEEPING.value, RunStatus.WAITING.value)
 
@@ -52,26 +52,12 @@ def send_awaited_event(modeladmin: admin.ModelAdmin[Any], request: HttpRequest,
                          "Select exactly one waiting run to send its event.")
 
 
-class SendEventForm(forms.Form):
+class SendEventForm(PayloadForm):
     """An event's name, key and JSON payload."""
 
     name = forms.CharField(label="Event name", max_length=255)
     key = forms.CharField(label="Key", max_length=255, required=False)
-    payload = forms.CharField(
-        label="Payload (JSON, optional)", required=False, max_length=1024 * 1024,
-        widget=forms.Textarea(attrs={"rows": 6, "cols": 80, "class": "vLargeTextField cd-code"}))
-
-    def clean_payload(self) -> Any:
-        """The payload decoded from JSON (blank means ``null``), or a clear error."""
-        text = self.cleaned_data["payload"].strip()
-        if not text:
-            return None
-        try:
-            return json.loads(text)
-        except ValueError as exc:
-            raise forms.ValidationError(
-                f"The payload must be valid JSON: {exc.msg} at line {exc.lineno}, "  # type: ignore[attr-defined]
-                f"column {exc.colno}.", code="invalid_json") from None  # type: ignore[attr-defined]
+    field_order = ["name", "key", "payload"]
 
 
 def send_event_view(modeladmin: Any, request: HttpRequest, object_id: str) -> HttpResponse:
