@@ -45,6 +45,20 @@ def test_a_deterministic_task_passes_with_a_crash_after_every_step(worker) -> No
         "exited" in worker.log())
 
 
+def test_patched_markers_resume_like_steps_with_a_crash_after_each(worker) -> None:
+    """patched() in a loop and a child call after it: a crash after every marker and step
+    resumes to the same result, each step run once (the markers replay as recorded)."""
+    from apps.resumable_app import patched_in_a_loop
+
+    report = testing.assert_resumable(patched_in_a_loop, 4)
+    assert report.result == {"bonus": [4, 5], "child": 9}
+    assert report.steps == ["patched:bonus#0", "add#0", "patched:bonus#1", "add#1",
+                            "call:apps.resumable_app.plus_one_doubled#0"]
+    assert report.boundaries == 5 and len(report.crashed_runs) == 5
+    for run_id in report.crashed_runs:
+        assert worker.executions(run_id) == {"add#0": 1, "add#1": 1}
+
+
 def test_a_crash_before_the_children_exist_starts_each_child_once(worker) -> None:
     """Crashed right after a map's child ids are checkpointed, the resumed run starts them."""
     from apps.resumable_app import fans_out

@@ -78,9 +78,12 @@ def recorded_at(ctx: RunContext, position: int) -> StepRecord | None:
 
 
 def write_checkpoint(ctx: RunContext, record: StepRecord) -> None:
-    """Write ``record`` under the run's lease (LeaseLost if refused) and keep it for replay."""
+    """Write ``record`` under the run's lease (LeaseLost if refused) and keep it for replay
+    (a crash boundary of ``assert_resumable``, as a step's checkpoint is)."""
     if not ctx.store.save_step(ctx.run_id, ctx.token, record):
         raise LeaseLost()
+    if _testhooks.active is not None:
+        _testhooks.active.checkpointed(ctx.run_id, record.position)
     ctx.checkpoints[record.position] = record
 
 

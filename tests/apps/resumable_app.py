@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import current_task
 
 from apps.common import counters, make_app
-from celery_durable import durable_task, map, step
+from celery_durable import call, durable_task, map, patched, step
 
 app = make_app("resumable_app")
 r = counters()
@@ -67,3 +67,13 @@ def fans_out(x: int) -> dict[str, object]:
     """A step, then a map over three child runs: resumable, children included."""
     a = double(x)
     return {"a": a, "children": map(plus_one_doubled, [a, a + 1, a + 2])}
+
+
+@durable_task(app=app)
+def patched_in_a_loop(x: int) -> dict[str, object]:
+    """patched() twice in a loop, a child run after it: markers are checkpoints like steps."""
+    out = []
+    for i in range(2):
+        if patched("bonus"):
+            out.append(add(x, i))
+    return {"bonus": out, "child": call(plus_one_doubled, x)}
