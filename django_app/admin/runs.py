@@ -78,7 +78,8 @@ class RunAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     search_fields = ("args", "kwargs")
     search_help_text = ("A run id or its first characters, or an idempotency key (index "
                         "lookups, instant); else text in the arguments of the newest "
-                        f"{SEARCH_WINDOW:,} runs (or of the creation date range chosen).")
+                        f"{SEARCH_WINDOW:,} runs (or of the creation date range chosen; "
+                        "all runs on MySQL/MariaDB).")
     date_hierarchy = "created_at"
     ordering = ("-created_at", "-id")
     #: How many of the newest runs a text search reads without a date range (bounded cost).
