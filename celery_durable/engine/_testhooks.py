@@ -13,6 +13,8 @@ Everything lives in files of that directory, outside the worker:
 * ``crash-<run_id>``: a crash plan holding a step position. Right after the
   checkpoint of that position is saved the plan is removed and the pool
   process SIGKILLs itself, exactly as a lost host would.
+* ``crash-uncommitted-<run_id>``: the same, for a transactional step (``atomic=True``)
+  whose checkpoint is written but whose transaction has not committed yet.
 """
 
 from __future__ import annotations
@@ -47,7 +49,14 @@ class FileHooks:
     def checkpointed(self, run_id: str, position: int) -> None:
         """Log the saved checkpoint; crash if ``run_id`` plans a crash after ``position``."""
         self.append(f"S {run_id} {position}\n")
-        plan = self.dir / f"crash-{run_id}"
+        self._crash_if_planned(self.dir / f"crash-{run_id}", position)
+
+    def before_commit(self, run_id: str, position: int) -> None:
+        """A transactional step wrote its checkpoint, not yet committed: crash if planned."""
+        self._crash_if_planned(self.dir / f"crash-uncommitted-{run_id}", position)
+
+    @staticmethod
+    def _crash_if_planned(plan: Path, position: int) -> None:
         try:
             wanted = int(plan.read_text().strip() or "-1")
         except (OSError, ValueError):

@@ -10,16 +10,19 @@ plain function call.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 import traceback
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
 from .. import signals
 from ..errors import (
     CorruptCheckpointError,
+    DurableError,
     NonDeterministicStepError,
     SerializationError,
     StepFailedError,
@@ -27,6 +30,8 @@ from ..errors import (
 from ..records import ErrorInfo, RunStatus, StepRecord, StepStatus
 from ..retry import FOREVER, Backoff, RetryPolicy, as_backoff, merge
 from ..serialization import decode, encode
+from ..stores.atomic import FEATURE as ATOMIC_FEATURE
+from ..stores.atomic import AtomicCheckpoint, AtomicSteps
 from . import _testhooks, steplogs
 from ._flow import HistoryEnded, LeaseLost, Reenqueue
 from .context import (
@@ -142,9 +147,25 @@ def diverged(ctx: RunContext, position: int, recorded: str,
     return error
 
 
+def _step_transaction(ctx: RunContext, key: str) -> AbstractContextManager[Any]:
+    """The transaction of one attempt of a transactional step (``atomic=True``): the
+    store's (its ``save`` writes the checkpoint inside it). In eager mode on a store
+    without them the step runs as a plain step. Any other store: a clear error, before
+    the step runs."""
+    store = getattr(ctx.store, "wrapped", ctx.store)
+    if isinstance(store, AtomicSteps):
+        return store.atomic_step(ctx.run_id, ctx.token)
+    if ctx.eager:
+        return contextlib.nullcontext()
+    raise DurableError(f"run {ctx.run_id}: step {key}: atomic=True needs {ATOMIC_FEATURE}; "
+                       f"{type(store).__name__} keeps checkpoints elsewhere (use the Django "
+                       "store, or make this a plain step)", run_id=ctx.run_id, step=key)
+
+
 def run_step(ctx: RunContext, name: str, fn: Callable[..., Any], args: tuple[Any, ...],
-             kwargs: dict[str, Any], options: dict[str, Any]) -> Any:
-    """Execute or replay one step call of the run ``ctx``."""
+             kwargs: dict[str, Any], options: dict[str, Any], atomic: bool = False) -> Any:
+    """Execute or replay one step call of the run ``ctx`` (in one transaction with its
+    checkpoint when ``atomic``: see celery_durable/stores/atomic.py)."""
     if ctx.fatal is not None:  # the body caught an error that ends the run: nothing more runs
         raise ctx.fatal
     ensure_held(ctx.run_id)
@@ -160,6 +181,7 @@ def run_step(ctx: RunContext, name: str, fn: Callable[..., Any], args: tuple[Any
     if ctx.replay_only:
         raise HistoryEnded(f"step {key} at position {position} has no checkpoint", position)
     attempt = (record.attempts if record is not None else 0) + 1
+    tx = _step_transaction(ctx, key) if atomic else contextlib.nullcontext()
     step_ctx = StepContext(ctx.run_id, key, attempt, position)
     if signals.step_started.receivers:
         signals.step_started.send(sender=ctx.task, run_id=ctx.run_id, task=ctx.task.name,
@@ -167,12 +189,21 @@ def run_step(ctx: RunContext, name: str, fn: Callable[..., Any], args: tuple[Any
     reset = current_step.set(step_ctx)
     lines = steplogs.start(ctx.settings.step_log_lines)
     started = time.time()
+    done: StepRecord | None = None
     try:
-        value = fn(*args, **kwargs)
-        if _testhooks.active is not None:
-            _testhooks.active.executed(ctx.run_id, position, key)
-        text = encode(ctx.serializer, value, max_bytes=ctx.settings.max_checkpoint_bytes,
-                      what=f"result of step {key}", run_id=ctx.run_id, step=key)
+        with tx as checkpoint:
+            value = fn(*args, **kwargs)
+            if _testhooks.active is not None:
+                _testhooks.active.executed(ctx.run_id, position, key)
+            text = encode(ctx.serializer, value, max_bytes=ctx.settings.max_checkpoint_bytes,
+                          what=f"result of step {key}", run_id=ctx.run_id, step=key)
+            if isinstance(checkpoint, AtomicCheckpoint):  # written before the commit
+                done = StepRecord(position, key, name, StepStatus.SUCCEEDED, attempt,
+                                  value=text, started_at=started, finished_at=time.time())
+                if not checkpoint.save(done):
+                    raise LeaseLost()
+                if _testhooks.active is not None:
+                    _testhooks.active.before_commit(ctx.run_id, position)
     except (Reenqueue, LeaseLost):
         raise
     except (Exception, SystemExit, KeyboardInterrupt) as exc:
@@ -189,10 +220,11 @@ def run_step(ctx: RunContext, name: str, fn: Callable[..., Any], args: tuple[Any
     finally:
         current_step.reset(reset)
         steplogs.stop(lines)
-    done = StepRecord(position, key, name, StepStatus.SUCCEEDED, attempt, value=text,
-                      started_at=started, finished_at=time.time())
-    if not ctx.store.save_step(ctx.run_id, ctx.token, done):
-        raise LeaseLost()
+    if done is None:
+        done = StepRecord(position, key, name, StepStatus.SUCCEEDED, attempt, value=text,
+                          started_at=started, finished_at=time.time())
+        if not ctx.store.save_step(ctx.run_id, ctx.token, done):
+            raise LeaseLost()
     if _testhooks.active is not None:
         _testhooks.active.checkpointed(ctx.run_id, position)
     ctx.checkpoints[position] = done
@@ -271,17 +303,19 @@ def _on_error(ctx: RunContext, exc: BaseException, record: StepRecord,
 class _StepFunction:
     """A function wrapped by ``@step``: checkpointed inside a run, plain outside."""
 
-    def __init__(self, fn: Callable[..., Any], name: str | None, options: dict[str, Any]):
+    def __init__(self, fn: Callable[..., Any], name: str | None, options: dict[str, Any],
+                 atomic: bool = False):
         functools.update_wrapper(self, fn)
         self.fn = fn
         self.step_name = name or _qualified(fn)
         self.options = options
+        self.atomic = atomic
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         ctx = active_run()
         if ctx is None or current_step.get() is not None:
             return self.fn(*args, **kwargs)
-        return run_step(ctx, self.step_name, self.fn, args, kwargs, self.options)
+        return run_step(ctx, self.step_name, self.fn, args, kwargs, self.options, self.atomic)
 
     def __get__(self, obj: Any, objtype: Any = None) -> Any:
         if obj is None:
@@ -313,23 +347,29 @@ class _StepAPI:
     @overload
     def __call__(self, *, name: str | None = ..., max_attempts: int | None = ...,
                  retry_on: Any = ..., no_retry_on: Any = ...,
-                 backoff: Backoff | float | None = ...) -> Callable[[F], F]: ...
+                 backoff: Backoff | float | None = ..., atomic: bool = ...
+                 ) -> Callable[[F], F]: ...
 
     def __call__(self, fn: Any = None, /, *, name: str | None = None,  # type: ignore[misc]
                  max_attempts: int | None = None, retry_on: Any = None,
-                 no_retry_on: Any = None, backoff: Backoff | float | None = None) -> Any:
-        """Decorate a function as a step: ``@step`` or ``@step(name=..., max_attempts=...)``."""
+                 no_retry_on: Any = None, backoff: Backoff | float | None = None,
+                 atomic: bool = False) -> Any:
+        """Decorate a function as a step: ``@step`` or ``@step(name=..., max_attempts=...)``;
+        ``atomic=True``: its database writes and its checkpoint commit in one transaction
+        (the Django store; see docs/steps-and-replay.md)."""
         options = _options(max_attempts, retry_on, no_retry_on, backoff)
         if fn is not None:
-            return _StepFunction(fn, name, options)
-        return lambda f: _StepFunction(f, name, options)
+            return _StepFunction(fn, name, options, atomic)
+        return lambda f: _StepFunction(f, name, options, atomic)
 
-    def run(self, name: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-        """Call ``fn(*args, **kwargs)`` as a step named ``name``."""
+    def run(self, name: str, fn: Callable[..., Any], /, *args: Any, atomic: bool = False,
+            **kwargs: Any) -> Any:
+        """Call ``fn(*args, **kwargs)`` as a step named ``name`` (``atomic``: see ``@step``;
+        the keyword is step.run's, not passed to ``fn``)."""
         ctx = active_run()
         if ctx is None or current_step.get() is not None:
             return fn(*args, **kwargs)
-        return run_step(ctx, name, fn, args, kwargs, {})
+        return run_step(ctx, name, fn, args, kwargs, {}, atomic)
 
     @staticmethod
     def context() -> StepContext:

@@ -474,3 +474,4 @@ def run_history_of(store: CheckpointStore) -> RunHistory:
 def wait_tokens_of(store: CheckpointStore) -> WaitTokens:
     """``store`` as :class:`WaitTokens`."""
     return cast(WaitTokens, _require(store, WaitTokens))
+

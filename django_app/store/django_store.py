@@ -43,6 +43,7 @@ from celery_durable.records import (
     failed_attempt,
 )
 from celery_durable.stores import rowcodec, transitions
+from celery_durable.stores.atomic import AtomicSteps
 from celery_durable.stores.base import (
     CheckpointStore,
     ChildRuns,
@@ -57,6 +58,7 @@ from celery_durable.stores.base import (
 from ..models import HistoryRow, Run, RunTag, Step, WaitToken
 from . import clock, rows
 from ._connection import db_call
+from .atomic import AtomicMixin
 from .controls import ControlsMixin
 from .history import HistoryMixin
 from .tokens import TokensMixin
@@ -74,9 +76,9 @@ def _control(run: Run) -> transitions.Control:
     return rowcodec.control(vars(run))
 
 
-class DjangoStore(HistoryMixin, ControlsMixin, WaitsMixin, TokensMixin, CheckpointStore, Waits,
-                  ChildRuns, IdempotencyKeys, ConcurrencySlots, Retention, RunHistory,
-                  WaitTokens):
+class DjangoStore(HistoryMixin, ControlsMixin, WaitsMixin, TokensMixin, AtomicMixin,
+                  CheckpointStore, Waits, ChildRuns, IdempotencyKeys, ConcurrencySlots, Retention,
+                  RunHistory, WaitTokens, AtomicSteps):
     """Durable runs in the Django database (``using`` names the alias; default: the router's)."""
 
     def __init__(self, using: str | None = None) -> None:

@@ -185,3 +185,37 @@ def token_approval(tag: str, timeout: float = 86400.0) -> dict[str, object]:
     hand_out(tag, token.url)
     decision = wait_for_token(token)
     return {"decision": decision, "note": note(tag, "after the token")}
+
+
+def _insert_row(tag: str, kill_inside: bool) -> int:
+    """Insert one row for ``tag`` (an auth group); with ``kill_inside``, SIGKILL this pool
+    process right after the insert, the first time only (a lost host mid-step)."""
+    import signal
+    import uuid as _uuid
+
+    from django.contrib.auth.models import Group
+
+    group = Group.objects.create(name=f"{tag}-{_uuid.uuid4().hex}")
+    if kill_inside and _counters.incr(f"{tag}:killed") == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return int(group.pk)
+
+
+@step(atomic=True)
+def insert_atomically(tag: str, kill_inside: bool) -> int:
+    """The row and the checkpoint commit together (``@step(atomic=True)``)."""
+    return _insert_row(tag, kill_inside)
+
+
+@step
+def insert_plainly(tag: str, kill_inside: bool) -> int:
+    """A plain step: the row commits at once, the checkpoint after it."""
+    return _insert_row(tag, kill_inside)
+
+
+@durable_task(app=app)
+def insert_row(tag: str, atomic: bool, kill_inside: bool = False) -> int:
+    """One row-inserting step (transactional or plain), then a note."""
+    pk = (insert_atomically if atomic else insert_plainly)(tag, kill_inside)
+    note(tag, "after the insert")
+    return int(pk)
