@@ -11,7 +11,8 @@ its failed position under the current code version.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from itertools import zip_longest
 from typing import Any
 
 from django.contrib import admin
@@ -55,7 +56,15 @@ class CodeCheck:
     problem: str | None = None
     #: Where a compatible replay stopped (the position the run resumes at).
     resumes_at: str | None = None
-    rows: list[tuple[str, str, bool]] = field(default_factory=list)
+
+    @property
+    def rows(self) -> list[tuple[str, str, bool]]:
+        """(recorded step, the current code's step, whether they first differ here) per
+        position; the current column is empty where the code could not be replayed."""
+        now = (self.current if self.current is not None
+               else self.recorded if self.problem is None else [])
+        return [(rec, cur, i == self.differs_at) for i, (rec, cur)
+                in enumerate(zip_longest(self.recorded, now, fillvalue=""))]
 
     @property
     def compatible(self) -> bool:
@@ -80,13 +89,6 @@ def check(run: Run) -> CodeCheck:
         result.problem = f"{type(exc).__name__}: {exc}"
     else:
         result.resumes_at = replayed.ended_at
-    longest = max(len(recorded), len(result.current or []))
-    for i in range(longest):
-        now = (result.current[i] if result.current is not None and i < len(result.current)
-               else "" if result.current is not None else recorded[i] if i < len(recorded)
-               else "")
-        result.rows.append((recorded[i] if i < len(recorded) else "", now,
-                            i == result.differs_at))
     return result
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 from celery import Celery
@@ -14,13 +15,18 @@ from celery_durable.stores import get_store
 
 from ..store.clock import now_sql
 
+#: Stores whose clock this process has measured (once is enough: clocks drift slowly).
+_measured: weakref.WeakSet[Any] = weakref.WeakSet()
+
 
 def store_now(app: Celery) -> float:
     """The store's clock (Redis ``TIME``), else the Django database's (epoch seconds)."""
     store = get_store(app)
     clock = getattr(store, "clock", None)
     if callable(clock):
-        store.ping()  # (the Redis store measures the server's clock against ours)
+        if store not in _measured:  # the Redis store measures the server's clock at ping
+            store.ping()
+            _measured.add(store)
         return float(clock())
     connection = connections[getattr(store, "using", None) or DEFAULT_DB_ALIAS]
     with connection.cursor() as cursor:

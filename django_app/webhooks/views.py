@@ -190,8 +190,11 @@ def token_view(request: HttpRequest, token_id: str) -> HttpResponse:
     if request.method != "POST":
         return _answer(405, error="GET (the token's state) or POST (complete it) only")
     body = _body(request)
-    form = request.content_type == "application/x-www-form-urlencoded"
-    payload = _form_payload(body) if form else _json(body, "payload")
+    form = (QueryDict(body.decode("utf-8", errors="replace"))
+            if request.content_type == "application/x-www-form-urlencoded" else None)
+    # An HTML form: its fields are the payload (``next`` is where to go after, not in it).
+    payload = ({name: form[name] for name in form if name != "next"} if form is not None
+               else _json(body, "payload"))
     try:
         done = complete_wait_token(token_id, payload, app=app)
     except WaitTokenNotFoundError:
@@ -199,7 +202,7 @@ def token_view(request: HttpRequest, token_id: str) -> HttpResponse:
     except WaitTokenExpiredError as exc:
         return _answer(410, error="the wait token expired before it was completed",
                        expired_at=exc.expired_at)
-    if form and (target := _local(body)) is not None:  # a person's form: back to a page
+    if form is not None and (target := _local(form.get("next", ""))) is not None:
         return HttpResponseRedirect(f"{target}{'&' if '?' in target else '?'}token="
                                     f"{'completed' if done.first else 'already-completed'}",
                                     status=303)
@@ -210,15 +213,8 @@ def token_view(request: HttpRequest, token_id: str) -> HttpResponse:
                    resumed=done.resumed)
 
 
-def _form_payload(body: bytes) -> dict[str, str]:
-    """An HTML form's fields as the payload (``next`` is where to go after; not in it)."""
-    fields = QueryDict(body.decode("utf-8", errors="replace"))
-    return {name: fields[name] for name in fields if name != "next"}
-
-
-def _local(body: bytes) -> str | None:
-    """The form's ``next`` page, if it is a path on this site."""
-    target = QueryDict(body.decode("utf-8", errors="replace")).get("next", "")
+def _local(target: str) -> str | None:
+    """A form's ``next`` page, if it is a path on this site (a person's form goes back)."""
     if target and url_has_allowed_host_and_scheme(target, allowed_hosts=None) and \
             target.startswith("/") and not target.startswith("//"):
         return target
