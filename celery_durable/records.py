@@ -134,6 +134,8 @@ class StepRecord:
     max_attempts: int | None = None
     #: Seconds the step waits before its next attempt (status RETRYING).
     retry_delay: float | None = None
+    #: A transactional step (``atomic=True``): its database writes committed with this record.
+    atomic: bool = False
 
     def to_meta(self) -> dict[str, Any]:
         """Everything but the value, as a JSON-ready dict."""
@@ -148,6 +150,8 @@ class StepRecord:
             meta["m"] = self.max_attempts
         if self.retry_delay is not None:
             meta["d"] = self.retry_delay
+        if self.atomic:
+            meta["x"] = 1
         return meta
 
     @classmethod
@@ -157,7 +161,8 @@ class StepRecord:
         # Positional: replay rebuilds one record per checkpoint (3x cheaper than keywords).
         return cls(position, meta["k"], meta["n"], STEP_STATUS_BY_VALUE[meta["s"]],
                    int(meta.get("a", 1)), value, ErrorInfo(*err) if err else None,
-                   meta.get("t0"), meta.get("t1"), meta.get("m"), meta.get("d"))
+                   meta.get("t0"), meta.get("t1"), meta.get("m"), meta.get("d"),
+                   bool(meta.get("x")))
 
 
 def succeeded_value(checkpoints: Mapping[int, StepRecord], position: int,

@@ -145,6 +145,8 @@ class Step(models.Model):
     error_logs = models.TextField(default="", blank=True)
     started_at = models.FloatField(null=True, blank=True)
     finished_at = models.FloatField(null=True, blank=True)
+    #: A transactional step (``atomic=True``): its writes committed with this checkpoint.
+    atomic = models.BooleanField(default=False)
 
     class Meta:
         db_table = "celery_durable_step"

@@ -11,6 +11,7 @@ plain function call.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import time
 import traceback
@@ -162,6 +163,36 @@ def _step_transaction(ctx: RunContext, key: str) -> AbstractContextManager[Any]:
                        "store, or make this a plain step)", run_id=ctx.run_id, step=key)
 
 
+def _call(ctx: RunContext, fn: Callable[..., Any], args: tuple[Any, ...],
+          kwargs: dict[str, Any], position: int, key: str) -> str:
+    """Call a step's function; its value, encoded for the checkpoint."""
+    value = fn(*args, **kwargs)
+    if _testhooks.active is not None:
+        _testhooks.active.executed(ctx.run_id, position, key)
+    return encode(ctx.serializer, value, max_bytes=ctx.settings.max_checkpoint_bytes,
+                  what=f"result of step {key}", run_id=ctx.run_id, step=key)
+
+
+def _call_in_transaction(ctx: RunContext, tx: AbstractContextManager[Any],
+                         fn: Callable[..., Any], args: tuple[Any, ...],
+                         kwargs: dict[str, Any], pending: StepRecord
+                         ) -> tuple[str, StepRecord | None]:
+    """Call a transactional step's function in ``tx`` and write its checkpoint
+    (``pending`` with the value) before the commit; the encoded value and the record
+    written (None in eager mode on a store without transactions: written after, as for a
+    plain step)."""
+    with tx as checkpoint:
+        text = _call(ctx, fn, args, kwargs, pending.position, pending.key)
+        if not isinstance(checkpoint, AtomicCheckpoint):
+            return text, None
+        done = dataclasses.replace(pending, value=text, finished_at=time.time())
+        if not checkpoint.save(done):
+            raise LeaseLost()
+        if _testhooks.active is not None:
+            _testhooks.active.before_commit(ctx.run_id, pending.position)
+    return text, done
+
+
 def run_step(ctx: RunContext, name: str, fn: Callable[..., Any], args: tuple[Any, ...],
              kwargs: dict[str, Any], options: dict[str, Any], atomic: bool = False) -> Any:
     """Execute or replay one step call of the run ``ctx`` (in one transaction with its
@@ -181,7 +212,7 @@ def run_step(ctx: RunContext, name: str, fn: Callable[..., Any], args: tuple[Any
     if ctx.replay_only:
         raise HistoryEnded(f"step {key} at position {position} has no checkpoint", position)
     attempt = (record.attempts if record is not None else 0) + 1
-    tx = _step_transaction(ctx, key) if atomic else contextlib.nullcontext()
+    tx = _step_transaction(ctx, key) if atomic else None
     step_ctx = StepContext(ctx.run_id, key, attempt, position)
     if signals.step_started.receivers:
         signals.step_started.send(sender=ctx.task, run_id=ctx.run_id, task=ctx.task.name,
@@ -191,19 +222,13 @@ def run_step(ctx: RunContext, name: str, fn: Callable[..., Any], args: tuple[Any
     started = time.time()
     done: StepRecord | None = None
     try:
-        with tx as checkpoint:
-            value = fn(*args, **kwargs)
-            if _testhooks.active is not None:
-                _testhooks.active.executed(ctx.run_id, position, key)
-            text = encode(ctx.serializer, value, max_bytes=ctx.settings.max_checkpoint_bytes,
-                          what=f"result of step {key}", run_id=ctx.run_id, step=key)
-            if isinstance(checkpoint, AtomicCheckpoint):  # written before the commit
-                done = StepRecord(position, key, name, StepStatus.SUCCEEDED, attempt,
-                                  value=text, started_at=started, finished_at=time.time())
-                if not checkpoint.save(done):
-                    raise LeaseLost()
-                if _testhooks.active is not None:
-                    _testhooks.active.before_commit(ctx.run_id, position)
+        if tx is None:
+            text = _call(ctx, fn, args, kwargs, position, key)
+        else:
+            text, done = _call_in_transaction(ctx, tx, fn, args, kwargs,
+                                              StepRecord(position, key, name,
+                                                         StepStatus.SUCCEEDED, attempt,
+                                                         started_at=started, atomic=True))
     except (Reenqueue, LeaseLost):
         raise
     except (Exception, SystemExit, KeyboardInterrupt) as exc:
@@ -212,7 +237,8 @@ def run_step(ctx: RunContext, name: str, fn: Callable[..., Any], args: tuple[Any
             error.logs = list(lines)
         error = error.redacted(ctx.settings.redact_names)  # durable_redact
         failed = StepRecord(position, key, name, StepStatus.FAILED, attempt,
-                            started_at=started, finished_at=time.time(), error=error)
+                            started_at=started, finished_at=time.time(), error=error,
+                            atomic=atomic)
         if isinstance(exc, Exception):
             return _on_error(ctx, exc, failed, options)
         _record_exit(ctx, failed)

@@ -29,7 +29,8 @@ from .transitions import Control
 
 #: Step columns written by a checkpoint, in the order of :func:`step_values`.
 STEP_COLUMNS = ("position", "key", "name", "status", "attempts", "value", "error_type",
-                "error_message", "error_traceback", "started_at", "finished_at", "error_logs")
+                "error_message", "error_traceback", "started_at", "finished_at", "error_logs",
+                "atomic")
 
 #: A run's status by its stored value.
 STATUS_BY_VALUE = {status.value: status for status in RunStatus}
@@ -77,7 +78,7 @@ def step_values(step: StepRecord) -> list[Any]:
     logs = json.dumps(step.error.logs) if step.error is not None and step.error.logs else ""
     return [step.position, step.key, step.name, step.status.value, step.attempts, step.value,
             err["error_type"], err["error_message"], err["error_traceback"], step.started_at,
-            step.finished_at, logs]
+            step.finished_at, logs, step.atomic]
 
 
 def step_columns(step: StepRecord) -> dict[str, Any]:
@@ -96,12 +97,12 @@ def control(row: Mapping[str, Any]) -> Control:
 def step_record(row: Sequence[Any]) -> StepRecord:
     """One :data:`STEP_COLUMNS` row as a record."""
     (position, key, name, status, attempts, value, error_type, error_message,
-     error_traceback, started_at, finished_at, logs) = row
+     error_traceback, started_at, finished_at, logs, atomic) = row
     error = None
     if error_type:
         error = ErrorInfo(error_type, error_message, error_traceback, step_logs(logs))
     return StepRecord(position, key, name, STEP_STATUS_BY_VALUE[status], attempts, value,
-                      error, started_at, finished_at)
+                      error, started_at, finished_at, atomic=bool(atomic))
 
 
 _SUCCEEDED = StepStatus.SUCCEEDED.value

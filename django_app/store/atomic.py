@@ -2,8 +2,9 @@
 
 One attempt of such a step is one ``transaction.atomic(using=<the store's alias>)``:
 the step's function writes its rows, then :meth:`StepTransaction.save` locks the run's
-row (``SELECT … FOR UPDATE``), checks the fencing token and writes the checkpoint, all in
-that transaction, which commits when the block ends. A holder whose lease was taken over
+row, checks the fencing token and writes the checkpoint (one statement:
+``INSERT … SELECT … WHERE EXISTS (… FOR UPDATE)``), all in that transaction, which commits
+when the block ends. A holder whose lease was taken over
 finds its token gone and writes nothing: the block raises and its rows roll back. A
 takeover that comes after the lock waits for the commit, and then sees the checkpoint.
 
@@ -21,13 +22,10 @@ from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from django.db import connections, transaction
-from django.db.models import QuerySet
 
 from celery_durable.errors import PermanentError
 from celery_durable.records import StepRecord
 from celery_durable.stores.atomic import AtomicCheckpoint
-
-from ..models import Run
 
 #: The first word of a statement that writes (refused on other aliases during the step).
 _WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE", "MERGE", "CREATE", "ALTER", "DROP",
@@ -58,11 +56,9 @@ class StepTransaction(AtomicCheckpoint):
         self.store, self.run_id, self.token = store, run_id, token
 
     def save(self, step: StepRecord) -> bool:
-        """Lock the run's row under the token, then write the checkpoint (same transaction)."""
-        holding: QuerySet[Run] = self.store._holding(self.run_id, self.token)
-        if not holding.select_for_update().exists():
-            return False
-        return bool(self.store.save_step(self.run_id, self.token, step))
+        """Lock the run's row under the token and write the checkpoint: one statement, in
+        the step's transaction."""
+        return bool(self.store.save_step_locking(self.run_id, self.token, step, locking=True))
 
 
 class AtomicMixin:

@@ -199,7 +199,6 @@ class DjangoStore(HistoryMixin, ControlsMixin, WaitsMixin, TokensMixin, AtomicMi
         On PostgreSQL with psycopg 3 the statement is prepared once per
         connection (see :func:`.rows.checkpoint_cursor`).
         """
-        conn = connections[self.using]
         if failed_attempt(step):  # rare: the checkpoint and its history entry together
             with transaction.atomic(using=self.using):
                 now = (self._holding(run_id, token).select_for_update()
@@ -209,9 +208,16 @@ class DjangoStore(HistoryMixin, ControlsMixin, WaitsMixin, TokensMixin, AtomicMi
                     return False
                 self._write_step(run_id, step, float(now))
                 return True
+        return self.save_step_locking(run_id, token, step, locking=False)
+
+    def save_step_locking(self, run_id: str, token: int, step: StepRecord,
+                          locking: bool) -> bool:
+        """Write the success ``step`` if ``token`` holds the lease; ``locking``: and keep the
+        run's row locked until the caller's transaction ends (a transactional step)."""
+        conn = connections[self.using]
         if conn.vendor in ("postgresql", "sqlite", "mysql"):
             with rows.checkpoint_cursor(conn) as cursor:
-                cursor.execute(rows.save_step_sql(conn),
+                cursor.execute(rows.save_step_sql(conn, locking),
                                [run_id, *rows.step_values(step), run_id, token])
                 return bool(cursor.rowcount)
         with transaction.atomic(using=self.using):

@@ -35,7 +35,7 @@ from ..models import HistoryRow, Run, RunTag, Step
 
 #: PostgreSQL types of :data:`STEP_COLUMNS` (client-side bound literals need casts).
 _PG_TYPES = ("integer", "varchar", "varchar", "varchar", "integer", "text", "varchar", "text",
-             "text", "double precision", "double precision", "text")
+             "text", "double precision", "double precision", "text", "boolean")
 
 
 #: The run's times kept as DateTimeFields (the others are epoch seconds).
@@ -236,18 +236,24 @@ def _unprepared_cursor_class() -> type[Any]:
     return UnpreparedCursor
 
 
-def save_step_sql(connection: BaseDatabaseWrapper) -> str:
-    """The checkpoint statement of ``connection``'s vendor (built once per vendor)."""
-    return _save_step_sql(connection.vendor, connection.ops.quote_name)
+def save_step_sql(connection: BaseDatabaseWrapper, locking: bool = False) -> str:
+    """The checkpoint statement of ``connection``'s vendor (built once per vendor);
+    ``locking``: it also locks the run's row until the transaction ends."""
+    return _save_step_sql(connection.vendor, connection.ops.quote_name, locking)
 
 
 @functools.lru_cache(maxsize=8)
-def _save_step_sql(vendor: str, q: Callable[[str], str]) -> str:
+def _save_step_sql(vendor: str, q: Callable[[str], str], locking: bool) -> str:
     """One statement that writes a checkpoint only if ``token`` still holds the lease.
 
     ``INSERT … SELECT … WHERE EXISTS (the run with this token and an owner)``,
     upserting on (run, position) (MySQL/MariaDB: ``ON DUPLICATE KEY UPDATE``): no
-    transaction block, no second round trip.
+    transaction block, no second round trip. With ``locking`` (a transactional step's
+    checkpoint, inside its transaction) the ``EXISTS`` reads the run's row ``FOR UPDATE``
+    (PostgreSQL, MySQL/MariaDB; SQLite's write transaction locks the whole database), so a
+    takeover of the lease waits for the step's commit. Without it nothing is locked:
+    neither PostgreSQL nor InnoDB under READ COMMITTED (Django's default) locks a row an
+    ``INSERT … SELECT`` only reads.
     Parameters: run id, the :func:`step_values`, run id, token. PostgreSQL
     gets explicit casts (client-side bound literals are untyped, and
     server-side bound strings and NULLs are sent as ``unknown``).
@@ -258,9 +264,10 @@ def _save_step_sql(vendor: str, q: Callable[[str], str]) -> str:
         values = ", ".join(f"%s::{t}" for t in _PG_TYPES)
     else:
         values = ", ".join("%s" for _ in STEP_COLUMNS)
+    lock = " FOR UPDATE" if locking and vendor in ("postgresql", "mysql") else ""
     held = (f"WHERE EXISTS (SELECT 1 FROM {run_t} WHERE {q('id')} = %s AND {q('token')} = %s "
-            f"AND {q('owner')} <> '') ")
-    if vendor == "mysql":  # InnoDB share-locks the run row it read until the commit
+            f"AND {q('owner')} <> ''{lock}) ")
+    if vendor == "mysql":
         updates = ", ".join(f"{q(c)} = VALUES({q(c)})" for c in STEP_COLUMNS[1:])
         return (f"INSERT INTO {step_t} ({q('run_id')}, {cols}) SELECT %s, {values} FROM DUAL "
                 f"{held}ON DUPLICATE KEY UPDATE {updates}")

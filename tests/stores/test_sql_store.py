@@ -42,10 +42,10 @@ def test_migrate_creates_every_table_once_and_records_the_version(tmp_path: Path
     store.ping()
 
 
-def test_a_version_1_database_migrates_to_version_2_with_its_wait_tokens(
-        tmp_path: Path) -> None:
-    """A database of the first release (no wait tokens table) gets it, and only it."""
-    from sqlalchemy import delete
+def test_a_version_1_database_migrates_to_the_current_version(tmp_path: Path) -> None:
+    """A database of the first release (no wait tokens table, no ``atomic`` step column)
+    gets both, and keeps its checkpoints (a plain step's reads back as not atomic)."""
+    from sqlalchemy import delete, text
 
     from celery_durable.stores.sql.schema import schema, wait_tokens
 
@@ -53,11 +53,19 @@ def test_a_version_1_database_migrates_to_version_2_with_its_wait_tokens(
     store.migrate()
     with store.engine.begin() as conn:  # back to what version 1 created
         wait_tokens.drop(conn)
-        conn.execute(delete(schema).where(schema.c.version == 2))
+        conn.execute(text("ALTER TABLE durable_steps DROP COLUMN atomic"))
+        conn.execute(text("INSERT INTO durable_steps (run_id, position, key, name, status, "
+                          "attempts, value, error_type, error_message, error_traceback, "
+                          "error_logs) VALUES ('r1', 0, 'a', 'a', 'SUCCEEDED', 1, '1', '', "
+                          "'', '', '')"))
+        conn.execute(delete(schema).where(schema.c.version >= 2))
     assert store.schema_version() == 1
-    assert store.migrate() == [2]
+    assert store.migrate() == [2, 3]
     assert inspect(store.engine).has_table("durable_wait_tokens")
-    assert store.schema_version() == 2
+    assert "atomic" in {c["name"] for c in inspect(store.engine).get_columns("durable_steps")}
+    assert store.schema_version() == SCHEMA_VERSION == 3
+    with store.engine.connect() as conn:
+        assert conn.execute(text("SELECT atomic FROM durable_steps")).scalar() in (0, False)
 
 
 def _migrate(url: str) -> list[int]:

@@ -27,8 +27,10 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
     inspect,
     select,
+    text,
 )
 from sqlalchemy.dialects import mysql
 from sqlalchemy.exc import DBAPIError
@@ -36,7 +38,7 @@ from sqlalchemy.exc import DBAPIError
 from ...records import RunStatus
 
 #: The schema version this code reads and writes.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 metadata = MetaData()
 
@@ -121,6 +123,7 @@ steps = Table(
     Column("started_at", Double),
     Column("finished_at", Double),
     Column("error_logs", LongText, nullable=False),
+    Column("atomic", Boolean, nullable=False, server_default=false()),  # schema version 3
     PrimaryKeyConstraint("run_id", "position", name="durable_steps_pk"),
     **_MYSQL,
 )
@@ -238,10 +241,18 @@ def new_run_row(now: float, **fields: Any) -> dict[str, Any]:
     return row
 
 
+def _add_step_atomic(conn: Connection) -> None:
+    """Version 3: ``durable_steps.atomic`` (transactional steps), unless version 1 made it."""
+    if "atomic" not in {c["name"] for c in inspect(conn).get_columns(steps.name)}:
+        conn.execute(text(f"ALTER TABLE {steps.name} ADD COLUMN atomic BOOLEAN NOT NULL "
+                          "DEFAULT false"))
+
+
 #: The tables every version has; the migration of version N creates or changes what N needs.
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     1: lambda conn: metadata.create_all(conn, checkfirst=True),
     2: lambda conn: wait_tokens.create(conn, checkfirst=True),  # wait tokens
+    3: _add_step_atomic,  # the transactional-step mark on a checkpoint
 }
 
 
