@@ -269,6 +269,12 @@ def main() -> None:
         results["admin"] = _guard("admin", lambda: run_external(
             "admin_changelist", ["--runs", "100000", "--repeat", "2"] if ns.quick else [],
             base_env))
+        log("transactional steps (bench/atomic_steps.py)")
+        pg_env = contenders(srv, pg_django, sqlite_path)[4].env
+        results["atomic_steps"] = _guard("transactional steps", lambda: (
+            {"unavailable": why} if (why := _prepare_django({**base_env, **pg_env})) else
+            run_external("atomic_steps", ["--steps", "300" if ns.quick else "1000",
+                                          "--trials", str(ns.trials)], {**base_env, **pg_env})))
         log("step overhead (bench/step_overhead.py)")
         results["step_overhead"] = _guard("step overhead", lambda: run_external(
             "step_overhead", ["--steps", "500" if ns.quick else "2000",

@@ -312,6 +312,8 @@ def render(results: dict[str, Any], images: list[Path], notes: str | None) -> st
             *_extra_section("Admin changelist with 1,000,000 runs", results.get("admin")),
             *_extra_section("Step overhead micro-benchmark (bench/step_overhead.py)",
                             results.get("step_overhead")),
+            *_extra_section("Transactional steps on PostgreSQL (bench/atomic_steps.py)",
+                            results.get("atomic_steps")),
             *_meta_section(meta)]
     if notes:
         out += [notes.rstrip(), ""]

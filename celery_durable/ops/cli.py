@@ -185,7 +185,8 @@ def _show_text(info: Any) -> str:
                 and s.finished_at is not None else "-")
         detail = (f"{s.error.type.rsplit('.', 1)[-1]}: {s.error.message}" if s.error
                   else json.dumps(s.value, default=str))
-        rows.append([str(s.position), s.key, s.status.value, str(s.attempts),
+        rows.append([str(s.position), s.key + (" (transactional)" if s.atomic else ""),
+                     s.status.value, str(s.attempts),
                      _when(s.started_at), took, _short(detail, 70)])
     out.append(_table(["#", "STEP", "STATUS", "ATTEMPTS", "STARTED", "TOOK", "OUTPUT / ERROR"],
                       rows))
@@ -211,7 +212,7 @@ def _show_text(info: Any) -> str:
 def _step_json(s: Any) -> dict[str, Any]:
     return {"position": s.position, "key": s.key, "name": s.name, "status": s.status.value,
             "attempts": s.attempts, "value": s.value, "started_at": _iso(s.started_at),
-            "finished_at": _iso(s.finished_at),
+            "finished_at": _iso(s.finished_at), "atomic": s.atomic,
             "error": None if s.error is None else {
                 "type": s.error.type, "message": s.error.message,
                 "traceback": s.error.traceback, "logs": list(s.error.logs)}}

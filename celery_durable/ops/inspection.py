@@ -97,6 +97,8 @@ class StepInfo:
     max_attempts: int | None = None
     wait: WaitState | None = None
     failures: list[Attempt] = field(default_factory=list)
+    #: A transactional step (``atomic=True``): its writes committed with its checkpoint.
+    atomic: bool = False
 
 
 @dataclass(frozen=True)
@@ -180,7 +182,7 @@ def _step(record: StepRecord, value: Any, failures: list[Attempt]) -> StepInfo:
         status = _WAIT_KINDS[wait.kind]
     return StepInfo(record.position, record.key, record.name, status, record.attempts, value,
                     record.error, record.started_at, record.finished_at, record.max_attempts,
-                    wait, failures)
+                    wait, failures, record.atomic)
 
 
 def _failures(history: list[HistoryEntry], record: StepRecord) -> list[Attempt]:

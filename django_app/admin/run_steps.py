@@ -136,7 +136,7 @@ def timeline(record: Recorded, names: frozenset[str]) -> list[dict[str, Any]]:
         earlier = [_attempt(a, names) for a in record.attempts.get((s.position, s.key), [])
                    if status == "succeeded" or a.step is None or a.step.attempts != s.attempts]
         out.append({"position": s.position, "key": s.key, "name": s.name,
-                    "status": status, "status_badge": status_badge(status),
+                    "atomic": s.atomic, "status": status, "status_badge": status_badge(status),
                     "attempts": s.attempts, "started": from_epoch(s.started_at),
                     "duration": format_duration(duration), "failures": earlier,
                     "output": (wait_text(wait, names) if wait is not None

@@ -154,7 +154,8 @@ def _step_bar(step: Step, axis: _Axis, names: frozenset[str]) -> Bar:
     finish = step.finished_at if step.finished_at is not None else time.time()
     error = (f": {step.error_type}: {redact_text(step.error_message, names)}"
              if step.error_type else "")
-    return Bar(step.key, f"attempt {step.attempts} {step.status}", step.status,
+    kind = ", transactional" if step.atomic else ""
+    return Bar(step.key, f"attempt {step.attempts} {step.status}{kind}", step.status,
                axis.left(begin), axis.width(begin, finish),
                f"{step.key} {step.status}{error} ({format_duration(finish - begin)})",
                logs=[redact_text(line, names) for line in step_logs(step.error_logs)])

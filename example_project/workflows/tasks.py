@@ -75,8 +75,16 @@ def charge_payment(order: dict[str, Any]) -> dict[str, Any]:
                                 idempotency_key=step.context().idempotency_key)
     except clients.CardDeclined as exc:
         raise PermanentError(f"order #{order['id']}: {exc}") from exc  # no retry: dead letter
-    Order.objects.filter(pk=order["id"]).update(status=Order.Status.PAID, charge_id=charge["id"])
     return charge
+
+
+@step(atomic=True)
+def record_payment(order_id: int, charge_id: str) -> str:
+    """Mark the order paid, in one database transaction with this step's checkpoint
+    (``atomic=True``): the order row says PAID exactly when the run has recorded the
+    payment, whatever crashes in between (docs/steps-and-replay.md)."""
+    Order.objects.filter(pk=order_id).update(status=Order.Status.PAID, charge_id=charge_id)
+    return charge_id
 
 
 @step
@@ -91,21 +99,30 @@ def ship(order: dict[str, Any], reservation: dict[str, Any]) -> dict[str, Any]:
     """Buy the shipping label and mark the order shipped."""
     label = clients.create_label(order_id=order["id"], address=order["address"],
                                  idempotency_key=step.context().idempotency_key)
-    Order.objects.filter(pk=order["id"]).update(status=Order.Status.SHIPPED,
-                                                tracking=label["tracking"])
     return {**label, "reservation": reservation["id"]}
+
+
+@step(atomic=True)
+def record_shipment(order_id: int, tracking: str) -> str:
+    """Mark the order shipped with its tracking number, committed with this checkpoint."""
+    Order.objects.filter(pk=order_id).update(status=Order.Status.SHIPPED, tracking=tracking)
+    return tracking
 
 
 @durable_task(**RETRY_OPTIONS)
 def process_order(order_id: int, follow_up_after: float = 5.0) -> dict[str, Any]:
-    """Fetch → charge → wait for the payment's webhook → reserve → ship → e-mail; later, a
-    follow-up e-mail.
+    """Fetch → charge → record the payment → wait for the payment's webhook → reserve →
+    ship → record the shipment → e-mail; later, a follow-up e-mail.
+
+    The two ``record_*`` steps are transactional (``atomic=True``): the order row's update
+    commits with the step's checkpoint.
 
     ``follow_up_after`` seconds (days, in a real shop) pass in a durable
     ``sleep``: the run is SLEEPING and holds no worker meanwhile.
     """
     order = fetch_order(order_id)
     payment = charge_payment(order)
+    record_payment(order_id, payment["id"])
     # The payment provider confirms the charge with a signed webhook (the stand-in calls
     # celery_durable's event endpoint): the run WAITs for it, holding no worker.
     if wait_for_event("payment.succeeded", key=payment["id"],
@@ -113,6 +130,7 @@ def process_order(order_id: int, follow_up_after: float = 5.0) -> dict[str, Any]
         raise PermanentError(f"order #{order_id}: payment {payment['id']} was never confirmed")
     reservation = reserve_stock(order)
     label = ship(order, reservation)
+    record_shipment(order_id, label["tracking"])
     send_email(order["email"], f"Order #{order_id} is on its way",
                f"Hello {order['customer']}, we charged {order['amount']} EUR "
                f"({payment['id']}); tracking number {label['tracking']}.")

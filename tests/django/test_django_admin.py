@@ -82,6 +82,21 @@ def test_run_page_shows_arguments_timeline_and_escapes_stored_html(make_run, mak
     assert "amount must be positive, got 0" in page
 
 
+def test_run_page_marks_transactional_steps(make_run, make_user, client_for):
+    """A step checkpointed with its writes in one transaction (``atomic=True``) is marked
+    on the step table and in the waterfall; a plain step is not."""
+    run = make_run("SUCCEEDED", steps=[{"name": "create_order", "atomic": True,
+                                        "value": "17"},
+                                       {"name": "send_email", "value": "true"}])
+    page = client_for(make_user()).get(f"{RUNS}{run.pk}/change/").content.decode()
+    rows = page[page.index('id="cd-step-0"'):].split('id="cd-step-1"')
+    assert "cd-atomic" in rows[0] and ">transactional</span>" in rows[0]
+    assert "cd-atomic" not in rows[1]
+    waterfall = page[page.index('id="cd-waterfall"'):page.index('<table class="cd-timeline">')]
+    before, after = waterfall.split("send_email#0", 1)
+    assert "attempt 1 succeeded, transactional" in before and "transactional" not in after
+
+
 def test_run_page_links_the_celery_task_result(make_run, make_user, client_for):
     """The run page links django-celery-results' TaskResult of the same task id."""
     from django.contrib.auth.models import Permission

@@ -8,6 +8,7 @@ are in tests/django/test_django_atomic_worker.py); the business rows are auth gr
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 from celery import Celery
 from celery.exceptions import Ignore, Retry
+from django.db import transaction
 from django_support import make_django_store
 
 from celery_durable import DurableError, durable_task, get_run, step
@@ -80,6 +82,7 @@ def test_the_rows_commit_with_the_checkpoint_and_a_failed_attempt_leaves_none(
     assert Group.objects.using(store.using).get(pk=group_id).name == f"{prefix}-2"
     run = get_run(run_id, app=app)
     assert run.status == "SUCCEEDED" and len(run.steps) == 1 and run.steps[0].attempts == 2
+    assert run.steps[0].atomic  # the checkpoint says its writes committed with it
     failures = run.steps[0].failures  # the failed attempt's record survived its rollback
     assert [a.number for a in failures] == [1] and failures[0].error is not None
     assert "timed out after the insert" in failures[0].error.message
@@ -136,6 +139,64 @@ def test_a_takeover_while_the_step_runs_rolls_its_rows_back_on_postgresql() -> N
     """On PostgreSQL the takeover can commit while the step runs (row locks; SQLite takes
     the database's write lock for the step's whole transaction, so there it waits)."""
     assert _stale_run(make_django_store("django-postgres"), during_the_step=True) == (0, [])
+
+
+def test_a_deadlock_on_postgresql_is_a_failed_attempt_retried_in_a_new_transaction() -> None:
+    """Attempt 1 inserts a row, locks group A, then waits for group B, which another
+    connection holds while it waits for A: PostgreSQL aborts the step's transaction
+    (the step is the victim: the other session's ``deadlock_timeout`` is longer). The row
+    rolls back, the attempt is recorded with the deadlock as its cause, and attempt 2
+    commits its row and the checkpoint."""
+    from django.contrib.auth.models import Group
+    from django.db import connections
+
+    store = make_django_store("django-postgres")
+    app, prefix, calls = _app(store), f"g-{uuid.uuid4().hex[:8]}", Counter[str]()
+    first, second = (Group.objects.using(store.using).create(name=f"{prefix}-lock-{n}")
+                     for n in "ab")
+    holding_b, waiting = threading.Event(), threading.Event()
+
+    def other_session() -> None:
+        try:
+            with transaction.atomic(using=store.using):
+                with connections[store.using].cursor() as cursor:
+                    cursor.execute("SET LOCAL deadlock_timeout = '30s'")
+                Group.objects.using(store.using).select_for_update().get(pk=second.pk)
+                holding_b.set()
+                waiting.wait(30)  # the step is about to wait for B
+                time.sleep(0.3)
+                Group.objects.using(store.using).select_for_update().get(pk=first.pk)
+        finally:
+            connections[store.using].close()
+
+    @step(atomic=True, max_attempts=3, backoff=0)
+    def create_group(name: str) -> int:
+        calls["create"] += 1
+        group = Group.objects.using(store.using).create(name=f"{name}-{calls['create']}")
+        if calls["create"] == 1:
+            Group.objects.using(store.using).select_for_update().get(pk=first.pk)
+            threading.Thread(target=other_session, daemon=True).start()
+            assert holding_b.wait(30)
+            waiting.set()
+            Group.objects.using(store.using).select_for_update().get(pk=second.pk)
+        return int(group.pk)
+
+    @durable_task(app=app, name="atomic.deadlock")
+    def make(name: str) -> int:
+        return int(create_group(name))
+
+    run_id = str(uuid.uuid4())
+    _deliver(make, run_id, prefix)  # attempt 1: the deadlock; retried (no backoff)
+    if get_run(run_id, app=app).status != "SUCCEEDED":
+        _deliver(make, run_id, prefix)
+    run = get_run(run_id, app=app)
+    assert run.status == "SUCCEEDED" and calls["create"] == 2
+    failures = run.steps[0].failures
+    assert len(failures) == 1 and failures[0].error is not None
+    assert "deadlock detected" in failures[0].error.message
+    names = set(Group.objects.using(store.using).filter(name__startswith=prefix)
+                .values_list("name", flat=True))
+    assert names == {f"{prefix}-lock-a", f"{prefix}-lock-b", f"{prefix}-2"}  # not -1
 
 
 def test_a_write_through_another_database_is_refused_before_it_runs() -> None:

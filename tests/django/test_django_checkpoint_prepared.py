@@ -43,12 +43,13 @@ def _begin(store: Any) -> tuple[str, int]:
 
 
 def _prepared(alias: str, pattern: str = CHECKPOINT) -> int:
-    """How many statements like ``pattern`` the connection of ``alias`` has prepared."""
+    """How many statements like ``pattern`` the connection of ``alias`` has prepared (not
+    counting a transactional step's checkpoint, the same statement ``FOR UPDATE``)."""
     from django.db import connections
 
     with connections[alias].cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s",
-                       [pattern])
+        cursor.execute("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s "
+                       "AND statement NOT LIKE %s", [pattern, "%FOR UPDATE%"])
         return int(cursor.fetchone()[0])
 
 
