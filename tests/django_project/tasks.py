@@ -219,3 +219,23 @@ def insert_row(tag: str, atomic: bool, kill_inside: bool = False) -> int:
     pk = (insert_atomically if atomic else insert_plainly)(tag, kill_inside)
     note(tag, "after the insert")
     return int(pk)
+
+
+@step(atomic=True)
+def insert_then_pause(tag: str, pause: float) -> int:
+    """Insert one row; the first execution then pauses ``pause`` seconds before its commit
+    (where a test freezes the worker past its lease)."""
+    import uuid as _uuid
+
+    from django.contrib.auth.models import Group
+
+    group = Group.objects.create(name=f"{tag}-{_uuid.uuid4().hex}")
+    if hit(tag, "inserted") == 1:
+        time.sleep(pause)
+    return int(group.pk)
+
+
+@durable_task(app=app)
+def insert_row_and_pause(tag: str, pause: float) -> int:
+    """One transactional step that may pause before its commit."""
+    return int(insert_then_pause(tag, pause))
