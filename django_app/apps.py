@@ -30,10 +30,16 @@ class DurableConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        """Manage worker DB connections around every task (``close_old_connections``)."""
+        """Manage worker DB connections around every task (``close_old_connections``); run
+        eager transactional steps on a store without transactions in ``transaction.atomic``."""
         from celery import signals
 
         signals.task_prerun.connect(_close_old_connections, weak=False,
                                     dispatch_uid="celery_durable_prerun")
         signals.task_postrun.connect(_close_old_connections, weak=False,
                                      dispatch_uid="celery_durable_postrun")
+        from django.db import transaction
+
+        from celery_durable.stores.atomic import set_eager_transaction
+
+        set_eager_transaction(transaction.atomic)  # eager transactional steps, memory store

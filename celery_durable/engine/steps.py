@@ -32,7 +32,7 @@ from ..records import ErrorInfo, RunStatus, StepRecord, StepStatus
 from ..retry import FOREVER, Backoff, RetryPolicy, as_backoff, merge
 from ..serialization import decode, encode
 from ..stores.atomic import FEATURE as ATOMIC_FEATURE
-from ..stores.atomic import AtomicCheckpoint, AtomicSteps
+from ..stores.atomic import AtomicCheckpoint, AtomicSteps, eager_transaction
 from . import _testhooks, steplogs
 from ._flow import HistoryEnded, LeaseLost, Reenqueue
 from .context import (
@@ -151,13 +151,14 @@ def diverged(ctx: RunContext, position: int, recorded: str,
 def _step_transaction(ctx: RunContext, key: str) -> AbstractContextManager[Any]:
     """The transaction of one attempt of a transactional step (``atomic=True``): the
     store's (its ``save`` writes the checkpoint inside it). In eager mode on a store
-    without them the step runs as a plain step. Any other store: a clear error, before
+    without them: Django's ``transaction.atomic()`` where the Django app is installed
+    (the checkpoint is not in it), else none. Any other store: a clear error, before
     the step runs."""
     store = getattr(ctx.store, "wrapped", ctx.store)
     if isinstance(store, AtomicSteps):
         return store.atomic_step(ctx.run_id, ctx.token)
     if ctx.eager:
-        return contextlib.nullcontext()
+        return eager_transaction() or contextlib.nullcontext()
     raise DurableError(f"run {ctx.run_id}: step {key}: atomic=True needs {ATOMIC_FEATURE}; "
                        f"{type(store).__name__} keeps checkpoints elsewhere (use the Django "
                        "store, or make this a plain step)", run_id=ctx.run_id, step=key)

@@ -9,7 +9,9 @@ step's function runs.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from contextlib import AbstractContextManager
+from typing import Any
 
 from ..records import StepRecord
 
@@ -37,9 +39,25 @@ class AtomicSteps(ABC):
         commits when the block ends and rolls back if it raises."""
 
 
+_eager_transaction: list[Callable[[], AbstractContextManager[Any]]] = []
+
+
+def set_eager_transaction(factory: Callable[[], AbstractContextManager[Any]]) -> None:
+    """Where a transactional step runs in eager mode on a store without transactions (the
+    memory store): ``celery_durable_django`` sets Django's ``transaction.atomic``, so the
+    step's rows still roll back with a failed attempt (the checkpoint is not in it)."""
+    _eager_transaction[:] = [factory]
+
+
+def eager_transaction() -> AbstractContextManager[Any] | None:
+    """A new transaction of :func:`set_eager_transaction`'s factory (None: none was set)."""
+    return _eager_transaction[0]() if _eager_transaction else None
+
+
 #: What the option needs, for the error of a store without it.
 FEATURE = ("transactional steps (@step(atomic=True): the step's writes and its checkpoint in "
            "one transaction, which needs the checkpoints in the database the step writes to: "
            "the Django store)")
 
-__all__ = ["FEATURE", "AtomicCheckpoint", "AtomicSteps"]
+__all__ = ["FEATURE", "AtomicCheckpoint", "AtomicSteps", "eager_transaction",
+           "set_eager_transaction"]

@@ -248,3 +248,65 @@ def test_atomic_on_a_store_without_transactions_is_a_clear_error_before_the_step
                                            rf"steps.*{name} keeps checkpoints elsewhere"):
         _deliver(on_memory, str(uuid.uuid4()), "x")
     assert ran["create"] == 0
+
+
+def test_in_eager_mode_on_the_memory_store_a_failed_attempt_rolls_its_rows_back() -> None:
+    """``task.apply()`` with the memory store: each attempt of a transactional step runs in
+    Django's ``transaction.atomic()`` (no checkpoint in it: the guarantee needs the Django
+    store), so the failed attempt's row is gone and the second attempt's stays."""
+    from django.contrib.auth.models import Group
+
+    app = Celery("atomic-eager", broker="memory://", set_as_current=False)
+    app.conf.durable_store = "memory://"
+    prefix, calls = f"g-{uuid.uuid4().hex[:8]}", Counter[str]()
+
+    @step(atomic=True, max_attempts=2, backoff=0)
+    def create_group(name: str) -> int:
+        calls["create"] += 1
+        group = Group.objects.create(name=f"{name}-{calls['create']}")
+        if calls["create"] == 1:
+            raise ConnectionError("timed out after the insert")
+        return int(group.pk)
+
+    @durable_task(app=app, name="atomic.eager")
+    def make(name: str) -> int:
+        return int(create_group(name))
+
+    group_id = make.apply(args=(prefix,)).get()
+    assert calls["create"] == 2
+    assert list(Group.objects.filter(name__startswith=prefix).values_list("pk", flat=True)) \
+        == [group_id]
+
+
+def test_on_commit_callbacks_run_after_the_commit_and_never_for_a_rolled_back_attempt(
+        store: Any) -> None:
+    """A callback registered with ``transaction.on_commit`` by attempt 1 (which fails) never
+    runs; attempt 2's runs once, after its commit: its checkpoint is already stored."""
+    from django.contrib.auth.models import Group
+
+    from celery_durable_django.models import Step
+
+    app, prefix, calls = _app(store), f"g-{uuid.uuid4().hex[:8]}", Counter[str]()
+    fired: list[tuple[int, bool]] = []
+    run_id = str(uuid.uuid4())
+
+    @step(atomic=True, max_attempts=3, backoff=0)
+    def create_group(name: str) -> int:
+        calls["create"] += 1
+        attempt = calls["create"]
+        group = Group.objects.using(store.using).create(name=f"{name}-{attempt}")
+        transaction.on_commit(lambda: fired.append((attempt, Step.objects.using(
+            store.using).filter(run_id=run_id, position=0, status="succeeded").exists())),
+            using=store.using)
+        if attempt == 1:
+            raise ConnectionError("failed after registering the e-mail")
+        return int(group.pk)
+
+    @durable_task(app=app, name="atomic.on_commit")
+    def make(name: str) -> int:
+        return int(create_group(name))
+
+    _deliver(make, run_id, prefix)
+    assert fired == []  # attempt 1 rolled back: its callback is dropped
+    _deliver(make, run_id, prefix)
+    assert fired == [(2, True)]  # once, after the commit of the row and the checkpoint
