@@ -1,4 +1,5 @@
-"""A failed step's last log lines are kept with its error and shown in the admin."""
+"""A failed step's last log lines are kept with its error and shown in the admin; the CLI's
+``show`` on the Django store (log lines, transactional steps)."""
 
 from __future__ import annotations
 
@@ -64,3 +65,35 @@ def test_cli_show_with_the_django_store(django_worker, tag):
                            "runs", "--status", "FAILED", "--json"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=60)
     assert result.id in {r["id"] for r in json.loads(runs.stdout)}
+
+
+def test_cli_show_marks_a_transactional_step(django_worker, tag):
+    """A real worker's run of one transactional step and one plain step: ``show`` marks the
+    first (table and ``--json``), not the second."""
+    import os
+    import subprocess
+    import sys
+
+    from django_project.celery import app
+    from harness import ROOT
+
+    from celery_durable_django.models import Run
+
+    result = app.send_task("django_project.tasks.insert_row", args=(tag, True))
+    wait_for(lambda: Run.objects.filter(pk=result.id, status="SUCCEEDED").exists(), 30, 0.1,
+             "the run to succeed")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)])}
+
+    def show(*extra: str) -> str:
+        proc = subprocess.run([sys.executable, "-m", "celery", "-A", "django_project",
+                               "durable", "show", result.id, *extra], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    table = show()
+    assert "insert_atomically#0 (transactional)" in table
+    assert "note#0" in table and "note#0 (transactional)" not in table
+    steps = json.loads(show("--json"))["steps"]
+    assert [(s["key"], s["atomic"]) for s in steps] == [("insert_atomically#0", True),
+                                                        ("note#0", False)]
