@@ -35,11 +35,11 @@ from ..errors import (
     WaitTokenNotFoundError,
     WaitTokenTimeoutError,
 )
-from ..records import check_tags
 from ..serialization import encode, get_serializer
 from ..stores import get_store
 from ..stores.base import wait_tokens_of
 from ..stores.tokens import TOKEN_EVENT
+from ..tags import check_tags
 from .waits import Duration, _seconds, await_event, post_event
 
 #: The step that creates a token (its checkpoint holds the token).

@@ -14,7 +14,7 @@ from typing import Any
 from celery import Task
 
 from ..config import settings_for
-from ..records import check_tags
+from ..tags import check_tags
 
 
 def run_tags(task: Task, given: Iterable[str] | None = None) -> list[str]:

@@ -15,13 +15,13 @@ letter retried at its failed step); with new arguments it is a replay.
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 from celery import Celery
 from celery.result import AsyncResult
 from celery.utils import uuid
 
+from ..arguments import misfit
 from ..config import app_or_current, settings_for
 from ..engine.labels import code_version
 from ..engine.publish import ROUTING, publish_run
@@ -53,13 +53,9 @@ def check_arguments(app: Celery, task_name: str, args: list[Any],
     if task is None:
         raise TypeError(f"task {task_name!r} is not registered in this app; cannot check "
                         "or start a replay of it")
-    if not isinstance(args, list) or not isinstance(kwargs, dict):
-        raise TypeError("arguments must be a JSON list and keyword arguments a JSON object")
-    try:
-        inspect.signature(task.run).bind(*args, **kwargs)
-    except TypeError as exc:
-        raise TypeError(f"arguments do not fit {task_name}{inspect.signature(task.run)}: "
-                        f"{exc}") from None
+    why = misfit(task, args, kwargs)
+    if why is not None:
+        raise TypeError(why)
 
 
 def kept_steps(run: RunRecord, from_step: str) -> list[StepRecord]:

@@ -19,7 +19,6 @@ nothing (but a refused replay, which consumed nothing new).
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 from collections.abc import Callable
@@ -42,6 +41,7 @@ from celery_durable import (
     get_run,
     send_event,
 )
+from celery_durable.arguments import misfit
 from celery_durable.stores import get_store
 from celery_durable.stores.base import IdempotencyKeys, idempotency_keys_of, wait_tokens_of
 
@@ -241,10 +241,9 @@ def _trigger(request: HttpRequest, name: str) -> HttpResponse:
     args, kwargs = data.get("args", []), data.get("kwargs", {})
     if not isinstance(args, list) or not isinstance(kwargs, dict):
         raise Refused(400, '"args" must be a JSON array and "kwargs" a JSON object')
-    try:
-        inspect.signature(task.run).bind(*args, **kwargs)
-    except TypeError as exc:
-        raise Refused(400, f"the arguments do not fit the task: {exc}") from None
+    why = misfit(task, args, kwargs)
+    if why is not None:
+        raise Refused(400, why)
     key = request.headers.get("Idempotency-Key") or None
     _consume(app, replay_id)
     result = task.apply_async(args, kwargs, idempotency_key=key) if key else task.apply_async(

@@ -178,7 +178,7 @@ def test_triggers_outside_the_allow_list_or_with_bad_arguments_start_nothing(
         (order_trigger(live_server, {"args": [tag]}, task="no.such.task"), 404,
          "no such endpoint"),
         (order_trigger(live_server, {"args": [tag, 1, "x", "extra"]}), 400,
-         "do not fit the task"),
+         "arguments do not fit django_project.tasks.order("),
         (order_trigger(live_server, {"args": {"tag": tag}}), 400, '"args" must be'),
         (order_trigger(live_server, [tag, 5]), 400, "must be a JSON object"),
         (order_trigger(live_server, {"args": [tag, 5]}, secret="wrong"), 401, "not match"),
