@@ -40,6 +40,8 @@ class ReplayResult:
     ended_at: str | None = None
     #: Recorded positions the code went through before that.
     replayed: int = 0
+    #: The name of the task whose code was replayed.
+    task: str = ""
 
 
 class _NoStore:
@@ -94,11 +96,11 @@ def replay(task: Any, history: History | str | Path | Mapping[str, Any]) -> Repl
     try:
         result = body(*args, **kwargs)
     except HistoryEnded as end:
-        return ReplayResult(False, ended_at=end.what, replayed=end.position)
+        return ReplayResult(False, ended_at=end.what, replayed=end.position, task=task.name)
     finally:
         current_run.reset(reset)
         task.pop_request()
-    return ReplayResult(True, result=result, replayed=ctx.position)
+    return ReplayResult(True, result=result, replayed=ctx.position, task=task.name)
 
 
 def check_current_code(run_id: str, *, app: Celery | None = None) -> ReplayResult:

@@ -168,11 +168,10 @@ def retry_with_current_code(run_id: str, *, app: Celery | None = None) -> AsyncR
     version (so ``durable_pin_version`` sends it to the current version's workers).
     """
     app = app_or_current(app)
-    check_current_code(run_id, app=app)
-    original = _original(app, run_id)
+    checked = check_current_code(run_id, app=app)
     run = get_store(app).reset_run(run_id, from_start=False,
                                    grace=float(settings_for(app).requeue_grace),
-                                   version=code_version(app.tasks[original.task]))
+                                   version=code_version(app.tasks[checked.task]))
     if run is None:
         raise RunNotFoundError(f"no durable run {run_id!r}", run_id=run_id)
     app.backend.forget(run_id)
