@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,6 +102,18 @@ class Worker:
             except ProcessLookupError:
                 pass
         self._log.close()
+
+
+@contextlib.contextmanager
+def running(worker: Worker, timeout: float = 60.0) -> Iterator[Worker]:
+    """``worker`` once ready; its log's tail is printed if the block fails; stopped after."""
+    try:
+        yield worker.wait_ready(timeout=timeout)
+    except BaseException:
+        print(f"\n----- log of worker {worker.name} -----\n{worker.log()[-6000:]}")
+        raise
+    finally:
+        worker.stop()
 
 
 def skewed(offset: str) -> dict[str, str]:

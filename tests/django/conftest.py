@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from django_support import require_postgres, setup, truncate
-from harness import Worker
+from harness import Worker, running
 
 #: Runs made by :func:`make_run` are routed here: no worker consumes it, so an admin
 #: test that re-triggers one does not hand a stray message to the end-to-end worker.
@@ -108,13 +108,9 @@ def django_worker(django_pg: None, tmp_path_factory: pytest.TempPathFactory,
     worker = Worker("django_project", name=f"django-{uuid.uuid4().hex[:6]}",
                     queue=os.environ["TEST_QUEUE"], log_path=log, concurrency=2)
     try:
-        worker.wait_ready(timeout=60)
-        yield worker
-    except BaseException:
-        print(worker.log()[-6000:])
-        raise
+        with running(worker):
+            yield worker
     finally:
-        worker.stop()
         failed = [item for item in request.session.items
                   if getattr(item, "rep_call", None) is not None and item.rep_call.failed
                   and item.module is request.module]

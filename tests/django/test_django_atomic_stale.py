@@ -14,17 +14,15 @@ import uuid
 from pathlib import Path
 
 import pytest
-from harness import Worker, wait_for
+from harness import Worker, running, wait_for
 
 pytestmark = [pytest.mark.worker, pytest.mark.usefixtures("db")]
 
 
 def _worker(tmp_path: Path, name: str) -> Worker:
-    worker = Worker("django_project", name=f"{name}-{uuid.uuid4().hex[:6]}",
-                    queue=os.environ["TEST_QUEUE"], log_path=tmp_path / f"{name}.log",
-                    concurrency=1)
-    worker.wait_ready(timeout=60)
-    return worker
+    return Worker("django_project", name=f"{name}-{uuid.uuid4().hex[:6]}",
+                  queue=os.environ["TEST_QUEUE"], log_path=tmp_path / f"{name}.log",
+                  concurrency=1)
 
 
 def test_a_frozen_stale_holder_cannot_commit_its_transactional_step(
@@ -38,34 +36,25 @@ def test_a_frozen_stale_holder_cannot_commit_its_transactional_step(
 
     make_django_store("django-postgres")
     run_id = str(uuid.uuid4())
-    frozen = _worker(tmp_path, "frozen")
-    second: Worker | None = None
-    try:
+    with running(_worker(tmp_path, "frozen")) as frozen:
         app.send_task("django_project.tasks.insert_row_and_pause", args=(tag, 8.0),
                       task_id=run_id)
         wait_for(lambda: _counters.get(f"{tag}:inserted") == b"1", 60, 0.1,
                  "the first holder to insert its row")
         os.killpg(frozen.pid, signal.SIGSTOP)  # heartbeat and step stop; the host is not dead
         try:
-            second = _worker(tmp_path, "second")
-            wait_for(lambda: Run.objects.filter(pk=run_id, status="SUCCEEDED").exists(), 90,
-                     0.2, "the second worker to take the run over and finish it")
+            with running(_worker(tmp_path, "second")):
+                wait_for(lambda: Run.objects.filter(pk=run_id, status="SUCCEEDED").exists(),
+                         90, 0.2, "the second worker to take the run over and finish it")
         finally:
             os.killpg(frozen.pid, signal.SIGCONT)
         wait_for(lambda: f"{run_id}] ignored" in frozen.log(), 60, 0.2,
                  "the stale delivery to end")
         assert "lost the lease" in frozen.log() or "lease lost" in frozen.log()
-        assert _counters.get(f"{tag}:inserted") == b"2"  # both holders inserted a row
-        assert Group.objects.filter(name__startswith=f"{tag}-").count() == 1  # one committed
-        run = Run.objects.get(pk=run_id)
-        assert run.recoveries >= 1
-        step = run.steps.get(position=0)
-        assert step.atomic and int(step.value) == Group.objects.get(
-            name__startswith=f"{tag}-").pk  # the committed row is the checkpoint's
-    except BaseException:
-        print(frozen.log()[-4000:])
-        raise
-    finally:
-        frozen.stop()
-        if second is not None:
-            second.stop()
+    assert _counters.get(f"{tag}:inserted") == b"2"  # both holders inserted a row
+    assert Group.objects.filter(name__startswith=f"{tag}-").count() == 1  # one committed
+    run = Run.objects.get(pk=run_id)
+    assert run.recoveries >= 1
+    step = run.steps.get(position=0)
+    assert step.atomic and int(step.value) == Group.objects.get(
+        name__startswith=f"{tag}-").pk  # the committed row is the checkpoint's

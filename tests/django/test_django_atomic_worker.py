@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import Worker, wait_for
+from harness import Worker, running, wait_for
 
 pytestmark = [pytest.mark.worker, pytest.mark.usefixtures("db")]
 
@@ -34,16 +34,10 @@ def crash_worker(django_pg: None, tmp_path_factory: pytest.TempPathFactory,
         env["DURABLE_TEST_DATABASE_URL"] = ""  # its default database: the SQLite file
     worker = Worker("django_project", name=f"atomic-{uuid.uuid4().hex[:6]}",
                     queue=os.environ["TEST_QUEUE"], log_path=log, concurrency=2, env=env)
-    try:
-        worker.wait_ready(timeout=60)
-        worker.crash_dir = crash_dir  # type: ignore[attr-defined]
-        worker.alias = alias  # type: ignore[attr-defined]
+    worker.crash_dir = crash_dir  # type: ignore[attr-defined]
+    worker.alias = alias  # type: ignore[attr-defined]
+    with running(worker):
         yield worker
-    except BaseException:
-        print(worker.log()[-6000:])
-        raise
-    finally:
-        worker.stop()
 
 
 def rows(worker: Any, tag: str) -> int:
