@@ -256,6 +256,10 @@ def main() -> None:
         ("runs, search exact run id", f"/admin/celery_durable/run/?q={some_id}"),
         ("runs, search run id prefix", f"/admin/celery_durable/run/?q={some_id[:8]}"),
         ("runs, search in arguments", "/admin/celery_durable/run/?q=order-123456"),
+        # Text in many runs: reading the newest rows finds a page at once.
+        ("runs, search, common text", "/admin/celery_durable/run/?q=%22order-1"),
+        # MariaDB's worst case: a word in every run ("order"), the text in none.
+        ("runs, search, common word, no match", "/admin/celery_durable/run/?q=%22order-x"),
         ("dead letters, first page", "/admin/celery_durable/deadletter/"),
         ("run page", f"/admin/celery_durable/run/{some_id}/change/"),
     ]
