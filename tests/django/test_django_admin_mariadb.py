@@ -211,3 +211,37 @@ def test_migration_0012_does_nothing_on_postgresql_and_sqlite():
         indexes = connections[alias].introspection.get_constraints(
             connections[alias].cursor(), "celery_durable_run")
         assert "cd_run_args_ft" not in indexes
+
+
+def test_a_search_neither_way_finds_quickly_sorts_the_rows_it_reads_in_the_same_order(
+        maria, monkeypatch):
+    """When reading the newest rows finds no page in time and the index gives too many, the
+    rows are read in the table's order and sorted by an expression of ``created_at``: the
+    same order as the list's own, ties broken by id."""
+    from django.contrib.admin.sites import site
+    from django.contrib.messages.storage.cookie import CookieStorage
+    from django.test import RequestFactory
+
+    from celery_durable_django.admin import runs
+    from celery_durable_django.models import Run
+
+    w = maria
+    _runs(w, {f"r{i}": (f'["order-{w}{i}"]', "{}") for i in range(5)})
+    Run.objects.using("mariadb").filter(id=f"{w}-r3").update(
+        created_at=Run.objects.using("mariadb").get(id=f"{w}-r2").created_at)  # a tie
+    monkeypatch.setattr(runs.RunAdmin, "scan_probe_seconds", 0.05)
+    monkeypatch.setattr(runs.RunAdmin, "fulltext_rows", 1)  # the index gives too many
+    monkeypatch.setattr(runs, "rows_within", lambda qs, limit, seconds: None
+                        if seconds == 0.05 else runs.RunAdmin.fulltext_rows + 1)
+    request = RequestFactory().get("/", {"q": f"order-{w}"})
+    request._messages = CookieStorage(request)
+    admin = site._registry[Run]
+    listed = Run.objects.using("mariadb").order_by(  # as the list does
+        "-created_at", "-id", "-created_at", "-id")
+    found, _ = admin.get_search_results(request, listed, f"order-{w}")
+    assert "+ 0) DESC" in str(found.query)
+    assert list(found.values_list("id", flat=True)) == list(
+        found.order_by("-created_at", "-id").values_list("id", flat=True))
+    assert len(found) == 5
+    by_task, _ = admin.get_search_results(request, listed.order_by("task"), f"order-{w}")
+    assert "+ 0" not in str(by_task.query)  # an order the user chose is kept
