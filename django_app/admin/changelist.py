@@ -288,8 +288,9 @@ def rows_within(queryset: QuerySet[Any], limit: int, seconds: float) -> int | No
 
 
 class ArgumentScanFilter(admin.SimpleListFilter):
-    """MySQL/MariaDB: search the arguments through the full-text index (the default) or
-    read every run's arguments row by row (slow, the search as it is elsewhere)."""
+    """MySQL/MariaDB with the arguments' FULLTEXT index: search the arguments through it
+    where that is quicker (the default, see ``RunAdmin._fulltext``) or read every run's
+    arguments row by row (slow; finds the one thing the index can miss)."""
 
     title = "search in arguments"
     parameter_name = "search_rows"
@@ -305,7 +306,7 @@ class ArgumentScanFilter(admin.SimpleListFilter):
     def choices(self, changelist: Any) -> Any:
         """Django's choices, "All" named for what it does here."""
         choices = list(super().choices(changelist))
-        choices[0]["display"] = "through the full-text index"
+        choices[0]["display"] = "by the full-text index where that is quicker"
         return choices
 
 

@@ -41,6 +41,7 @@ from .changelist import (
     format_duration,
     format_moment,
     from_epoch,
+    fulltext_index,
     fulltext_query,
     indexed_search,
     pre,
@@ -256,8 +257,9 @@ class RunAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         return None
 
     def get_list_filter(self, request: HttpRequest) -> Any:
-        """The list's filters; on MySQL/MariaDB also how the arguments are searched."""
-        if connections[self.model.objects.db].vendor == "mysql":
+        """The list's filters; on MySQL/MariaDB with the arguments' FULLTEXT index also how
+        the arguments are searched."""
+        if fulltext_index(self.model.objects.db) is not None:
             return (*self.list_filter, ArgumentScanFilter)
         return self.list_filter
 

@@ -245,3 +245,24 @@ def test_a_search_neither_way_finds_quickly_sorts_the_rows_it_reads_in_the_same_
     assert len(found) == 5
     by_task, _ = admin.get_search_results(request, listed.order_by("task"), f"order-{w}")
     assert "+ 0" not in str(by_task.query)  # an order the user chose is kept
+
+
+def test_the_index_is_found_on_mariadb_only_and_the_choice_is_offered_only_with_it():
+    """``fulltext_index``: InnoDB's word lengths on MariaDB, None on PostgreSQL and SQLite,
+    where the list has no "search in arguments" filter."""
+    setup()
+    require_mariadb()
+    from django.contrib.admin.sites import site
+    from django.test import RequestFactory
+
+    from celery_durable_django.admin.changelist import (
+        ArgumentScanFilter,
+        FullText,
+        fulltext_index,
+    )
+    from celery_durable_django.models import Run
+
+    assert fulltext_index("mariadb") == FullText(3, 84)  # this server's settings
+    assert fulltext_index("default") is None and fulltext_index("sqlite") is None
+    filters = site._registry[Run].get_list_filter(RequestFactory().get("/"))
+    assert ArgumentScanFilter not in filters
