@@ -10,6 +10,7 @@ sweeper thread (:mod:`celery_durable.ops.sweeper`).
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -24,6 +25,7 @@ from .controls import concurrency
 from .controls.cancel import cancel_revoked
 from .controls.idempotency import check_call, register, trigger
 from .engine import endings, events, tracing
+from .engine.async_steps import MAX_PARALLEL_STEPS, body_runner
 from .engine.context import active_run
 from .engine.labels import code_version, run_tags
 from .engine.pinning import consume_version_queues, pinned, pinning, worker_versions
@@ -50,7 +52,7 @@ def _public_names(cls: type) -> frozenset[str]:
 
 
 ALLOWED_OPTIONS = (_DECORATOR_OPTIONS | _public_names(Task) | concurrency.OPTIONS
-                   | {"tags", "version"})
+                   | {"tags", "version", "max_parallel_steps"})
 
 
 class DurableRequest(Request):  # type: ignore[misc]
@@ -90,6 +92,17 @@ class DurableTask(Task):  # type: ignore[misc]
     tags: Any = ()
     #: The code version recorded on its runs (None: the ``durable_version`` setting).
     version: str | None = None
+    #: An ``async def`` body: most of its async steps executing at once in one delivery.
+    max_parallel_steps: int = MAX_PARALLEL_STEPS
+    #: The body is ``async def`` (found once, when the task class is made).
+    _async_body: bool = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Note whether the class's ``run`` (the task's body) is ``async def``."""
+        super().__init_subclass__(**kwargs)
+        run = cls.__dict__.get("run")
+        if run is not None:
+            cls._async_body = inspect.iscoroutinefunction(getattr(run, "__func__", run))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         request = self.request_stack.top
@@ -98,6 +111,8 @@ class DurableTask(Task):  # type: ignore[misc]
         # With ``autoretry_for`` Celery wraps ``run``; retries are ours, so call
         # the user's function unwrapped.
         body = self.__dict__.get("_orig_run") or self.run
+        if self._async_body:  # each delivery runs it in an event loop of its own
+            body = body_runner(body, self.max_parallel_steps)
         return execute(self, body, args, kwargs, gate=concurrency)
 
     def apply_async(self, args: Any = None, kwargs: Any = None, task_id: str | None = None,
@@ -247,6 +262,10 @@ def _check_options(options: dict[str, Any]) -> None:
                          "accepts the options of @app.task and the attributes of its base class")
     if base is not None:
         options["base"] = durable_base(base)
+    limit = options.get("max_parallel_steps", MAX_PARALLEL_STEPS)
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"durable_task(max_parallel_steps=...) must be a positive int, "
+                         f"not {limit!r}")
     concurrency.check_options(options)
 
 
@@ -262,7 +281,9 @@ def durable_task(fn: Callable[..., Any] | None = None, /, *, app: Celery | None 
     ``reject_on_worker_lost=True``. Durable options: ``concurrency=N`` caps
     how many runs of the task execute at once across all workers, and
     ``concurrency_key=fn`` (called with the task's arguments) caps per key;
-    see :mod:`celery_durable.controls.concurrency`.
+    see :mod:`celery_durable.controls.concurrency`. An ``async def`` body runs
+    in an event loop of its own per delivery, at most ``max_parallel_steps``
+    (default 16) of its async steps executing at once (docs/async.md).
     """
     _check_options(options)
     options.setdefault("base", DurableTask)

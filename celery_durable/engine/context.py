@@ -6,9 +6,9 @@ import contextvars
 import functools
 import time
 from collections import defaultdict
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Coroutine, MutableMapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..config import DurableSettings
 from ..records import OnDemandCheckpoints, StepRecord, WaitInfo, succeeded_value
@@ -105,6 +105,20 @@ current_run: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar(
     "celery_durable_run", default=None)
 current_step: contextvars.ContextVar[StepContext | None] = contextvars.ContextVar(
     "celery_durable_step", default=None)
+
+
+class AsyncSteps(Protocol):
+    """The async steps of one delivery of an ``async def`` body (:mod:`.async_steps`)."""
+
+    def step(self, ctx: RunContext, name: str, fn: Callable[..., Any], args: tuple[Any, ...],
+             kwargs: dict[str, Any], options: dict[str, Any]
+             ) -> Coroutine[Any, Any, Any]:
+        """The coroutine that executes or replays one call of the async step ``name``."""
+
+
+#: Set while an ``async def`` body runs (in its event loop): how its async steps run.
+current_loop: contextvars.ContextVar[AsyncSteps | None] = contextvars.ContextVar(
+    "celery_durable_loop", default=None)
 
 
 def active_run() -> RunContext | None:

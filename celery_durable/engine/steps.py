@@ -13,11 +13,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import inspect
 import time
 import traceback
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from types import CoroutineType
 from typing import Any, TypeVar, overload
 
 from .. import signals
@@ -25,6 +27,7 @@ from ..errors import (
     CorruptCheckpointError,
     DurableError,
     NonDeterministicStepError,
+    PermanentError,
     SerializationError,
     StepFailedError,
 )
@@ -38,6 +41,7 @@ from ._flow import HistoryEnded, LeaseLost, Reenqueue
 from .context import (
     RunContext,
     active_run,
+    current_loop,
     current_step,
     require_step_context,
 )
@@ -168,10 +172,29 @@ def _call(ctx: RunContext, fn: Callable[..., Any], args: tuple[Any, ...],
           kwargs: dict[str, Any], position: int, key: str) -> str:
     """Call a step's function; its value, encoded for the checkpoint."""
     value = fn(*args, **kwargs)
+    if type(value) is CoroutineType:
+        _forgot_await(ctx, value, key)
+    return encoded(ctx, value, position, key)
+
+
+def encoded(ctx: RunContext, value: Any, position: int, key: str) -> str:
+    """The value step ``key`` returned, encoded for its checkpoint (its execution logged to
+    the test hooks' ledger first)."""
     if _testhooks.active is not None:
         _testhooks.active.executed(ctx.run_id, position, key)
     return encode(ctx.serializer, value, max_bytes=ctx.settings.max_checkpoint_bytes,
                   what=f"result of step {key}", run_id=ctx.run_id, step=key)
+
+
+def _forgot_await(ctx: RunContext, value: CoroutineType[Any, Any, Any], key: str) -> None:
+    """A sync step returned a coroutine (an ``await`` forgotten in it): fail the step for
+    good, naming it, instead of checkpointing the coroutine's repr."""
+    what = getattr(value, "__qualname__", "a coroutine")
+    value.close()  # never awaited, on purpose: no "was never awaited" warning
+    raise PermanentError(f"step {key} returned the coroutine {what}() "
+                         "instead of a value: await it inside the step (make the step "
+                         "`async def` and await it from an async durable task)",
+                         run_id=ctx.run_id, step=key)
 
 
 def _call_in_transaction(ctx: RunContext, tx: AbstractContextManager[Any],
@@ -205,19 +228,13 @@ def run_step(ctx: RunContext, name: str, fn: Callable[..., Any], args: tuple[Any
     recorded = ctx.replayed(position, key)
     if recorded is not None:  # the usual replay: a success of this very step
         return _value(ctx, recorded, key)
-    record = _replay(ctx, position, key)
-    if record is not None and record.status is StepStatus.SUCCEEDED:
-        return _value(ctx, record.value or "null", key)
-    if record is not None and record.status is StepStatus.FAILED:
-        raise _failed(ctx, record)
-    if ctx.replay_only:
-        raise HistoryEnded(f"step {key} at position {position} has no checkpoint", position)
-    attempt = (record.attempts if record is not None else 0) + 1
+    attempt, text = pending(ctx, position, key)
+    if text is not None:
+        return _value(ctx, text, key)
     tx = _step_transaction(ctx, key) if atomic else None
     step_ctx = StepContext(ctx.run_id, key, attempt, position)
     if signals.step_started.receivers:
-        signals.step_started.send(sender=ctx.task, run_id=ctx.run_id, task=ctx.task.name,
-                                  step=key, name=name, attempt=attempt, position=position)
+        announce_start(ctx, name, step_ctx)
     reset = current_step.set(step_ctx)
     lines = steplogs.start(ctx.settings.step_log_lines)
     started = time.time()
@@ -233,13 +250,7 @@ def run_step(ctx: RunContext, name: str, fn: Callable[..., Any], args: tuple[Any
     except (Reenqueue, LeaseLost):
         raise
     except (Exception, SystemExit, KeyboardInterrupt) as exc:
-        error = ErrorInfo.from_exception(exc, traceback.format_exc()[-MAX_TRACEBACK:])
-        if lines is not None:
-            error.logs = list(lines)
-        error = error.redacted(ctx.settings.redact_names)  # durable_redact
-        failed = StepRecord(position, key, name, StepStatus.FAILED, attempt,
-                            started_at=started, finished_at=time.time(), error=error,
-                            atomic=atomic)
+        failed = failure(ctx, exc, lines, name, step_ctx, started, atomic)
         if isinstance(exc, Exception):
             return _on_error(ctx, exc, failed, options)
         _record_exit(ctx, failed)
@@ -247,6 +258,48 @@ def run_step(ctx: RunContext, name: str, fn: Callable[..., Any], args: tuple[Any
     finally:
         current_step.reset(reset)
         steplogs.stop(lines)
+    return succeeded(ctx, name, step_ctx, started, text, done)
+
+
+def pending(ctx: RunContext, position: int, key: str) -> tuple[int, str | None]:
+    """Past the fast replay: ``(0, value text)`` for a recorded success, else ``(attempt
+    number, None)`` for a step to run now; a recorded failure raises it (and the end of a
+    replayed history ``HistoryEnded``)."""
+    record = _replay(ctx, position, key)
+    if record is not None and record.status is StepStatus.SUCCEEDED:
+        return 0, record.value or "null"
+    if record is not None and record.status is StepStatus.FAILED:
+        raise _failed(ctx, record)
+    if ctx.replay_only:
+        raise HistoryEnded(f"step {key} at position {position} has no checkpoint", position)
+    return (record.attempts if record is not None else 0) + 1, None
+
+
+def announce_start(ctx: RunContext, name: str, step_ctx: _BaseStepContext) -> None:
+    """Send ``step_started`` (only called with receivers)."""
+    signals.step_started.send(sender=ctx.task, run_id=ctx.run_id, task=ctx.task.name,
+                              step=step_ctx.key, name=name, attempt=step_ctx.attempt,
+                              position=step_ctx.position)
+
+
+def failure(ctx: RunContext, exc: BaseException, lines: Any, name: str,
+            step_ctx: _BaseStepContext, started: float, atomic: bool = False) -> StepRecord:
+    """The FAILED record of the attempt ``step_ctx`` that raised ``exc`` (called in its
+    ``except`` block: the traceback is the current one), with its log lines, redacted."""
+    error = ErrorInfo.from_exception(exc, traceback.format_exc()[-MAX_TRACEBACK:])
+    if lines is not None:
+        error.logs = list(lines)
+    error = error.redacted(ctx.settings.redact_names)  # durable_redact
+    return StepRecord(step_ctx.position, step_ctx.key, name, StepStatus.FAILED,
+                      step_ctx.attempt, started_at=started, finished_at=time.time(),
+                      error=error, atomic=atomic)
+
+
+def succeeded(ctx: RunContext, name: str, step_ctx: _BaseStepContext, started: float,
+              text: str, done: StepRecord | None = None) -> Any:
+    """Write the checkpoint of the successful attempt ``step_ctx`` (unless ``done``, written
+    already in the step's transaction) and return its value."""
+    position, key, attempt = step_ctx.position, step_ctx.key, step_ctx.attempt
     if done is None:
         done = StepRecord(position, key, name, StepStatus.SUCCEEDED, attempt, value=text,
                           started_at=started, finished_at=time.time())
@@ -350,6 +403,34 @@ class _StepFunction:
         return functools.partial(self.__call__, obj)
 
 
+class _AsyncStepFunction(_StepFunction):
+    """An ``async def`` function wrapped by ``@step``: awaiting it inside an async durable
+    task is checkpointed (see :mod:`.async_steps`); outside a run it is the plain coroutine."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        ctx = active_run()
+        if ctx is None or current_step.get() is not None:
+            return self.fn(*args, **kwargs)
+        steps = current_loop.get()
+        if steps is None:
+            raise DurableError(
+                f"run {ctx.run_id}: step {self.step_name} is async def: await it from an "
+                "async def durable task (this task's body is a plain function)",
+                run_id=ctx.run_id, step=self.step_name)
+        return steps.step(ctx, self.step_name, self.fn, args, kwargs, self.options)
+
+
+def _wrap(fn: Callable[..., Any], name: str | None, options: dict[str, Any],
+          atomic: bool) -> _StepFunction:
+    """The step wrapping ``fn``: async for an ``async def`` function."""
+    if not inspect.iscoroutinefunction(fn):
+        return _StepFunction(fn, name, options, atomic)
+    if atomic:
+        raise ValueError(f"@step(atomic=True) is not supported on the async def function "
+                         f"{_qualified(fn)} yet")
+    return _AsyncStepFunction(fn, name, options)
+
+
 def _options(max_attempts: int | None, retry_on: Any, no_retry_on: Any,
              backoff: Backoff | float | None) -> dict[str, Any]:
     opts: dict[str, Any] = {}
@@ -386,8 +467,8 @@ class _StepAPI:
         (the Django store; see docs/steps-and-replay.md)."""
         options = _options(max_attempts, retry_on, no_retry_on, backoff)
         if fn is not None:
-            return _StepFunction(fn, name, options, atomic)
-        return lambda f: _StepFunction(f, name, options, atomic)
+            return _wrap(fn, name, options, atomic)
+        return lambda f: _wrap(f, name, options, atomic)
 
     def run(self, name: str, fn: Callable[..., Any], /, *args: Any, atomic: bool = False,
             **kwargs: Any) -> Any:

@@ -1,0 +1,179 @@
+"""``async def`` durable tasks and steps: an event loop per delivery, steps run at once.
+
+An async body runs in an event loop of its own, made for its delivery in the
+worker's thread (``asyncio.run``) and closed when the delivery ends. Its async
+steps are checkpointed as sync ones are (:func:`.steps.run_step`: the same keys,
+positions, retry policy and ``step.context()``), and several may execute at once
+(``asyncio.gather``), at most ``max_parallel_steps`` of one delivery at a time.
+
+* A step's position is taken when its coroutine *starts*, before it waits for a
+  slot: ``asyncio.gather`` starts its coroutines in argument order, so a replay
+  meets them in the order they were recorded, and a recorded value goes back to
+  the awaiter of that very call.
+* A failed attempt is handled (recorded, or the run parked for its retry) only
+  once no other step of the delivery is executing: the steps in flight finish
+  and write their checkpoints first, and steps not yet started wait meanwhile.
+  The retry delivery replays the finished ones and runs only the missing ones.
+* An ``asyncio.CancelledError`` raised inside a step is a failure of that step,
+  unless the step's task itself was cancelled (the body or the loop's shutdown
+  cancelled it: nothing is recorded) or the run lost its lease (a cancel).
+
+Checkpoints are written by the store's ordinary (blocking) calls, one per step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from .. import signals
+from ..records import StepRecord
+from . import steplogs
+from ._flow import LeaseLost, Reenqueue
+from .context import RunContext, current_loop, current_step
+from .leases import ensure_held, lease_lost
+from .steps import (
+    StepContext,
+    _on_error,
+    _record_exit,
+    _value,
+    announce_start,
+    encoded,
+    failure,
+    pending,
+    succeeded,
+)
+
+#: The default of ``@durable_task(max_parallel_steps=...)``: how many async steps of one
+#: delivery may execute at the same time.
+MAX_PARALLEL_STEPS = 16
+
+
+class Delivery:
+    """The async steps of one delivery: their slots and the handling of failed attempts."""
+
+    def __init__(self, limit: int) -> None:
+        self.slots = asyncio.Semaphore(limit)
+        self.changed = asyncio.Condition()
+        #: Attempts executing now, and failed ones waiting for them to finish.
+        self.running = 0
+        self.failing = 0
+        #: The retry that parked the run (no more steps start in this delivery).
+        self.parked: Reenqueue | None = None
+
+    def step(self, ctx: RunContext, name: str, fn: Callable[..., Any], args: tuple[Any, ...],
+             kwargs: dict[str, Any], options: dict[str, Any]) -> Coroutine[Any, Any, Any]:
+        """The coroutine that executes or replays one call of the async step ``name``."""
+        return self._step(ctx, name, fn, args, kwargs, options)
+
+    async def _step(self, ctx: RunContext, name: str, fn: Callable[..., Any],
+                    args: tuple[Any, ...], kwargs: dict[str, Any],
+                    options: dict[str, Any]) -> Any:
+        if ctx.fatal is not None:  # the body caught an error that ends the run
+            raise ctx.fatal
+        ensure_held(ctx.run_id)
+        position, key = ctx.next_key(name)  # at the start, before waiting for a slot
+        recorded = ctx.replayed(position, key)
+        if recorded is not None:
+            return _value(ctx, recorded, key)
+        attempt, text = pending(ctx, position, key)
+        if text is not None:
+            return _value(ctx, text, key)
+        async with self.slots:
+            async with self.changed:
+                await self.changed.wait_for(self._may_start)
+            ensure_held(ctx.run_id)  # (it may have waited)
+            self.running += 1
+            return await self._attempt(ctx, name, fn, args, kwargs, options,
+                                       StepContext(ctx.run_id, key, attempt, position))
+
+    def _may_start(self) -> bool:
+        return self.failing == 0 and self.parked is None
+
+    async def _attempt(self, ctx: RunContext, name: str, fn: Callable[..., Any],
+                       args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any],
+                       step_ctx: StepContext) -> Any:
+        """Run one attempt (``self.running`` counts it); checkpoint it or hand on its failure."""
+        failed: StepRecord | None = None
+        error: BaseException | None = None
+        try:
+            if signals.step_started.receivers:
+                announce_start(ctx, name, step_ctx)
+            reset = current_step.set(step_ctx)
+            lines = steplogs.start(ctx.settings.step_log_lines)
+            started = time.time()
+            try:
+                text = encoded(ctx, await fn(*args, **kwargs), step_ctx.position, step_ctx.key)
+            except (Reenqueue, LeaseLost):
+                raise
+            except asyncio.CancelledError as exc:
+                if _cancelled_from_outside():
+                    raise  # the body or the loop's shutdown cancelled it: record nothing
+                if lease_lost(ctx.run_id):
+                    raise LeaseLost() from exc  # the run was cancelled (or taken over)
+                failed, error = failure(ctx, exc, lines, name, step_ctx, started), exc
+            except (Exception, SystemExit, KeyboardInterrupt) as exc:
+                failed, error = failure(ctx, exc, lines, name, step_ctx, started), exc
+                if not isinstance(exc, Exception):
+                    _record_exit(ctx, failed)
+                    raise  # the process exits as asked
+            finally:
+                current_step.reset(reset)
+                steplogs.stop(lines)
+            if failed is None:
+                value = succeeded(ctx, name, step_ctx, started, text)
+            else:
+                self.failing += 1  # now, so that no other step starts meanwhile
+        finally:
+            self.running -= 1
+        async with self.changed:
+            self.changed.notify_all()  # a failure may be waiting for the steps in flight
+        if failed is None:
+            return value
+        assert error is not None
+        return await self._handle_failure(ctx, error, failed, options)
+
+    async def _handle_failure(self, ctx: RunContext, exc: BaseException, record: StepRecord,
+                              options: dict[str, Any]) -> Any:
+        """Once no step executes: record the failure or park the run for its retry."""
+        async with self.changed:
+            try:
+                await self.changed.wait_for(lambda: self.running == 0)
+                if self.parked is not None:  # another failure parked the run already
+                    raise Reenqueue(self.parked.delay, exc, broker=self.parked.broker)
+                try:
+                    return _on_error(ctx, exc, record, options)
+                except Reenqueue as parked:
+                    self.parked = parked
+                    raise
+            finally:
+                self.failing -= 1
+                self.changed.notify_all()
+
+
+def _cancelled_from_outside() -> bool:
+    """True if the running task was cancelled (by its awaiter, the body or the loop's
+    shutdown), not just handed a CancelledError by the step's own code. Before Python
+    3.11 (no ``Task.cancelling``) every CancelledError counts as such."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    return cancelling is None or bool(cancelling())
+
+
+def body_runner(fn: Callable[..., Any], limit: int) -> Callable[..., Any]:
+    """A plain callable that runs the ``async def`` body ``fn`` to its end in an event loop
+    of its own per call, at most ``limit`` async steps executing at once."""
+    def run(*args: Any, **kwargs: Any) -> Any:
+        return asyncio.run(_main(fn, limit, args, kwargs))
+    return run
+
+
+async def _main(fn: Callable[..., Any], limit: int, args: tuple[Any, ...],
+                kwargs: dict[str, Any]) -> Any:
+    current_loop.set(Delivery(limit))  # in this loop's context: its tasks inherit it
+    return await fn(*args, **kwargs)
+
+
+__all__ = ["MAX_PARALLEL_STEPS", "Delivery", "body_runner"]

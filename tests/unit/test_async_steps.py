@@ -1,0 +1,237 @@
+"""``async def`` durable tasks and steps in process: eager mode on the MemoryStore.
+
+Concurrency is shown by steps that can only finish together (each waits until all
+have started), never by timing them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import pytest
+from celery import Celery
+
+from celery_durable import (
+    DurableError,
+    StepFailedError,
+    StepStatus,
+    durable_task,
+    get_run,
+    step,
+)
+
+
+@pytest.fixture
+def app() -> Celery:
+    app = Celery("async-eager", set_as_current=False)
+    app.conf.update(task_always_eager=True, broker_url="memory://",
+                    result_backend="cache+memory://")
+    return app
+
+
+def test_sequential_and_gathered_async_steps(app: Celery) -> None:
+    """Sequential and gathered async steps (and a sync one) each run once; the values go to
+    their awaiters; positions follow the order the coroutines started."""
+    runs: Counter[str] = Counter()
+    started: list[str] = []
+    everyone = asyncio.Event()
+
+    @step
+    async def fetch(name: str) -> str:
+        runs[name] += 1
+        started.append(name)
+        if len(started) == 4:  # the first one plus the three gathered ones
+            everyone.set()
+        if name != "first":
+            await asyncio.wait_for(everyone.wait(), 10)  # only if all three run at once
+        await asyncio.sleep(0.01 if name == "a" else 0)  # "a" finishes last
+        return name.upper()
+
+    @step
+    def total(parts: list[str]) -> str:
+        runs["total"] += 1
+        return "+".join(parts)
+
+    @durable_task(app=app, name="async.main")
+    async def main() -> str:
+        first = await fetch("first")
+        a, b, c = await asyncio.gather(fetch("a"), fetch("b"), fetch("c"))
+        return total([first, a, b, c])
+
+    result = main.delay()
+    assert result.get() == "FIRST+A+B+C"
+    assert runs == {"first": 1, "a": 1, "b": 1, "c": 1, "total": 1}
+    run = get_run(result.id, app=app)
+    assert [(s.position, s.key, s.value) for s in run.steps] == [
+        (0, "fetch#0", "FIRST"), (1, "fetch#1", "A"), (2, "fetch#2", "B"),
+        (3, "fetch#3", "C"), (4, "total#0", "FIRST+A+B+C")]
+
+
+def test_max_parallel_steps_bounds_the_steps_executing_at_once(app: Celery) -> None:
+    """With max_parallel_steps=2, at most two of six gathered steps execute at a time."""
+    now = peak = 0
+
+    @step
+    async def work(i: int) -> int:
+        nonlocal now, peak
+        now += 1
+        peak = max(peak, now)
+        for _ in range(3):
+            await asyncio.sleep(0)  # let the others start if they may
+        now -= 1
+        return i * i
+
+    @durable_task(app=app, name="async.bounded", max_parallel_steps=2)
+    async def bounded() -> list[int]:
+        return list(await asyncio.gather(*(work(i) for i in range(6))))
+
+    assert bounded.delay().get() == [0, 1, 4, 9, 16, 25]
+    assert peak == 2
+
+
+def test_max_parallel_steps_must_be_positive(app: Celery) -> None:
+    with pytest.raises(ValueError, match="max_parallel_steps"):
+        durable_task(app=app, name="async.bad_bound", max_parallel_steps=0)
+
+
+def test_a_gathered_step_retried_alone(app: Celery) -> None:
+    """A gathered step fails twice then succeeds: its siblings run once, their checkpoints
+    are kept across the retries, and each awaiter gets its own value."""
+    runs: Counter[str] = Counter()
+
+    @step(max_attempts=3, backoff=0)
+    async def call(name: str) -> str:
+        runs[name] += 1
+        await asyncio.sleep(0)
+        if name == "flaky" and runs[name] <= 2:
+            raise ConnectionError("flaky")
+        return name
+
+    @durable_task(app=app, name="async.retry")
+    async def retried() -> list[str]:
+        return list(await asyncio.gather(call("one"), call("flaky"), call("two")))
+
+    result = retried.delay()
+    assert result.get() == ["one", "flaky", "two"]
+    assert runs == {"one": 1, "flaky": 3, "two": 1}
+    run = get_run(result.id, app=app)
+    assert [(s.key, s.attempts) for s in run.steps] == [
+        ("call#0", 1), ("call#1", 3), ("call#2", 1)]
+
+
+def test_a_sibling_in_flight_keeps_its_checkpoint_when_a_step_fails(app: Celery) -> None:
+    """A step fails for good while a sibling is still executing: the sibling finishes and
+    its checkpoint is written before the failure ends the run."""
+    release = asyncio.Event()
+
+    @step
+    async def slow() -> str:
+        await asyncio.wait_for(release.wait(), 10)
+        return "done"
+
+    @step(max_attempts=1)
+    async def broken() -> str:
+        release.set()
+        raise ValueError("broken for good")
+
+    @durable_task(app=app, name="async.fails")
+    async def fails() -> object:
+        return await asyncio.gather(slow(), broken())
+
+    result = fails.apply()
+    with pytest.raises(StepFailedError, match="broken for good"):
+        result.get()
+    run = get_run(result.id, app=app)
+    assert [(s.key, s.status, s.value) for s in run.steps] == [
+        ("slow#0", StepStatus.SUCCEEDED, "done"), ("broken#0", StepStatus.FAILED, None)]
+
+
+def test_step_context_in_an_async_step(app: Celery) -> None:
+    """step.context() inside an async step: its key, position and idempotency key."""
+    @step
+    async def which() -> list[object]:
+        ctx = step.context()
+        return [ctx.key, ctx.position, ctx.idempotency_key]
+
+    @durable_task(app=app, name="async.context")
+    async def context() -> object:
+        return await asyncio.gather(which(), which())
+
+    result = context.delay()
+    assert result.get() == [["which#0", 0, f"{result.id}:which#0"],
+                            ["which#1", 1, f"{result.id}:which#1"]]
+
+
+def test_an_async_step_from_a_sync_body_is_an_error_at_the_call(app: Celery) -> None:
+    """Calling an async step from a plain body raises DurableError naming the step."""
+    @step
+    async def lookup() -> int:
+        return 1
+
+    @durable_task(app=app, name="async.from_sync")
+    def plain() -> object:
+        return lookup()
+
+    with pytest.raises(DurableError, match=r"step lookup is async def"):
+        plain.delay().get()
+
+
+def test_a_sync_step_returning_a_coroutine_fails_naming_it(app: Celery) -> None:
+    """A forgotten await in a sync step fails the step for good, naming it (no retry)."""
+    calls = 0
+
+    async def fetch() -> int:
+        return 1
+
+    @step(max_attempts=5, backoff=0)
+    def forgot() -> object:
+        nonlocal calls
+        calls += 1
+        return fetch()  # the await is missing
+
+    @durable_task(app=app, name="async.forgot")
+    async def body() -> object:
+        return forgot()
+
+    result = body.apply()
+    with pytest.raises(StepFailedError,
+                       match=r"step forgot#0 returned the coroutine \S*fetch\(\) instead"):
+        result.get()
+    assert calls == 1
+    [record] = get_run(result.id, app=app).steps
+    assert record.status is StepStatus.FAILED and record.error is not None
+    assert record.error.type.endswith("PermanentError")
+
+
+def test_a_cancelled_error_inside_a_step_is_its_failure(app: Celery) -> None:
+    """A CancelledError the step's own code raises fails the step, with that cause."""
+    @step(max_attempts=1)
+    async def cancelled_inside() -> None:
+        raise asyncio.CancelledError()
+
+    @durable_task(app=app, name="async.cancelled")
+    async def body() -> object:
+        return await cancelled_inside()
+
+    result = body.apply()
+    with pytest.raises(StepFailedError, match="CancelledError"):
+        result.get()
+    [record] = get_run(result.id, app=app).steps
+    assert record.status is StepStatus.FAILED and record.error is not None
+    assert record.error.type == "asyncio.exceptions.CancelledError"
+
+
+def test_outside_a_run_an_async_step_is_a_plain_coroutine() -> None:
+    @step
+    async def double(x: int) -> int:
+        return 2 * x
+
+    assert asyncio.run(double(21)) == 42
+
+
+def test_atomic_async_steps_are_refused() -> None:
+    with pytest.raises(ValueError, match="atomic=True"):
+        @step(atomic=True)
+        async def transfer() -> None:
+            pass
