@@ -1,0 +1,81 @@
+"""``async def`` durable tasks through real ``celery worker`` processes (prefork pool) on
+real Redis, the Redis store. Every execution is counted from outside the worker, in Redis,
+by the steps of ``tests/apps/async_app.py``."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from harness import wait_for
+
+from celery_durable import RunStatus, StepStatus, get_run
+
+pytestmark = pytest.mark.worker
+
+LEASE_TTL = float(os.environ.get("TEST_LEASE_TTL", "3"))
+
+
+def count(redis_client, tag: str, name: str) -> int:  # type: ignore[no-untyped-def]
+    return int(redis_client.get(f"{tag}:{name}") or 0)
+
+
+def test_sequential_and_gathered_async_steps(start_worker, tag, redis_client) -> None:
+    """An async body: one awaited step, three gathered steps that can only finish if they
+    execute at once, a sync step; each runs once and the result is right."""
+    from apps.async_app import app, fan_out
+
+    start_worker("apps.async_app", concurrency=1)
+    result = fan_out.delay(tag)
+    assert result.get(timeout=60) == {"n": 42, "joined": "a:True,b:True,c:True"}
+    for name in ("double", "a", "b", "c", "join"):
+        assert count(redis_client, tag, name) == 1, name
+    run = get_run(result.id, app=app)
+    assert run.status is RunStatus.SUCCEEDED
+    assert [(s.position, s.key, s.status) for s in run.steps] == [
+        (0, "double#0", StepStatus.SUCCEEDED), (1, "meet#0", StepStatus.SUCCEEDED),
+        (2, "meet#1", StepStatus.SUCCEEDED), (3, "meet#2", StepStatus.SUCCEEDED),
+        (4, "join#0", StepStatus.SUCCEEDED)]
+    assert [s.value for s in run.steps[1:4]] == ["a:True", "b:True", "c:True"]
+
+
+def test_a_gathered_step_fails_twice_then_succeeds(start_worker, tag, redis_client) -> None:
+    """The failing step alone is retried (three attempts); its siblings run once."""
+    from apps.async_app import app, retry_in_gather
+
+    start_worker("apps.async_app", concurrency=1)
+    result = retry_in_gather.delay(tag)
+    assert result.get(timeout=60) == [2, "flaky", "quick"]
+    assert (count(redis_client, tag, "double"), count(redis_client, tag, "flaky"),
+            count(redis_client, tag, "quick")) == (1, 3, 1)
+    run = get_run(result.id, app=app)
+    assert [(s.key, s.attempts) for s in run.steps] == [
+        ("double#0", 1), ("flaky#0", 3), ("quick#0", 1)]
+
+
+def test_sigkill_while_gathered_steps_are_in_flight(start_worker, tag, redis_client) -> None:
+    """SIGKILL the worker while two of three gathered steps are executing and the third is
+    checkpointed: the next worker runs only the two again, never the finished one."""
+    from apps.async_app import app, crash_in_gather
+
+    first = start_worker("apps.async_app", concurrency=1)
+    result = crash_in_gather.delay(tag)
+
+    def in_flight() -> bool:
+        if count(redis_client, tag, "slow_a") != 1 or count(redis_client, tag, "slow_b") != 1:
+            return False
+        steps = get_run(result.id, app=app).steps
+        return [(s.key, s.status) for s in steps] == [("quick#0", StepStatus.SUCCEEDED)]
+
+    wait_for(in_flight, 30, message="quick checkpointed, slow_a and slow_b executing")
+    first.kill()
+    redis_client.set(f"{tag}:release", 1)
+    start_worker("apps.async_app", concurrency=1)
+    assert result.get(timeout=4 * LEASE_TTL + 30) == ["quick", "slow_a", "slow_b"]
+    assert count(redis_client, tag, "quick") == 1  # checkpointed before the kill: never again
+    assert count(redis_client, tag, "slow_a") == 2
+    assert count(redis_client, tag, "slow_b") == 2
+    run = get_run(result.id, app=app)
+    assert run.status is RunStatus.SUCCEEDED and run.recoveries == 1
+    assert [(s.position, s.key) for s in run.steps] == [
+        (0, "quick#0"), (1, "blocked#0"), (2, "blocked#1")]
