@@ -9,7 +9,7 @@ import os
 import pytest
 from harness import wait_for
 
-from celery_durable import RunStatus, StepStatus, get_run
+from celery_durable import RunStatus, StepStatus, cancel_run, get_run
 
 pytestmark = pytest.mark.worker
 
@@ -79,3 +79,47 @@ def test_sigkill_while_gathered_steps_are_in_flight(start_worker, tag, redis_cli
     assert run.status is RunStatus.SUCCEEDED and run.recoveries == 1
     assert [(s.position, s.key) for s in run.steps] == [
         (0, "quick#0"), (1, "blocked#0"), (2, "blocked#1")]
+
+
+def test_gathered_async_steps_on_the_threads_pool(start_worker, tag, redis_client) -> None:
+    """Two runs at once on a threads pool: each delivery has its own event loop."""
+    from apps.async_app import fan_out
+
+    start_worker("apps.async_app", concurrency=2, pool="threads")
+    results = [fan_out.delay(f"{tag}-{i}") for i in range(2)]
+    for i, result in enumerate(results):
+        assert result.get(timeout=60) == {"n": 42, "joined": "a:True,b:True,c:True"}
+        for name in ("double", "a", "b", "c", "join"):
+            assert count(redis_client, f"{tag}-{i}", name) == 1, name
+
+
+def test_a_durable_sleep_in_an_async_body(start_worker, tag, redis_client) -> None:
+    """sleep() in an async body parks the run (SLEEPING); it resumes after the sleep and the
+    step before it does not run again."""
+    from apps.async_app import app, sleeper
+
+    start_worker("apps.async_app", concurrency=1)
+    result = sleeper.delay(tag)
+    assert result.get(timeout=60) == [2, 4]
+    assert count(redis_client, tag, "double") == 2
+    run = get_run(result.id, app=app)
+    assert [s.key for s in run.steps] == ["double#0", "sleep#0", "double#1"]
+
+
+def test_cancel_during_a_gather(start_worker, tag, redis_client) -> None:
+    """cancel_run while two gathered steps execute: the run ends CANCELLED, their results
+    are not checkpointed and nothing runs again."""
+    from apps.async_app import app, crash_in_gather
+
+    worker = start_worker("apps.async_app", concurrency=1)
+    result = crash_in_gather.delay(tag)
+    wait_for(lambda: count(redis_client, tag, "slow_a") == count(redis_client, tag, "slow_b")
+             == 1, 30, message="slow_a and slow_b executing")
+    cancel_run(result.id, app=app)
+    redis_client.set(f"{tag}:release", 1)
+    wait_for(lambda: f"run {result.id}: cancelled; stopping" in worker.log(), 30,
+             message="the delivery to stop")
+    run = get_run(result.id, app=app)
+    assert run.status is RunStatus.CANCELLED
+    assert [(s.key, s.status) for s in run.steps] == [("quick#0", StepStatus.SUCCEEDED)]
+    assert [count(redis_client, tag, n) for n in ("quick", "slow_a", "slow_b")] == [1, 1, 1]

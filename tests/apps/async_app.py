@@ -9,7 +9,7 @@ import json
 import os
 
 from apps.common import counters, make_app
-from celery_durable import durable_task, step
+from celery_durable import durable_task, sleep, step
 
 app = make_app("async_app", **json.loads(os.environ.get("TEST_APP_CONF", "{}")))
 r = counters()
@@ -93,3 +93,11 @@ async def flaky(tag: str) -> str:
 async def retry_in_gather(tag: str) -> list[str]:
     """A gathered step fails twice then succeeds; its siblings must run once."""
     return list(await asyncio.gather(double(tag, 1), flaky(tag), quick(tag)))
+
+
+@durable_task(app=app, name="async_app.sleeper")
+async def sleeper(tag: str) -> list[int]:
+    """An async step, a durable sleep (called, not awaited), another async step."""
+    before = await double(tag, 1)
+    sleep(0.5)
+    return [before, await double(tag, 2)]

@@ -14,6 +14,7 @@ from celery import Celery
 
 from celery_durable import (
     DurableError,
+    NonDeterministicStepError,
     StepFailedError,
     StepStatus,
     durable_task,
@@ -235,3 +236,33 @@ def test_atomic_async_steps_are_refused() -> None:
         @step(atomic=True)
         async def transfer() -> None:
             pass
+
+
+def test_a_gather_started_in_another_order_on_replay_is_caught(app: Celery) -> None:
+    """The retry delivery starts the gathered steps in another order: NonDeterministicStepError
+    naming what was recorded and what the code calls now (nothing runs on top of it)."""
+    deliveries = 0
+
+    @step
+    async def a() -> str:
+        return "a"
+
+    @step(max_attempts=2, backoff=0)
+    async def b() -> str:
+        if deliveries == 1:
+            raise ConnectionError("once")
+        return "b"
+
+    @durable_task(app=app, name="async.reordered")
+    async def reordered() -> object:
+        nonlocal deliveries
+        deliveries += 1
+        if deliveries == 1:
+            return await asyncio.gather(a(), b())
+        return await asyncio.gather(b(), a())  # as if timing decided the order
+
+    with pytest.raises(NonDeterministicStepError) as caught:
+        reordered.apply().get()
+    assert "recorded step 'a#0' but the code now calls 'b#0'" in str(caught.value)
+    assert caught.value.recorded_steps[:1] == ["a#0"]
+    assert caught.value.current_steps == ["b#0"]
