@@ -148,7 +148,7 @@ EXCEPTIONS = {
     # a child run must be a registered DurableTask
     ("celery_durable.controls.children", "celery_durable.task"),
     # the admin's replay form lists the steps a replay keeps, as replay_run decides them
-    ("celery_durable_django.admin.runs", "celery_durable.ops.replay"),
+    ("celery_durable_django.admin.replay_view", "celery_durable.ops.replay"),
     # the run page reads a wait's checkpoint as get_run does
     ("celery_durable_django.admin.run_steps", "celery_durable.ops.inspection"),
 }

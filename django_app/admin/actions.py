@@ -25,6 +25,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import ngettext
 
 from celery_durable import DurableError, RunStatus, cancel_run, retry_run
+from celery_durable.config import settings_for
 from celery_durable.stores import get_store
 
 from ..models import Run
@@ -63,6 +64,11 @@ def celery_app(task_name: str | None = None) -> Celery:
         if task_name is not None and task_name in app.tasks:
             return app
     return django_apps[0] if django_apps else current
+
+
+def redact_names() -> frozenset[str]:
+    """``durable_redact`` (``CELERY_DURABLE_REDACT``) of the app that keeps runs in Django."""
+    return settings_for(celery_app()).redact_names
 
 
 def back(request: HttpRequest) -> HttpResponse | None:

@@ -18,20 +18,17 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 from django.contrib import admin
 from django.core.paginator import EmptyPage, Page, PageNotAnInteger, Paginator
-from django.db import DatabaseError, connections, transaction
+from django.db import connections
 from django.db.models import Max, Min, QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html
-from django.utils.text import smart_split, unescape_string_literal
 
 from celery_durable.records import RunStatus
 
@@ -167,147 +164,6 @@ def searched_window(queryset: QuerySet[Any], params: Mapping[str, Any],
     cutoff = list(queryset.order_by("-created_at").values_list("created_at", flat=True)
                   [size - 1:size])
     return queryset.filter(created_at__gte=cutoff[0]) if cutoff else None
-
-
-#: The FULLTEXT index over ``args, kwargs`` (migration 0012, MySQL/MariaDB only).
-FULLTEXT_INDEX = "cd_run_args_ft"
-#: InnoDB's default stopwords (``INFORMATION_SCHEMA.INNODB_FT_DEFAULT_STOPWORD``): not indexed.
-STOPWORDS = frozenset((
-    "a", "about", "an", "are", "as", "at", "be", "by", "com", "de", "en", "for", "from",
-    "how", "i", "in", "is", "it", "la", "of", "on", "or", "that", "the", "this", "to", "und",
-    "was", "what", "when", "where", "who", "will", "with", "www"))
-#: A word as InnoDB's full-text parser cuts ASCII text (letters, digits, underscore).
-_WORD = re.compile(r"[A-Za-z0-9_]+")
-
-
-@dataclass(frozen=True)
-class FullText:
-    """The full-text index of a MySQL/MariaDB database: the word lengths it holds."""
-
-    min_size: int
-    max_size: int
-
-
-def fulltext_index(using: str) -> FullText | None:
-    """The arguments' FULLTEXT index on ``using`` and its word lengths, or None (not
-    MySQL/MariaDB, no index, not InnoDB, or a stopword list other than InnoDB's default,
-    which :func:`fulltext_words` could not allow for)."""
-    connection = connections[using]
-    if connection.vendor != "mysql":
-        return None
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT @@innodb_ft_min_token_size, @@innodb_ft_max_token_size, "
-            "COALESCE(@@GLOBAL.innodb_ft_server_stopword_table, ''), "
-            "COALESCE(@@GLOBAL.innodb_ft_user_stopword_table, ''), "
-            "(SELECT ENGINE FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() "
-            " AND TABLE_NAME = %s), "
-            "(SELECT COUNT(*) FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE()"
-            " AND TABLE_NAME = %s AND INDEX_NAME = %s AND INDEX_TYPE = 'FULLTEXT')",
-            [Run._meta.db_table, Run._meta.db_table, FULLTEXT_INDEX])
-        low, high, server_stop, user_stop, engine, found = cursor.fetchone()
-    if not found or str(engine).lower() != "innodb" or server_stop or user_stop:
-        return None
-    return FullText(int(low), int(high))
-
-
-def fulltext_words(text: str, index: FullText) -> list[str]:
-    """Boolean-mode terms that every row whose arguments contain ``text`` (as ``LIKE
-    '%text%'`` finds it) matches in the full-text index; empty when there are none.
-
-    A word of ``text`` with a non-word character on both sides is a whole word of every
-    such row (``+word``); the last word, with one before it, starts a word of the row
-    (``+word*``). The first word, or a word alone, may be the end or the middle of a
-    longer word: no term. Words InnoDB does not index give no term: shorter than
-    ``min_size``, longer than ``max_size``, a stopword or (for ``word*``) the start of one.
-    Only ASCII text: how InnoDB classes other characters is not checked here.
-    """
-    if not text.isascii():
-        return []
-    terms = []
-    for match in _WORD.finditer(text):
-        word = match.group().lower()
-        before, after = match.start() > 0, match.end() < len(text)
-        if not before or not index.min_size <= len(word) <= index.max_size:
-            continue
-        if after and word not in STOPWORDS:
-            terms.append(f"+{word}")
-        elif not after and not any(stop.startswith(word) for stop in STOPWORDS):
-            terms.append(f"+{word}*")
-    return terms
-
-
-def fulltext_query(queryset: QuerySet[Any], term: str) -> tuple[QuerySet[Any], FullText] | None:
-    """``queryset`` narrowed by the FULLTEXT index to rows that may hold every word of the
-    admin search ``term`` (split as Django's admin splits it), and the index; None when
-    there is no such index or no word to look up. The caller still applies the ``LIKE``
-    search: the index only leaves out rows that cannot match it."""
-    index = fulltext_index(queryset.db)
-    if index is None:
-        return None
-    terms: list[str] = []
-    for bit in smart_split(term):
-        if bit.startswith(('"', "'")) and bit[0] == bit[-1]:
-            bit = unescape_string_literal(bit)
-        terms.extend(t for t in fulltext_words(bit, index) if t not in terms)
-    if not terms:
-        return None
-    table = connections[queryset.db].ops.quote_name(Run._meta.db_table)
-    return queryset.extra(
-        where=[f"MATCH({table}.`args`, {table}.`kwargs`) AGAINST (%s IN BOOLEAN MODE)"],
-        params=[" ".join(terms)]), index
-
-
-@contextmanager
-def time_limit(using: str, seconds: float) -> Iterator[None]:
-    """MySQL/MariaDB: the SELECTs run inside stop after ``seconds`` (with an error; MariaDB
-    may finish a full-text index read first). The session's own limit is put back."""
-    connection = connections[using]
-    mariadb = bool(getattr(connection, "mysql_is_mariadb", False))
-    name, value = (("max_statement_time", seconds) if mariadb
-                   else ("max_execution_time", int(seconds * 1000)))
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT @@SESSION.{name}")
-        (before,) = cursor.fetchone()
-        cursor.execute(f"SET SESSION {name} = %s", [value])
-    try:
-        yield
-    finally:
-        with connection.cursor() as cursor:
-            cursor.execute(f"SET SESSION {name} = %s", [before])
-
-
-def rows_within(queryset: QuerySet[Any], limit: int, seconds: float) -> int | None:
-    """How many rows ``queryset`` has, counted up to ``limit`` (MySQL/MariaDB), or None when
-    that takes more than ``seconds``."""
-    try:
-        with transaction.atomic(using=queryset.db), time_limit(queryset.db, seconds):
-            return int(queryset.values("pk")[:limit].count())
-    except DatabaseError:  # interrupted
-        return None
-
-
-class ArgumentScanFilter(admin.SimpleListFilter):
-    """MySQL/MariaDB with the arguments' FULLTEXT index: search the arguments through it
-    where that is quicker (the default, see ``RunAdmin._fulltext``) or read every run's
-    arguments row by row (slow; finds the one thing the index can miss)."""
-
-    title = "search in arguments"
-    parameter_name = "search_rows"
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        """One choice: every row."""
-        return [("1", "every run, row by row (slow)")]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        """Unchanged: ``RunAdmin.get_search_results`` reads the choice."""
-        return queryset
-
-    def choices(self, changelist: Any) -> Any:
-        """Django's choices, "All" named for what it does here."""
-        choices = list(super().choices(changelist))
-        choices[0]["display"] = "by the full-text index where that is quicker"
-        return choices
 
 
 def estimated_rows(qs: QuerySet[Any]) -> int | None:

@@ -15,61 +15,48 @@ from django.apps import apps
 from django.contrib import admin, messages
 from django.contrib.admin.views.main import PAGE_VAR
 from django.db import connections
-from django.db.models import DecimalField, F, Func, OrderBy, QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.template.response import TemplateResponse
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
 from django.urls import NoReverseMatch, URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
-from celery_durable import DurableError, RunStatus
-from celery_durable.config import settings_for
-from celery_durable.ops.replay import kept_steps, replay_run
-from celery_durable.redact import redact_json_text, redact_text, unredact
-from celery_durable.stores import get_store
+from celery_durable import RunStatus
+from celery_durable.redact import redact_json_text, redact_text
 
 from ..models import DeadLetter, Run
-from . import actions, code_check, live, run_steps, wait_actions, waterfall
+from . import (
+    actions,
+    code_check,
+    live,
+    mysql_search,
+    replay_view,
+    run_steps,
+    wait_actions,
+    waterfall,
+)
+from .actions import redact_names
 from .changelist import (
     SEARCH_WINDOW,
-    ArgumentScanFilter,
     CappedPaginator,
-    FullText,
     ProbingQuerySet,
     StatusFilter,
     TaskFilter,
     format_duration,
     format_moment,
     from_epoch,
-    fulltext_index,
-    fulltext_query,
     indexed_search,
     pre,
     pretty_json,
-    rows_within,
     searched_window,
     short_name,
     status_badge,
 )
-from .forms import ReplayForm
 from .labels import TagFilter, VersionFilter, attempts_text, tags_html
 from .ranges import DateRangeFilter
 
 _STATUSES = {status.value: status for status in RunStatus}
 _FINISHED = {value for value, status in _STATUSES.items() if status.finished}
-
-
-def redact_names() -> frozenset[str]:
-    """``durable_redact`` (``CELERY_DURABLE_REDACT``) of the app that keeps runs in Django."""
-    return settings_for(actions.celery_app()).redact_names
-
-
-def _decoded(text: str | None) -> Any:
-    """Stored JSON text as plain JSON values (tags kept), or None if it is not JSON."""
-    try:
-        return json.loads(text or "null")
-    except ValueError:
-        return None
 
 
 @admin.register(Run)
@@ -207,60 +194,20 @@ class RunAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                               f"{self.search_window:,} runs. Choose a creation date range "
                               "to search older ones.")
                 queryset = window
-            narrowed = self._fulltext(request, queryset, search_term)
-            if getattr(request, "_cd_sort_all", False) and \
-                    tuple(dict.fromkeys(queryset.query.order_by)) == self.ordering:
-                # The same order by an expression of created_at: the table is read in its
-                # own order and sorted, not the newest-first index walked with a key lookup
-                # per row (bench/NOTES.md: 45 s against 1.7 s at 1,000,000 runs).
-                queryset = queryset.order_by(
-                    OrderBy(Func(F("created_at"), template="(%(expressions)s + 0)",
-                                 output_field=DecimalField()), descending=True), "-id")
-            if narrowed is not None:
-                queryset, index = narrowed
-                messages.info(request, "Searched the arguments through their full-text index: "
-                              "the words of the search, then the text itself. A word longer "
-                              f"than {index.max_size} characters is not in that index, so the "
-                              "end of a search does not find it by its beginning; choose "
-                              "\u201cevery run, row by row\u201d under \u201csearch in "
-                              "arguments\u201d to read every run's arguments (slow).")
+            if connections[queryset.db].vendor == "mysql":
+                queryset, index = mysql_search.plan(
+                    self, request, queryset, search_term,
+                    lambda qs: super(RunAdmin, self).get_search_results(
+                        request, qs, search_term)[0])
+                if index is not None:
+                    messages.info(request, mysql_search.used_message(index))
         return super().get_search_results(request, queryset, search_term)
-
-    def _fulltext(self, request: HttpRequest, queryset: QuerySet[Run],
-                  search_term: str) -> tuple[QuerySet[Run], FullText] | None:
-        """MySQL/MariaDB: the runs narrowed by the arguments' FULLTEXT index, when that is the
-        cheaper way (else None: read row by row, as elsewhere).
-
-        Row by row along the newest runs is cheap when the text is common: that finds a
-        page of them within ``scan_probe_seconds``. The index is cheap when its words are
-        rare: it gives at most ``fulltext_rows`` runs within ``fulltext_probe_seconds`` (a
-        word in most runs costs ~1 s to read from the index at 1,000,000 runs,
-        bench/NOTES.md). When neither is, ``request._cd_sort_all`` asks for the rows to be
-        read in the table's order and sorted (:meth:`get_search_results`).
-        """
-        if connections[queryset.db].vendor != "mysql":
-            return None
-        if self.scan_probe_seconds:  # (0: straight to the index, for tests)
-            by_rows = super().get_search_results(request, queryset, search_term)[0]
-            if rows_within(by_rows.order_by(*self.ordering), self.list_per_page + 1,
-                           self.scan_probe_seconds) is not None:
-                return None
-        narrowed = (None if request.GET.get(ArgumentScanFilter.parameter_name)
-                    else fulltext_query(queryset, search_term))
-        if narrowed is not None:
-            found = rows_within(narrowed[0].order_by(), self.fulltext_rows + 1,
-                                self.fulltext_probe_seconds)
-            if found is not None and found <= self.fulltext_rows:
-                return narrowed
-        if self.scan_probe_seconds:
-            request._cd_sort_all = True  # type: ignore[attr-defined]
-        return None
 
     def get_list_filter(self, request: HttpRequest) -> Any:
         """The list's filters; on MySQL/MariaDB with the arguments' FULLTEXT index also how
         the arguments are searched."""
-        if fulltext_index(self.model.objects.db) is not None:
-            return (*self.list_filter, ArgumentScanFilter)
+        if mysql_search.fulltext_index(self.model.objects.db) is not None:
+            return (*self.list_filter, mysql_search.ArgumentScanFilter)
         return self.list_filter
 
     def changelist_view(self, request: HttpRequest,
@@ -465,66 +412,8 @@ class RunAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         return wait_actions.send_event_view(self, request, object_id)
 
     def retry_arguments_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        """Replay a finished run with edited arguments (validated JSON) as a new run."""
-        obj = actions.permitted_run(self, request, object_id,
-                                    self.has_retry_with_arguments_permission(request))
-        page = self.run_page_url(obj)
-        status = _STATUSES.get(obj.status)
-        if status is None or not status.finished:
-            self.message_user(request, f"Run {obj.pk} is {obj.status.lower()}; only a finished "
-                              "run can be replayed.", messages.WARNING)
-            return HttpResponseRedirect(page)
-        completed = list(obj.steps.filter(status="succeeded").order_by("position")
-                         .values_list("key", flat=True))
-        if request.method == "POST":
-            form = ReplayForm(request.POST, completed=completed)
-            if form.is_valid() and (new_id := self._replay(request, obj, form)) is not None:
-                return HttpResponseRedirect(reverse(
-                    f"{self.admin_site.name}:celery_durable_run_change", args=[new_id]))
-        else:
-            form = ReplayForm(initial={
-                # Uncut: the form submits this text back as the new arguments.
-                "args": pretty_json(redact_json_text(obj.args, redact_names()), cut=False),
-                "kwargs": pretty_json(redact_json_text(obj.kwargs, redact_names()), cut=False),
-                "from_step": "start"}, completed=completed)
-        obj.error_message = redact_text(obj.error_message, redact_names())  # shown, not saved
-        context = {**self.admin_site.each_context(request), "opts": self.opts, "run": obj,
-                   "form": form, "title": f"Replay {obj.task} with edited arguments",
-                   "original": obj, "page_url": page, "media": self.media + form.media,
-                   "has_view_permission": True}
-        return TemplateResponse(request, "admin/celery_durable/run/retry_arguments.html",
-                                context)
-
-    def _replay(self, request: HttpRequest, obj: Run, form: ReplayForm) -> str | None:
-        """Start the replay the valid ``form`` asks for and log it; its id, or None with the
-        form's errors set (unconfirmed kept steps, arguments the task refuses)."""
-        data = form.cleaned_data
-        app = actions.celery_app(obj.task)
-        from_step = str(data["from_step"])
-        kept = ""
-        if from_step != "start":
-            record = get_store(app).get_run(obj.pk)
-            kept = ", ".join(s.key for s in kept_steps(record, from_step)) if record else ""
-            if not data["confirm"]:
-                form.add_error("confirm", f"This replay keeps the values recorded for "
-                               f"{kept or 'no step'} (computed from the old arguments); "
-                               "tick the box to confirm.")
-                return None
-        try:
-            new = replay_run(obj.pk, args=unredact(data["args"], _decoded(obj.args),
-                                                   redact_names()),
-                             kwargs=unredact(data["kwargs"], _decoded(obj.kwargs),
-                                             redact_names()),
-                             from_step=from_step, app=app,
-                             idempotency_key=data["idempotency_key"] or None)
-        except (TypeError, ValueError, DurableError) as exc:
-            form.add_error(None, str(exc))
-            return None
-        how = f"keeping {kept}" if kept else "from the start"
-        self.log_change(request, obj, f"Replayed with edited arguments as run {new.id}, {how}.")
-        self.message_user(request, f"Run {obj.pk} replayed with edited arguments as run "
-                          f"{new.id} ({how}).", messages.SUCCESS)
-        return str(new.id)
+        """Replay a finished run with edited arguments (see :mod:`.replay_view`)."""
+        return replay_view.retry_arguments_view(self, request, object_id)
 
     @admin.display(description="Replays")
     def replay_links(self, obj: Run) -> str:

@@ -4,7 +4,7 @@ The admin's search in the arguments (``args``/``kwargs`` ``LIKE '%…%'``) reads
 MariaDB scans with one thread (3.5 s at 1,000,000 runs, ``bench/admin_changelist.py
 --database mariadb``). With this index the admin first narrows the rows by the whole words
 that every match must hold (``MATCH … AGAINST`` in boolean mode), then applies the same
-``LIKE`` as before (``celery_durable_django.admin.changelist.fulltext_query``).
+``LIKE`` as before (``celery_durable_django.admin.mysql_search.fulltext_query``).
 
 Adding it rebuilds the table once on InnoDB (it adds the hidden ``FTS_DOC_ID`` column):
 about a minute per million runs. PostgreSQL and SQLite: nothing happens.

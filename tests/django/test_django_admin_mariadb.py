@@ -19,7 +19,7 @@ from django_support import require_mariadb, setup
 def _words(text: str) -> list[str]:
     """The boolean-mode terms for ``text`` under InnoDB's default word lengths (3 to 84)."""
     setup()
-    from celery_durable_django.admin.changelist import FullText, fulltext_words
+    from celery_durable_django.admin.mysql_search import FullText, fulltext_words
 
     return fulltext_words(text, FullText(min_size=3, max_size=84))
 
@@ -222,7 +222,7 @@ def test_a_search_neither_way_finds_quickly_sorts_the_rows_it_reads_in_the_same_
     from django.contrib.messages.storage.cookie import CookieStorage
     from django.test import RequestFactory
 
-    from celery_durable_django.admin import runs
+    from celery_durable_django.admin import mysql_search, runs
     from celery_durable_django.models import Run
 
     w = maria
@@ -231,7 +231,7 @@ def test_a_search_neither_way_finds_quickly_sorts_the_rows_it_reads_in_the_same_
         created_at=Run.objects.using("mariadb").get(id=f"{w}-r2").created_at)  # a tie
     monkeypatch.setattr(runs.RunAdmin, "scan_probe_seconds", 0.05)
     monkeypatch.setattr(runs.RunAdmin, "fulltext_rows", 1)  # the index gives too many
-    monkeypatch.setattr(runs, "rows_within", lambda qs, limit, seconds: None
+    monkeypatch.setattr(mysql_search, "rows_within", lambda qs, limit, seconds: None
                         if seconds == 0.05 else runs.RunAdmin.fulltext_rows + 1)
     request = RequestFactory().get("/", {"q": f"order-{w}"})
     request._messages = CookieStorage(request)
@@ -255,7 +255,7 @@ def test_the_index_is_found_on_mariadb_only_and_the_choice_is_offered_only_with_
     from django.contrib.admin.sites import site
     from django.test import RequestFactory
 
-    from celery_durable_django.admin.changelist import (
+    from celery_durable_django.admin.mysql_search import (
         ArgumentScanFilter,
         FullText,
         fulltext_index,
