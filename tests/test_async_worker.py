@@ -5,15 +5,18 @@ by the steps of ``tests/apps/async_app.py``."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from harness import wait_for
 
-from celery_durable import RunStatus, StepStatus, cancel_run, get_run
+from celery_durable import RunStatus, StepStatus, cancel_run, get_run, testing
 
 pytestmark = pytest.mark.worker
 
 LEASE_TTL = float(os.environ.get("TEST_LEASE_TTL", "3"))
+TESTS = Path(__file__).resolve().parent
 
 
 def count(redis_client, tag: str, name: str) -> int:  # type: ignore[no-untyped-def]
@@ -123,3 +126,26 @@ def test_cancel_during_a_gather(start_worker, tag, redis_client) -> None:
     assert run.status is RunStatus.CANCELLED
     assert [(s.key, s.status) for s in run.steps] == [("quick#0", StepStatus.SUCCEEDED)]
     assert [count(redis_client, tag, n) for n in ("quick", "slow_a", "slow_b")] == [1, 1, 1]
+
+
+@pytest.fixture
+def crash_worker(tmp_path: Path) -> Iterator[testing.DurableTestWorker]:
+    """A crash-ready worker (celery_durable.testing) for ``apps.async_app``."""
+    w = testing.start_worker("apps.async_app", queues=[os.environ["TEST_QUEUE"]],
+                             concurrency=1, cwd=TESTS, crash_dir=tmp_path / "crash")
+    yield w
+    w.stop()
+
+
+def test_assert_resumable_on_an_async_task(crash_worker) -> None:
+    """assert_resumable crashes an async run after each of its three checkpoints (one before
+    a gather, two inside it); every crashed run resumes to the same result and the step
+    checkpointed before the gather never runs again."""
+    from apps.async_app import resumable
+
+    report = testing.assert_resumable(resumable, 5)
+    assert report.result == [10, 11, 12]
+    assert report.steps == ["twice#0", "plus#0", "plus#1"]
+    assert report.boundaries == 3 and len(report.crashed_runs) == 3
+    for run_id in report.crashed_runs:
+        assert crash_worker.executions(run_id)["twice#0"] == 1

@@ -101,3 +101,23 @@ async def sleeper(tag: str) -> list[int]:
     before = await double(tag, 1)
     sleep(0.5)
     return [before, await double(tag, 2)]
+
+
+@step
+async def twice(x: int) -> int:
+    await asyncio.sleep(0)
+    return 2 * x
+
+
+@step
+async def plus(x: int, y: int) -> int:
+    await asyncio.sleep(0)
+    return x + y
+
+
+@durable_task(app=app, name="async_app.resumable")
+async def resumable(x: int) -> list[int]:
+    """No side effects: for assert_resumable (a crash after each of its three checkpoints)."""
+    first = await twice(x)
+    a, b = await asyncio.gather(plus(first, 1), plus(first, 2))
+    return [first, a, b]
