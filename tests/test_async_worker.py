@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from harness import wait_for
 
-from celery_durable import RunStatus, StepStatus, cancel_run, get_run, testing
+from celery_durable import RunStatus, StepStatus, cancel_run, get_run, send_event, testing
 
 pytestmark = pytest.mark.worker
 
@@ -107,6 +107,21 @@ def test_a_durable_sleep_in_an_async_body(start_worker, tag, redis_client) -> No
     assert count(redis_client, tag, "double") == 2
     run = get_run(result.id, app=app)
     assert [s.key for s in run.steps] == ["double#0", "sleep#0", "double#1"]
+
+
+def test_wait_for_event_in_an_async_body(start_worker, tag, redis_client) -> None:
+    """wait_for_event() in an async body: the run waits (WAITING) and resumes with the
+    payload; the step before the wait ran once, the gathered ones after it once each."""
+    from apps.async_app import app, approval
+
+    start_worker("apps.async_app", concurrency=1)
+    event = f"approved-{tag}"
+    result = approval.delay(tag, event)
+    wait_for(lambda: get_run(result.id, app=app).status is RunStatus.WAITING, 30,
+             message="the run to wait")
+    assert send_event(event, tag, {"by": "ann"}, app=app) == 1
+    assert result.get(timeout=60) == [2, {"by": "ann"}, 4, 6]
+    assert count(redis_client, tag, "double") == 3
 
 
 def test_cancel_during_a_gather(start_worker, tag, redis_client) -> None:

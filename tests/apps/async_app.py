@@ -9,7 +9,7 @@ import json
 import os
 
 from apps.common import counters, make_app
-from celery_durable import durable_task, sleep, step
+from celery_durable import durable_task, sleep, step, wait_for_event
 
 app = make_app("async_app", **json.loads(os.environ.get("TEST_APP_CONF", "{}")))
 r = counters()
@@ -121,3 +121,12 @@ async def resumable(x: int) -> list[int]:
     first = await twice(x)
     a, b = await asyncio.gather(plus(first, 1), plus(first, 2))
     return [first, a, b]
+
+
+@durable_task(app=app, name="async_app.approval")
+async def approval(tag: str, event: str) -> list[object]:
+    """An async step, wait_for_event (called, not awaited), a gather of two async steps."""
+    before = await double(tag, 1)
+    payload = wait_for_event(event, key=tag)
+    after = await asyncio.gather(double(tag, 2), double(tag, 3))
+    return [before, payload, *after]
