@@ -275,6 +275,10 @@ def main() -> None:
             {"unavailable": why} if (why := _prepare_django({**base_env, **pg_env})) else
             run_external("atomic_steps", ["--steps", "300" if ns.quick else "1000",
                                           "--trials", str(ns.trials)], {**base_env, **pg_env})))
+        log("async tasks (bench/async_steps.py)")
+        results["async_steps"] = _guard("async tasks", lambda: run_external(
+            "async_steps", ["--runs", "20" if ns.quick else "100", "--redis", srv.redis_url],
+            base_env))
         log("step overhead (bench/step_overhead.py)")
         results["step_overhead"] = _guard("step overhead", lambda: run_external(
             "step_overhead", ["--steps", "500" if ns.quick else "2000",

@@ -314,6 +314,8 @@ def render(results: dict[str, Any], images: list[Path], notes: str | None) -> st
                             results.get("step_overhead")),
             *_extra_section("Transactional steps on PostgreSQL (bench/atomic_steps.py)",
                             results.get("atomic_steps")),
+            *_extra_section("Async tasks and parallel steps (bench/async_steps.py)",
+                            results.get("async_steps")),
             *_meta_section(meta)]
     if notes:
         out += [notes.rstrip(), ""]
