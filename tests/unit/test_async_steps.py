@@ -7,6 +7,7 @@ have started), never by timing them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
 
 import pytest
@@ -129,6 +130,8 @@ def test_a_sibling_in_flight_keeps_its_checkpoint_when_a_step_fails(app: Celery)
     @step
     async def slow() -> str:
         await asyncio.wait_for(release.wait(), 10)
+        for _ in range(5):  # still executing well after broken() raised
+            await asyncio.sleep(0)
         return "done"
 
     @step(max_attempts=1)
@@ -266,3 +269,30 @@ def test_a_gather_started_in_another_order_on_replay_is_caught(app: Celery) -> N
     assert "recorded step 'a#0' but the code now calls 'b#0'" in str(caught.value)
     assert caught.value.recorded_steps[:1] == ["a#0"]
     assert caught.value.current_steps == ["b#0"]
+
+
+def test_a_step_cancelled_by_the_body_records_nothing(app: Celery) -> None:
+    """The body cancels a step's task (it stopped waiting for it): no failure is recorded for
+    it, the run goes on and succeeds."""
+    @step
+    async def forever() -> None:
+        await asyncio.Event().wait()
+
+    @step
+    async def after() -> str:
+        return "after"
+
+    @durable_task(app=app, name="async.cancel_by_body")
+    async def body() -> str:
+        task = asyncio.ensure_future(forever())
+        for _ in range(3):
+            await asyncio.sleep(0)  # it has started
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return await after()
+
+    result = body.apply()
+    assert result.get() == "after"
+    assert [(s.key, s.status) for s in get_run(result.id, app=app).steps] == [
+        ("after#0", StepStatus.SUCCEEDED)]
