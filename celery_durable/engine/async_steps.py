@@ -24,8 +24,10 @@ Checkpoints are written by the store's ordinary (blocking) calls, one per step.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .. import signals
@@ -166,7 +168,15 @@ def body_runner(fn: Callable[..., Any], limit: int) -> Callable[..., Any]:
     """A plain callable that runs the ``async def`` body ``fn`` to its end in an event loop
     of its own per call, at most ``limit`` async steps executing at once."""
     def run(*args: Any, **kwargs: Any) -> Any:
-        return asyncio.run(_main(fn, limit, args, kwargs))
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # as always in a worker: no loop runs in this thread
+            return asyncio.run(_main(fn, limit, args, kwargs))
+        # An eager ``apply()`` from async code: this thread's loop is busy; run the body's
+        # own loop in a helper thread (with this context: the run) and wait for it.
+        with ThreadPoolExecutor(1, thread_name_prefix="durable-async-body") as helper:
+            return helper.submit(contextvars.copy_context().run, asyncio.run,
+                                 _main(fn, limit, args, kwargs)).result()
     return run
 
 

@@ -296,3 +296,20 @@ def test_a_step_cancelled_by_the_body_records_nothing(app: Celery) -> None:
     assert result.get() == "after"
     assert [(s.key, s.status) for s in get_run(result.id, app=app).steps] == [
         ("after#0", StepStatus.SUCCEEDED)]
+
+
+def test_eager_apply_from_inside_a_running_event_loop(app: Celery) -> None:
+    """task.apply() called from async code (a loop runs in the thread already) still runs the
+    body, in a loop of its own."""
+    @step
+    async def inc(x: int) -> int:
+        return x + 1
+
+    @durable_task(app=app, name="async.from_a_loop")
+    async def body(x: int) -> int:
+        return await inc(await inc(x))
+
+    async def caller() -> object:
+        return body.apply(args=(1,)).get()
+
+    assert asyncio.run(caller()) == 3
