@@ -289,6 +289,9 @@ def durable_task(fn: Callable[..., Any] | None = None, /, *, app: Celery | None 
     options.setdefault("base", DurableTask)
 
     def decorate(fun: Callable[..., Any]) -> Any:
+        if "max_parallel_steps" in options and not inspect.iscoroutinefunction(fun):
+            raise ValueError(f"durable_task(max_parallel_steps=...) bounds the async steps of "
+                             f"an async def body; {fun.__name__} is a plain function")
         if app is not None:
             install_worker_step(app)
             return app.task(**options)(fun)

@@ -97,6 +97,13 @@ def test_max_parallel_steps_must_be_positive(app: Celery) -> None:
         durable_task(app=app, name="async.bad_bound", max_parallel_steps=0)
 
 
+def test_max_parallel_steps_on_a_sync_body_is_refused(app: Celery) -> None:
+    with pytest.raises(ValueError, match="plain is a plain function"):
+        @durable_task(app=app, name="async.sync_bound", max_parallel_steps=4)
+        def plain() -> None:
+            pass
+
+
 def test_a_gathered_step_retried_alone(app: Celery) -> None:
     """A gathered step fails twice then succeeds: its siblings run once, their checkpoints
     are kept across the retries, and each awaiter gets its own value."""
