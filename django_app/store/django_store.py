@@ -81,6 +81,9 @@ class DjangoStore(HistoryMixin, ControlsMixin, WaitsMixin, TokensMixin, AtomicMi
                   RunHistory, WaitTokens, AtomicSteps):
     """Durable runs in the Django database (``using`` names the alias; default: the router's)."""
 
+    #: Django's ORM refuses queries from a thread running an event loop (async tasks).
+    event_loop_safe = False
+
     def __init__(self, using: str | None = None) -> None:
         self._using = using
         self._last_purge = -PURGE_EVERY  # (monotonic) purge at the first sweep
