@@ -31,11 +31,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .. import signals
-from ..errors import PermanentError
 from ..records import StepRecord
 from . import steplogs
 from ._flow import LeaseLost, Reenqueue
-from .context import RunContext, active_run, current_loop, current_step
+from .context import RunContext, current_loop, current_step
 from .leases import ensure_held, lease_lost
 from .steps import (
     StepContext,
@@ -169,7 +168,6 @@ def body_runner(fn: Callable[..., Any], limit: int) -> Callable[..., Any]:
     """A plain callable that runs the ``async def`` body ``fn`` to its end in an event loop
     of its own per call, at most ``limit`` async steps executing at once."""
     def run(*args: Any, **kwargs: Any) -> Any:
-        _check_store()
         try:
             asyncio.get_running_loop()
         except RuntimeError:  # as always in a worker: no loop runs in this thread
@@ -180,22 +178,6 @@ def body_runner(fn: Callable[..., Any], limit: int) -> Callable[..., Any]:
             return helper.submit(contextvars.copy_context().run, asyncio.run,
                                  _main(fn, limit, args, kwargs)).result()
     return run
-
-
-def _check_store() -> None:
-    """A store whose calls fail inside an event loop (the Django store) fails the run at
-    its start, naming the reason, instead of every checkpoint failing as an outage."""
-    ctx = active_run()
-    if ctx is None:
-        return
-    store = getattr(ctx.store, "wrapped", ctx.store)
-    if not getattr(store, "event_loop_safe", True):
-        raise PermanentError(
-            f"run {ctx.run_id}: {ctx.task.name} is an async def durable task, which "
-            f"{type(store).__name__} cannot serve yet: its calls are refused inside the "
-            "event loop the body runs in (Django's ORM: SynchronousOnlyOperation). Keep "
-            "this task's runs in the Redis or SQL store (durable_store), or make its body "
-            "a plain function (docs/async.md)", run_id=ctx.run_id)
 
 
 async def _main(fn: Callable[..., Any], limit: int, args: tuple[Any, ...],

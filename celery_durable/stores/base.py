@@ -56,11 +56,6 @@ from .tokens import TokenOutcome, WaitTokenRecord
 class CheckpointStore(ABC):
     """Where durable runs and their checkpoints live: the methods every store implements."""
 
-    #: Whether its methods may be called from a thread running an asyncio event loop (the
-    #: steps of an ``async def`` durable task call it there); the Django store may not:
-    #: Django's ORM refuses synchronous queries in an event loop's thread.
-    event_loop_safe: bool = True
-
     # -- a delivery ------------------------------------------------------------------
 
     @abstractmethod

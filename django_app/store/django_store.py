@@ -58,6 +58,7 @@ from celery_durable.stores.base import (
 from ..models import HistoryRow, Run, RunTag, Step, WaitToken
 from . import clock, rows
 from ._connection import db_call
+from ._event_loop import off_the_loop
 from .atomic import AtomicMixin
 from .controls import ControlsMixin
 from .history import HistoryMixin
@@ -76,13 +77,11 @@ def _control(run: Run) -> transitions.Control:
     return rowcodec.control(vars(run))
 
 
+@off_the_loop  # async tasks' steps call it from their event loop
 class DjangoStore(HistoryMixin, ControlsMixin, WaitsMixin, TokensMixin, AtomicMixin,
                   CheckpointStore, Waits, ChildRuns, IdempotencyKeys, ConcurrencySlots, Retention,
                   RunHistory, WaitTokens, AtomicSteps):
     """Durable runs in the Django database (``using`` names the alias; default: the router's)."""
-
-    #: Django's ORM refuses queries from a thread running an event loop (async tasks).
-    event_loop_safe = False
 
     def __init__(self, using: str | None = None) -> None:
         self._using = using

@@ -239,3 +239,29 @@ def insert_then_pause(tag: str, pause: float) -> int:
 def insert_row_and_pause(tag: str, pause: float) -> int:
     """One transactional step that may pause before its commit."""
     return int(insert_then_pause(tag, pause))
+
+
+@step
+async def async_tool(tag: str, name: str) -> str:
+    """An async step: counts itself, then waits for its siblings to start (so a gather of
+    them only finishes if they execute at the same time)."""
+    import asyncio
+
+    hit(tag, f"tool-{name}")
+    started = hit(tag, "tools-started")
+    for _ in range(200):
+        if int(_counters.get(f"{tag}:tools-started") or 0) >= 3:
+            break
+        await asyncio.sleep(0.02)
+    return f"{name}:{started > 0}"
+
+
+@durable_task(app=app)
+async def async_agent(tag: str) -> list[str]:
+    """Three async tools gathered, then a sync step."""
+    import asyncio
+
+    found = await asyncio.gather(async_tool(tag, "search"), async_tool(tag, "weather"),
+                                 async_tool(tag, "stock"))
+    note(tag, "summarised")
+    return list(found)

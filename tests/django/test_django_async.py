@@ -1,0 +1,86 @@
+"""``async def`` durable tasks on the Django store, in process on PostgreSQL and SQLite:
+the steps call the store from the body's event loop, where Django's ORM refuses queries;
+the store runs those calls in a helper thread (django_app/store/_event_loop.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from celery import Celery
+from celery.exceptions import Ignore, Retry
+from django_support import make_django_store
+
+from celery_durable import durable_task, get_run, step
+
+pytestmark = pytest.mark.usefixtures("django_pg")
+
+
+@pytest.fixture(params=["django-postgres", "django-sqlite"])
+def store(request: pytest.FixtureRequest) -> Iterator[Any]:
+    yield make_django_store(request.param)
+
+
+def _deliver(task: Any, run_id: str, *args: Any) -> Any:
+    task.push_request(id=run_id, is_eager=False, called_directly=False, delivery_info={},
+                      retries=0, hostname="unit@test")
+    try:
+        return task(*args)
+    except (Ignore, Retry):
+        return None
+    finally:
+        task.pop_request()
+
+
+def test_gathered_async_steps_are_checkpointed_in_the_django_database(store: Any) -> None:
+    """Three gathered steps (one fails its first attempt): the retry delivery runs only the
+    failed one; every checkpoint is a row of the store's database."""
+    from celery_durable_django.models import Step
+
+    app = Celery(f"async-django-{uuid.uuid4().hex[:6]}", broker="memory://",
+                 set_as_current=False)
+    app.conf.durable_store = store
+    ran = Counter[str]()
+
+    @step(max_attempts=3, backoff=0)
+    async def fetch(x: int) -> int:
+        ran[f"fetch-{x}"] += 1
+        await asyncio.sleep(0.01)
+        if x == 2 and ran["fetch-2"] == 1:
+            raise ConnectionError("the tool timed out")
+        return x * 10
+
+    @durable_task(app=app, name="async.on_django")
+    async def agent() -> int:
+        return sum(await asyncio.gather(fetch(1), fetch(2), fetch(3)))
+
+    run_id = str(uuid.uuid4())
+    assert _deliver(agent, run_id) is None  # fetch(2) failed: parked for its retry
+    assert _deliver(agent, run_id) == 60
+    assert ran == {"fetch-1": 1, "fetch-2": 2, "fetch-3": 1}
+    run = get_run(run_id, app=app)
+    assert run.status == "SUCCEEDED" and [s.key for s in run.steps] == [
+        "fetch#0", "fetch#1", "fetch#2"]
+    rows = Step.objects.using(store.using).filter(run_id=run_id)
+    assert sorted(rows.values_list("value", flat=True)) == ["10", "20", "30"]
+
+
+@pytest.mark.worker
+def test_a_real_worker_runs_an_async_task_on_the_django_store(django_worker, tag) -> None:
+    """A prefork worker of the Django test project: three async steps gathered (they can
+    only finish if they execute at once), then a sync step; each ran once (counted in Redis
+    from outside), and their checkpoints are rows in PostgreSQL."""
+    from django_project.tasks import _counters, async_agent
+
+    from celery_durable_django.models import Step
+
+    result = async_agent.delay(tag)
+    assert result.get(timeout=60) == ["search:True", "weather:True", "stock:True"]
+    assert [int(_counters.get(f"{tag}:{name}") or 0) for name in (
+        "tool-search", "tool-weather", "tool-stock", "note")] == [1, 1, 1, 1]
+    assert list(Step.objects.filter(run_id=result.id).order_by("position").values_list(
+        "key", flat=True)) == ["async_tool#0", "async_tool#1", "async_tool#2", "note#0"]
