@@ -97,8 +97,9 @@ def test_gathered_async_steps_on_the_threads_pool(start_worker, tag, redis_clien
 
 
 def test_a_durable_sleep_in_an_async_body(start_worker, tag, redis_client) -> None:
-    """sleep() in an async body parks the run (SLEEPING); it resumes after the sleep and the
-    step before it does not run again."""
+    """sleep() in an async body, called and awaited (``await sleep(...)``), parks the run
+    (SLEEPING) each time; it resumes after each sleep and the step before does not run
+    again."""
     from apps.async_app import app, sleeper
 
     start_worker("apps.async_app", concurrency=1)
@@ -106,12 +107,12 @@ def test_a_durable_sleep_in_an_async_body(start_worker, tag, redis_client) -> No
     assert result.get(timeout=60) == [2, 4]
     assert count(redis_client, tag, "double") == 2
     run = get_run(result.id, app=app)
-    assert [s.key for s in run.steps] == ["double#0", "sleep#0", "double#1"]
+    assert [s.key for s in run.steps] == ["double#0", "sleep#0", "sleep#1", "double#1"]
 
 
 def test_wait_for_event_in_an_async_body(start_worker, tag, redis_client) -> None:
-    """wait_for_event() in an async body: the run waits (WAITING) and resumes with the
-    payload; the step before the wait ran once, the gathered ones after it once each."""
+    """``await wait_for_event()`` in an async body: the run waits (WAITING) and resumes
+    with the payload; the step before the wait ran once, the gathered ones after it once each."""
     from apps.async_app import app, approval
 
     start_worker("apps.async_app", concurrency=1)

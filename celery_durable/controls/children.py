@@ -37,6 +37,7 @@ from celery.canvas import Signature
 from ..config import settings_for
 from ..engine import _testhooks, tracing
 from ..engine._flow import LeaseLost, Suspend
+from ..engine.awaiting import as_awaited
 from ..engine.context import RunContext, body_context
 from ..engine.labels import code_version
 from ..engine.lifecycle import CALL_STEP, GATHER_STEP, MAP_STEP
@@ -304,7 +305,7 @@ def call(task: Any, /, *args: Any, **kwargs: Any) -> Any:
     underneath) after the parent's retry policy is exhausted. Outside a run
     the task's body is called directly. ``task`` is a durable task or its name.
     """
-    return _run([_signature(task, args, kwargs)], True, f"{CALL_STEP}{_name(task)}")
+    return as_awaited(_run([_signature(task, args, kwargs)], True, f"{CALL_STEP}{_name(task)}"))
 
 
 def gather(*signatures: Signature) -> list[Any]:
@@ -315,7 +316,7 @@ def gather(*signatures: Signature) -> list[Any]:
     :class:`ChildRunError` (see :func:`call`).
     """
     specs = [_signature(s) for s in signatures]
-    return list(_run(specs, False, GATHER_STEP)) if specs else []
+    return as_awaited(list(_run(specs, False, GATHER_STEP)) if specs else [])  # type: ignore[no-any-return]
 
 
 def map(task: Any, items: Iterable[Any], /) -> list[Any]:
@@ -325,7 +326,8 @@ def map(task: Any, items: Iterable[Any], /) -> list[Any]:
     one argument, as in Celery's ``task.map``).
     """
     specs = [_signature(task, (item,)) for item in items]
-    return list(_run(specs, False, f"{MAP_STEP}{_name(task)}")) if specs else []
+    return as_awaited(  # type: ignore[no-any-return]
+        list(_run(specs, False, f"{MAP_STEP}{_name(task)}")) if specs else [])
 
 
 def _name(task: Any) -> str:

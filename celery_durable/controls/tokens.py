@@ -28,6 +28,7 @@ from typing import Any
 from celery import Celery
 
 from ..config import app_or_current, settings_for
+from ..engine.awaiting import as_awaited
 from ..engine.context import active_run, body_context
 from ..engine.steps import step
 from ..errors import (
@@ -126,7 +127,7 @@ def wait_for_token(token: WaitToken | Mapping[str, Any], *, timeout_error: bool 
     if outcome == "timeout" and timeout_error:
         raise WaitTokenTimeoutError(f"wait token {chosen.id} expired before it was completed",
                                     run_id=ctx.run_id)
-    return payload
+    return as_awaited(payload)
 
 
 def complete_wait_token(token_id: str, payload: Any = None, *,

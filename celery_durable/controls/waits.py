@@ -31,6 +31,7 @@ from celery import Celery
 
 from ..config import app_or_current, settings_for
 from ..engine._flow import LeaseLost, Suspend
+from ..engine.awaiting import as_awaited
 from ..engine.context import RunContext, body_context
 from ..engine.publish import publish_run
 from ..engine.steps import _replay
@@ -186,8 +187,9 @@ def sleep(duration: Duration) -> None:
     ctx = body_context("sleep")
     if ctx is None:
         time.sleep(max(seconds, 0.0))
-        return
+        return None
     _sleep(ctx, _now(ctx) + seconds)
+    return as_awaited(None)  # type: ignore[no-any-return]
 
 
 def sleep_until(when: dt.datetime) -> None:
@@ -197,8 +199,9 @@ def sleep_until(when: dt.datetime) -> None:
     ctx = body_context("sleep_until")
     if ctx is None:
         time.sleep(max(when.timestamp() - time.time(), 0.0))
-        return
+        return None
     _sleep(ctx, when.timestamp())
+    return as_awaited(None)  # type: ignore[no-any-return]
 
 
 # -- events ------------------------------------------------------------------------
@@ -252,7 +255,8 @@ def wait_for_event(name: str, *, key: Any = None, timeout: Duration | None = Non
     if ctx is None:
         raise RuntimeError("wait_for_event() only works inside a durable run")
     seconds = _seconds(timeout, "timeout")
-    return await_event(ctx, name, key, until=None if seconds is None else ("in", seconds))[1]
+    return as_awaited(
+        await_event(ctx, name, key, until=None if seconds is None else ("in", seconds))[1])
 
 
 def await_event(ctx: RunContext, name: str, key: Any, *,

@@ -97,9 +97,10 @@ async def retry_in_gather(tag: str) -> list[str]:
 
 @durable_task(app=app, name="async_app.sleeper")
 async def sleeper(tag: str) -> list[int]:
-    """An async step, a durable sleep (called, not awaited), another async step."""
+    """An async step, a durable sleep called, another awaited, another async step."""
     before = await double(tag, 1)
     sleep(0.5)
+    await sleep(0.5)
     return [before, await double(tag, 2)]
 
 
@@ -125,8 +126,8 @@ async def resumable(x: int) -> list[int]:
 
 @durable_task(app=app, name="async_app.approval")
 async def approval(tag: str, event: str) -> list[object]:
-    """An async step, wait_for_event (called, not awaited), a gather of two async steps."""
+    """An async step, wait_for_event (awaited), a gather of two async steps."""
     before = await double(tag, 1)
-    payload = wait_for_event(event, key=tag)
+    payload = await wait_for_event(event, key=tag)
     after = await asyncio.gather(double(tag, 2), double(tag, 3))
     return [before, payload, *after]

@@ -320,3 +320,46 @@ def test_eager_apply_from_inside_a_running_event_loop(app: Celery) -> None:
         return body.apply(args=(1,)).get()
 
     assert asyncio.run(caller()) == 3
+
+
+def test_durable_waits_may_be_awaited_or_called_in_an_async_body(app: Celery) -> None:
+    """In an async body ``await sleep(...)`` and ``sleep(...)`` both work (eager: the sleep
+    returns at once), and so do ``wait_for_event`` (an event sent before: its payload) and
+    a child ``call``; a sync body's waits are unchanged."""
+    from celery_durable import call, send_event, sleep, wait_for_event
+
+    @durable_task(app=app, name="async.child")
+    def child(x: int) -> int:
+        return x * 2
+
+    @durable_task(app=app, name="async.waits")
+    async def waits(key: str) -> list[object]:
+        slept = await sleep(0.01)
+        sleep(0.01)
+        payload = await wait_for_event("ready", key=key, timeout=0)
+        doubled = await call(child, 21)
+        also = call(child, 1)
+        return [slept, payload, doubled, also]
+
+    send_event("ready", key="k1", payload={"ok": True}, app=app)
+    assert waits.apply(args=("k1",)).get() == [None, {"ok": True}, 42, 2]
+
+
+def test_the_awaited_check_reads_the_call_site() -> None:
+    """``awaited`` tells an awaited call from a plain one, in expressions too."""
+    import sys
+
+    from celery_durable.engine.awaiting import Ready, awaited
+
+    def probe(value: object) -> object:
+        return Ready(value) if awaited(sys._getframe(1)) else value
+
+    async def body() -> list[object]:
+        a = await probe(1)
+        b = probe(2)
+        c = [await probe(3), probe(4)]
+        d = (await probe(5)) + 1
+        return [a, b, c, d]
+
+    assert asyncio.run(body()) == [1, 2, [3, 4], 6]
+    assert awaited(sys._getframe(0)) is False  # a plain function never awaits
