@@ -473,10 +473,13 @@ class _StepAPI:
     def run(self, name: str, fn: Callable[..., Any], /, *args: Any, atomic: bool = False,
             **kwargs: Any) -> Any:
         """Call ``fn(*args, **kwargs)`` as a step named ``name`` (``atomic``: see ``@step``;
-        the keyword is step.run's, not passed to ``fn``)."""
+        the keyword is step.run's, not passed to ``fn``). In an async body an ``async def``
+        ``fn`` gives an awaitable step, as ``@step`` on it does."""
         ctx = active_run()
         if ctx is None or current_step.get() is not None:
             return fn(*args, **kwargs)
+        if current_loop.get() is not None and inspect.iscoroutinefunction(fn):
+            return _wrap(fn, name, {}, atomic)(*args, **kwargs)  # awaited by the async body
         return run_step(ctx, name, fn, args, kwargs, {}, atomic)
 
     @staticmethod

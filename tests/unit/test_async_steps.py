@@ -363,3 +363,26 @@ def test_the_awaited_check_reads_the_call_site() -> None:
 
     assert asyncio.run(body()) == [1, 2, [3, 4], 6]
     assert awaited(sys._getframe(0)) is False  # a plain function never awaits
+
+
+def test_step_run_with_an_async_function_in_an_async_body(app: Celery) -> None:
+    """``await step.run("name", async_fn, ...)`` is an async step (gathered too); each runs
+    once and is checkpointed under its name."""
+    runs: Counter[str] = Counter()
+
+    async def lookup(name: str) -> str:
+        runs[name] += 1
+        await asyncio.sleep(0)
+        return name.upper()
+
+    @durable_task(app=app, name="async.step_run")
+    async def main() -> list[str]:
+        first = await step.run("lookup", lookup, "a")
+        rest = await asyncio.gather(step.run("lookup", lookup, "b"),
+                                    step.run("lookup", lookup, "c"))
+        return [first, *rest]
+
+    result = main.apply()
+    assert result.get() == ["A", "B", "C"] and runs == {"a": 1, "b": 1, "c": 1}
+    assert [s.key for s in get_run(result.id, app=app).steps] == [
+        "lookup#0", "lookup#1", "lookup#2"]
