@@ -5,6 +5,7 @@ by the steps of ``tests/apps/async_app.py``."""
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -165,3 +166,53 @@ def test_assert_resumable_on_an_async_task(crash_worker) -> None:
     assert report.boundaries == 3 and len(report.crashed_runs) == 3
     for run_id in report.crashed_runs:
         assert crash_worker.executions(run_id)["twice#0"] == 1
+
+
+def test_checkpoints_of_steps_finishing_together_are_written_in_one_call(redis_client) -> None:
+    """Four gathered steps released at the same moment: their four checkpoints reach the
+    Redis store in one ``save_steps`` call (one pipelined round trip), not four writes;
+    a step finishing alone is written by itself. (In process, ``apply``, on real Redis: the
+    store is a RedisStore that notes each write call before making it.)"""
+    import asyncio
+
+    from celery import Celery
+
+    from celery_durable import durable_task, step
+    from celery_durable.stores.redis import RedisStore
+
+    calls: list[tuple[str, int]] = []
+
+    class NotingStore(RedisStore):
+        def save_step(self, run_id, token, record):  # type: ignore[no-untyped-def]
+            calls.append(("save_step", record.position))
+            return super().save_step(run_id, token, record)
+
+        def save_steps(self, run_id, token, records):  # type: ignore[no-untyped-def]
+            calls.append(("save_steps", len(records)))
+            return super().save_steps(run_id, token, records)
+
+    prefix = f"{os.environ['TEST_PREFIX']}batch-{uuid.uuid4().hex[:8]}:"
+    app = Celery("batch", broker="memory://", set_as_current=False)
+    app.conf.durable_store = NotingStore(redis_client, prefix=prefix)
+    release = asyncio.Event()
+    started: list[int] = []
+
+    @step
+    async def tool(i: int) -> int:
+        started.append(i)
+        if len(started) == 4:
+            release.set()
+        await release.wait()
+        return i * 10
+
+    @step
+    async def alone() -> str:
+        return "done"
+
+    @durable_task(app=app, name="async.batch")
+    async def main() -> list[object]:
+        found = await asyncio.gather(*(tool(i) for i in range(4)))
+        return [*found, await alone()]
+
+    assert main.apply().get() == [0, 10, 20, 30, "done"]
+    assert calls == [("save_steps", 4), ("save_step", 4)]

@@ -18,7 +18,8 @@ positions, retry policy and ``step.context()``), and several may execute at once
   unless the step's task itself was cancelled (the body or the loop's shutdown
   cancelled it: nothing is recorded) or the run lost its lease (a cancel).
 
-Checkpoints are written by the store's ordinary (blocking) calls, one per step.
+Checkpoints are written by the store's ordinary (blocking) calls; those of steps that
+finish in the same turn of the loop in one call (``save_steps``: one round trip on Redis).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .. import signals
-from ..records import StepRecord
+from ..records import StepRecord, StepStatus
 from . import steplogs
 from ._flow import LeaseLost, Reenqueue
 from .context import RunContext, current_loop, current_step
@@ -64,6 +65,8 @@ class Delivery:
         self.failing = 0
         #: The retry that parked the run (no more steps start in this delivery).
         self.parked: Reenqueue | None = None
+        #: Successes waiting to be written together (see :meth:`_checkpoint`).
+        self.batch: list[tuple[StepRecord, asyncio.Future[bool]]] = []
 
     def step(self, ctx: RunContext, name: str, fn: Callable[..., Any], args: tuple[Any, ...],
              kwargs: dict[str, Any], options: dict[str, Any]) -> Coroutine[Any, Any, Any]:
@@ -90,6 +93,30 @@ class Delivery:
             self.running += 1
             return await self._attempt(ctx, name, fn, args, kwargs, options,
                                        StepContext(ctx.run_id, key, attempt, position))
+
+    async def _checkpoint(self, ctx: RunContext, record: StepRecord) -> None:
+        """Write the success ``record``: the checkpoints of steps that finish in the same
+        turn of the loop go to the store together (one round trip on Redis)."""
+        loop = asyncio.get_running_loop()
+        written: asyncio.Future[bool] = loop.create_future()
+        self.batch.append((record, written))
+        if len(self.batch) == 1:
+            loop.call_soon(self._flush, ctx)
+        if not await written:
+            raise LeaseLost()
+
+    def _flush(self, ctx: RunContext) -> None:
+        batch, self.batch = self.batch, []
+        try:
+            saved = save_steps(ctx.store, ctx.run_id, ctx.token, [r for r, _ in batch])
+        except BaseException as exc:  # an outage: each step's awaiter raises it
+            for _, written in batch:
+                if not written.done():
+                    written.set_exception(exc)
+            return
+        for (_, written), ok in zip(batch, saved, strict=True):
+            if not written.done():
+                written.set_result(ok)
 
     def _may_start(self) -> bool:
         return self.failing == 0 and self.parked is None
@@ -125,7 +152,11 @@ class Delivery:
                 current_step.reset(reset)
                 steplogs.stop(lines)
             if failed is None:
-                value = succeeded(ctx, name, step_ctx, started, text)
+                done = StepRecord(step_ctx.position, step_ctx.key, name, StepStatus.SUCCEEDED,
+                                  step_ctx.attempt, value=text, started_at=started,
+                                  finished_at=time.time())
+                await self._checkpoint(ctx, done)
+                value = succeeded(ctx, name, step_ctx, started, text, done)
             else:
                 self.failing += 1  # now, so that no other step starts meanwhile
         finally:
@@ -153,6 +184,15 @@ class Delivery:
             finally:
                 self.failing -= 1
                 self.changed.notify_all()
+
+
+def save_steps(store: Any, run_id: str, token: int, records: list[StepRecord]) -> list[bool]:
+    """Write the successes ``records`` under ``token``, in one call where the store has
+    ``save_steps`` (:meth:`CheckpointStore.save_steps`); whether each was written."""
+    many = getattr(store, "save_steps", None)
+    if many is not None and len(records) > 1:
+        return list(many(run_id, token, records))
+    return [bool(store.save_step(run_id, token, record)) for record in records]
 
 
 def _cancelled_from_outside() -> bool:

@@ -86,6 +86,12 @@ class CheckpointStore(ABC):
         run's history, in the same write.
         """
 
+    def save_steps(self, run_id: str, token: int, steps: Sequence[StepRecord]) -> list[bool]:
+        """Write several successful checkpoints of ``run_id`` under ``token`` (async steps
+        that finished together); whether each was written, as :meth:`save_step` says. A
+        store may send them in one round trip (Redis); this default writes one by one."""
+        return [self.save_step(run_id, token, step) for step in steps]
+
     @abstractmethod
     def park(self, run_id: str, token: int, *, status: RunStatus, delay: float,
              due_in: float, step: StepRecord | None = None, args: str | None = None,

@@ -267,6 +267,21 @@ def test_writes_to_an_unknown_run_are_refused(store: CheckpointStore) -> None:
     assert store.get_run(run_id) is None
 
 
+def test_save_steps_writes_several_checkpoints_under_the_token(store: CheckpointStore) -> None:
+    """``save_steps`` (async steps that finished together) writes each under the token, as
+    ``save_step`` would; a stale token writes none of them."""
+    run_id = new_id()
+    old = begin(store, run_id)
+    assert store.save_steps(run_id, old.token, [succeeded(2, value='"c"'),
+                                                succeeded(0, value='"a"')]) == [True, True]
+    new = begin(store, run_id, "host:2:2", steal_from="host:1:1")
+    assert store.save_steps(run_id, old.token, [succeeded(1), succeeded(3)]) == [False, False]
+    assert store.save_steps(run_id, new.token, [succeeded(1, value='"b"')]) == [True]
+    run = store.get_run(run_id)
+    assert run is not None
+    assert [(s.position, s.value) for s in run.steps] == [(0, '"a"'), (1, '"b"'), (2, '"c"')]
+
+
 def test_save_step_replaces_the_checkpoint_at_its_position(store: CheckpointStore) -> None:
     """A retried step's record is overwritten in place, keeping every field."""
     run_id = new_id()

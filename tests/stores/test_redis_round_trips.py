@@ -28,7 +28,8 @@ def round_trips(action):  # type: ignore[no-untyped-def]
 
 
 def test_resume_is_one_round_trip_and_each_checkpoint_one_write() -> None:
-    """begin (with 60 checkpoints), save_step, park and finish each cost one round trip."""
+    """begin (with 64 checkpoints), save_step, save_steps (four at once), park and finish
+    each cost one round trip."""
     pool = redis.ConnectionPool.from_url(os.environ["TEST_REDIS_URL"],
                                          connection_class=CountingConnection)
     client = redis.Redis(connection_pool=pool)
@@ -46,12 +47,16 @@ def test_resume_is_one_round_trip_and_each_checkpoint_one_write() -> None:
             record = StepRecord(pos, f"s#{pos}", "s", StepStatus.SUCCEEDED, value=f'"{pos}"')
             trips, ok = round_trips(lambda r=record: store.save_step(run_id, b.token, r))
             assert (trips, ok) == (1, True)
+        together = [StepRecord(pos, f"s#{pos}", "s", StepStatus.SUCCEEDED, value=f'"{pos}"')
+                    for pos in range(60, 64)]  # async steps that finished together
+        trips, oks = round_trips(lambda: store.save_steps(run_id, b.token, together))
+        assert (trips, oks) == (1, [True] * 4)
         trips, ok = round_trips(lambda: store.park(run_id, b.token, status=RunStatus.RETRYING,
                                                    delay=0, due_in=60))
         assert (trips, ok) == (1, True)
         trips, again = round_trips(lambda: store.begin(run_id, **{**common, "owner": "h:2:2"}))
         assert trips == 1
-        assert again.outcome == "acquired" and len(again.steps) == 60
+        assert again.outcome == "acquired" and len(again.steps) == 64
         trips, ok = round_trips(lambda: store.finish(run_id, again.token,
                                                      status=RunStatus.SUCCEEDED, result='"r"'))
         assert (trips, ok) == (1, True)

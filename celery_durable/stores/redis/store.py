@@ -276,6 +276,14 @@ class RedisStore(RedisControls, RedisRunRecords, RedisTokens, CheckpointStore, W
         return bool(self._send(
             self._script("SAVE_STEP", self.run_key(run_id), token, *checkpoint_args(step)))[0])
 
+    def save_steps(self, run_id: str, token: int, steps: Sequence[StepRecord]) -> list[bool]:
+        """See :meth:`CheckpointStore.save_steps`: one SAVE_STEP script per checkpoint, all
+        in one round trip (pipelined)."""
+        key = self.run_key(run_id)
+        replies = self._send(*(self._script("SAVE_STEP", key, token, *checkpoint_args(step))
+                               for step in steps))
+        return [bool(reply) for reply in replies]
+
     def park(self, run_id: str, token: int, *, status: RunStatus, delay: float,
              due_in: float, step: StepRecord | None = None, args: str | None = None,
              kwargs: str | None = None,
