@@ -85,11 +85,14 @@ def test_sigkill_while_gathered_steps_are_in_flight(start_worker, tag, redis_cli
         (0, "quick#0"), (1, "blocked#0"), (2, "blocked#1")]
 
 
-def test_gathered_async_steps_on_the_threads_pool(start_worker, tag, redis_client) -> None:
-    """Two runs at once on a threads pool: each delivery has its own event loop."""
+@pytest.mark.parametrize("pool", ["threads", "solo", "gevent", "eventlet"])
+def test_gathered_async_steps_on_other_pools(start_worker, tag, redis_client, pool) -> None:
+    """Two runs on a threads pool at once (each delivery has its own event loop), and on
+    the solo, gevent and eventlet pools one after the other: the gathered steps execute at
+    once, each once."""
     from apps.async_app import fan_out
 
-    start_worker("apps.async_app", concurrency=2, pool="threads")
+    start_worker("apps.async_app", concurrency=2 if pool == "threads" else 1, pool=pool)
     results = [fan_out.delay(f"{tag}-{i}") for i in range(2)]
     for i, result in enumerate(results):
         assert result.get(timeout=60) == {"n": 42, "joined": "a:True,b:True,c:True"}

@@ -8,6 +8,7 @@ import asyncio
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -69,18 +70,46 @@ def test_gathered_async_steps_are_checkpointed_in_the_django_database(store: Any
     assert sorted(rows.values_list("value", flat=True)) == ["10", "20", "30"]
 
 
+def _agent_ran_once_each(*runs: tuple[str, str]) -> None:
+    """Each (tag, run id): every step ran once (counted in Redis) and is a row here."""
+    from django_project.tasks import _counters
+
+    from celery_durable_django.models import Step
+
+    for tag, run_id in runs:
+        assert [int(_counters.get(f"{tag}:{name}") or 0) for name in (
+            "tool-search", "tool-weather", "tool-stock", "note")] == [1, 1, 1, 1]
+        assert list(Step.objects.filter(run_id=run_id).order_by("position").values_list(
+            "key", flat=True)) == ["async_tool#0", "async_tool#1", "async_tool#2", "note#0"]
+
+
 @pytest.mark.worker
 def test_a_real_worker_runs_an_async_task_on_the_django_store(django_worker, tag) -> None:
     """A prefork worker of the Django test project: three async steps gathered (they can
     only finish if they execute at once), then a sync step; each ran once (counted in Redis
     from outside), and their checkpoints are rows in PostgreSQL."""
-    from django_project.tasks import _counters, async_agent
-
-    from celery_durable_django.models import Step
+    from django_project.tasks import async_agent
 
     result = async_agent.delay(tag)
     assert result.get(timeout=60) == ["search:True", "weather:True", "stock:True"]
-    assert [int(_counters.get(f"{tag}:{name}") or 0) for name in (
-        "tool-search", "tool-weather", "tool-stock", "note")] == [1, 1, 1, 1]
-    assert list(Step.objects.filter(run_id=result.id).order_by("position").values_list(
-        "key", flat=True)) == ["async_tool#0", "async_tool#1", "async_tool#2", "note#0"]
+    _agent_ran_once_each((tag, result.id))
+
+
+@pytest.mark.worker
+def test_a_threads_pool_worker_runs_two_async_runs_on_the_django_store(
+        django_pg: None, tmp_path: Path, tag: str) -> None:
+    """Two async runs at once on a threads pool (two event loops, each with its own helper
+    thread for the store): both finish, every step once."""
+    import os
+
+    from django_project.tasks import async_agent
+    from harness import Worker, running
+
+    worker = Worker("django_project", name=f"async-threads-{uuid.uuid4().hex[:6]}",
+                    queue=os.environ["TEST_QUEUE"], log_path=tmp_path / "worker.log",
+                    concurrency=2, pool="threads")
+    with running(worker):
+        results = [async_agent.delay(f"{tag}-{i}") for i in range(2)]
+        for result in results:
+            assert result.get(timeout=60) == ["search:True", "weather:True", "stock:True"]
+    _agent_ran_once_each(*((f"{tag}-{i}", r.id) for i, r in enumerate(results)))
