@@ -167,3 +167,18 @@ def make_django_store(kind: str) -> Any:
     store = DjangoStore(using=alias)
     store.ping()
     return store
+
+
+def deliver(task: Any, run_id: str, *args: Any) -> Any:
+    """Run one delivery of ``task`` in this process as a worker would (a request pushed on
+    the task): its result, or None when the run was parked for a retry (Ignore/Retry)."""
+    from celery.exceptions import Ignore, Retry
+
+    task.push_request(id=run_id, is_eager=False, called_directly=False, delivery_info={},
+                      retries=0, hostname="unit@test")
+    try:
+        return task(*args)
+    except (Ignore, Retry):
+        return None
+    finally:
+        task.pop_request()

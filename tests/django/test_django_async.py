@@ -13,8 +13,7 @@ from typing import Any
 
 import pytest
 from celery import Celery
-from celery.exceptions import Ignore, Retry
-from django_support import make_django_store
+from django_support import deliver, make_django_store
 
 from celery_durable import durable_task, get_run, step
 
@@ -24,17 +23,6 @@ pytestmark = pytest.mark.usefixtures("django_pg")
 @pytest.fixture(params=["django-postgres", "django-sqlite"])
 def store(request: pytest.FixtureRequest) -> Iterator[Any]:
     yield make_django_store(request.param)
-
-
-def _deliver(task: Any, run_id: str, *args: Any) -> Any:
-    task.push_request(id=run_id, is_eager=False, called_directly=False, delivery_info={},
-                      retries=0, hostname="unit@test")
-    try:
-        return task(*args)
-    except (Ignore, Retry):
-        return None
-    finally:
-        task.pop_request()
 
 
 def test_gathered_async_steps_are_checkpointed_in_the_django_database(store: Any) -> None:
@@ -60,8 +48,8 @@ def test_gathered_async_steps_are_checkpointed_in_the_django_database(store: Any
         return sum(await asyncio.gather(fetch(1), fetch(2), fetch(3)))
 
     run_id = str(uuid.uuid4())
-    assert _deliver(agent, run_id) is None  # fetch(2) failed: parked for its retry
-    assert _deliver(agent, run_id) == 60
+    assert deliver(agent, run_id) is None  # fetch(2) failed: parked for its retry
+    assert deliver(agent, run_id) == 60
     assert ran == {"fetch-1": 1, "fetch-2": 2, "fetch-3": 1}
     run = get_run(run_id, app=app)
     assert run.status == "SUCCEEDED" and [s.key for s in run.steps] == [

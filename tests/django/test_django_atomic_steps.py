@@ -16,9 +16,8 @@ from typing import Any
 
 import pytest
 from celery import Celery
-from celery.exceptions import Ignore, Retry
 from django.db import transaction
-from django_support import make_django_store
+from django_support import deliver, make_django_store
 
 from celery_durable import DurableError, durable_task, get_run, step
 
@@ -34,17 +33,6 @@ def _app(store: Any) -> Celery:
     app = Celery(f"atomic-{uuid.uuid4().hex[:6]}", broker="memory://", set_as_current=False)
     app.conf.durable_store = store
     return app
-
-
-def _deliver(task: Any, run_id: str, *args: Any) -> Any:
-    task.push_request(id=run_id, is_eager=False, called_directly=False, delivery_info={},
-                      retries=0, hostname="unit@test")
-    try:
-        return task(*args)
-    except (Ignore, Retry):
-        return None
-    finally:
-        task.pop_request()
 
 
 def _groups(alias: str, prefix: str) -> int:
@@ -74,10 +62,10 @@ def test_the_rows_commit_with_the_checkpoint_and_a_failed_attempt_leaves_none(
         return int(create_group(name))
 
     run_id = str(uuid.uuid4())
-    _deliver(make, run_id, prefix)  # attempt 1 fails: retried later
+    deliver(make, run_id, prefix)  # attempt 1 fails: retried later
     assert _groups(store.using, prefix) == 0  # its insert rolled back with it
     assert get_run(run_id, app=app).status == "RETRYING"
-    group_id = _deliver(make, run_id, prefix)
+    group_id = deliver(make, run_id, prefix)
     assert _groups(store.using, prefix) == 1 and calls["create"] == 2
     assert Group.objects.using(store.using).get(pk=group_id).name == f"{prefix}-2"
     run = get_run(run_id, app=app)
@@ -86,7 +74,7 @@ def test_the_rows_commit_with_the_checkpoint_and_a_failed_attempt_leaves_none(
     failures = run.steps[0].failures  # the failed attempt's record survived its rollback
     assert [a.number for a in failures] == [1] and failures[0].error is not None
     assert "timed out after the insert" in failures[0].error.message
-    _deliver(make, run_id, prefix)  # a duplicate delivery of the finished run
+    deliver(make, run_id, prefix)  # a duplicate delivery of the finished run
     assert calls["create"] == 2 and _groups(store.using, prefix) == 1
 
 
@@ -125,7 +113,7 @@ def _stale_run(store: Any, *, during_the_step: bool) -> tuple[int, list[Any]]:
             take_over()
         return int(create_group(name))
 
-    _deliver(stale, run_id, prefix)
+    deliver(stale, run_id, prefix)
     return _groups(store.using, prefix), get_run(run_id, app=app).steps
 
 
@@ -186,9 +174,9 @@ def test_a_deadlock_on_postgresql_is_a_failed_attempt_retried_in_a_new_transacti
         return int(create_group(name))
 
     run_id = str(uuid.uuid4())
-    _deliver(make, run_id, prefix)  # attempt 1: the deadlock; retried (no backoff)
+    deliver(make, run_id, prefix)  # attempt 1: the deadlock; retried (no backoff)
     if get_run(run_id, app=app).status != "SUCCEEDED":
-        _deliver(make, run_id, prefix)
+        deliver(make, run_id, prefix)
     run = get_run(run_id, app=app)
     assert run.status == "SUCCEEDED" and calls["create"] == 2
     failures = run.steps[0].failures
@@ -218,7 +206,7 @@ def test_a_write_through_another_database_is_refused_before_it_runs() -> None:
 
     run_id = str(uuid.uuid4())
     with pytest.raises(Exception, match="wrote through the database 'sqlite'"):
-        _deliver(write_elsewhere, run_id, prefix)
+        deliver(write_elsewhere, run_id, prefix)
     assert _groups("sqlite", prefix) == 0
     run = get_run(run_id, app=app)
     assert run.status == "FAILED" and run.error is not None
@@ -246,7 +234,7 @@ def test_atomic_on_a_store_without_transactions_is_a_clear_error_before_the_step
 
     with pytest.raises(DurableError, match=r"step create#0: atomic=True needs transactional "
                                            rf"steps.*{name} keeps checkpoints elsewhere"):
-        _deliver(on_memory, str(uuid.uuid4()), "x")
+        deliver(on_memory, str(uuid.uuid4()), "x")
     assert ran["create"] == 0
 
 
@@ -306,7 +294,7 @@ def test_on_commit_callbacks_run_after_the_commit_and_never_for_a_rolled_back_at
     def make(name: str) -> int:
         return int(create_group(name))
 
-    _deliver(make, run_id, prefix)
+    deliver(make, run_id, prefix)
     assert fired == []  # attempt 1 rolled back: its callback is dropped
-    _deliver(make, run_id, prefix)
+    deliver(make, run_id, prefix)
     assert fired == [(2, True)]  # once, after the commit of the row and the checkpoint
