@@ -34,7 +34,7 @@ from typing import Any
 from .. import signals
 from ..records import StepRecord, StepStatus
 from . import steplogs
-from ._flow import LeaseLost, Reenqueue
+from ._flow import ControlSignal, LeaseLost, Reenqueue
 from .context import RunContext, current_loop, current_step
 from .leases import ensure_held, lease_lost
 from .steps import (
@@ -59,7 +59,8 @@ class Delivery:
 
     def __init__(self, limit: int) -> None:
         self.slots = asyncio.Semaphore(limit)
-        self.changed = asyncio.Condition()
+        #: Set (and replaced) whenever ``running``, ``failing`` or ``parked`` changes.
+        self.changed = asyncio.Event()
         #: Attempts executing now, and failed ones waiting for them to finish.
         self.running = 0
         self.failing = 0
@@ -87,8 +88,9 @@ class Delivery:
         if text is not None:
             return _value(ctx, text, key)
         async with self.slots:
-            async with self.changed:
-                await self.changed.wait_for(self._may_start)
+            await self._until(lambda: self.failing == 0 or self.parked is not None)
+            if self.parked is not None:  # a failure parked the run meanwhile: start nothing
+                raise self.parked
             ensure_held(ctx.run_id)  # (it may have waited)
             self.running += 1
             return await self._attempt(ctx, name, fn, args, kwargs, options,
@@ -106,7 +108,12 @@ class Delivery:
             raise LeaseLost()
 
     def _flush(self, ctx: RunContext) -> None:
-        batch, self.batch = self.batch, []
+        # A step cancelled while its checkpoint waited (``wait_for``, the loop's shutdown)
+        # records nothing: its entry is left out.
+        batch = [(record, written) for record, written in self.batch if not written.done()]
+        self.batch = []
+        if not batch:
+            return
         try:
             saved = save_steps(ctx.store, ctx.run_id, ctx.token, [r for r, _ in batch])
         except BaseException as exc:  # an outage: each step's awaiter raises it
@@ -118,8 +125,14 @@ class Delivery:
             if not written.done():
                 written.set_result(ok)
 
-    def _may_start(self) -> bool:
-        return self.failing == 0 and self.parked is None
+    def _notify(self) -> None:
+        """Wake every waiter of :meth:`_until` (no lock, no await: safe in ``finally``)."""
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+    async def _until(self, condition: Callable[[], bool]) -> None:
+        while not condition():
+            await self.changed.wait()
 
     async def _attempt(self, ctx: RunContext, name: str, fn: Callable[..., Any],
                        args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any],
@@ -161,8 +174,7 @@ class Delivery:
                 self.failing += 1  # now, so that no other step starts meanwhile
         finally:
             self.running -= 1
-        async with self.changed:
-            self.changed.notify_all()  # a failure may be waiting for the steps in flight
+            self._notify()  # a failure may be waiting for the steps in flight
         if failed is None:
             return value
         assert error is not None
@@ -171,19 +183,18 @@ class Delivery:
     async def _handle_failure(self, ctx: RunContext, exc: BaseException, record: StepRecord,
                               options: dict[str, Any]) -> Any:
         """Once no step executes: record the failure or park the run for its retry."""
-        async with self.changed:
+        try:
+            await self._until(lambda: self.running == 0)
+            if self.parked is not None:  # another failure parked the run already
+                raise Reenqueue(self.parked.delay, exc, broker=self.parked.broker)
             try:
-                await self.changed.wait_for(lambda: self.running == 0)
-                if self.parked is not None:  # another failure parked the run already
-                    raise Reenqueue(self.parked.delay, exc, broker=self.parked.broker)
-                try:
-                    return _on_error(ctx, exc, record, options)
-                except Reenqueue as parked:
-                    self.parked = parked
-                    raise
-            finally:
-                self.failing -= 1
-                self.changed.notify_all()
+                return _on_error(ctx, exc, record, options)
+            except Reenqueue as parked:
+                self.parked = parked
+                raise
+        finally:
+            self.failing -= 1
+            self._notify()
 
 
 def save_steps(store: Any, run_id: str, token: int, records: list[StepRecord]) -> list[bool]:
@@ -222,8 +233,32 @@ def body_runner(fn: Callable[..., Any], limit: int) -> Callable[..., Any]:
 
 async def _main(fn: Callable[..., Any], limit: int, args: tuple[Any, ...],
                 kwargs: dict[str, Any]) -> Any:
-    current_loop.set(Delivery(limit))  # in this loop's context: its tasks inherit it
-    return await fn(*args, **kwargs)
+    delivery = Delivery(limit)
+    current_loop.set(delivery)  # in this loop's context: its tasks inherit it
+    try:
+        result = await fn(*args, **kwargs)
+    except BaseException as exc:
+        signal = _control_signal(exc)
+        if signal is None:
+            raise
+        raise signal from exc
+    if delivery.parked is not None:  # the body went on past a parked run (return_exceptions)
+        raise delivery.parked
+    return result
+
+
+def _control_signal(exc: BaseException) -> ControlSignal | None:
+    """The engine's control signal (a park, a lost lease, a suspension) inside an exception
+    group (``asyncio.TaskGroup`` wraps what its tasks raise), or None."""
+    if isinstance(exc, ControlSignal):
+        return None  # raised as it is
+    for inner in getattr(exc, "exceptions", ()):
+        if isinstance(inner, ControlSignal):
+            return inner
+        found = _control_signal(inner)
+        if found is not None:
+            return found
+    return None
 
 
 __all__ = ["MAX_PARALLEL_STEPS", "Delivery", "body_runner"]

@@ -158,6 +158,10 @@ def _step_transaction(ctx: RunContext, key: str) -> AbstractContextManager[Any]:
     without them: Django's ``transaction.atomic()`` where the Django app is installed
     (the checkpoint is not in it), else none. Any other store: a clear error, before
     the step runs."""
+    if current_loop.get() is not None:  # its transaction would be on another thread's
+        raise DurableError(f"run {ctx.run_id}: step {key}: atomic=True steps cannot run in "
+                           "an async def durable task yet (make the task's body a plain "
+                           "function, or the step a plain one)", run_id=ctx.run_id, step=key)
     store = getattr(ctx.store, "wrapped", ctx.store)
     if isinstance(store, AtomicSteps):
         return store.atomic_step(ctx.run_id, ctx.token)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
+from collections.abc import Callable
 
 import pytest
 from celery import Celery
@@ -386,3 +387,118 @@ def test_step_run_with_an_async_function_in_an_async_body(app: Celery) -> None:
     assert result.get() == ["A", "B", "C"] and runs == {"a": 1, "b": 1, "c": 1}
     assert [s.key for s in get_run(result.id, app=app).steps] == [
         "lookup#0", "lookup#1", "lookup#2"]
+
+
+def _within(seconds: float, run: Callable[[], object]) -> object:
+    """``run()`` in a thread; fails the test if it has not returned after ``seconds``."""
+    import threading
+
+    outcome: list[object] = []
+    thread = threading.Thread(target=lambda: outcome.append(run()), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), "the delivery hangs"
+    return outcome[0]
+
+
+def test_a_failure_waiting_for_a_sibling_cancelled_from_outside_is_handled(
+        app: Celery) -> None:
+    """A step fails while a sibling runs; the body's ``wait_for`` then cancels the sibling.
+    The failure is handled (the run fails, naming it) instead of waiting forever for the
+    cancelled sibling; the cancelled step records nothing."""
+    @step
+    async def slow() -> str:
+        await asyncio.sleep(30)
+        return "never"
+
+    @step(max_attempts=1)
+    async def broken() -> str:
+        await asyncio.sleep(0.05)
+        raise ValueError("the tool refused the request")
+
+    async def guarded() -> str:
+        try:
+            return await asyncio.wait_for(slow(), 0.3)
+        except asyncio.TimeoutError:
+            return "timed out"
+
+    @durable_task(app=app, name="async.cancelled_sibling")
+    async def body() -> object:
+        return await asyncio.gather(guarded(), broken())
+
+    result = _within(20, lambda: body.apply())
+    run = get_run(result.id, app=app)  # type: ignore[attr-defined]
+    assert run.status == "FAILED" and run.error is not None
+    assert "the tool refused the request" in run.error.message
+    assert [(s.key, s.status) for s in run.steps] == [("broken#0", StepStatus.FAILED)]
+
+
+def test_steps_waiting_for_a_slot_when_a_failure_parks_the_run_start_nothing(
+        app: Celery) -> None:
+    """``max_parallel_steps=2``: ``a`` fails (retried later) while ``b`` runs and ``c``
+    waits for a slot. ``c`` does not start in that delivery, the body's
+    ``return_exceptions`` does not keep the parked run going, and the retry runs ``a`` and
+    ``c`` once each, ``b`` never again."""
+    runs: Counter[str] = Counter()
+
+    @step(max_attempts=2, backoff=0)
+    async def work(name: str) -> str:
+        runs[name] += 1
+        await asyncio.sleep(0.05 if name == "b" else 0)
+        if name == "a" and runs["a"] == 1:
+            raise ConnectionError("a timed out")
+        return name
+
+    @durable_task(app=app, name="async.parked_waiters", max_parallel_steps=2)
+    async def body() -> list[object]:
+        return list(await asyncio.gather(work("a"), work("b"), work("c"),
+                                         return_exceptions=True))
+
+    result = _within(20, lambda: body.apply())
+    assert result.get() == ["a", "b", "c"]  # type: ignore[attr-defined]
+    assert runs == {"a": 2, "b": 1, "c": 1}
+
+
+def test_a_sync_transactional_step_in_an_async_body_is_refused_before_it_runs(
+        app: Celery) -> None:
+    ran: Counter[str] = Counter()
+
+    @step(atomic=True)
+    def create(name: str) -> str:
+        ran["create"] += 1
+        return name
+
+    @durable_task(app=app, name="async.atomic_sync_step")
+    async def body() -> str:
+        return create("x")
+
+    with pytest.raises(DurableError, match=r"create#0: atomic=True steps cannot run in an "
+                                           "async def durable task"):
+        body.apply().get()
+    assert ran["create"] == 0
+
+
+def test_a_task_group_in_the_body_parks_and_retries_like_gather(app: Celery) -> None:
+    """``asyncio.TaskGroup`` wraps what its tasks raise in an exception group: a step's retry
+    inside one still parks the run (not a failure of the body), and the retry runs only
+    the failed step."""
+    if not hasattr(asyncio, "TaskGroup"):
+        pytest.skip("asyncio.TaskGroup needs Python 3.11")
+    runs: Counter[str] = Counter()
+
+    @step(max_attempts=2, backoff=0)
+    async def work(name: str) -> str:
+        runs[name] += 1
+        await asyncio.sleep(0)
+        if name == "b" and runs["b"] == 1:
+            raise ConnectionError("b timed out")
+        return name
+
+    @durable_task(app=app, name="async.task_group")
+    async def body() -> list[str]:
+        async with asyncio.TaskGroup() as group:  # type: ignore[attr-defined]
+            tasks = [group.create_task(work(n)) for n in ("a", "b")]
+        return [t.result() for t in tasks]
+
+    assert body.apply().get() == ["a", "b"]
+    assert runs == {"a": 1, "b": 2}
