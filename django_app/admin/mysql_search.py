@@ -51,8 +51,9 @@ class FullText:
 
 def fulltext_index(using: str) -> FullText | None:
     """The arguments' FULLTEXT index on ``using`` and its word lengths, or None (not
-    MySQL/MariaDB, no index, not InnoDB, or a stopword list other than InnoDB's default,
-    which :func:`fulltext_words` could not allow for)."""
+    MySQL/MariaDB, no index, not InnoDB, a stopword list other than InnoDB's default,
+    which :func:`fulltext_words` could not allow for, or arguments in a case-sensitive
+    collation)."""
     connection = connections[using]
     if connection.vendor != "mysql":
         return None
@@ -64,10 +65,14 @@ def fulltext_index(using: str) -> FullText | None:
             "(SELECT ENGINE FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() "
             " AND TABLE_NAME = %s), "
             "(SELECT COUNT(*) FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE()"
-            " AND TABLE_NAME = %s AND INDEX_NAME = %s AND INDEX_TYPE = 'FULLTEXT')",
-            [Run._meta.db_table, Run._meta.db_table, FULLTEXT_INDEX])
-        low, high, server_stop, user_stop, engine, found = cursor.fetchone()
-    if not found or str(engine).lower() != "innodb" or server_stop or user_stop:
+            " AND TABLE_NAME = %s AND INDEX_NAME = %s AND INDEX_TYPE = 'FULLTEXT'), "
+            "(SELECT COUNT(*) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() "
+            " AND TABLE_NAME = %s AND COLUMN_NAME IN ('args', 'kwargs') "
+            " AND COLLATION_NAME NOT LIKE '%%\\_ci')",
+            [Run._meta.db_table, Run._meta.db_table, FULLTEXT_INDEX, Run._meta.db_table])
+        low, high, server_stop, user_stop, engine, found, case_sensitive = cursor.fetchone()
+    if (not found or str(engine).lower() != "innodb" or server_stop or user_stop
+            or case_sensitive):  # (a case-sensitive LIKE: the index's words are lower case)
         return None
     return FullText(int(low), int(high))
 

@@ -263,6 +263,19 @@ def test_the_index_is_found_on_mariadb_only_and_the_choice_is_offered_only_with_
     from celery_durable_django.models import Run
 
     assert fulltext_index("mariadb") == FullText(3, 84)  # this server's settings
+    from django.db import connections
+
+    with connections["mariadb"].cursor() as cursor:  # a case-sensitive LIKE: not used
+        columns = ", ".join(f"MODIFY {c} LONGTEXT CHARACTER SET {{0}} COLLATE {{1}} NOT NULL"
+                            for c in ("args", "kwargs"))
+        cursor.execute("ALTER TABLE celery_durable_run "
+                       + columns.format("latin1", "latin1_general_cs"))
+        try:
+            assert fulltext_index("mariadb") is None
+        finally:
+            cursor.execute("ALTER TABLE celery_durable_run "
+                           + columns.format("utf8mb4", "utf8mb4_general_ci"))
+    assert fulltext_index("mariadb") == FullText(3, 84)
     assert fulltext_index("default") is None and fulltext_index("sqlite") is None
     filters = site._registry[Run].get_list_filter(RequestFactory().get("/"))
     assert ArgumentScanFilter not in filters
