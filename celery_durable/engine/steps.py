@@ -154,10 +154,9 @@ def diverged(ctx: RunContext, position: int, recorded: str,
 
 def _step_transaction(ctx: RunContext, key: str) -> AbstractContextManager[Any]:
     """The transaction of one attempt of a transactional step (``atomic=True``): the
-    store's (its ``save`` writes the checkpoint inside it). In eager mode on a store
-    without them: Django's ``transaction.atomic()`` where the Django app is installed
-    (the checkpoint is not in it), else none. Any other store: a clear error, before
-    the step runs."""
+    store's (its ``save`` writes the checkpoint in it); in eager mode on another store
+    Django's ``transaction.atomic()`` if installed (without the checkpoint), else none.
+    Elsewhere, and in an async body: a clear error, before the step runs."""
     if current_loop.get() is not None:  # its transaction would be on another thread's
         raise DurableError(f"run {ctx.run_id}: step {key}: atomic=True steps cannot run in "
                            "an async def durable task yet (make the task's body a plain "
