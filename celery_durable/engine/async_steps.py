@@ -115,7 +115,9 @@ class Delivery:
         if not batch:
             return
         try:
-            saved = save_steps(ctx.store, ctx.run_id, ctx.token, [r for r, _ in batch])
+            records = [record for record, _ in batch]
+            saved = (ctx.store.save_steps(ctx.run_id, ctx.token, records) if len(records) > 1
+                     else [ctx.store.save_step(ctx.run_id, ctx.token, records[0])])
         except BaseException as exc:  # an outage: each step's awaiter raises it
             for _, written in batch:
                 if not written.done():
@@ -195,15 +197,6 @@ class Delivery:
         finally:
             self.failing -= 1
             self._notify()
-
-
-def save_steps(store: Any, run_id: str, token: int, records: list[StepRecord]) -> list[bool]:
-    """Write the successes ``records`` under ``token``, in one call where the store has
-    ``save_steps`` (:meth:`CheckpointStore.save_steps`); whether each was written."""
-    many = getattr(store, "save_steps", None)
-    if many is not None and len(records) > 1:
-        return list(many(run_id, token, records))
-    return [bool(store.save_step(run_id, token, record)) for record in records]
 
 
 def _cancelled_from_outside() -> bool:
