@@ -54,4 +54,5 @@ def test_the_agent_calls_its_three_tools_at_once(monkeypatch: pytest.MonkeyPatch
     assert sorted(tools.served) == ["search", "stock", "weather"]  # each tool once
     assert tools.most_in_flight == 3  # all three at once
     run = get_run(result.id, app=agent.app)
-    assert [s.key for s in run.steps] == ["search#0", "weather#0", "stock#0", "summarise#0"]
+    assert [s.key for s in run.steps] == ["search#0@0", "weather#0@1", "stock#0@2",
+                                        "summarise#0"]

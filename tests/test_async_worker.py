@@ -37,8 +37,8 @@ def test_sequential_and_gathered_async_steps(start_worker, tag, redis_client) ->
     run = get_run(result.id, app=app)
     assert run.status is RunStatus.SUCCEEDED
     assert [(s.position, s.key, s.status) for s in run.steps] == [
-        (0, "double#0", StepStatus.SUCCEEDED), (1, "meet#0", StepStatus.SUCCEEDED),
-        (2, "meet#1", StepStatus.SUCCEEDED), (3, "meet#2", StepStatus.SUCCEEDED),
+        (0, "double#0", StepStatus.SUCCEEDED), (1, "meet#0@0", StepStatus.SUCCEEDED),
+        (2, "meet#0@1", StepStatus.SUCCEEDED), (3, "meet#0@2", StepStatus.SUCCEEDED),
         (4, "join#0", StepStatus.SUCCEEDED)]
     assert [s.value for s in run.steps[1:4]] == ["a:True", "b:True", "c:True"]
 
@@ -54,7 +54,7 @@ def test_a_gathered_step_fails_twice_then_succeeds(start_worker, tag, redis_clie
             count(redis_client, tag, "quick")) == (1, 3, 1)
     run = get_run(result.id, app=app)
     assert [(s.key, s.attempts) for s in run.steps] == [
-        ("double#0", 1), ("flaky#0", 3), ("quick#0", 1)]
+        ("double#0@0", 1), ("flaky#0@1", 3), ("quick#0@2", 1)]
 
 
 def test_sigkill_while_gathered_steps_are_in_flight(start_worker, tag, redis_client) -> None:
@@ -69,7 +69,7 @@ def test_sigkill_while_gathered_steps_are_in_flight(start_worker, tag, redis_cli
         if count(redis_client, tag, "slow_a") != 1 or count(redis_client, tag, "slow_b") != 1:
             return False
         steps = get_run(result.id, app=app).steps
-        return [(s.key, s.status) for s in steps] == [("quick#0", StepStatus.SUCCEEDED)]
+        return [(s.key, s.status) for s in steps] == [("quick#0@0", StepStatus.SUCCEEDED)]
 
     wait_for(in_flight, 30, message="quick checkpointed, slow_a and slow_b executing")
     first.kill()
@@ -82,7 +82,7 @@ def test_sigkill_while_gathered_steps_are_in_flight(start_worker, tag, redis_cli
     run = get_run(result.id, app=app)
     assert run.status is RunStatus.SUCCEEDED and run.recoveries == 1
     assert [(s.position, s.key) for s in run.steps] == [
-        (0, "quick#0"), (1, "blocked#0"), (2, "blocked#1")]
+        (0, "quick#0@0"), (1, "blocked#0@1"), (2, "blocked#0@2")]
 
 
 @pytest.mark.parametrize("pool", ["threads", "solo", "gevent", "eventlet"])
@@ -144,7 +144,7 @@ def test_cancel_during_a_gather(start_worker, tag, redis_client) -> None:
              message="the delivery to stop")
     run = get_run(result.id, app=app)
     assert run.status is RunStatus.CANCELLED
-    assert [(s.key, s.status) for s in run.steps] == [("quick#0", StepStatus.SUCCEEDED)]
+    assert [(s.key, s.status) for s in run.steps] == [("quick#0@0", StepStatus.SUCCEEDED)]
     assert [count(redis_client, tag, n) for n in ("quick", "slow_a", "slow_b")] == [1, 1, 1]
 
 
@@ -165,7 +165,7 @@ def test_assert_resumable_on_an_async_task(crash_worker) -> None:
 
     report = testing.assert_resumable(resumable, 5)
     assert report.result == [10, 11, 12]
-    assert report.steps == ["twice#0", "plus#0", "plus#1"]
+    assert report.steps == ["twice#0", "plus#0@0", "plus#0@1"]
     assert report.boundaries == 3 and len(report.crashed_runs) == 3
     for run_id in report.crashed_runs:
         assert crash_worker.executions(run_id)["twice#0"] == 1

@@ -265,7 +265,7 @@ def _children(ctx: RunContext, name: str, specs: Sequence[Signature], single: bo
 def _eager_children(ctx: RunContext, specs: Sequence[Signature], single: bool,
                     name: str) -> Any:
     """Eager mode has no worker: run each child inline, then take the store's view."""
-    position = ctx.position
+    position = ctx.peek()
     for i, spec in enumerate(specs):
         run_id = child_id(ctx.run_id, position, None if single else i)
         task = _durable(ctx.task.app, spec.task)

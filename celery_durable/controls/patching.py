@@ -41,9 +41,7 @@ def _change(change_id: object, what: str) -> str:
 
 def _marker_at(ctx: RunContext, name: str) -> tuple[str, StepRecord | None]:
     """The key of this call's marker and the checkpoint at the run's next position."""
-    occurrence = ctx.counters[name]
-    ctx.counters[name] = occurrence + 1
-    return f"{name}#{occurrence}", recorded_at(ctx, ctx.position)
+    return ctx.name_key(name), recorded_at(ctx, ctx.peek())
 
 
 def patched(change_id: str) -> bool:
@@ -57,11 +55,11 @@ def patched(change_id: str) -> bool:
     if recorded is not None:
         if recorded.key != key:
             return False  # the old code's next step is recorded here
-        ctx.position += 1
+        ctx.advance()
         return True
-    marker = StepRecord(ctx.position, key, name, StepStatus.SUCCEEDED, 1, "true")
+    marker = StepRecord(ctx.peek(), key, name, StepStatus.SUCCEEDED, 1, "true")
     write_checkpoint(ctx, marker)
-    ctx.position += 1
+    ctx.advance()
     return True
 
 
@@ -74,7 +72,7 @@ def deprecate_patch(change_id: str) -> None:
         return
     key, recorded = _marker_at(ctx, name)
     if recorded is not None and recorded.key == key:
-        ctx.position += 1
+        ctx.advance()
 
 
 __all__ = ["deprecate_patch", "patched"]

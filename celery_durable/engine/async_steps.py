@@ -6,10 +6,10 @@ steps are checkpointed as sync ones are (:func:`.steps.run_step`: the same keys,
 positions, retry policy and ``step.context()``), and several may execute at once
 (``asyncio.gather``), at most ``max_parallel_steps`` of one delivery at a time.
 
-* A step's position is taken when its coroutine *starts*, before it waits for a
-  slot: ``asyncio.gather`` starts its coroutines in argument order, so a replay
-  meets them in the order they were recorded, and a recorded value goes back to
-  the awaiter of that very call.
+* A step's key and position are those of its branch, the asyncio task that calls
+  it (:mod:`.branches`): ``asyncio.gather(fetch(a), fetch(b))`` records
+  ``fetch#0@0`` and ``fetch#0@1``, so a replay hands each recorded value back to
+  the awaiter of that very call, whatever order the branches reach their steps in.
 * A failed attempt is handled (recorded, or the run parked for its retry) only
   once no other step of the delivery is executing: the steps in flight finish
   and write their checkpoints first, and steps not yet started wait meanwhile.
@@ -35,7 +35,8 @@ from .. import signals
 from ..records import StepRecord, StepStatus
 from . import steplogs
 from ._flow import ControlSignal, LeaseLost, Reenqueue
-from .context import RunContext, current_loop, current_step
+from .branches import Branches
+from .context import RunContext, current_loop, current_run, current_step
 from .leases import ensure_held, lease_lost
 from .steps import (
     StepContext,
@@ -46,6 +47,7 @@ from .steps import (
     encoded,
     failure,
     pending,
+    recorded_at,
     succeeded,
 )
 
@@ -228,6 +230,12 @@ async def _main(fn: Callable[..., Any], limit: int, args: tuple[Any, ...],
                 kwargs: dict[str, Any]) -> Any:
     delivery = Delivery(limit)
     current_loop.set(delivery)  # in this loop's context: its tasks inherit it
+    ctx = current_run.get()
+    if ctx is not None:  # steps are matched to checkpoints branch by branch
+        recorded = [(p, record.key) for p in sorted(ctx.checkpoints)
+                    if (record := recorded_at(ctx, p)) is not None]
+        ctx.branches = Branches(recorded)
+        ctx.branches.install(asyncio.get_running_loop())
     try:
         result = await fn(*args, **kwargs)
     except BaseException as exc:

@@ -41,6 +41,22 @@ class StepContext:
         return f"{self.run_id}:{self.key}"
 
 
+class Branching(Protocol):
+    """How an async body's step calls get their keys and positions (:mod:`.branches`)."""
+
+    def key(self, name: str) -> str:
+        """The key of the next call of step ``name`` in the current branch."""
+
+    def peek(self) -> int:
+        """The position the current branch's next call takes."""
+
+    def advance(self) -> None:
+        """The current branch's next call took :meth:`peek`'s position."""
+
+    def sequence(self, position: int) -> tuple[str, list[str], int]:
+        """The branch of recorded ``position``, its recorded keys, and the index in them."""
+
+
 @dataclass
 class RunContext:
     """One delivery of a run: its lease token, its checkpoints and the replay cursor."""
@@ -74,6 +90,8 @@ class RunContext:
     #: Replaying a recorded history only (``testing.replay``): a step without a
     #: checkpoint ends the replay instead of running.
     replay_only: bool = False
+    #: An ``async def`` body's branches (:mod:`.branches`): positions and keys per task.
+    branches: Branching | None = None
     #: ``replayed(position, key)``: the stored value of a success of step ``key`` at
     #: ``position``, else None (read without building a record from on-demand checkpoints).
     replayed: Callable[[int, str], str | None] = field(init=False, repr=False)
@@ -94,11 +112,35 @@ class RunContext:
 
     def next_key(self, name: str) -> tuple[int, str]:
         """Allocate the position and the ``name#n`` key of the next step call."""
+        if self.branches is not None:
+            key = self.branches.key(name)
+            position = self.branches.peek()
+            self.branches.advance()
+            return position, key
         position = self.position
         self.position += 1
         occurrence = self.counters[name]
         self.counters[name] = occurrence + 1
         return position, f"{name}#{occurrence}"
+
+    def name_key(self, name: str) -> str:
+        """The key of the next call of ``name`` (without taking a position)."""
+        if self.branches is not None:
+            return self.branches.key(name)
+        occurrence = self.counters[name]
+        self.counters[name] = occurrence + 1
+        return f"{name}#{occurrence}"
+
+    def peek(self) -> int:
+        """The position the next step call takes."""
+        return self.position if self.branches is None else self.branches.peek()
+
+    def advance(self) -> None:
+        """The next step call took :meth:`peek`'s position."""
+        if self.branches is None:
+            self.position += 1
+        else:
+            self.branches.advance()
 
 
 current_run: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar(

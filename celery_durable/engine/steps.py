@@ -26,7 +26,6 @@ from .. import signals
 from ..errors import (
     CorruptCheckpointError,
     DurableError,
-    NonDeterministicStepError,
     PermanentError,
     SerializationError,
     StepFailedError,
@@ -46,6 +45,7 @@ from .context import (
     require_step_context,
 )
 from .context import StepContext as _BaseStepContext
+from .divergence import diverged
 from .leases import ensure_held
 from .metadata import RunMetadata
 
@@ -109,47 +109,6 @@ def _replay(ctx: RunContext, position: int, key: str) -> StepRecord | None:
         ctx.fatal = exc
         raise exc
     return record
-
-
-#: How many steps around the first difference :func:`diverged` lists.
-SHOWN = 6
-
-
-def _sequence(keys: list[str], position: int) -> str:
-    """``keys`` around ``position``, the one at ``position`` marked ``>>key<<``."""
-    start = max(0, position - SHOWN)
-    shown = [f">>{k}<<" if start + i == position else k
-             for i, k in enumerate(keys[start:position + SHOWN])]
-    head = "… " if start else ""
-    tail = " …" if position + SHOWN < len(keys) else ""
-    return head + ", ".join(shown) + tail
-
-
-def diverged(ctx: RunContext, position: int, recorded: str,
-             now: str) -> NonDeterministicStepError:
-    """The error for a replay that met ``now`` where the run recorded ``recorded``: both
-    step sequences with the first difference marked, both code versions, what to do."""
-    history = []
-    for p in sorted(ctx.checkpoints):
-        try:
-            history.append(ctx.checkpoints[p].key)
-        except Exception:  # an unreadable record: shown as such, the error is about order
-            history.append("?")
-    called = [*history[:position], now]  # the code matched the record up to here
-    versions = (f"recorded under version {ctx.run_version or '(none)'}, replayed by "
-                f"version {ctx.code_version or '(none)'}")
-    error = NonDeterministicStepError(
-        f"run {ctx.run_id}: at position {position} the run recorded step {recorded!r} but "
-        f"the code now calls {now!r} ({versions}).\n"
-        f"  recorded: {_sequence(history, position)}\n"
-        f"  now:      {_sequence(called, position)}\n"
-        "The task's code changed under this in-flight run, or its body branches on "
-        "something that is not a step. Insert new steps behind patched(\"<change id>\"), "
-        "add them after the last step, or deploy the change under a new task name "
-        "(docs/deploying.md); then retry the run.", run_id=ctx.run_id, step=now)
-    error.position, error.recorded_steps, error.current_steps = position, history, called
-    error.recorded_version, error.current_version = ctx.run_version, ctx.code_version
-    return error
 
 
 def _step_transaction(ctx: RunContext, key: str) -> AbstractContextManager[Any]:

@@ -53,7 +53,7 @@ def test_gathered_async_steps_are_checkpointed_in_the_django_database(store: Any
     assert ran == {"fetch-1": 1, "fetch-2": 2, "fetch-3": 1}
     run = get_run(run_id, app=app)
     assert run.status == "SUCCEEDED" and [s.key for s in run.steps] == [
-        "fetch#0", "fetch#1", "fetch#2"]
+        "fetch#0@0", "fetch#0@1", "fetch#0@2"]
     rows = Step.objects.using(store.using).filter(run_id=run_id)
     assert sorted(rows.values_list("value", flat=True)) == ["10", "20", "30"]
 
@@ -68,7 +68,8 @@ def _agent_ran_once_each(*runs: tuple[str, str]) -> None:
         assert [int(_counters.get(f"{tag}:{name}") or 0) for name in (
             "tool-search", "tool-weather", "tool-stock", "note")] == [1, 1, 1, 1]
         assert list(Step.objects.filter(run_id=run_id).order_by("position").values_list(
-            "key", flat=True)) == ["async_tool#0", "async_tool#1", "async_tool#2", "note#0"]
+            "key", flat=True)) == ["async_tool#0@0", "async_tool#0@1", "async_tool#0@2",
+                                   "note#0"]
 
 
 @pytest.mark.worker

@@ -35,7 +35,8 @@ def app() -> Celery:
 
 def test_sequential_and_gathered_async_steps(app: Celery) -> None:
     """Sequential and gathered async steps (and a sync one) each run once; the values go to
-    their awaiters; positions follow the order the coroutines started."""
+    their awaiters; positions follow the order the coroutines started, and the gathered
+    steps' keys name their branch (the n-th task the body created)."""
     runs: Counter[str] = Counter()
     started: list[str] = []
     everyone = asyncio.Event()
@@ -67,8 +68,8 @@ def test_sequential_and_gathered_async_steps(app: Celery) -> None:
     assert runs == {"first": 1, "a": 1, "b": 1, "c": 1, "total": 1}
     run = get_run(result.id, app=app)
     assert [(s.position, s.key, s.value) for s in run.steps] == [
-        (0, "fetch#0", "FIRST"), (1, "fetch#1", "A"), (2, "fetch#2", "B"),
-        (3, "fetch#3", "C"), (4, "total#0", "FIRST+A+B+C")]
+        (0, "fetch#0", "FIRST"), (1, "fetch#0@0", "A"), (2, "fetch#0@1", "B"),
+        (3, "fetch#0@2", "C"), (4, "total#0", "FIRST+A+B+C")]
 
 
 def test_max_parallel_steps_bounds_the_steps_executing_at_once(app: Celery) -> None:
@@ -127,7 +128,7 @@ def test_a_gathered_step_retried_alone(app: Celery) -> None:
     assert runs == {"one": 1, "flaky": 3, "two": 1}
     run = get_run(result.id, app=app)
     assert [(s.key, s.attempts) for s in run.steps] == [
-        ("call#0", 1), ("call#1", 3), ("call#2", 1)]
+        ("call#0@0", 1), ("call#0@1", 3), ("call#0@2", 1)]
 
 
 def test_a_sibling_in_flight_keeps_its_checkpoint_when_a_step_fails(app: Celery) -> None:
@@ -156,7 +157,7 @@ def test_a_sibling_in_flight_keeps_its_checkpoint_when_a_step_fails(app: Celery)
         result.get()
     run = get_run(result.id, app=app)
     assert [(s.key, s.status, s.value) for s in run.steps] == [
-        ("slow#0", StepStatus.SUCCEEDED, "done"), ("broken#0", StepStatus.FAILED, None)]
+        ("slow#0@0", StepStatus.SUCCEEDED, "done"), ("broken#0@1", StepStatus.FAILED, None)]
 
 
 def test_step_context_in_an_async_step(app: Celery) -> None:
@@ -171,8 +172,8 @@ def test_step_context_in_an_async_step(app: Celery) -> None:
         return await asyncio.gather(which(), which())
 
     result = context.delay()
-    assert result.get() == [["which#0", 0, f"{result.id}:which#0"],
-                            ["which#1", 1, f"{result.id}:which#1"]]
+    assert result.get() == [["which#0@0", 0, f"{result.id}:which#0@0"],
+                            ["which#0@1", 1, f"{result.id}:which#0@1"]]
 
 
 def test_an_async_step_from_a_sync_body_is_an_error_at_the_call(app: Celery) -> None:
@@ -274,9 +275,10 @@ def test_a_gather_started_in_another_order_on_replay_is_caught(app: Celery) -> N
 
     with pytest.raises(NonDeterministicStepError) as caught:
         reordered.apply().get()
-    assert "recorded step 'a#0' but the code now calls 'b#0'" in str(caught.value)
-    assert caught.value.recorded_steps[:1] == ["a#0"]
-    assert caught.value.current_steps == ["b#0"]
+    assert ("at position 0 (in the branch 0 of the async body) the run recorded step "
+            "'a#0@0' but the code now calls 'b#0@0'") in str(caught.value)
+    assert caught.value.recorded_steps == ["a#0@0"]
+    assert caught.value.current_steps == ["b#0@0"]
 
 
 def test_a_step_cancelled_by_the_body_records_nothing(app: Celery) -> None:
@@ -386,7 +388,7 @@ def test_step_run_with_an_async_function_in_an_async_body(app: Celery) -> None:
     result = main.apply()
     assert result.get() == ["A", "B", "C"] and runs == {"a": 1, "b": 1, "c": 1}
     assert [s.key for s in get_run(result.id, app=app).steps] == [
-        "lookup#0", "lookup#1", "lookup#2"]
+        "lookup#0", "lookup#0@0", "lookup#0@1"]
 
 
 def _within(seconds: float, run: Callable[[], object]) -> object:
@@ -430,7 +432,7 @@ def test_a_failure_waiting_for_a_sibling_cancelled_from_outside_is_handled(
     run = get_run(result.id, app=app)  # type: ignore[attr-defined]
     assert run.status == "FAILED" and run.error is not None
     assert "the tool refused the request" in run.error.message
-    assert [(s.key, s.status) for s in run.steps] == [("broken#0", StepStatus.FAILED)]
+    assert [(s.key, s.status) for s in run.steps] == [("broken#0@1", StepStatus.FAILED)]
 
 
 def test_steps_waiting_for_a_slot_when_a_failure_parks_the_run_start_nothing(
