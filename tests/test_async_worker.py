@@ -158,15 +158,16 @@ def crash_worker(tmp_path: Path) -> Iterator[testing.DurableTestWorker]:
 
 
 def test_assert_resumable_on_an_async_task(crash_worker) -> None:
-    """assert_resumable crashes an async run after each of its three checkpoints (one before
-    a gather, two inside it); every crashed run resumes to the same result and the step
-    checkpointed before the gather never runs again."""
+    """assert_resumable crashes an async run after each of its five checkpoints (one before
+    a gather, four in its two branches of two steps); every crashed run resumes to the
+    same result and the step checkpointed before the gather never runs again."""
     from apps.async_app import resumable
 
     report = testing.assert_resumable(resumable, 5)
-    assert report.result == [10, 11, 12]
-    assert report.steps == ["twice#0", "plus#0@0", "plus#0@1"]
-    assert report.boundaries == 3 and len(report.crashed_runs) == 3
+    assert report.result == [10, 22, 24]
+    assert report.steps[0] == "twice#0"
+    assert sorted(report.steps[1:]) == ["plus#0@0", "plus#0@1", "twice#0@0", "twice#0@1"]
+    assert report.boundaries == 5 and len(report.crashed_runs) == 5
     for run_id in report.crashed_runs:
         assert crash_worker.executions(run_id)["twice#0"] == 1
 

@@ -116,11 +116,17 @@ async def plus(x: int, y: int) -> int:
     return x + y
 
 
+async def grow(x: int, y: int) -> int:
+    """A branch of two steps."""
+    return await twice(await plus(x, y))
+
+
 @durable_task(app=app, name="async_app.resumable")
 async def resumable(x: int) -> list[int]:
-    """No side effects: for assert_resumable (a crash after each of its three checkpoints)."""
+    """No side effects: for assert_resumable (a crash after each of its five checkpoints:
+    one before a gather of two branches of two steps each)."""
     first = await twice(x)
-    a, b = await asyncio.gather(plus(first, 1), plus(first, 2))
+    a, b = await asyncio.gather(grow(first, 1), grow(first, 2))
     return [first, a, b]
 
 
