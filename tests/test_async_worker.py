@@ -87,12 +87,13 @@ def test_sigkill_while_gathered_steps_are_in_flight(start_worker, tag, redis_cli
 
 @pytest.mark.parametrize("pool", ["threads", "solo", "gevent", "eventlet"])
 def test_gathered_async_steps_on_other_pools(start_worker, tag, redis_client, pool) -> None:
-    """Two runs on a threads pool at once (each delivery has its own event loop), and on
-    the solo, gevent and eventlet pools one after the other: the gathered steps execute at
-    once, each once."""
+    """Two runs sent at once to a worker of two threads or greenlets (gevent, eventlet: the
+    second async body waits for the first's turn instead of failing with "asyncio.run()
+    cannot be called from a running event loop"), and to a solo worker: the gathered steps
+    execute at once, each once."""
     from apps.async_app import fan_out
 
-    start_worker("apps.async_app", concurrency=2 if pool == "threads" else 1, pool=pool)
+    start_worker("apps.async_app", concurrency=1 if pool == "solo" else 2, pool=pool)
     results = [fan_out.delay(f"{tag}-{i}") for i in range(2)]
     for i, result in enumerate(results):
         assert result.get(timeout=60) == {"n": 42, "joined": "a:True,b:True,c:True"}
@@ -220,3 +221,22 @@ def test_checkpoints_of_steps_finishing_together_are_written_in_one_call(redis_c
 
     assert main.apply().get() == [0, 10, 20, 30, "done"]
     assert calls == [("save_steps", 4), ("save_step", 4)]
+
+
+def test_the_soft_time_limit_fails_the_steps_in_flight(start_worker, tag, redis_client) -> None:
+    """Celery's soft time limit fires while a gathered step awaits (the event loop is in its
+    select()): that step's attempt fails with SoftTimeLimitExceeded and is retried under its
+    policy, as a sync step interrupted by the limit is; its finished sibling never runs
+    again and the run succeeds."""
+    from apps.async_app import app, soft_limited
+
+    start_worker("apps.async_app", concurrency=1)
+    result = soft_limited.delay(tag)
+    assert result.get(timeout=60) == ["quick", "slow_once"]
+    assert (count(redis_client, tag, "quick"), count(redis_client, tag, "slow_once")) == (1, 2)
+    run = get_run(result.id, app=app)
+    assert run.status is RunStatus.SUCCEEDED
+    slow = next(s for s in run.steps if s.name.endswith("slow_once"))
+    assert slow.attempts == 2
+    assert [(a.number, a.error.type if a.error else None) for a in slow.failures] == [
+        (1, "billiard.exceptions.SoftTimeLimitExceeded")]

@@ -33,7 +33,7 @@ from typing import Any
 
 from .. import signals
 from ..records import StepRecord, StepStatus
-from . import steplogs
+from . import green, soft_limit, steplogs
 from ._flow import ControlSignal, LeaseLost, Reenqueue
 from .branches import Branches
 from .context import RunContext, current_loop, current_run, current_step
@@ -70,6 +70,29 @@ class Delivery:
         self.parked: Reenqueue | None = None
         #: Successes waiting to be written together (see :meth:`_checkpoint`).
         self.batch: list[tuple[StepRecord, asyncio.Future[bool]]] = []
+        #: The tasks whose step function is executing now, the body's own task, and what
+        #: interrupted them (Celery's soft time limit: :mod:`.soft_limit`).
+        self.executing: set[asyncio.Future[Any]] = set()
+        self.body: asyncio.Future[Any] | None = None
+        self.interrupted: BaseException | None = None
+        self.interrupting: set[asyncio.Future[Any]] = set()
+
+    def interrupt(self, exc: BaseException) -> None:
+        """Fail every step attempt in flight with ``exc``; with none, raise it in the body."""
+        self.interrupted = exc
+        self.interrupting = set(self.executing) or ({self.body} if self.body else set())
+        for task in self.interrupting:
+            task.cancel()
+
+    def withdrawn(self, task: asyncio.Future[Any] | None) -> bool:
+        """True if :meth:`interrupt` cancelled ``task`` (the cancellation is withdrawn)."""
+        if task not in self.interrupting:
+            return False
+        self.interrupting.discard(task)
+        uncancel = getattr(task, "uncancel", None)  # Python 3.11+
+        if uncancel is not None:
+            uncancel()
+        return True
 
     def step(self, ctx: RunContext, name: str, fn: Callable[..., Any], args: tuple[Any, ...],
              kwargs: dict[str, Any], options: dict[str, Any]) -> Coroutine[Any, Any, Any]:
@@ -150,16 +173,25 @@ class Delivery:
             reset = current_step.set(step_ctx)
             lines = steplogs.start(ctx.settings.step_log_lines)
             started = time.time()
+            task = asyncio.current_task()
+            assert task is not None  # (a step's coroutine runs in a task)
             try:
-                text = encoded(ctx, await fn(*args, **kwargs), step_ctx.position, step_ctx.key)
+                self.executing.add(task)
+                try:
+                    value = await fn(*args, **kwargs)
+                finally:
+                    self.executing.discard(task)
+                text = encoded(ctx, value, step_ctx.position, step_ctx.key)
             except (Reenqueue, LeaseLost):
                 raise
             except asyncio.CancelledError as exc:
-                if _cancelled_from_outside():
+                error = self.interrupted if self.withdrawn(task) else exc  # a soft time limit
+                if error is exc and _cancelled_from_outside():
                     raise  # the body or the loop's shutdown cancelled it: record nothing
-                if lease_lost(ctx.run_id):
+                if error is exc and lease_lost(ctx.run_id):
                     raise LeaseLost() from exc  # the run was cancelled (or taken over)
-                failed, error = failure(ctx, exc, lines, name, step_ctx, started), exc
+                assert error is not None
+                failed = failure(ctx, error, lines, name, step_ctx, started)
             except (Exception, SystemExit, KeyboardInterrupt) as exc:
                 failed, error = failure(ctx, exc, lines, name, step_ctx, started), exc
                 if not isinstance(exc, Exception):
@@ -214,10 +246,12 @@ def body_runner(fn: Callable[..., Any], limit: int) -> Callable[..., Any]:
     """A plain callable that runs the ``async def`` body ``fn`` to its end in an event loop
     of its own per call, at most ``limit`` async steps executing at once."""
     def run(*args: Any, **kwargs: Any) -> Any:
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:  # as always in a worker: no loop runs in this thread
-            return asyncio.run(_main(fn, limit, args, kwargs))
+        with green.turn():
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:  # as always in a worker: no loop runs in this thread
+                with soft_limit.kept():
+                    return asyncio.run(_main(fn, limit, args, kwargs))
         # An eager ``apply()`` from async code: this thread's loop is busy; run the body's
         # own loop in a helper thread (with this context: the run) and wait for it.
         with ThreadPoolExecutor(1, thread_name_prefix="durable-async-body") as helper:
@@ -236,8 +270,14 @@ async def _main(fn: Callable[..., Any], limit: int, args: tuple[Any, ...],
                     if (record := recorded_at(ctx, p)) is not None]
         ctx.branches = Branches(recorded)
         ctx.branches.install(asyncio.get_running_loop())
+    delivery.body = asyncio.current_task()
+    soft_limit.take(asyncio.get_running_loop(), delivery.interrupt)
     try:
         result = await fn(*args, **kwargs)
+    except asyncio.CancelledError:
+        if delivery.withdrawn(delivery.body) and delivery.interrupted is not None:
+            raise delivery.interrupted from None  # the soft time limit, between steps
+        raise
     except BaseException as exc:
         signal = _control_signal(exc)
         if signal is None:

@@ -137,3 +137,17 @@ async def approval(tag: str, event: str) -> list[object]:
     payload = await wait_for_event(event, key=tag)
     after = await asyncio.gather(double(tag, 2), double(tag, 3))
     return [before, payload, *after]
+
+
+@step(max_attempts=2, backoff=0)
+async def slow_once(tag: str) -> str:
+    """Its first attempt outlasts the task's soft time limit (a step awaiting I/O)."""
+    if hit(tag, "slow_once") == 1:
+        await asyncio.sleep(30)
+    return "slow_once"
+
+
+@durable_task(app=app, name="async_app.soft_limited", soft_time_limit=2)
+async def soft_limited(tag: str) -> list[str]:
+    """A quick step and a slow one gathered, under a 2 s soft time limit."""
+    return list(await asyncio.gather(quick(tag), slow_once(tag)))
