@@ -42,7 +42,7 @@ from ..engine.context import RunContext, body_context
 from ..engine.labels import code_version
 from ..engine.lifecycle import CALL_STEP, GATHER_STEP, MAP_STEP
 from ..engine.publish import ROUTING, publish_run
-from ..engine.steps import _failed, _on_error, _replay
+from ..engine.steps import _failed, _on_error, _replay, recorded_at
 from ..errors import ChildCancelledError, ChildRunError, InvalidRunStateError
 from ..records import ErrorInfo, NewRun, RunRecord, RunStatus, StepRecord, StepStatus, WaitInfo
 from ..serialization import decode, encode
@@ -264,8 +264,11 @@ def _children(ctx: RunContext, name: str, specs: Sequence[Signature], single: bo
 
 def _eager_children(ctx: RunContext, specs: Sequence[Signature], single: bool,
                     name: str) -> Any:
-    """Eager mode has no worker: run each child inline, then take the store's view."""
+    """Eager mode has no worker: run each child inline (unless an earlier delivery reached
+    this call and ran them), then take the store's view."""
     position = ctx.peek()
+    if recorded_at(ctx, position) is not None:  # a replay: the children ran then
+        return _children(ctx, name, specs, single)
     for i, spec in enumerate(specs):
         run_id = child_id(ctx.run_id, position, None if single else i)
         task = _durable(ctx.task.app, spec.task)

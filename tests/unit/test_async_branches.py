@@ -147,3 +147,39 @@ def test_tasks_a_step_creates_are_not_branches(app: Celery) -> None:
     ("send@mail#1", ""), ("send@mail#1@0.2", "0.2"), ("patched:new-fee#0@4", "4")])
 def test_the_branch_is_read_from_the_key(key: str, branch: str) -> None:
     assert branch_of(key) == branch
+
+
+def test_waits_and_child_runs_inside_branches(app: Celery) -> None:
+    """A durable sleep and a child run inside each of two gathered branches, and a third
+    branch whose step fails once: the retry delivery replays the waits and child runs of
+    each branch under its own keys (the children ran once each, and each branch gets its own
+    child's result)."""
+    from celery_durable import call, sleep
+
+    ran: Counter[str] = Counter()
+
+    @durable_task(app=app, name="branches.child")
+    def child(x: int) -> int:
+        ran[f"child-{x}"] += 1
+        return x * 10
+
+    @step(max_attempts=2, backoff=0)
+    async def flaky() -> str:
+        ran["flaky"] += 1
+        if ran["flaky"] == 1:
+            raise ConnectionError("once")
+        return "ok"
+
+    async def one(x: int) -> int:
+        await sleep(0.01)
+        return int(await call(child, x))
+
+    @durable_task(app=app, name="branches.waits")
+    async def main() -> list[object]:
+        return list(await asyncio.gather(one(1), one(2), flaky()))
+
+    result = main.apply()
+    assert result.get() == [10, 20, "ok"]
+    assert ran == {"child-1": 1, "child-2": 1, "flaky": 2}
+    keys = sorted(s.key for s in get_run(result.id, app=app).steps)
+    assert [k.partition("#")[2] for k in keys] == ["0@0", "0@1", "0@2", "0@0", "0@1"]

@@ -36,6 +36,35 @@ def test_children_run_inline_in_eager_mode(app: Celery) -> None:
     assert child.result == 4
 
 
+def test_a_retry_delivery_does_not_run_eager_children_again(app: Celery) -> None:
+    """A step after the child calls fails once: the retry delivery replays the children's
+    results instead of running the children again (they used to run once per delivery)."""
+    from collections import Counter
+
+    from celery_durable import step
+
+    ran: Counter[str] = Counter()
+
+    @durable_task(app=app, name="eager.once_child")
+    def once_child(x: int) -> int:
+        ran[f"child-{x}"] += 1
+        return x
+
+    @step(max_attempts=2, backoff=0)
+    def flaky() -> int:
+        ran["flaky"] += 1
+        if ran["flaky"] == 1:
+            raise ConnectionError("once")
+        return 100
+
+    @durable_task(app=app, name="eager.once_parent")
+    def parent() -> int:
+        return int(call(once_child, 1)) + sum(gather(once_child.s(2), once_child.s(3))) + flaky()
+
+    assert parent.apply().get() == 106
+    assert ran == {"child-1": 1, "child-2": 1, "child-3": 1, "flaky": 2}
+
+
 def test_outside_a_run_children_are_plain_calls(app: Celery) -> None:
     """Outside a durable run call/gather/map call the task bodies directly."""
     @durable_task(app=app, name="plain.inc")
