@@ -20,6 +20,7 @@ from typing import Any
 from celery import Celery
 
 from ..config import app_or_current, settings_for
+from ..engine.branches import BRANCH_MARK
 from ..errors import RunNotFoundError
 from ..records import STEP_STATUS_BY_VALUE, ErrorInfo, RunRecord, StepRecord
 from ..stores import get_store
@@ -124,7 +125,11 @@ def _steps(name: str, entries: Any) -> dict[int, StepRecord]:
     if not isinstance(entries, list):
         raise _bad(name, "its steps are not a list")
     steps: dict[int, StepRecord] = {}
-    seen: dict[str, int] = {}
+    seen: dict[tuple[str, str], int] = {}
+    # An async body's branches may leave gaps (steps in flight when it stopped); a sync
+    # body's positions are 0, 1, 2, …
+    gaps = any(isinstance(e, dict) and BRANCH_MARK in str(e.get("key", "")) for e in entries)
+    expected = 0
     for i, entry in enumerate(entries):
         where = f"step entry {i}"
         try:
@@ -133,21 +138,26 @@ def _steps(name: str, entries: Any) -> dict[int, StepRecord]:
             attempts, value, error = int(entry["attempts"]), entry["value"], entry["error"]
         except (KeyError, TypeError, ValueError) as exc:
             raise _bad(name, f"{where} is incomplete or malformed ({exc!r})") from exc
-        if position != i:
-            raise _bad(name, f"{where} is at position {position!r}, expected {i} (a step "
-                             "is missing or out of order)")
-        # The n-th call of a name has key name#n (patched() counts calls it records no
-        # marker for, so its numbers may skip): increasing per name.
-        stem, _, number = str(key).rpartition("#")
-        if stem != step_name or not number.isdigit() or int(number) < seen.get(step_name, 0):
+        if not isinstance(position, int) or position < expected or (
+                position != expected and not gaps):
+            raise _bad(name, f"{where} is at position {position!r}, expected {expected} "
+                             f"{'or more ' if gaps else ''}(a step is missing or out of order)")
+        expected = position + 1
+        # The n-th call of a name has key name#n, or name#n@branch in an async body's
+        # branch (patched() counts calls it records no marker for, so its numbers may
+        # skip): increasing per name and branch.
+        stem, _, tail = str(key).rpartition("#")
+        number, _, branch = tail.partition(BRANCH_MARK)
+        counted = (step_name, branch)
+        if stem != step_name or not number.isdigit() or int(number) < seen.get(counted, 0):
             raise _bad(name, f"{where} has key {key!r}, which does not follow the earlier "
                              f"calls of {step_name!r}")
-        seen[step_name] = int(number) + 1
+        seen[counted] = int(number) + 1
         if value is not None and not isinstance(value, str):
             raise _bad(name, f"{where} ({key}) has a value that is not stored text")
         info = None if not error else ErrorInfo(str(error.get("type", "")),
                                                 str(error.get("message", "")))
-        steps[i] = StepRecord(i, key, step_name, status, attempts, value, info)
+        steps[position] = StepRecord(position, key, step_name, status, attempts, value, info)
     return steps
 
 

@@ -21,6 +21,7 @@ from celery import Celery
 from ..config import app_or_current, settings_for
 from ..engine import endings
 from ..engine._flow import HistoryEnded
+from ..engine.async_steps import body_runner
 from ..engine.context import RunContext, current_run
 from ..engine.labels import code_version
 from ..serialization import decode, get_serializer
@@ -69,7 +70,7 @@ def _where(name: str, values: list[Any]) -> tuple[str, int]:
             return (f"{key} at position {position} goes on past the history (it would "
                     f"call the store: {name})", position)
     ctx = current_run.get()
-    last = max((ctx.position if ctx is not None else 0) - 1, 0)
+    last = max((ctx.peek() if ctx is not None else 0) - 1, 0)
     return f"the code after position {last} would call the store ({name})", last
 
 
@@ -90,6 +91,8 @@ def replay(task: Any, history: History | str | Path | Mapping[str, Any]) -> Repl
                      eager=True, run_version=doc.version, code_version=code_version(task),
                      replay_only=True)
     body = task.__dict__.get("_orig_run") or task.run
+    if getattr(task, "_async_body", False):  # in an event loop, as a delivery runs it
+        body = body_runner(body, task.max_parallel_steps)
     task.push_request(id=doc.run_id, args=args, kwargs=kwargs, is_eager=True,
                       called_directly=False, retries=0, delivery_info={})
     reset = current_run.set(ctx)
@@ -100,7 +103,8 @@ def replay(task: Any, history: History | str | Path | Mapping[str, Any]) -> Repl
     finally:
         current_run.reset(reset)
         task.pop_request()
-    return ReplayResult(True, result=result, replayed=ctx.position, task=task.name)
+    replayed = ctx.position if ctx.branches is None else len(doc.steps)
+    return ReplayResult(True, result=result, replayed=replayed, task=task.name)
 
 
 def check_current_code(run_id: str, *, app: Celery | None = None) -> ReplayResult:

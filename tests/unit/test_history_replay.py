@@ -5,6 +5,7 @@ document and the first bad entry."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections import Counter
@@ -58,16 +59,37 @@ def order(n: int) -> list[Any]:
     return out
 
 
-def run_to_the_end(n: int) -> str:
+@step
+async def fetch_part(n: int) -> int:
+    calls["fetch_part"] += 1
+    return n
+
+
+@step
+async def double_part(n: int) -> int:
+    calls["double_part"] += 1
+    return n * 2
+
+
+async def one_part(n: int) -> int:
+    return await double_part(await fetch_part(n))
+
+
+@durable_task(app=app, name="history.parts")
+async def parts(n: int) -> list[int]:
+    return list(await asyncio.gather(one_part(n), one_part(n + 1)))
+
+
+def run_to_the_end(n: int, task: Any = order) -> str:
     run_id = str(uuid.uuid4())
-    order.push_request(id=run_id, is_eager=False, called_directly=False, delivery_info={},
-                       retries=0, hostname="unit@test")
+    task.push_request(id=run_id, is_eager=False, called_directly=False, delivery_info={},
+                      retries=0, hostname="unit@test")
     try:
-        order(n)
+        task(n)
     except Ignore:
         pass
     finally:
-        order.pop_request()
+        task.pop_request()
     return run_id
 
 
@@ -97,6 +119,29 @@ def test_new_code_diverging_from_a_history_says_where_and_patched_code_does_not(
     assert caught.value.current_steps == ["reserve#0", "audit#0"]
     code["version"] = "v2-patched"
     assert replay(order, history).result == [5, 50]  # the old path, as the old run takes
+
+
+def test_an_async_history_with_branches_replays_and_may_have_gaps() -> None:
+    """An async run's history (gathered branches of two steps: keys ``name#n@branch``)
+    replays calling no step; without one branch's last step (as a crash leaves it, a gap
+    in the positions) it loads and replays up to there. A sync history with a gap is
+    refused."""
+    doc = export_run(run_to_the_end(3, parts), app=app)
+    assert sorted(s["key"] for s in doc["steps"]) == [
+        "double_part#0@0", "double_part#0@1", "fetch_part#0@0", "fetch_part#0@1"]
+    before = dict(calls)
+    result = replay(parts, doc)
+    assert result.finished and result.result == [6, 8] and dict(calls) == before
+    missing = min((s for s in doc["steps"] if s["name"].endswith("double_part")),
+                  key=lambda s: s["position"])  # the other branch's second step is later
+    doc["steps"].remove(missing)
+    assert [s["position"] for s in doc["steps"]] != list(range(3))  # a gap
+    cut = replay(parts, load_history(doc | {"digest": _digest(doc)}))
+    assert not cut.finished and missing["key"] in (cut.ended_at or "")
+    sync = export_run(run_to_the_end(7), app=app)
+    sync["steps"][1]["position"] = 2
+    with pytest.raises(HistoryFileError, match="step entry 1 is at position 2, expected 1"):
+        load_history(sync | {"digest": _digest(sync)})
 
 
 def test_a_history_that_ends_early_says_where() -> None:
