@@ -25,7 +25,7 @@ from .controls import concurrency
 from .controls.cancel import cancel_revoked
 from .controls.idempotency import check_call, register, trigger
 from .engine import endings, events, tracing
-from .engine.async_steps import MAX_PARALLEL_STEPS, body_runner
+from .engine.async_steps import MAX_PARALLEL_STEPS, delivery_body
 from .engine.context import active_run
 from .engine.labels import code_version, run_tags
 from .engine.pinning import consume_version_queues, pinned, pinning, worker_versions
@@ -108,12 +108,7 @@ class DurableTask(Task):  # type: ignore[misc]
         request = self.request_stack.top
         if request is None or request.called_directly:
             return super().__call__(*args, **kwargs)
-        # With ``autoretry_for`` Celery wraps ``run``; retries are ours, so call
-        # the user's function unwrapped.
-        body = self.__dict__.get("_orig_run") or self.run
-        if self._async_body:  # each delivery runs it in an event loop of its own
-            body = body_runner(body, self.max_parallel_steps)
-        return execute(self, body, args, kwargs, gate=concurrency)
+        return execute(self, delivery_body(self), args, kwargs, gate=concurrency)
 
     def apply_async(self, args: Any = None, kwargs: Any = None, task_id: str | None = None,
                     *more: Any, idempotency_key: Any = None, idempotency_ttl: Any = None,

@@ -242,6 +242,16 @@ def _cancelled_from_outside() -> bool:
     return cancelling is None or bool(cancelling())
 
 
+def delivery_body(task: Any) -> Callable[..., Any]:
+    """The task's body as a delivery (or a replay of its history) calls it: the user's
+    function unwrapped (Celery wraps ``run`` for ``autoretry_for``; retries are ours), in an
+    event loop of its own when it is ``async def``."""
+    body: Callable[..., Any] = task.__dict__.get("_orig_run") or task.run
+    if getattr(task, "_async_body", False):
+        return body_runner(body, task.max_parallel_steps)
+    return body
+
+
 def body_runner(fn: Callable[..., Any], limit: int) -> Callable[..., Any]:
     """A plain callable that runs the ``async def`` body ``fn`` to its end in an event loop
     of its own per call, at most ``limit`` async steps executing at once."""
@@ -302,4 +312,4 @@ def _control_signal(exc: BaseException) -> ControlSignal | None:
     return None
 
 
-__all__ = ["MAX_PARALLEL_STEPS", "Delivery", "body_runner"]
+__all__ = ["MAX_PARALLEL_STEPS", "Delivery", "body_runner", "delivery_body"]

@@ -95,9 +95,19 @@ class Branches:
         name = self._names.get(task, "") if task is not None else ""
         return name, self._branches[name]
 
+    def next_key(self, name: str) -> tuple[int, str]:
+        """The position and key of the next call of step ``name`` in the current branch
+        (taken: :meth:`peek`, :meth:`key` and :meth:`advance` in one lookup of the branch)."""
+        branch_name, branch = self._current()
+        position = self._take(branch)
+        return position, self._key(branch_name, branch, name)
+
     def key(self, name: str) -> str:
         """The key of the next call of step ``name`` in the current branch."""
-        branch_name, branch = self._current()
+        return self._key(*self._current(), name)
+
+    @staticmethod
+    def _key(branch_name: str, branch: _Branch, name: str) -> str:
         occurrence = branch.counters[name]
         branch.counters[name] = occurrence + 1
         if branch_name:
@@ -106,17 +116,23 @@ class Branches:
 
     def peek(self) -> int:
         """The position the current branch's next call takes."""
-        _, branch = self._current()
+        branch = self._current()[1]
         if branch.reached < len(branch.recorded):
             return branch.recorded[branch.reached]
         return self._fresh
 
     def advance(self) -> None:
         """The current branch's next call took :meth:`peek`'s position."""
-        _, branch = self._current()
-        if branch.reached >= len(branch.recorded):
-            self._fresh += 1
+        self._take(self._current()[1])
+
+    def _take(self, branch: _Branch) -> int:
+        """``branch``'s next position, taken."""
+        if branch.reached < len(branch.recorded):
+            position = branch.recorded[branch.reached]
+        else:
+            position, self._fresh = self._fresh, self._fresh + 1
         branch.reached += 1
+        return position
 
     def sequence(self, position: int) -> tuple[str, list[str], int]:
         """For the divergence at recorded ``position``: its branch, the keys that branch

@@ -44,6 +44,9 @@ class StepContext:
 class Branching(Protocol):
     """How an async body's step calls get their keys and positions (:mod:`.branches`)."""
 
+    def next_key(self, name: str) -> tuple[int, str]:
+        """The position and key of the next call of step ``name`` in the current branch."""
+
     def key(self, name: str) -> str:
         """The key of the next call of step ``name`` in the current branch."""
 
@@ -113,15 +116,10 @@ class RunContext:
     def next_key(self, name: str) -> tuple[int, str]:
         """Allocate the position and the ``name#n`` key of the next step call."""
         if self.branches is not None:
-            key = self.branches.key(name)
-            position = self.branches.peek()
-            self.branches.advance()
-            return position, key
+            return self.branches.next_key(name)
         position = self.position
         self.position += 1
-        occurrence = self.counters[name]
-        self.counters[name] = occurrence + 1
-        return position, f"{name}#{occurrence}"
+        return position, self.name_key(name)
 
     def name_key(self, name: str) -> str:
         """The key of the next call of ``name`` (without taking a position)."""

@@ -21,7 +21,7 @@ from celery import Celery
 from ..config import app_or_current, settings_for
 from ..engine import endings
 from ..engine._flow import HistoryEnded
-from ..engine.async_steps import body_runner
+from ..engine.async_steps import delivery_body
 from ..engine.context import RunContext, current_run
 from ..engine.labels import code_version
 from ..serialization import decode, get_serializer
@@ -90,9 +90,7 @@ def replay(task: Any, history: History | str | Path | Mapping[str, Any]) -> Repl
                      policy=endings.task_policy(task), checkpoints=dict(doc.steps),
                      eager=True, run_version=doc.version, code_version=code_version(task),
                      replay_only=True)
-    body = task.__dict__.get("_orig_run") or task.run
-    if getattr(task, "_async_body", False):  # in an event loop, as a delivery runs it
-        body = body_runner(body, task.max_parallel_steps)
+    body = delivery_body(task)  # (an async body in an event loop, as a delivery runs it)
     task.push_request(id=doc.run_id, args=args, kwargs=kwargs, is_eager=True,
                       called_directly=False, retries=0, delivery_info={})
     reset = current_run.set(ctx)
