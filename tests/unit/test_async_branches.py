@@ -16,11 +16,8 @@ from celery_durable.engine.branches import branch_of
 
 
 @pytest.fixture
-def app() -> Celery:
-    app = Celery("async-branches", set_as_current=False)
-    app.conf.update(task_always_eager=True, broker_url="memory://",
-                    result_backend="cache+memory://")
-    return app
+def app(eager_app: Celery) -> Celery:
+    return eager_app
 
 
 def test_branches_of_several_steps_resume_after_a_retry(app: Celery) -> None:

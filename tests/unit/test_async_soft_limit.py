@@ -33,13 +33,11 @@ def limit_soon() -> None:
 
 
 @pytest.fixture
-def app() -> Iterator[Celery]:
-    app = Celery("async-soft", set_as_current=False)
-    app.conf.update(task_always_eager=True, broker_url="memory://",
-                    result_backend="cache+memory://")
+def app(eager_app: Celery) -> Iterator[Celery]:
+    """The eager app, with the stand-in soft-limit handler installed meanwhile."""
     before = signal.signal(signal.SIGUSR1, raise_limit)
     try:
-        yield app
+        yield eager_app
     finally:
         signal.signal(signal.SIGUSR1, before)
 

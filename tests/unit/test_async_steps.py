@@ -26,11 +26,8 @@ from celery_durable import (
 
 
 @pytest.fixture
-def app() -> Celery:
-    app = Celery("async-eager", set_as_current=False)
-    app.conf.update(task_always_eager=True, broker_url="memory://",
-                    result_backend="cache+memory://")
-    return app
+def app(eager_app: Celery) -> Celery:
+    return eager_app
 
 
 def test_sequential_and_gathered_async_steps(app: Celery) -> None:
